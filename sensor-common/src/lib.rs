@@ -1,0 +1,198 @@
+//! Plain-old-data types that the XDP program writes into kernel maps and the agent reads back.
+//!
+//! Every type here is `#[repr(C)]`, holds integers and byte arrays only, spells out its
+//! padding, and has its size pinned by a const assertion: the kernel and userspace see the same
+//! bytes, and a layout change is a compile error on both sides rather than garbage at runtime.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Address family tags stored in [`FlowKey::family`] and [`HostKey::family`].
+pub mod family {
+    /// ARP: addresses are the sender/target protocol addresses (IPv4-mapped), `dst_port` is the
+    /// ARP opcode. Kept in the flow map so host sweeps done by ARP are visible.
+    pub const ARP: u8 = 1;
+    /// IPv4; addresses are stored IPv4-mapped (`::ffff:a.b.c.d`).
+    pub const IPV4: u8 = 4;
+    /// IPv6.
+    pub const IPV6: u8 = 6;
+}
+
+/// IP protocol numbers the program distinguishes.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// Names of the kernel maps, shared so that loader and program cannot drift apart.
+pub mod maps {
+    /// Directional 5-tuple -> [`FlowStats`](crate::FlowStats).
+    pub const FLOWS: &str = "FLOWS";
+    /// Destination address -> [`HostStats`](crate::HostStats) of packets sent to it that
+    /// `FLOWS` could not take.
+    pub const DST_HOSTS: &str = "DST_HOSTS";
+    /// Source address -> [`HostStats`](crate::HostStats) of packets it sent that `FLOWS` could
+    /// not take.
+    pub const SRC_HOSTS: &str = "SRC_HOSTS";
+    /// Per-CPU array with one [`GlobalCounters`](crate::GlobalCounters).
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Name of the read-only global that selects coarse timestamps (`u8`, 0 or 1).
+pub const GLOBAL_COARSE_TIME: &str = "COARSE_TIME";
+
+/// Name of the XDP program in the object file.
+pub const XDP_PROGRAM: &str = "sensor_xdp";
+/// Name of the do-nothing XDP program used as the benchmark baseline.
+pub const XDP_BASELINE_PROGRAM: &str = "baseline_pass";
+
+/// Default size of the flow map (entries).
+pub const DEFAULT_FLOW_ENTRIES: u32 = 262_144;
+/// Default size of each per-host map (entries).
+pub const DEFAULT_HOST_ENTRIES: u32 = 65_536;
+
+/// One direction of a conversation exactly as the kernel saw it (not canonicalised: the agent
+/// merges both directions, so the kernel never has to decide who initiated).
+///
+/// Ports are in host byte order. For ICMP/ICMPv6 `src_port` is 0 and `dst_port` is
+/// `type << 8 | code` (the NetFlow convention). Non-first IP fragments and protocols without
+/// ports use 0/0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+/// Cumulative counters of one [`FlowKey`] since the kernel inserted it.
+///
+/// `packets`, `bytes` and the flag counters are updated with atomic adds, so they are exact
+/// even when several CPUs hit one flow. `last_seen_ns`, `min_len` and `max_len` are plain
+/// stores: under a race they may be off by one packet, never torn.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub packets: u64,
+    /// Frame bytes as the driver delivered them (L2 header included, FCS excluded).
+    pub bytes: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns`).
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// SYN without ACK: connection attempts.
+    pub syn: u32,
+    pub syn_ack: u32,
+    pub fin: u32,
+    pub rst: u32,
+    pub psh: u32,
+    /// ACK with none of SYN/FIN/RST/PSH/URG.
+    pub ack_only: u32,
+    pub min_len: u16,
+    pub max_len: u16,
+    pub _pad: [u8; 4],
+}
+const _: () = assert!(size_of::<FlowStats>() == 64);
+
+/// Key of the per-host maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<HostKey>() == 20);
+
+/// Overflow counters of one host: what it received (in `DST_HOSTS`) or sent (in `SRC_HOSTS`)
+/// in packets that the flow map could not take.
+///
+/// Every IP packet is counted exactly once: in its flow, or here. These maps are keyed by one
+/// address, so a spoofed-source flood that fills the flow map cannot starve `DST_HOSTS`: SYN
+/// and packet rates per victim stay measurable, and the common path pays for one map update.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// TCP SYN without ACK.
+    pub syn: u64,
+    pub syn_ack: u64,
+    pub rst: u64,
+    pub udp: u64,
+    /// ICMP and ICMPv6 packets.
+    pub icmp: u64,
+    /// ICMP/ICMPv6 echo requests.
+    pub icmp_echo: u64,
+}
+const _: () = assert!(size_of::<HostStats>() == 80);
+
+/// Global per-CPU counters; the agent sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp_packets: u64,
+    pub tcp_bytes: u64,
+    pub udp_packets: u64,
+    pub udp_bytes: u64,
+    /// ICMP and ICMPv6.
+    pub icmp_packets: u64,
+    pub icmp_bytes: u64,
+    /// IP packets of any other protocol (GRE, ESP, SCTP, ...).
+    pub other_ip_packets: u64,
+    pub other_ip_bytes: u64,
+    /// ARP and every other non-IP EtherType.
+    pub non_ip_packets: u64,
+    pub non_ip_bytes: u64,
+    pub ipv4_packets: u64,
+    pub ipv6_packets: u64,
+    /// Non-first fragments (counted under a port-0 key).
+    pub fragments: u64,
+    /// Frames whose headers were cut short or malformed; they are passed, not counted in flows.
+    pub parse_errors: u64,
+    /// Flow inserts refused because the map was full (`E2BIG`/`ENOMEM`).
+    pub flow_insert_full: u64,
+    /// Flow inserts refused for any other reason (`EBUSY`, ...).
+    pub flow_insert_other: u64,
+    /// Lost insert races (`EEXIST`), resolved by updating the winner's entry.
+    pub flow_insert_races: u64,
+    /// Overflow packets that `DST_HOSTS` / `SRC_HOSTS` could not take either.
+    pub dst_insert_failures: u64,
+    pub src_insert_failures: u64,
+}
+const _: () = assert!(size_of::<GlobalCounters>() == 21 * 8);
+
+impl GlobalCounters {
+    /// Field-wise sum, used to fold the per-CPU copies.
+    pub fn add(&mut self, o: &Self) {
+        macro_rules! add_fields { ($($f:ident),*) => { $(self.$f = self.$f.wrapping_add(o.$f);)* } }
+        add_fields!(
+            packets, bytes, tcp_packets, tcp_bytes, udp_packets, udp_bytes, icmp_packets,
+            icmp_bytes, other_ip_packets, other_ip_bytes, non_ip_packets, non_ip_bytes,
+            ipv4_packets, ipv6_packets, fragments, parse_errors, flow_insert_full,
+            flow_insert_other, flow_insert_races, dst_insert_failures, src_insert_failures
+        );
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all types are repr(C), integer/byte-array fields only, padding explicit, so every
+    // bit pattern is valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowStats {}
+    unsafe impl aya::Pod for HostKey {}
+    unsafe impl aya::Pod for HostStats {}
+    unsafe impl aya::Pod for GlobalCounters {}
+}

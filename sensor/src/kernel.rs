@@ -1,0 +1,210 @@
+//! The embedded XDP object: loading it with chosen map sizes and reading its maps.
+//!
+//! Everything that touches kernel maps goes through [`SensorProgram`], so tests, benchmarks and
+//! the agent read the same counters the same way.
+
+use std::{borrow::Borrow, collections::BTreeMap, hash::Hash};
+
+use aya::{
+    Ebpf, EbpfLoader, Pod,
+    maps::{HashMap, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, Xdp},
+};
+use sensor_common::{
+    DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats, GlobalCounters, HostKey,
+    GLOBAL_COARSE_TIME, HostStats, XDP_BASELINE_PROGRAM, XDP_PROGRAM, maps,
+};
+
+/// The XDP object built by `build.rs`, aligned so aya can parse it in place.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
+
+/// Why the kernel side could not be set up or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(
+        "this binary carries no XDP object: it was built with AYA_BUILD_SKIP=1; rebuild without it \
+         (cargo xtask setup installs what the eBPF build needs)"
+    )]
+    NoObject,
+    #[error("parsing or creating maps from the XDP object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program `{0}` is missing from the XDP object")]
+    MissingProgram(&'static str),
+    #[error(
+        "the kernel refused program `{name}` (needs CAP_BPF and CAP_NET_ADMIN, or root, and a \
+         kernel with BTF): {source}"
+    )]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("map `{0}` is missing from the XDP object")]
+    MissingMap(&'static str),
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Kernel-side settings (map sizes, clock), fixed when the object is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Entries of the 5-tuple flow map.
+    pub flows: u32,
+    /// Entries of each per-host overflow map (by destination, by source).
+    pub hosts: u32,
+    /// Stamp flows with the coarse clock (one scheduler tick of resolution, cheaper per packet).
+    pub coarse_time: bool,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self { flows: DEFAULT_FLOW_ENTRIES, hosts: DEFAULT_HOST_ENTRIES, coarse_time: false }
+    }
+}
+
+/// The loaded (not necessarily attached) sensor program and its maps.
+pub struct SensorProgram {
+    ebpf: Ebpf,
+    config: KernelConfig,
+}
+
+impl SensorProgram {
+    /// Loads the object and verifies `sensor_xdp` in the kernel. Attaching is the caller's job.
+    pub fn load(config: KernelConfig) -> Result<Self, KernelError> {
+        if OBJECT.is_empty() {
+            return Err(KernelError::NoObject);
+        }
+        raise_memlock_limit();
+        let coarse = u8::from(config.coarse_time);
+        let ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_COARSE_TIME, &coarse, true)
+            .map_max_entries(maps::FLOWS, config.flows)
+            .map_max_entries(maps::DST_HOSTS, config.hosts)
+            .map_max_entries(maps::SRC_HOSTS, config.hosts)
+            .load(OBJECT)?;
+        let mut this = Self { ebpf, config };
+        this.load_program(XDP_PROGRAM)?;
+        Ok(this)
+    }
+
+    pub fn config(&self) -> KernelConfig {
+        self.config
+    }
+
+    /// The sensor's XDP program.
+    pub fn xdp(&mut self) -> Result<&mut Xdp, KernelError> {
+        self.program_mut(XDP_PROGRAM)
+    }
+
+    /// A do-nothing XDP program from the same object, loaded on first use; the baseline that
+    /// benchmarks measure next to the sensor.
+    pub fn baseline(&mut self) -> Result<&mut Xdp, KernelError> {
+        if self.program_mut(XDP_BASELINE_PROGRAM)?.fd().is_err() {
+            self.load_program(XDP_BASELINE_PROGRAM)?;
+        }
+        self.program_mut(XDP_BASELINE_PROGRAM)
+    }
+
+    fn load_program(&mut self, name: &'static str) -> Result<(), KernelError> {
+        self.program_mut(name)?
+            .load()
+            .map_err(|source| KernelError::Program { name, source })
+    }
+
+    fn program_mut(&mut self, name: &'static str) -> Result<&mut Xdp, KernelError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(KernelError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| KernelError::Program { name, source })
+    }
+
+    /// Global counters summed over all CPUs.
+    pub fn counters(&self) -> Result<GlobalCounters, KernelError> {
+        let name = maps::COUNTERS;
+        let map = self.ebpf.map(name).ok_or(KernelError::MissingMap(name))?;
+        let array = PerCpuArray::<&MapData, GlobalCounters>::try_from(map)
+            .map_err(|source| KernelError::Map { name, source })?;
+        let per_cpu = array.get(&0, 0).map_err(|source| KernelError::Map { name, source })?;
+        let mut total = GlobalCounters::default();
+        for c in per_cpu.iter() {
+            total.add(c);
+        }
+        Ok(total)
+    }
+
+    /// Snapshot of the flow map, ordered by key.
+    pub fn flows(&self) -> Result<BTreeMap<FlowKey, FlowStats>, KernelError> {
+        self.snapshot(maps::FLOWS)
+    }
+
+    /// Snapshot of the per-destination overflow counters.
+    pub fn dst_hosts(&self) -> Result<BTreeMap<HostKey, HostStats>, KernelError> {
+        self.snapshot(maps::DST_HOSTS)
+    }
+
+    /// Snapshot of the per-source overflow counters.
+    pub fn src_hosts(&self) -> Result<BTreeMap<HostKey, HostStats>, KernelError> {
+        self.snapshot(maps::SRC_HOSTS)
+    }
+
+    fn snapshot<K: Pod + Ord + Hash, V: Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<BTreeMap<K, V>, KernelError> {
+        let map = self.ebpf.map(name).ok_or(KernelError::MissingMap(name))?;
+        let hash = HashMap::<&MapData, K, V>::try_from(map)
+            .map_err(|source| KernelError::Map { name, source })?;
+        hash.iter()
+            .map(|kv| kv.map_err(|source| KernelError::Map { name, source }))
+            .collect()
+    }
+
+    /// Empties the flow and host maps and zeroes the counters (tests and benchmarks start from
+    /// a known state with this).
+    pub fn reset(&mut self) -> Result<(), KernelError> {
+        self.clear::<FlowKey, FlowStats>(maps::FLOWS)?;
+        self.clear::<HostKey, HostStats>(maps::DST_HOSTS)?;
+        self.clear::<HostKey, HostStats>(maps::SRC_HOSTS)?;
+        let name = maps::COUNTERS;
+        let map = self.ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))?;
+        let mut array = PerCpuArray::<&mut MapData, GlobalCounters>::try_from(map)
+            .map_err(|source| KernelError::Map { name, source })?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| KernelError::Map { name, source: MapError::IoError(e) })?;
+        let zeros = aya::maps::PerCpuValues::try_from(vec![GlobalCounters::default(); cpus])
+            .map_err(|e| KernelError::Map { name, source: MapError::IoError(e) })?;
+        array.set(0, zeros, 0).map_err(|source| KernelError::Map { name, source })
+    }
+
+    fn clear<K: Pod + Borrow<K>, V: Pod>(&mut self, name: &'static str) -> Result<(), KernelError> {
+        let map = self.ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))?;
+        let mut hash = HashMap::<&mut MapData, K, V>::try_from(map)
+            .map_err(|source| KernelError::Map { name, source })?;
+        let keys: Vec<K> = hash
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|source| KernelError::Map { name, source })?;
+        for k in keys {
+            match hash.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(KernelError::Map { name, source }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raise it so large maps load there too.
+/// Newer kernels account to the memory cgroup and ignore it, so failure is not an error.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer to a local.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}

@@ -1,0 +1,8 @@
+//! Gateway network security sensor.
+//!
+//! The kernel half (`sensor-ebpf`) aggregates packets into per-5-tuple and per-host counters in
+//! BPF maps; this crate loads it, reads those maps, and (with the modules that follow) turns
+//! them into flows, detections, storage and an API.
+
+pub mod cli;
+pub mod kernel;

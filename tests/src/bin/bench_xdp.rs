@@ -1,0 +1,145 @@
+//! `cargo xtask bench-xdp`: ns/packet of the sensor's XDP program and of an empty `XDP_PASS`
+//! program, both measured with `BPF_PROG_TEST_RUN` in the same run over the same corpus of
+//! distinct flows (mixed TCP/UDP/ICMP, IPv4/IPv6).
+//!
+//! Each frame is run `--repeat` times in one syscall (a burst of one flow: the first run of the
+//! first round inserts the flow, the rest update it); rounds walk the whole corpus so the maps
+//! hold every flow, as on a busy gateway. The kernel reports whole ns per run, so the average is
+//! taken over every call, weighted by its repeat count.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    programs::{TestRun as _, TestRunOptions, Xdp, XdpMode},
+    test_helpers::NetNsGuard,
+};
+use sensor::kernel::{KernelConfig, SensorProgram};
+use sensor_tests::{Frame, netns::sh, XDP_PASS, icmp4_echo, icmp6_echo, tcp4, tcp6, tcp_flags, udp4, udp6};
+
+struct Args {
+    flows: usize,
+    repeat: u32,
+    rounds: usize,
+    coarse: bool,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args { flows: 65_536, repeat: 16, rounds: 3, coarse: false };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--coarse-time" {
+            a.coarse = true;
+            continue;
+        }
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--flows" => a.flows = value.parse().context("--flows")?,
+            "--repeat" => a.repeat = value.parse().context("--repeat")?,
+            "--rounds" => a.rounds = value.parse().context("--rounds")?,
+            other => bail!("unknown option {other} (known: --flows N --repeat N --rounds N --coarse-time)"),
+        }
+    }
+    if a.flows == 0 || a.repeat == 0 || a.rounds == 0 {
+        bail!("--flows, --repeat and --rounds must be positive");
+    }
+    Ok(a)
+}
+
+/// `n` frames, each of a distinct flow: 2,048 clients talking to 64 servers, a mix of
+/// TCP (50%), UDP (30%) and ICMP echo (20%), one third IPv6.
+fn corpus(n: usize) -> Vec<Frame> {
+    (0..n)
+        .map(|i| {
+            let client = (i % 2048) as u32;
+            let server = ((i / 2048) % 64) as u32;
+            let sport = 1024 + (i / (2048 * 64)) as u16;
+            let dport = [80, 443, 53, 8080, 22][i % 5];
+            let c4 = Ipv4Addr::from(0x0a10_0000 + client);
+            let s4 = Ipv4Addr::from(0xc633_6400 + server);
+            let c6 = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (client >> 16) as u16, client as u16);
+            let s6 = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, server as u16);
+            let v6 = i % 3 == 2;
+            match (i % 10, v6) {
+                (0..=4, false) => tcp4(c4, s4, sport, dport, tcp_flags::ACK | tcp_flags::PSH, 64),
+                (0..=4, true) => tcp6(c6, s6, sport, dport, tcp_flags::ACK | tcp_flags::PSH, 64),
+                (5..=7, false) => udp4(c4, s4, sport, dport, 48),
+                (5..=7, true) => udp6(c6, s6, sport, dport, 48),
+                (_, false) => icmp4_echo(c4, s4, sport, i as u16),
+                (_, true) => icmp6_echo(c6, s6, sport, i as u16),
+            }
+        })
+        .collect()
+}
+
+/// Mean ns per packet over `rounds` passes of the corpus.
+fn measure(xdp: &Xdp, frames: &[Frame], repeat: u32, rounds: usize) -> anyhow::Result<f64> {
+    let mut total = Duration::ZERO;
+    let mut packets = 0u64;
+    for _ in 0..rounds {
+        for f in frames {
+            let r = xdp
+                .test_run(TestRunOptions { data_in: Some(&f.bytes), repeat, ..TestRunOptions::default() })
+                .context("BPF_PROG_TEST_RUN")?;
+            if r.return_value != XDP_PASS {
+                bail!("program returned {} instead of XDP_PASS", r.return_value);
+            }
+            total += r.duration * repeat;
+            packets += u64::from(repeat);
+        }
+    }
+    Ok(total.as_nanos() as f64 / packets as f64)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let frames = corpus(args.flows);
+    let sizes = KernelConfig {
+        flows: (args.flows as u32).next_power_of_two().max(262_144),
+        hosts: 65_536,
+        coarse_time: args.coarse,
+    };
+    let mut prog = SensorProgram::load(sizes).context("loading the sensor (run as root)")?;
+    // BPF_PROG_TEST_RUN adds an XDP program to the kernel's XDP dispatcher for each call and
+    // removes it after, paying an RCU grace period (milliseconds) per call unless the program
+    // is already there. Attaching both programs in driver mode to a veth pair that is down, in
+    // a namespace of our own, keeps them in the dispatcher; no packet ever reaches them.
+    let _netns = NetNsGuard::new().context("creating a private network namespace")?;
+    sh(&["ip", "link", "add", "bench0", "type", "veth", "peer", "name", "bench1"]);
+    prog.xdp()?.attach("bench0", XdpMode::Driver).context("attaching the sensor to bench0")?;
+    prog.baseline()?.attach("bench1", XdpMode::Driver).context("attaching the baseline to bench1")?;
+    println!(
+        "corpus: {} distinct flows, {} rounds x repeat {} = {} packets per program, {} clock",
+        frames.len(),
+        args.rounds,
+        args.repeat,
+        frames.len() as u64 * args.rounds as u64 * u64::from(args.repeat),
+        if args.coarse { "coarse" } else { "precise" }
+    );
+
+    // Alternate the programs so drift in machine load hits both alike.
+    let mut sensor_ns = Vec::new();
+    let mut empty_ns = Vec::new();
+    for trial in 0..3 {
+        prog.reset().context("resetting maps")?;
+        empty_ns.push(measure(prog.baseline()?, &frames, args.repeat, args.rounds)?);
+        sensor_ns.push(measure(prog.xdp()?, &frames, args.repeat, args.rounds)?);
+        println!("trial {trial}: sensor={:.2} ns/pkt empty={:.2} ns/pkt", sensor_ns[trial], empty_ns[trial]);
+    }
+    let flows = prog.flows()?.len();
+    let c = prog.counters()?;
+    if flows != frames.len() || c.flow_insert_full + c.flow_insert_other != 0 {
+        bail!("sensor kept {flows} of {} flows ({c:?}); the measurement is not of a full corpus", frames.len());
+    }
+    println!("flow map after run: {flows} flows, 0 insert failures");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (s, e) = (median(&mut sensor_ns), median(&mut empty_ns));
+    println!("xdp ns/pkt: sensor={s:.2} empty={e:.2} ratio={:.2}", s / e);
+    Ok(())
+}
