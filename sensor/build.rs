@@ -31,8 +31,14 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", package.manifest_path))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: EBPF_PACKAGE, root_dir: root_dir.as_str(), ..Default::default() }],
+        [aya_build::Package {
+            name: EBPF_PACKAGE,
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
-    .context("building the XDP program (run `cargo xtask setup` if bpf-linker or rust-src is missing)")
+    .context(
+        "building the XDP program (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
+    )
 }

@@ -177,10 +177,27 @@ impl GlobalCounters {
     pub fn add(&mut self, o: &Self) {
         macro_rules! add_fields { ($($f:ident),*) => { $(self.$f = self.$f.wrapping_add(o.$f);)* } }
         add_fields!(
-            packets, bytes, tcp_packets, tcp_bytes, udp_packets, udp_bytes, icmp_packets,
-            icmp_bytes, other_ip_packets, other_ip_bytes, non_ip_packets, non_ip_bytes,
-            ipv4_packets, ipv6_packets, fragments, parse_errors, flow_insert_full,
-            flow_insert_other, flow_insert_races, dst_insert_failures, src_insert_failures
+            packets,
+            bytes,
+            tcp_packets,
+            tcp_bytes,
+            udp_packets,
+            udp_bytes,
+            icmp_packets,
+            icmp_bytes,
+            other_ip_packets,
+            other_ip_bytes,
+            non_ip_packets,
+            non_ip_bytes,
+            ipv4_packets,
+            ipv6_packets,
+            fragments,
+            parse_errors,
+            flow_insert_full,
+            flow_insert_other,
+            flow_insert_races,
+            dst_insert_failures,
+            src_insert_failures
         );
     }
 }
@@ -195,4 +212,43 @@ mod user {
     unsafe impl aya::Pod for HostKey {}
     unsafe impl aya::Pod for HostStats {}
     unsafe impl aya::Pod for GlobalCounters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_every_field() {
+        // Fill each u64 with its index + 1 through the byte view, so a field missing from
+        // `add` leaves a zero behind.
+        let mut one = GlobalCounters::default();
+        let words = size_of::<GlobalCounters>() / 8;
+        let p = (&raw mut one).cast::<u64>();
+        for i in 0..words {
+            // SAFETY: GlobalCounters is repr(C) and made of `words` u64 fields.
+            unsafe { p.add(i).write(i as u64 + 1) };
+        }
+        let mut sum = GlobalCounters::default();
+        sum.add(&one);
+        sum.add(&one);
+        let q = (&raw const sum).cast::<u64>();
+        for i in 0..words {
+            // SAFETY: as above.
+            assert_eq!(
+                unsafe { q.add(i).read() },
+                2 * (i as u64 + 1),
+                "field {i} not summed"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_have_no_implicit_padding() {
+        // Field sizes add up to the struct size: nothing the compiler could leave uninitialised
+        // (which would make equal keys hash differently in the kernel).
+        assert_eq!(16 + 16 + 2 + 2 + 1 + 1 + 2, size_of::<FlowKey>());
+        assert_eq!(16 + 1 + 3, size_of::<HostKey>());
+        assert_eq!(4 * 8 + 6 * 4 + 2 + 2 + 4, size_of::<FlowStats>());
+    }
 }

@@ -43,12 +43,10 @@ use sensor_common::{
 static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
 
 #[map(name = "DST_HOSTS")]
-static DST_HOSTS: HashMap<HostKey, HostStats> =
-    HashMap::with_max_entries(DEFAULT_HOST_ENTRIES, 0);
+static DST_HOSTS: HashMap<HostKey, HostStats> = HashMap::with_max_entries(DEFAULT_HOST_ENTRIES, 0);
 
 #[map(name = "SRC_HOSTS")]
-static SRC_HOSTS: HashMap<HostKey, HostStats> =
-    HashMap::with_max_entries(DEFAULT_HOST_ENTRIES, 0);
+static SRC_HOSTS: HashMap<HostKey, HostStats> = HashMap::with_max_entries(DEFAULT_HOST_ENTRIES, 0);
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 0);
@@ -128,18 +126,36 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
     count_class(&pkt, len, c);
     // SAFETY: reading a global; volatile so the compiler keeps the load the loader patches.
     let coarse = unsafe { core::ptr::read_volatile(&raw const COARSE_TIME) } != 0;
-    let now = unsafe { if coarse { bpf_ktime_get_coarse_ns() } else { bpf_ktime_get_ns() } };
-    let len16 = if len > u16::MAX as u64 { u16::MAX } else { len as u16 };
+    let now = unsafe {
+        if coarse {
+            bpf_ktime_get_coarse_ns()
+        } else {
+            bpf_ktime_get_ns()
+        }
+    };
+    let len16 = if len > u16::MAX as u64 {
+        u16::MAX
+    } else {
+        len as u16
+    };
 
     if update_flow(&pkt, len, len16, now, c).is_ok() || pkt.key.family == family::ARP {
         return Ok(());
     }
     // The flow map refused this packet: keep it visible per host.
-    let dst = HostKey { addr: pkt.key.dst_addr, family: pkt.key.family, _pad: [0; 3] };
+    let dst = HostKey {
+        addr: pkt.key.dst_addr,
+        family: pkt.key.family,
+        _pad: [0; 3],
+    };
     if update_host(&DST_HOSTS, &dst, &pkt, len, now).is_err() {
         c.dst_insert_failures += 1;
     }
-    let src = HostKey { addr: pkt.key.src_addr, family: pkt.key.family, _pad: [0; 3] };
+    let src = HostKey {
+        addr: pkt.key.src_addr,
+        family: pkt.key.family,
+        _pad: [0; 3],
+    };
     if update_host(&SRC_HOSTS, &src, &pkt, len, now).is_err() {
         c.src_insert_failures += 1;
     }
@@ -234,7 +250,12 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
             key.src_addr = v4_mapped([a[14], a[15], a[16], a[17]]);
             key.dst_addr = v4_mapped([a[24], a[25], a[26], a[27]]);
             key.dst_port = u16::from_be_bytes([a[6], a[7]]);
-            return Ok(Some(Packet { key, tcp_flags: 0, echo: 0, fragment: 0 }));
+            return Ok(Some(Packet {
+                key,
+                tcp_flags: 0,
+                echo: 0,
+                fragment: 0,
+            }));
         }
         _ => return Ok(None),
     }
@@ -264,13 +285,19 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
                 let (ty, code) = unsafe { ((*icmp)[0], (*icmp)[1]) };
                 key.dst_port = u16::from_be_bytes([ty, code]);
                 echo = u8::from(
-                    (key.proto == proto::ICMP && ty == 8) || (key.proto == proto::ICMPV6 && ty == 128),
+                    (key.proto == proto::ICMP && ty == 8)
+                        || (key.proto == proto::ICMPV6 && ty == 128),
                 );
             }
         }
         _ => {}
     }
-    Ok(Some(Packet { key, tcp_flags, echo, fragment: u8::from(!first_fragment) }))
+    Ok(Some(Packet {
+        key,
+        tcp_flags,
+        echo,
+        fragment: u8::from(!first_fragment),
+    }))
 }
 
 #[inline(always)]
@@ -312,7 +339,9 @@ fn is_vlan(ether_type: u16) -> bool {
 
 #[inline(always)]
 fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
 }
 
 /// Bounds-checked pointer to a `T` at `offset` in the packet; the only way headers are read.
@@ -355,7 +384,13 @@ fn flag_counts(f: u8) -> (u32, u32, u32, u32, u32, u32) {
 
 /// Adds the packet to its flow; `Err` when the flow map could not take it (counted by cause).
 #[inline(always)]
-fn update_flow(pkt: &Packet, len: u64, len16: u16, now: u64, c: &mut GlobalCounters) -> Result<(), ()> {
+fn update_flow(
+    pkt: &Packet,
+    len: u64,
+    len16: u16,
+    now: u64,
+    c: &mut GlobalCounters,
+) -> Result<(), ()> {
     let (syn, syn_ack, fin, rst, psh, ack_only) = flag_counts(pkt.tcp_flags);
     let apply = |s: *mut FlowStats| unsafe {
         add64(&raw mut (*s).packets, 1);

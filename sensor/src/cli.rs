@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use crate::kernel::{KernelConfig, SensorProgram};
 
 #[derive(Debug, Parser)]
-#[command(name = "sensor", version, about = "Gateway network security sensor (XDP + detection)")]
+#[command(
+    name = "sensor",
+    version,
+    about = "Gateway network security sensor (XDP + detection)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,8 +36,16 @@ pub enum Command {
 /// Runs one parsed command line; `main` only maps the error to an exit status.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Check { flow_entries, host_entries, coarse_time } => {
-            let sizes = KernelConfig { flows: flow_entries, hosts: host_entries, coarse_time };
+        Command::Check {
+            flow_entries,
+            host_entries,
+            coarse_time,
+        } => {
+            let sizes = KernelConfig {
+                flows: flow_entries,
+                hosts: host_entries,
+                coarse_time,
+            };
             let mut program = SensorProgram::load(sizes)?;
             let info = program.xdp()?.info()?;
             println!(

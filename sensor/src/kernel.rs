@@ -11,8 +11,8 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use sensor_common::{
-    DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats, GlobalCounters, HostKey,
-    GLOBAL_COARSE_TIME, HostStats, XDP_BASELINE_PROGRAM, XDP_PROGRAM, maps,
+    DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats, GLOBAL_COARSE_TIME,
+    GlobalCounters, HostKey, HostStats, XDP_BASELINE_PROGRAM, XDP_PROGRAM, maps,
 };
 
 /// The XDP object built by `build.rs`, aligned so aya can parse it in place.
@@ -62,7 +62,11 @@ pub struct KernelConfig {
 
 impl Default for KernelConfig {
     fn default() -> Self {
-        Self { flows: DEFAULT_FLOW_ENTRIES, hosts: DEFAULT_HOST_ENTRIES, coarse_time: false }
+        Self {
+            flows: DEFAULT_FLOW_ENTRIES,
+            hosts: DEFAULT_HOST_ENTRIES,
+            coarse_time: false,
+        }
     }
 }
 
@@ -129,7 +133,9 @@ impl SensorProgram {
         let map = self.ebpf.map(name).ok_or(KernelError::MissingMap(name))?;
         let array = PerCpuArray::<&MapData, GlobalCounters>::try_from(map)
             .map_err(|source| KernelError::Map { name, source })?;
-        let per_cpu = array.get(&0, 0).map_err(|source| KernelError::Map { name, source })?;
+        let per_cpu = array
+            .get(&0, 0)
+            .map_err(|source| KernelError::Map { name, source })?;
         let mut total = GlobalCounters::default();
         for c in per_cpu.iter() {
             total.add(c);
@@ -171,18 +177,31 @@ impl SensorProgram {
         self.clear::<HostKey, HostStats>(maps::DST_HOSTS)?;
         self.clear::<HostKey, HostStats>(maps::SRC_HOSTS)?;
         let name = maps::COUNTERS;
-        let map = self.ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))?;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MissingMap(name))?;
         let mut array = PerCpuArray::<&mut MapData, GlobalCounters>::try_from(map)
             .map_err(|source| KernelError::Map { name, source })?;
-        let cpus = aya::util::nr_cpus()
-            .map_err(|(_, e)| KernelError::Map { name, source: MapError::IoError(e) })?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelError::Map {
+            name,
+            source: MapError::IoError(e),
+        })?;
         let zeros = aya::maps::PerCpuValues::try_from(vec![GlobalCounters::default(); cpus])
-            .map_err(|e| KernelError::Map { name, source: MapError::IoError(e) })?;
-        array.set(0, zeros, 0).map_err(|source| KernelError::Map { name, source })
+            .map_err(|e| KernelError::Map {
+                name,
+                source: MapError::IoError(e),
+            })?;
+        array
+            .set(0, zeros, 0)
+            .map_err(|source| KernelError::Map { name, source })
     }
 
     fn clear<K: Pod + Borrow<K>, V: Pod>(&mut self, name: &'static str) -> Result<(), KernelError> {
-        let map = self.ebpf.map_mut(name).ok_or(KernelError::MissingMap(name))?;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MissingMap(name))?;
         let mut hash = HashMap::<&mut MapData, K, V>::try_from(map)
             .map_err(|source| KernelError::Map { name, source })?;
         let keys: Vec<K> = hash
@@ -202,7 +221,10 @@ impl SensorProgram {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; raise it so large maps load there too.
 /// Newer kernels account to the memory cgroup and ignore it, so failure is not an error.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer to a local.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");

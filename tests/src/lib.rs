@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use etherparse::PacketBuilder;
-use sensor::kernel::{KernelError, KernelConfig, SensorProgram};
+use sensor::kernel::{KernelConfig, KernelError, SensorProgram};
 use sensor_common::{FlowKey, HostKey, family};
 
 pub mod netns;
@@ -32,8 +32,12 @@ pub struct Frame {
     pub header_len: usize,
 }
 
-fn builder_tcp(b: etherparse::PacketBuilderStep<etherparse::IpHeaders>, sport: u16, dport: u16, flags: u8)
--> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
+fn builder_tcp(
+    b: etherparse::PacketBuilderStep<etherparse::IpHeaders>,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
     let mut t = b.tcp(sport, dport, 1000, 64240);
     if flags & tcp_flags::FIN != 0 {
         t = t.fin();
@@ -56,14 +60,24 @@ fn builder_tcp(b: etherparse::PacketBuilderStep<etherparse::IpHeaders>, sport: u
     t
 }
 
-fn written(size: usize, write: impl FnOnce(&mut Vec<u8>) -> Result<(), etherparse::err::packet::BuildWriteError>) -> Vec<u8> {
+fn written(
+    size: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), etherparse::err::packet::BuildWriteError>,
+) -> Vec<u8> {
     let mut v = Vec::with_capacity(size);
     write(&mut v).expect("etherparse writes into a Vec");
     v
 }
 
 /// IPv4 TCP segment with `payload` zero bytes.
-pub fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, payload: usize) -> Frame {
+pub fn tcp4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: usize,
+) -> Frame {
     let b = builder_tcp(
         PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src.octets(), dst.octets(), 64),
         sport,
@@ -72,11 +86,21 @@ pub fn tcp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, pay
     );
     let data = vec![0u8; payload];
     let bytes = written(b.size(payload), |v| b.write(v, &data));
-    Frame { bytes, header_len: 14 + 20 + 20 }
+    Frame {
+        bytes,
+        header_len: 14 + 20 + 20,
+    }
 }
 
 /// IPv6 TCP segment.
-pub fn tcp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, flags: u8, payload: usize) -> Frame {
+pub fn tcp6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: usize,
+) -> Frame {
     let b = builder_tcp(
         PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(src.octets(), dst.octets(), 64),
         sport,
@@ -85,21 +109,34 @@ pub fn tcp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, flags: u8, pay
     );
     let data = vec![0u8; payload];
     let bytes = written(b.size(payload), |v| b.write(v, &data));
-    Frame { bytes, header_len: 14 + 40 + 20 }
+    Frame {
+        bytes,
+        header_len: 14 + 40 + 20,
+    }
 }
 
 pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: usize) -> Frame {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src.octets(), dst.octets(), 64).udp(sport, dport);
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(sport, dport);
     let data = vec![0u8; payload];
     let bytes = written(b.size(payload), |v| b.write(v, &data));
-    Frame { bytes, header_len: 14 + 20 + 8 }
+    Frame {
+        bytes,
+        header_len: 14 + 20 + 8,
+    }
 }
 
 pub fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: usize) -> Frame {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(src.octets(), dst.octets(), 64).udp(sport, dport);
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(src.octets(), dst.octets(), 64)
+        .udp(sport, dport);
     let data = vec![0u8; payload];
     let bytes = written(b.size(payload), |v| b.write(v, &data));
-    Frame { bytes, header_len: 14 + 40 + 8 }
+    Frame {
+        bytes,
+        header_len: 14 + 40 + 8,
+    }
 }
 
 pub fn icmp4_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Frame {
@@ -108,7 +145,10 @@ pub fn icmp4_echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, seq: u16) -> Frame {
         .icmpv4_echo_request(id, seq);
     let data = [0u8; 56];
     let bytes = written(b.size(data.len()), |v| b.write(v, &data));
-    Frame { bytes, header_len: 14 + 20 + 2 }
+    Frame {
+        bytes,
+        header_len: 14 + 20 + 2,
+    }
 }
 
 pub fn icmp6_echo(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16) -> Frame {
@@ -117,7 +157,10 @@ pub fn icmp6_echo(src: Ipv6Addr, dst: Ipv6Addr, id: u16, seq: u16) -> Frame {
         .icmpv6_echo_request(id, seq);
     let data = [0u8; 56];
     let bytes = written(b.size(data.len()), |v| b.write(v, &data));
-    Frame { bytes, header_len: 14 + 40 + 2 }
+    Frame {
+        bytes,
+        header_len: 14 + 40 + 2,
+    }
 }
 
 /// An IPv4 packet of another protocol (GRE = 47 by default) with a few payload bytes.
@@ -126,16 +169,36 @@ pub fn ipv4_proto(src: Ipv4Addr, dst: Ipv4Addr, proto: u8) -> Frame {
     let ip = ipv4_header(src, dst, proto, 20 + 8, 0, &[]);
     bytes.extend_from_slice(&ip);
     bytes.extend_from_slice(&[0u8; 8]);
-    Frame { bytes, header_len: 14 + 20 }
+    Frame {
+        bytes,
+        header_len: 14 + 20,
+    }
 }
 
 /// IPv4 UDP with header options (`options.len()` a multiple of 4) and/or a fragment field.
 /// `frag` is the raw 16-bit flags+offset field (offset in 8-byte units).
-pub fn udp4_raw(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, frag: u16, options: &[u8]) -> Frame {
-    assert!(options.len() % 4 == 0 && options.len() <= 40, "bad IPv4 options length");
+pub fn udp4_raw(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    frag: u16,
+    options: &[u8],
+) -> Frame {
+    assert!(
+        options.len().is_multiple_of(4) && options.len() <= 40,
+        "bad IPv4 options length"
+    );
     let mut bytes = eth(0x0800);
     let payload = 8 + 16;
-    bytes.extend_from_slice(&ipv4_header(src, dst, 17, 20 + options.len() + payload, frag, options));
+    bytes.extend_from_slice(&ipv4_header(
+        src,
+        dst,
+        17,
+        20 + options.len() + payload,
+        frag,
+        options,
+    ));
     let l4 = bytes.len();
     bytes.extend_from_slice(&sport.to_be_bytes());
     bytes.extend_from_slice(&dport.to_be_bytes());
@@ -143,12 +206,21 @@ pub fn udp4_raw(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, frag: u16,
     bytes.extend_from_slice(&[0, 0]);
     bytes.extend_from_slice(&[0u8; 16]);
     let non_first = frag & 0x1fff != 0;
-    Frame { bytes, header_len: if non_first { l4 } else { l4 + 8 } }
+    Frame {
+        bytes,
+        header_len: if non_first { l4 } else { l4 + 8 },
+    }
 }
 
 /// IPv6 with the given extension headers (`(type, body)`, body including its own next-header
 /// and length bytes, which are rewritten here) in front of a UDP header.
-pub fn udp6_ext(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, exts: &[(u8, Vec<u8>)]) -> Frame {
+pub fn udp6_ext(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    sport: u16,
+    dport: u16,
+    exts: &[(u8, Vec<u8>)],
+) -> Frame {
     let mut chain = Vec::new();
     for (i, (_, body)) in exts.iter().enumerate() {
         let mut body = body.clone();
@@ -171,8 +243,13 @@ pub fn udp6_ext(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, exts: &[(u
     bytes.extend_from_slice(&(udp_len as u16).to_be_bytes());
     bytes.extend_from_slice(&[0, 0]);
     bytes.extend_from_slice(&[0u8; 16]);
-    let non_first = exts.iter().any(|(t, b)| *t == 44 && u16::from_be_bytes([b[2], b[3]]) >> 3 != 0);
-    Frame { bytes, header_len: if non_first { l4 } else { l4 + 8 } }
+    let non_first = exts
+        .iter()
+        .any(|(t, b)| *t == 44 && u16::from_be_bytes([b[2], b[3]]) >> 3 != 0);
+    Frame {
+        bytes,
+        header_len: if non_first { l4 } else { l4 + 8 },
+    }
 }
 
 /// An options-style extension header (hop-by-hop, routing, destination options) of
@@ -204,7 +281,10 @@ pub fn with_vlans(frame: &Frame, tags: &[(u16, u16)]) -> Frame {
         bytes.extend_from_slice(&vid.to_be_bytes());
     }
     bytes.extend_from_slice(&frame.bytes[12..]);
-    Frame { bytes, header_len: frame.header_len + 4 * tags.len() }
+    Frame {
+        bytes,
+        header_len: frame.header_len + 4 * tags.len(),
+    }
 }
 
 /// ARP request (opcode 1) or reply (2) for Ethernet/IPv4.
@@ -217,14 +297,20 @@ pub fn arp(op: u16, sender: Ipv4Addr, target: Ipv4Addr) -> Frame {
     bytes.extend_from_slice(&[0u8; 6]);
     bytes.extend_from_slice(&target.octets());
     bytes.resize(60, 0);
-    Frame { bytes, header_len: 14 + 28 }
+    Frame {
+        bytes,
+        header_len: 14 + 28,
+    }
 }
 
 /// A frame of another EtherType (LLDP by default) that carries no flow.
 pub fn non_ip(ether_type: u16) -> Frame {
     let mut bytes = eth(ether_type);
     bytes.resize(60, 0);
-    Frame { bytes, header_len: 14 }
+    Frame {
+        bytes,
+        header_len: 14,
+    }
 }
 
 fn eth(ether_type: u16) -> Vec<u8> {
@@ -234,7 +320,14 @@ fn eth(ether_type: u16) -> Vec<u8> {
     v
 }
 
-fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, total: usize, frag: u16, options: &[u8]) -> Vec<u8> {
+fn ipv4_header(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    total: usize,
+    frag: u16,
+    options: &[u8],
+) -> Vec<u8> {
     let ihl = (20 + options.len()) / 4;
     let mut h = vec![0x40 | ihl as u8, 0];
     h.extend_from_slice(&(total as u16).to_be_bytes());
@@ -277,7 +370,11 @@ pub fn key6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, proto: u8) -> 
 }
 
 pub fn host4(a: Ipv4Addr) -> HostKey {
-    HostKey { addr: mapped(a), family: family::IPV4, _pad: [0; 3] }
+    HostKey {
+        addr: mapped(a),
+        family: family::IPV4,
+        _pad: [0; 3],
+    }
 }
 
 /// Whether kernel tests must run rather than skip (set by `cargo xtask test` in CI).
@@ -290,8 +387,12 @@ pub fn kernel_tests_required() -> bool {
 pub fn load_or_skip(test: &str, sizes: KernelConfig) -> Option<SensorProgram> {
     match SensorProgram::load(sizes) {
         Ok(p) => Some(p),
-        Err(e @ (KernelError::Program { .. } | KernelError::Load(_))) if !kernel_tests_required() => {
-            eprintln!("SKIPPED {test}: cannot load the XDP program here ({e}); run as root with CAP_BPF");
+        Err(e @ (KernelError::Program { .. } | KernelError::Load(_)))
+            if !kernel_tests_required() =>
+        {
+            eprintln!(
+                "SKIPPED {test}: cannot load the XDP program here ({e}); run as root with CAP_BPF"
+            );
             None
         }
         Err(e) => panic!("{test}: loading the XDP program failed: {e}"),
@@ -299,14 +400,26 @@ pub fn load_or_skip(test: &str, sizes: KernelConfig) -> Option<SensorProgram> {
 }
 
 /// Small maps so that each test's object loads fast and map-full cases are reachable.
-pub const TEST_SIZES: KernelConfig = KernelConfig { flows: 1024, hosts: 1024, coarse_time: false };
+pub const TEST_SIZES: KernelConfig = KernelConfig {
+    flows: 1024,
+    hosts: 1024,
+    coarse_time: false,
+};
 
 /// Runs one frame through the sensor with `BPF_PROG_TEST_RUN` and returns the XDP action.
 pub fn run(prog: &mut SensorProgram, frame: &[u8]) -> u32 {
     let xdp = prog.xdp().expect("sensor program present");
-    xdp.test_run(TestRunOptions { data_in: Some(frame), ..TestRunOptions::default() })
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN on a {}-byte frame failed: {e}", frame.len()))
-        .return_value
+    xdp.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ..TestRunOptions::default()
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "BPF_PROG_TEST_RUN on a {}-byte frame failed: {e}",
+            frame.len()
+        )
+    })
+    .return_value
 }
 
 /// `XDP_PASS`, the only verdict a passive sensor may return.

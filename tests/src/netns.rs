@@ -35,9 +35,13 @@ pub struct PeerNs {
 }
 
 impl PeerNs {
-    pub fn new() -> Self {
+    pub fn create() -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!("sensor-peer-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "sensor-peer-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         sh(&["ip", "netns", "add", &name]);
         Self { name }
     }
@@ -50,7 +54,15 @@ impl PeerNs {
     }
 
     /// Sends `count` UDP datagrams of `payload` bytes from inside this namespace.
-    pub fn send_udp(&self, from: Ipv4Addr, to: Ipv4Addr, sport: u16, dport: u16, count: usize, payload: usize) {
+    pub fn send_udp(
+        &self,
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        count: usize,
+        payload: usize,
+    ) {
         let path = format!("/var/run/netns/{}", self.name);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -59,7 +71,8 @@ impl PeerNs {
                 let sock = UdpSocket::bind((from, sport)).expect("bind UDP in peer namespace");
                 let buf = vec![0x5au8; payload];
                 for _ in 0..count {
-                    sock.send_to(&buf, (to, dport)).expect("send UDP from peer namespace");
+                    sock.send_to(&buf, (to, dport))
+                        .expect("send UDP from peer namespace");
                 }
             })
             .join()
@@ -70,7 +83,9 @@ impl PeerNs {
 
 impl Drop for PeerNs {
     fn drop(&mut self) {
-        let _ignored = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ignored = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -86,13 +101,16 @@ pub struct VethPair {
 }
 
 impl VethPair {
-    pub fn new() -> Self {
+    pub fn create() -> Self {
         // `ip netns add` first: on a fresh machine it turns /run/netns into a shared bind mount,
         // which would hide (and make unremovable) a namespace NetNsGuard had mounted before.
-        let peer = PeerNs::new();
+        let peer = PeerNs::create();
         let guard = NetNsGuard::new().expect("create and enter a test network namespace");
         let local = "sxdp0";
-        sh(&["ip", "link", "add", local, "type", "veth", "peer", "name", "sxdp1", "netns", &peer.name]);
+        sh(&[
+            "ip", "link", "add", local, "type", "veth", "peer", "name", "sxdp1", "netns",
+            &peer.name,
+        ]);
         sh(&["ip", "addr", "add", "10.203.0.1/24", "dev", local]);
         sh(&["ip", "link", "set", local, "up"]);
         peer.exec(&["ip", "addr", "add", "10.203.0.2/24", "dev", "sxdp1"]);

@@ -29,7 +29,12 @@ macro_rules! program {
 
 fn pass_all(prog: &mut SensorProgram, frames: &[&Frame]) {
     for f in frames {
-        assert_eq!(run(prog, &f.bytes), XDP_PASS, "frame of {} bytes not passed", f.bytes.len());
+        assert_eq!(
+            run(prog, &f.bytes),
+            XDP_PASS,
+            "frame of {} bytes not passed",
+            f.bytes.len()
+        );
     }
 }
 
@@ -41,8 +46,15 @@ fn only_flow(prog: &SensorProgram) -> (FlowKey, FlowStats) {
 }
 
 fn expect_stats(s: &FlowStats, packets: u64, bytes: u64) {
-    assert_eq!((s.packets, s.bytes), (packets, bytes), "packets/bytes of {s:?}");
-    assert!(s.first_seen_ns > 0 && s.first_seen_ns <= s.last_seen_ns, "timestamps of {s:?}");
+    assert_eq!(
+        (s.packets, s.bytes),
+        (packets, bytes),
+        "packets/bytes of {s:?}"
+    );
+    assert!(
+        s.first_seen_ns > 0 && s.first_seen_ns <= s.last_seen_ns,
+        "timestamps of {s:?}"
+    );
 }
 
 fn counters(prog: &SensorProgram) -> GlobalCounters {
@@ -62,21 +74,30 @@ fn tcp_ipv4_handshake_and_flags() {
 
     let (key, s) = only_flow(&p);
     assert_eq!(key, key4(A, B, 40000, 443, proto::TCP));
-    let bytes: usize = [&syn, &ack, &data, &fin, &rst, &synack].iter().map(|f| f.bytes.len()).sum();
+    let bytes: usize = [&syn, &ack, &data, &fin, &rst, &synack]
+        .iter()
+        .map(|f| f.bytes.len())
+        .sum();
     expect_stats(&s, 6, bytes as u64);
     assert_eq!(
         (s.syn, s.syn_ack, s.fin, s.rst, s.psh, s.ack_only),
         (1, 1, 1, 1, 1, 1),
         "flag counters of {s:?}"
     );
-    assert_eq!((s.min_len as usize, s.max_len as usize), (syn.bytes.len(), data.bytes.len()));
+    assert_eq!(
+        (s.min_len as usize, s.max_len as usize),
+        (syn.bytes.len(), data.bytes.len())
+    );
 
     // Everything fit in the flow map, so nothing overflowed to the per-host maps.
     assert!(p.dst_hosts().expect("dst hosts").is_empty());
     assert!(p.src_hosts().expect("src hosts").is_empty());
 
     let c = counters(&p);
-    assert_eq!((c.packets, c.tcp_packets, c.ipv4_packets, c.parse_errors), (6, 6, 6, 0));
+    assert_eq!(
+        (c.packets, c.tcp_packets, c.ipv4_packets, c.parse_errors),
+        (6, 6, 6, 0)
+    );
     assert_eq!((c.bytes, c.tcp_bytes), (bytes as u64, bytes as u64));
 }
 
@@ -91,19 +112,46 @@ fn udp_icmp_and_other_protocols_both_families() {
     pass_all(&mut p, &[&u4, &u4, &u6, &e4, &e6, &gre]);
 
     let flows = p.flows().expect("flows");
-    let get = |k: &FlowKey| flows.get(k).copied().unwrap_or_else(|| panic!("missing flow {k:?} in {flows:#?}"));
-    expect_stats(&get(&key4(A, B, 5353, 53, proto::UDP)), 2, 2 * u4.bytes.len() as u64);
-    expect_stats(&get(&key6(A6, B6, 5353, 53, proto::UDP)), 1, u6.bytes.len() as u64);
+    let get = |k: &FlowKey| {
+        flows
+            .get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("missing flow {k:?} in {flows:#?}"))
+    };
+    expect_stats(
+        &get(&key4(A, B, 5353, 53, proto::UDP)),
+        2,
+        2 * u4.bytes.len() as u64,
+    );
+    expect_stats(
+        &get(&key6(A6, B6, 5353, 53, proto::UDP)),
+        1,
+        u6.bytes.len() as u64,
+    );
     // ICMP: src_port 0, dst_port type << 8 | code (echo request = 8, ICMPv6 = 128).
-    expect_stats(&get(&key4(A, B, 0, 8 << 8, proto::ICMP)), 1, e4.bytes.len() as u64);
-    expect_stats(&get(&key6(A6, B6, 0, 128 << 8, proto::ICMPV6)), 1, e6.bytes.len() as u64);
+    expect_stats(
+        &get(&key4(A, B, 0, 8 << 8, proto::ICMP)),
+        1,
+        e4.bytes.len() as u64,
+    );
+    expect_stats(
+        &get(&key6(A6, B6, 0, 128 << 8, proto::ICMPV6)),
+        1,
+        e6.bytes.len() as u64,
+    );
     expect_stats(&get(&key4(A, B, 0, 0, 47)), 1, gre.bytes.len() as u64);
     assert_eq!(flows.len(), 5);
 
-
     let c = counters(&p);
     assert_eq!(
-        (c.packets, c.udp_packets, c.icmp_packets, c.other_ip_packets, c.ipv4_packets, c.ipv6_packets),
+        (
+            c.packets,
+            c.udp_packets,
+            c.icmp_packets,
+            c.other_ip_packets,
+            c.ipv4_packets,
+            c.ipv6_packets
+        ),
         (6, 3, 2, 1, 4, 2)
     );
 }
@@ -118,10 +166,19 @@ fn vlan_and_qinq_tags_are_looked_through() {
     pass_all(&mut p, &[&plain, &single, &qinq, &old_qinq]);
 
     let flows = p.flows().expect("flows");
-    let tcp = flows.get(&key4(A, B, 1234, 80, proto::TCP)).expect("tagged TCP folded into one flow");
-    expect_stats(tcp, 3, (plain.bytes.len() + single.bytes.len() + qinq.bytes.len()) as u64);
+    let tcp = flows
+        .get(&key4(A, B, 1234, 80, proto::TCP))
+        .expect("tagged TCP folded into one flow");
+    expect_stats(
+        tcp,
+        3,
+        (plain.bytes.len() + single.bytes.len() + qinq.bytes.len()) as u64,
+    );
     assert_eq!(tcp.syn, 3);
-    assert!(flows.contains_key(&key6(A6, B6, 1, 2, proto::UDP)), "QinQ IPv6 flow: {flows:#?}");
+    assert!(
+        flows.contains_key(&key6(A6, B6, 1, 2, proto::UDP)),
+        "QinQ IPv6 flow: {flows:#?}"
+    );
     assert_eq!(flows.len(), 2);
     assert_eq!(counters(&p).parse_errors, 0);
 }
@@ -134,16 +191,35 @@ fn ipv6_extension_headers_are_skipped() {
         B6,
         1000,
         2000,
-        &[ext_options(0, 0), ext_options(60, 1), ext_options(43, 2), ext_options(60, 0)],
+        &[
+            ext_options(0, 0),
+            ext_options(60, 1),
+            ext_options(43, 2),
+            ext_options(60, 0),
+        ],
     );
-    let first_frag = udp6_ext(A6, B6, 1000, 2000, &[ext_options(0, 0), ext_fragment(0, true)]);
+    let first_frag = udp6_ext(
+        A6,
+        B6,
+        1000,
+        2000,
+        &[ext_options(0, 0), ext_fragment(0, true)],
+    );
     let later_frag = udp6_ext(A6, B6, 1000, 2000, &[ext_fragment(185, false)]);
     pass_all(&mut p, &[&chain, &first_frag, &later_frag]);
 
     let flows = p.flows().expect("flows");
-    let ported = flows.get(&key6(A6, B6, 1000, 2000, proto::UDP)).expect("ports read behind the chain");
-    expect_stats(ported, 2, (chain.bytes.len() + first_frag.bytes.len()) as u64);
-    let frag = flows.get(&key6(A6, B6, 0, 0, proto::UDP)).expect("non-first fragment under port 0");
+    let ported = flows
+        .get(&key6(A6, B6, 1000, 2000, proto::UDP))
+        .expect("ports read behind the chain");
+    expect_stats(
+        ported,
+        2,
+        (chain.bytes.len() + first_frag.bytes.len()) as u64,
+    );
+    let frag = flows
+        .get(&key6(A6, B6, 0, 0, proto::UDP))
+        .expect("non-first fragment under port 0");
     expect_stats(frag, 1, later_frag.bytes.len() as u64);
     assert_eq!(flows.len(), 2);
     let c = counters(&p);
@@ -159,9 +235,13 @@ fn ipv4_options_and_fragments() {
     pass_all(&mut p, &[&opts, &first, &later]);
 
     let flows = p.flows().expect("flows");
-    let ported = flows.get(&key4(A, B, 111, 222, proto::UDP)).expect("ports behind options / first fragment");
+    let ported = flows
+        .get(&key4(A, B, 111, 222, proto::UDP))
+        .expect("ports behind options / first fragment");
     expect_stats(ported, 2, (opts.bytes.len() + first.bytes.len()) as u64);
-    let frag = flows.get(&key4(A, B, 0, 0, proto::UDP)).expect("later fragment under port 0");
+    let frag = flows
+        .get(&key4(A, B, 0, 0, proto::UDP))
+        .expect("later fragment under port 0");
     expect_stats(frag, 1, later.bytes.len() as u64);
     assert_eq!(flows.len(), 2);
     assert_eq!(counters(&p).fragments, 1);
@@ -183,12 +263,26 @@ fn arp_is_a_flow_and_other_ethertypes_are_counted() {
         family: family::ARP,
         ..FlowKey::default()
     };
-    expect_stats(flows.get(&arp_key(A, B, 1)).expect("ARP request flow"), 2, 2 * req.bytes.len() as u64);
-    expect_stats(flows.get(&arp_key(B, A, 2)).expect("ARP reply flow"), 1, reply.bytes.len() as u64);
+    expect_stats(
+        flows.get(&arp_key(A, B, 1)).expect("ARP request flow"),
+        2,
+        2 * req.bytes.len() as u64,
+    );
+    expect_stats(
+        flows.get(&arp_key(B, A, 2)).expect("ARP reply flow"),
+        1,
+        reply.bytes.len() as u64,
+    );
     assert_eq!(flows.len(), 2);
-    assert!(p.dst_hosts().expect("dst").is_empty(), "ARP must not count as IP traffic to a host");
+    assert!(
+        p.dst_hosts().expect("dst").is_empty(),
+        "ARP must not count as IP traffic to a host"
+    );
     let c = counters(&p);
-    assert_eq!((c.packets, c.non_ip_packets, c.parse_errors, c.ipv4_packets), (4, 4, 0, 0));
+    assert_eq!(
+        (c.packets, c.non_ip_packets, c.parse_errors, c.ipv4_packets),
+        (4, 4, 0, 0)
+    );
 }
 
 #[test]
@@ -196,7 +290,10 @@ fn truncated_at_every_header_offset_is_passed_and_counted_as_parse_error() {
     let mut p = program!();
     let frames = [
         tcp4(A, B, 1, 2, tcp_flags::SYN, 0),
-        with_vlans(&tcp6(A6, B6, 1, 2, tcp_flags::ACK, 0), &[(0x88a8, 1), (0x8100, 2)]),
+        with_vlans(
+            &tcp6(A6, B6, 1, 2, tcp_flags::ACK, 0),
+            &[(0x88a8, 1), (0x8100, 2)],
+        ),
         udp4_raw(A, B, 1, 2, 0, &[1, 1, 1, 1]),
         udp6_ext(A6, B6, 1, 2, &[ext_options(0, 1), ext_fragment(0, true)]),
         icmp4_echo(A, B, 1, 1),
@@ -207,29 +304,58 @@ fn truncated_at_every_header_offset_is_passed_and_counted_as_parse_error() {
     for f in &frames {
         // The kernel rejects test frames shorter than an Ethernet header; XDP never sees them.
         for cut in 14..f.header_len {
-            assert_eq!(run(&mut p, &f.bytes[..cut]), XDP_PASS, "cut at {cut} of {f:?}");
+            assert_eq!(
+                run(&mut p, &f.bytes[..cut]),
+                XDP_PASS,
+                "cut at {cut} of {f:?}"
+            );
             expected_errors += 1;
             let c = counters(&p);
-            assert_eq!(c.parse_errors, expected_errors, "cut at {cut} of {:02x?} not a parse error", f.bytes);
+            assert_eq!(
+                c.parse_errors, expected_errors,
+                "cut at {cut} of {:02x?} not a parse error",
+                f.bytes
+            );
         }
-        assert!(p.flows().expect("flows").is_empty(), "a truncated frame created a flow");
+        assert!(
+            p.flows().expect("flows").is_empty(),
+            "a truncated frame created a flow"
+        );
         // The whole header parses.
         assert_eq!(run(&mut p, &f.bytes[..f.header_len]), XDP_PASS);
-        assert_eq!(counters(&p).parse_errors, expected_errors, "full header of {f:?} rejected");
-        assert_eq!(p.flows().expect("flows").len(), 1, "full header of {f:?} made no flow");
+        assert_eq!(
+            counters(&p).parse_errors,
+            expected_errors,
+            "full header of {f:?} rejected"
+        );
+        assert_eq!(
+            p.flows().expect("flows").len(),
+            1,
+            "full header of {f:?} made no flow"
+        );
         p.reset().expect("reset maps");
         expected_errors = 0;
     }
     let short = aya::programs::TestRun::test_run(
         p.xdp().expect("xdp"),
-        aya::programs::TestRunOptions { data_in: Some(&[0u8; 13]), ..Default::default() },
+        aya::programs::TestRunOptions {
+            data_in: Some(&[0u8; 13]),
+            ..Default::default()
+        },
     );
-    assert!(short.is_err(), "the kernel should refuse a 13-byte XDP test frame");
+    assert!(
+        short.is_err(),
+        "the kernel should refuse a 13-byte XDP test frame"
+    );
 }
 
 #[test]
 fn random_garbage_is_passed_and_every_packet_accounted() {
-    let mut p = program!(KernelConfig { flows: 8192, hosts: 8192, ..TEST_SIZES });
+    let mut p = program!(KernelConfig {
+        flows: 8192,
+        hosts: 8192,
+        ..TEST_SIZES
+    });
     let mut rng = StdRng::seed_from_u64(0x5e4502);
     let n = 3000u64;
     for i in 0..n {
@@ -249,16 +375,32 @@ fn random_garbage_is_passed_and_every_packet_accounted() {
     }
     let c = counters(&p);
     assert_eq!(c.packets, n);
-    let overflow: u64 = p.dst_hosts().expect("dst").values().map(|h| h.packets).sum();
+    let overflow: u64 = p
+        .dst_hosts()
+        .expect("dst")
+        .values()
+        .map(|h| h.packets)
+        .sum();
     assert_eq!(
-        c.tcp_packets + c.udp_packets + c.icmp_packets + c.other_ip_packets + c.non_ip_packets + c.parse_errors,
+        c.tcp_packets
+            + c.udp_packets
+            + c.icmp_packets
+            + c.other_ip_packets
+            + c.non_ip_packets
+            + c.parse_errors,
         n,
         "every frame must land in exactly one class: {c:?}"
     );
-    assert!(c.parse_errors > 0 && c.ipv4_packets + c.ipv6_packets > 0, "garbage exercised too little: {c:?}");
+    assert!(
+        c.parse_errors > 0 && c.ipv4_packets + c.ipv6_packets > 0,
+        "garbage exercised too little: {c:?}"
+    );
     let flows = p.flows().expect("flows");
-    let ip_flow_packets: u64 =
-        flows.iter().filter(|(k, _)| k.family != family::ARP).map(|(_, s)| s.packets).sum();
+    let ip_flow_packets: u64 = flows
+        .iter()
+        .filter(|(k, _)| k.family != family::ARP)
+        .map(|(_, s)| s.packets)
+        .sum();
     assert_eq!(
         ip_flow_packets + overflow + c.dst_insert_failures,
         c.tcp_packets + c.udp_packets + c.icmp_packets + c.other_ip_packets,
@@ -268,7 +410,10 @@ fn random_garbage_is_passed_and_every_packet_accounted() {
 
 #[test]
 fn full_flow_map_counts_failures_and_keeps_per_destination_counters() {
-    let mut p = program!(KernelConfig { flows: 16, ..TEST_SIZES });
+    let mut p = program!(KernelConfig {
+        flows: 16,
+        ..TEST_SIZES
+    });
     // A spoofed-source SYN flood: 200 sources, one victim.
     let victim = B;
     for i in 0..200u32 {
@@ -279,12 +424,28 @@ fn full_flow_map_counts_failures_and_keeps_per_destination_counters() {
     let c = counters(&p);
     let flows = p.flows().expect("flows");
     assert_eq!(flows.len(), 16, "flow map should be exactly full");
-    assert_eq!(c.flow_insert_full, 200 - 16, "each refused insert counted as map-full: {c:?}");
+    assert_eq!(
+        c.flow_insert_full,
+        200 - 16,
+        "each refused insert counted as map-full: {c:?}"
+    );
     // The 184 packets the flow map refused are counted against their victim instead.
-    let d: HostStats = *p.dst_hosts().expect("dst").get(&host4(victim)).expect("victim still counted");
-    assert_eq!((d.packets, d.syn, d.udp), (184, 184, 0), "per-destination SYNs must survive a full flow map");
+    let d: HostStats = *p
+        .dst_hosts()
+        .expect("dst")
+        .get(&host4(victim))
+        .expect("victim still counted");
+    assert_eq!(
+        (d.packets, d.syn, d.udp),
+        (184, 184, 0),
+        "per-destination SYNs must survive a full flow map"
+    );
     let in_flows: u64 = flows.values().map(|s| s.packets).sum();
-    assert_eq!(in_flows + d.packets, 200, "each packet counted exactly once");
+    assert_eq!(
+        in_flows + d.packets,
+        200,
+        "each packet counted exactly once"
+    );
     let src = p.src_hosts().expect("src");
     assert_eq!(src.len(), 184);
     assert!(src.values().all(|h| h.packets == 1 && h.syn == 1));
@@ -295,14 +456,24 @@ fn full_flow_map_counts_failures_and_keeps_per_destination_counters() {
 #[test]
 fn timestamps_follow_the_selected_monotonic_clock() {
     fn now(clock: libc::clockid_t) -> u64 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid pointer to a local timespec.
         assert_eq!(unsafe { libc::clock_gettime(clock, &mut ts) }, 0);
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
     for coarse in [false, true] {
-        let mut p = program!(KernelConfig { coarse_time: coarse, ..TEST_SIZES });
-        let clock = if coarse { libc::CLOCK_MONOTONIC_COARSE } else { libc::CLOCK_MONOTONIC };
+        let mut p = program!(KernelConfig {
+            coarse_time: coarse,
+            ..TEST_SIZES
+        });
+        let clock = if coarse {
+            libc::CLOCK_MONOTONIC_COARSE
+        } else {
+            libc::CLOCK_MONOTONIC
+        };
         let before = now(clock);
         let f = udp4(A, B, 1, 2, 10);
         pass_all(&mut p, &[&f]);
@@ -314,6 +485,9 @@ fn timestamps_follow_the_selected_monotonic_clock() {
             before <= s.first_seen_ns && s.last_seen_ns <= after,
             "coarse={coarse}: {s:?} outside [{before}, {after}]"
         );
-        assert!(s.last_seen_ns - s.first_seen_ns >= 20_000_000, "coarse={coarse}: 30 ms gap lost: {s:?}");
+        assert!(
+            s.last_seen_ns - s.first_seen_ns >= 20_000_000,
+            "coarse={coarse}: 30 ms gap lost: {s:?}"
+        );
     }
 }

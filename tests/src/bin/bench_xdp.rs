@@ -18,7 +18,9 @@ use aya::{
     test_helpers::NetNsGuard,
 };
 use sensor::kernel::{KernelConfig, SensorProgram};
-use sensor_tests::{Frame, netns::sh, XDP_PASS, icmp4_echo, icmp6_echo, tcp4, tcp6, tcp_flags, udp4, udp6};
+use sensor_tests::{
+    Frame, XDP_PASS, icmp4_echo, icmp6_echo, netns::sh, tcp_flags, tcp4, tcp6, udp4, udp6,
+};
 
 struct Args {
     flows: usize,
@@ -28,7 +30,12 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args { flows: 65_536, repeat: 16, rounds: 3, coarse: false };
+    let mut a = Args {
+        flows: 65_536,
+        repeat: 16,
+        rounds: 3,
+        coarse: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--coarse-time" {
@@ -40,7 +47,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--flows" => a.flows = value.parse().context("--flows")?,
             "--repeat" => a.repeat = value.parse().context("--repeat")?,
             "--rounds" => a.rounds = value.parse().context("--rounds")?,
-            other => bail!("unknown option {other} (known: --flows N --repeat N --rounds N --coarse-time)"),
+            other => bail!(
+                "unknown option {other} (known: --flows N --repeat N --rounds N --coarse-time)"
+            ),
         }
     }
     if a.flows == 0 || a.repeat == 0 || a.rounds == 0 {
@@ -60,7 +69,16 @@ fn corpus(n: usize) -> Vec<Frame> {
             let dport = [80, 443, 53, 8080, 22][i % 5];
             let c4 = Ipv4Addr::from(0x0a10_0000 + client);
             let s4 = Ipv4Addr::from(0xc633_6400 + server);
-            let c6 = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (client >> 16) as u16, client as u16);
+            let c6 = Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                1,
+                0,
+                0,
+                0,
+                (client >> 16) as u16,
+                client as u16,
+            );
             let s6 = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, server as u16);
             let v6 = i % 3 == 2;
             match (i % 10, v6) {
@@ -82,7 +100,11 @@ fn measure(xdp: &Xdp, frames: &[Frame], repeat: u32, rounds: usize) -> anyhow::R
     for _ in 0..rounds {
         for f in frames {
             let r = xdp
-                .test_run(TestRunOptions { data_in: Some(&f.bytes), repeat, ..TestRunOptions::default() })
+                .test_run(TestRunOptions {
+                    data_in: Some(&f.bytes),
+                    repeat,
+                    ..TestRunOptions::default()
+                })
                 .context("BPF_PROG_TEST_RUN")?;
             if r.return_value != XDP_PASS {
                 bail!("program returned {} instead of XDP_PASS", r.return_value);
@@ -108,9 +130,15 @@ fn main() -> anyhow::Result<()> {
     // is already there. Attaching both programs in driver mode to a veth pair that is down, in
     // a namespace of our own, keeps them in the dispatcher; no packet ever reaches them.
     let _netns = NetNsGuard::new().context("creating a private network namespace")?;
-    sh(&["ip", "link", "add", "bench0", "type", "veth", "peer", "name", "bench1"]);
-    prog.xdp()?.attach("bench0", XdpMode::Driver).context("attaching the sensor to bench0")?;
-    prog.baseline()?.attach("bench1", XdpMode::Driver).context("attaching the baseline to bench1")?;
+    sh(&[
+        "ip", "link", "add", "bench0", "type", "veth", "peer", "name", "bench1",
+    ]);
+    prog.xdp()?
+        .attach("bench0", XdpMode::Driver)
+        .context("attaching the sensor to bench0")?;
+    prog.baseline()?
+        .attach("bench1", XdpMode::Driver)
+        .context("attaching the baseline to bench1")?;
     println!(
         "corpus: {} distinct flows, {} rounds x repeat {} = {} packets per program, {} clock",
         frames.len(),
@@ -125,14 +153,25 @@ fn main() -> anyhow::Result<()> {
     let mut empty_ns = Vec::new();
     for trial in 0..3 {
         prog.reset().context("resetting maps")?;
-        empty_ns.push(measure(prog.baseline()?, &frames, args.repeat, args.rounds)?);
+        empty_ns.push(measure(
+            prog.baseline()?,
+            &frames,
+            args.repeat,
+            args.rounds,
+        )?);
         sensor_ns.push(measure(prog.xdp()?, &frames, args.repeat, args.rounds)?);
-        println!("trial {trial}: sensor={:.2} ns/pkt empty={:.2} ns/pkt", sensor_ns[trial], empty_ns[trial]);
+        println!(
+            "trial {trial}: sensor={:.2} ns/pkt empty={:.2} ns/pkt",
+            sensor_ns[trial], empty_ns[trial]
+        );
     }
     let flows = prog.flows()?.len();
     let c = prog.counters()?;
     if flows != frames.len() || c.flow_insert_full + c.flow_insert_other != 0 {
-        bail!("sensor kept {flows} of {} flows ({c:?}); the measurement is not of a full corpus", frames.len());
+        bail!(
+            "sensor kept {flows} of {} flows ({c:?}); the measurement is not of a full corpus",
+            frames.len()
+        );
     }
     println!("flow map after run: {flows} flows, 0 insert failures");
     let median = |v: &mut Vec<f64>| {

@@ -1,0 +1,237 @@
+//! `cargo xtask setup`: installs what building and testing need, idempotently.
+//!
+//! Every step first checks whether its tool is already there and usable, so a machine that has
+//! everything is done in well under a second. A failing step says which step it was.
+
+use std::{
+    env, fs,
+    os::unix::fs::symlink,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Debian packages: libpcap for the fallback capture path, iproute2/ping for namespaces and
+/// tests, and the real traffic tools the lab and benchmarks drive.
+const APT_PACKAGES: &[&str] = &[
+    "libpcap-dev",
+    "iproute2",
+    "iputils-ping",
+    "tcpdump",
+    "nmap",
+    "hping3",
+    "iperf3",
+    "tcpreplay",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The LLVM major bpf-linker 0.13.0 is built against; must match nightly's own LLVM.
+const LLVM_MAJOR: &str = "22";
+
+pub fn setup() -> Result<()> {
+    apt_packages().context("setup step 'Debian packages'")?;
+    nightly_rust_src().context("setup step 'nightly toolchain with rust-src'")?;
+    bpf_linker().context("setup step 'bpf-linker'")?;
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing {missing:?}; installing them needs root (apt-get install -y {})",
+            missing.join(" ")
+        );
+    }
+    eprintln!("setup: installing Debian packages {missing:?}");
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get update (is the Debian mirror reachable?)")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("apt-get install {}", missing.join(" ")))
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let has_nightly = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to build the eBPF program")?
+        .lines()
+        .any(|l| l.starts_with("nightly"));
+    if !has_nightly {
+        eprintln!("setup: installing the nightly toolchain");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+        return Ok(());
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: adding rust-src to nightly");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+}
+
+/// bpf-linker on PATH or in cargo's bin dir, if it runs and is the pinned version.
+fn working_bpf_linker() -> Option<PathBuf> {
+    let candidates = [
+        PathBuf::from("bpf-linker"),
+        cargo_home().join("bin/bpf-linker"),
+    ];
+    candidates.into_iter().find(|c| {
+        Command::new(c).arg("--version").output().is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+    })
+}
+
+/// The nightly toolchain's own libLLVM, which bpf-linker links against so both agree on LLVM.
+fn nightly_libllvm() -> Result<PathBuf> {
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let found = fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
+        .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+    let name = found
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let major = name
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .unwrap_or_default();
+    if major != LLVM_MAJOR {
+        bail!(
+            "nightly ships LLVM {major} ({name}); bpf-linker {BPF_LINKER_VERSION} is built here for LLVM {LLVM_MAJOR}"
+        );
+    }
+    Ok(found)
+}
+
+fn bpf_linker() -> Result<()> {
+    if let Some(found) = working_bpf_linker() {
+        prepend_path(found.parent().filter(|p| !p.as_os_str().is_empty()));
+        return Ok(());
+    }
+    let libllvm = nightly_libllvm()?;
+    let name = libllvm
+        .file_name()
+        .context("libLLVM path has a file name")?;
+    // A stable place (not the clone, not /tmp): the installed binary keeps a run path into it.
+    let prefix = cargo_home().join("bpf-linker-llvm").join(name);
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    for link in [lib.join("libLLVM.so"), lib.join(name)] {
+        let _ignored = fs::remove_file(&link);
+        symlink(&libllvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about 90 s)",
+        libllvm.display()
+    );
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+        ])
+        .args(["--features", &format!("llvm-{LLVM_MAJOR}")])
+        .env("LLVM_PREFIX", &prefix))
+    .context("cargo install bpf-linker (needs crates.io)")?;
+    let found = working_bpf_linker().context("bpf-linker was installed but does not run")?;
+    prepend_path(found.parent());
+    Ok(())
+}
+
+/// Makes a freshly installed tool visible to the cargo builds this process starts.
+fn prepend_path(dir: Option<&Path>) {
+    let Some(dir) = dir else { return };
+    let path = env::var_os("PATH").unwrap_or_default();
+    if env::split_paths(&path).any(|p| p == dir) {
+        return;
+    }
+    let joined = env::join_paths(std::iter::once(dir.to_path_buf()).chain(env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // SAFETY: xtask is single-threaded at this point.
+        unsafe { env::set_var("PATH", joined) };
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
