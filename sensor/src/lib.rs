@@ -4,5 +4,10 @@
 //! BPF maps; this crate loads it, reads those maps, and (with the modules that follow) turns
 //! them into flows, detections, storage and an API.
 
+pub mod capture;
 pub mod cli;
+pub mod flow;
 pub mod kernel;
+pub mod packet;
+pub mod record;
+pub mod replay;

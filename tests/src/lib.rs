@@ -424,3 +424,26 @@ pub fn run(prog: &mut SensorProgram, frame: &[u8]) -> u32 {
 
 /// `XDP_PASS`, the only verdict a passive sensor may return.
 pub const XDP_PASS: u32 = 2;
+
+/// Keeps the sensor program in the kernel's XDP dispatcher while the guard lives, so each
+/// `BPF_PROG_TEST_RUN` call does not wait for an RCU grace period (milliseconds) to add and
+/// remove it: attaches it in driver mode to a veth that is down, in a private namespace.
+pub struct Dispatcher {
+    // Leaving the namespace destroys the veth, which detaches the program.
+    _ns: aya::test_helpers::NetNsGuard,
+}
+
+pub fn with_dispatcher(prog: &mut SensorProgram) -> Dispatcher {
+    // Let `ip netns` set up /run/netns first (see netns::VethPair::create).
+    drop(netns::PeerNs::create());
+    let ns =
+        aya::test_helpers::NetNsGuard::new().expect("private namespace for the dispatcher veth");
+    netns::sh(&[
+        "ip", "link", "add", "disp0", "type", "veth", "peer", "name", "disp1",
+    ]);
+    prog.xdp()
+        .expect("sensor program")
+        .attach("disp0", aya::programs::XdpMode::Driver)
+        .expect("attach to the dispatcher veth");
+    Dispatcher { _ns: ns }
+}

@@ -1,5 +1,7 @@
 //! Project tasks: `cargo xtask setup | test | run | bench-xdp`.
 
+mod bench_replay;
+mod corpus;
 mod setup;
 
 use std::{
@@ -39,6 +41,11 @@ enum Task {
         #[arg(long)]
         iface: Option<String>,
     },
+    /// Packets/s of `sensor replay` vs `tcpdump -r -w /dev/null` (default: echo-connections and
+    /// a generated 1M-packet, 100k-flow capture).
+    BenchReplay { pcaps: Vec<PathBuf> },
+    /// Compare `sensor replay` flow totals with nDPI's flow lists in ../shared/corpora/ndpi.
+    CorpusCheck,
     /// BPF_PROG_TEST_RUN ns/packet of the sensor vs an empty XDP program, same run.
     BenchXdp {
         /// Arguments for the benchmark (--flows N --repeat N --rounds N --coarse-time).
@@ -109,10 +116,17 @@ fn test(args: &[String]) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
+    // The oracle check runs only on a full run (no filter) and when the corpora are there.
+    let oracle = if args.is_empty() && status.success() {
+        Some(corpus_check())
+    } else {
+        None
+    };
     println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("cargo test failed with {status}");
     }
+    oracle.transpose()?;
     Ok(())
 }
 
@@ -132,6 +146,17 @@ fn run(iface: Option<&str>) -> Result<()> {
         ),
     }
     setup::run(Command::new(sensor).arg("check"))
+}
+
+/// `../shared/corpora` next to the project root (CI lays it there too).
+pub(crate) fn corpora() -> PathBuf {
+    workspace_root().join("../shared/corpora")
+}
+
+fn corpus_check() -> Result<()> {
+    setup::run(cargo().args(["build", "--release", "--package", "sensor"]))
+        .context("building the sensor")?;
+    corpus::corpus_check(&target_dir().join("release/sensor"), &corpora())
 }
 
 fn bench_xdp(args: &[String]) -> Result<()> {
@@ -155,6 +180,15 @@ fn main() -> ExitCode {
         Task::Test { args } => test(args),
         Task::Run { iface } => run(iface.as_deref()),
         Task::BenchXdp { args } => bench_xdp(args),
+        Task::CorpusCheck => corpus_check(),
+        Task::BenchReplay { pcaps } => setup::setup().and_then(|()| {
+            setup::run(cargo().args(["build", "--release", "--package", "sensor"]))?;
+            bench_replay::bench_replay(
+                &target_dir().join("release/sensor"),
+                pcaps,
+                &target_dir().join("bench"),
+            )
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

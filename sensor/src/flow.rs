@@ -1,0 +1,760 @@
+//! Bidirectional flow table fed by packets (pcap path) or by kernel counter deltas (XDP path).
+//!
+//! Time is the data's own (packet timestamps in replay, kernel timestamps live): idle and active
+//! timeouts never look at the wall clock, so a capture replayed at any speed gives the same
+//! flows. Memory is bounded by `max_flows`; flows refused by the cap are counted.
+
+use std::{
+    collections::HashMap,
+    hash::BuildHasherDefault,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
+
+use rustc_hash::FxHasher;
+use sensor_common::{FlowKey, family, proto};
+
+use crate::packet::{Parsed, tcp};
+
+/// Flow-table limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// A flow with no packet for this long is finished.
+    pub idle_timeout: Duration,
+    /// A flow older than this is reported and restarted, so long flows show up while they last.
+    pub active_timeout: Duration,
+    /// Most flows held at once; packets of new flows beyond it are counted, not tracked.
+    pub max_flows: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(120),
+            active_timeout: Duration::from_secs(300),
+            max_flows: 1_000_000,
+        }
+    }
+}
+
+/// Direction-free identity of a conversation: the two endpoints in a fixed order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BiKey {
+    pub lo_addr: [u8; 16],
+    pub hi_addr: [u8; 16],
+    pub lo_port: u16,
+    pub hi_port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// ICMP replies share the flow of their request: map each query/reply type to the query.
+fn icmp_query_port(proto_: u8, port: u16) -> u16 {
+    let (ty, code) = ((port >> 8) as u8, port as u8);
+    let query = match (proto_, ty) {
+        (proto::ICMP, 0) => 8,
+        (proto::ICMP, 14) => 13,
+        (proto::ICMP, 16) => 15,
+        (proto::ICMP, 18) => 17,
+        (proto::ICMPV6, 129) => 128,
+        _ => ty,
+    };
+    u16::from(query) << 8 | u16::from(code)
+}
+
+impl BiKey {
+    /// The canonical key of a directional kernel key, and whether `k` runs lo -> hi.
+    pub fn of(k: &FlowKey) -> (Self, bool) {
+        let mut dst_port = k.dst_port;
+        if k.family != family::ARP && (k.proto == proto::ICMP || k.proto == proto::ICMPV6) {
+            dst_port = icmp_query_port(k.proto, dst_port);
+        }
+        if k.family == family::ARP {
+            // Requests and replies of one address pair are one exchange.
+            dst_port = 0;
+        }
+        let a = (k.src_addr, k.src_port);
+        let b = (k.dst_addr, dst_port);
+        // ICMP "ports" are not endpoint properties: order by address only, keep the type.
+        let icmp_like =
+            k.family == family::ARP || k.proto == proto::ICMP || k.proto == proto::ICMPV6;
+        let forward = if icmp_like { a.0 <= b.0 } else { a <= b };
+        let (lo, hi) = if forward { (a, b) } else { (b, a) };
+        let (lo_port, hi_port) = if icmp_like {
+            (0, dst_port)
+        } else {
+            (lo.1, hi.1)
+        };
+        (
+            Self {
+                lo_addr: lo.0,
+                hi_addr: hi.0,
+                lo_port,
+                hi_port,
+                proto: k.proto,
+                family: k.family,
+            },
+            forward,
+        )
+    }
+}
+
+/// Streaming mean and variance (Welford).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Moments {
+    pub n: u64,
+    pub mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    pub fn push(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    /// Adds `n` copies of `x` (a kernel delta knows only the mean length of its packets).
+    pub fn push_n(&mut self, x: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let total = self.n + n;
+        let d = x - self.mean;
+        self.mean += d * n as f64 / total as f64;
+        self.m2 += d * d * self.n as f64 * n as f64 / total as f64;
+        self.n = total;
+    }
+
+    /// Population standard deviation; 0 for fewer than two values.
+    pub fn std(&self) -> f64 {
+        if self.n < 2 {
+            0.0
+        } else {
+            (self.m2 / self.n as f64).sqrt()
+        }
+    }
+}
+
+/// One direction's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A bidirectional flow. `src` is the initiator: the sender of the first packet, or of the SYN
+/// when the capture starts mid-handshake.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flow {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub fwd: DirStats,
+    pub rev: DirStats,
+    /// Data time, ns since the Unix epoch.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub syn: u64,
+    pub syn_ack: u64,
+    pub fin: u64,
+    pub rst: u64,
+    pub psh: u64,
+    pub ack_only: u64,
+    pub echo_requests: u64,
+    pub fragments: u64,
+    pub min_len: u32,
+    pub max_len: u32,
+    /// Packet lengths (per packet in replay; per delta's mean live).
+    pub len: Moments,
+    /// Inter-arrival times in µs, both directions together (replay only: the kernel keeps no
+    /// per-packet times).
+    pub iat_us: Moments,
+    /// Why the record was emitted.
+    pub end: EndReason,
+    /// Whether `src` sent lo -> hi of the canonical key.
+    fwd_is_lo: bool,
+    fwd_sent_syn: bool,
+    fin_fwd: bool,
+    fin_rev: bool,
+}
+
+/// Why a flow record was emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Active,
+    Idle,
+    ActiveTimeout,
+    /// A new SYN reused the 5-tuple of a connection already closed (FIN both ways, or RST).
+    Reused,
+    Flush,
+}
+
+impl Flow {
+    pub fn packets(&self) -> u64 {
+        self.fwd.packets + self.rev.packets
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.fwd.bytes + self.rev.bytes
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos(self.last_seen_ns.saturating_sub(self.first_seen_ns))
+    }
+}
+
+fn addr(bytes: [u8; 16], fam: u8) -> IpAddr {
+    let v6 = Ipv6Addr::from(bytes);
+    match fam {
+        family::IPV6 => IpAddr::V6(v6),
+        _ => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+    }
+}
+
+/// What one update adds to a flow (one packet, or a kernel delta of several).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Delta {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub syn: u64,
+    pub syn_ack: u64,
+    pub fin: u64,
+    pub rst: u64,
+    pub psh: u64,
+    pub ack_only: u64,
+    pub echo: u64,
+    pub fragments: u64,
+    pub min_len: u32,
+    pub max_len: u32,
+}
+
+impl Delta {
+    /// One packet of `len` wire bytes at `ts_ns`.
+    pub fn packet(p: &Parsed, len: u32, ts_ns: u64) -> Self {
+        let f = p.tcp_flags;
+        let syn = f & tcp::SYN != 0;
+        let ack = f & tcp::ACK != 0;
+        Self {
+            packets: 1,
+            bytes: u64::from(len),
+            first_ns: ts_ns,
+            last_ns: ts_ns,
+            syn: u64::from(syn && !ack),
+            syn_ack: u64::from(syn && ack),
+            fin: u64::from(f & tcp::FIN != 0),
+            rst: u64::from(f & tcp::RST != 0),
+            psh: u64::from(f & tcp::PSH != 0),
+            ack_only: u64::from(
+                ack && f & (tcp::SYN | tcp::FIN | tcp::RST | tcp::PSH | tcp::URG) == 0,
+            ),
+            echo: u64::from(p.echo),
+            fragments: u64::from(p.fragment),
+            min_len: len,
+            max_len: len,
+        }
+    }
+}
+
+/// Counters of the table itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableStats {
+    pub flows_created: u64,
+    pub flows_emitted: u64,
+    /// Packets of new flows refused because `max_flows` were active.
+    pub dropped_packets_by_cap: u64,
+    pub dropped_flows_by_cap: u64,
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The flow table.
+pub struct FlowTable {
+    cfg: FlowConfig,
+    flows: FxMap<BiKey, Flow>,
+    /// Latest data time seen, ns.
+    now_ns: u64,
+    next_sweep_ns: u64,
+    stats: TableStats,
+}
+
+/// Shortest data-time interval between timeout sweeps. Sweeps only free memory and emit
+/// finished flows early; the timeouts themselves are also applied when a packet arrives.
+const MIN_SWEEP_NS: u64 = 1_000_000_000;
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig) -> Self {
+        // Start big enough for a busy link so the table rarely rehashes while traffic flows.
+        let flows = FxMap::with_capacity_and_hasher(
+            cfg.max_flows.min(1 << 17),
+            BuildHasherDefault::default(),
+        );
+        Self {
+            cfg,
+            flows,
+            now_ns: 0,
+            next_sweep_ns: 0,
+            stats: TableStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    /// Adds one packet; finished flows go to `out`.
+    pub fn packet(&mut self, p: &Parsed, wire_len: u32, ts_ns: u64, out: &mut impl FnMut(Flow)) {
+        let d = Delta::packet(p, wire_len, ts_ns);
+        self.update(&p.key, &d, true, out);
+    }
+
+    /// Adds `d` to the flow of directional key `k`. `per_packet` says `d` is a single packet, so
+    /// length and inter-arrival moments are exact.
+    pub fn update(&mut self, k: &FlowKey, d: &Delta, per_packet: bool, out: &mut impl FnMut(Flow)) {
+        if d.last_ns > self.now_ns {
+            self.now_ns = d.last_ns;
+        }
+        if self.now_ns >= self.next_sweep_ns {
+            self.sweep(out);
+            self.next_sweep_ns = self.now_ns + self.sweep_interval_ns();
+        }
+        let (bk, lo_to_hi) = BiKey::of(k);
+        let at_cap = self.flows.len() >= self.cfg.max_flows;
+        let idle = self.cfg.idle_timeout.as_nanos() as u64;
+        let active = self.cfg.active_timeout.as_nanos() as u64;
+        let flow = match self.flows.entry(bk) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                // Timeouts are applied here too, so results never depend on when sweeps ran.
+                let f = o.into_mut();
+                if d.first_ns >= f.last_seen_ns.saturating_add(idle) {
+                    let mut done = new_flow(&bk, lo_to_hi, d.first_ns);
+                    std::mem::swap(&mut done, f);
+                    done.end = EndReason::Idle;
+                    self.stats.flows_emitted += 1;
+                    self.stats.flows_created += 1;
+                    out(done);
+                } else if d.first_ns >= f.first_seen_ns.saturating_add(active) {
+                    let mut done = f.clone();
+                    done.end = EndReason::ActiveTimeout;
+                    self.stats.flows_emitted += 1;
+                    out(done);
+                    restart(f, d.first_ns);
+                }
+                f
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                if at_cap {
+                    self.stats.dropped_flows_by_cap += 1;
+                    self.stats.dropped_packets_by_cap += d.packets;
+                    return;
+                }
+                self.stats.flows_created += 1;
+                // A first packet that is a SYN-ACK was sent by the responder.
+                let initiator_is_sender = !(d.syn_ack > 0 && d.syn == 0);
+                v.insert(new_flow(&bk, lo_to_hi == initiator_is_sender, d.first_ns))
+            }
+        };
+        if d.syn > 0 && flow.proto == proto::TCP && flow.family != family::ARP && closed(flow) {
+            // The 5-tuple is being reused for a new connection: finish the old one.
+            let mut done = new_flow(&bk, lo_to_hi, d.first_ns);
+            std::mem::swap(&mut done, flow);
+            done.end = EndReason::Reused;
+            self.stats.flows_emitted += 1;
+            self.stats.flows_created += 1;
+            out(done);
+        }
+        let from_fwd = lo_to_hi == flow.fwd_is_lo;
+        if !from_fwd && d.syn > 0 && !flow.fwd_sent_syn {
+            flip(flow);
+        }
+        apply(flow, d, lo_to_hi == flow.fwd_is_lo, per_packet);
+    }
+
+    fn sweep_interval_ns(&self) -> u64 {
+        let shortest = self
+            .cfg
+            .idle_timeout
+            .min(self.cfg.active_timeout)
+            .as_nanos() as u64;
+        (shortest / 8).max(MIN_SWEEP_NS)
+    }
+
+    /// Emits flows idle past the timeout and restarts those past the active timeout.
+    pub fn sweep(&mut self, out: &mut impl FnMut(Flow)) {
+        let now = self.now_ns;
+        let idle = self.cfg.idle_timeout.as_nanos() as u64;
+        let active = self.cfg.active_timeout.as_nanos() as u64;
+        let mut emitted = 0;
+        self.flows.retain(|_, f| {
+            if now.saturating_sub(f.last_seen_ns) >= idle {
+                let mut done = f.clone();
+                done.end = EndReason::Idle;
+                out(done);
+                emitted += 1;
+                return false;
+            }
+            if now.saturating_sub(f.first_seen_ns) >= active {
+                let mut done = f.clone();
+                done.end = EndReason::ActiveTimeout;
+                out(done);
+                emitted += 1;
+                restart(f, now);
+            }
+            true
+        });
+        self.stats.flows_emitted += emitted;
+    }
+
+    /// Emits every flow still held (end of a replay, shutdown).
+    pub fn flush(&mut self, out: &mut impl FnMut(Flow)) {
+        let mut all: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        all.sort_by_key(|f| f.first_seen_ns);
+        self.stats.flows_emitted += all.len() as u64;
+        for mut f in all {
+            f.end = EndReason::Flush;
+            out(f);
+        }
+    }
+
+    /// Flows currently held (for live views).
+    pub fn active(&self) -> impl Iterator<Item = &Flow> {
+        self.flows.values()
+    }
+}
+
+fn new_flow(k: &BiKey, fwd_is_lo: bool, ts: u64) -> Flow {
+    let (s, d, sp, dp) = if fwd_is_lo {
+        (k.lo_addr, k.hi_addr, k.lo_port, k.hi_port)
+    } else {
+        (k.hi_addr, k.lo_addr, k.hi_port, k.lo_port)
+    };
+    let icmp_like = k.family == family::ARP || k.proto == proto::ICMP || k.proto == proto::ICMPV6;
+    Flow {
+        src: addr(s, k.family),
+        dst: addr(d, k.family),
+        src_port: if icmp_like { 0 } else { sp },
+        dst_port: if icmp_like { k.hi_port } else { dp },
+        proto: k.proto,
+        family: k.family,
+        fwd: DirStats::default(),
+        rev: DirStats::default(),
+        first_seen_ns: ts,
+        last_seen_ns: ts,
+        syn: 0,
+        syn_ack: 0,
+        fin: 0,
+        rst: 0,
+        psh: 0,
+        ack_only: 0,
+        echo_requests: 0,
+        fragments: 0,
+        min_len: u32::MAX,
+        max_len: 0,
+        len: Moments::default(),
+        iat_us: Moments::default(),
+        end: EndReason::Active,
+        fwd_is_lo,
+        fwd_sent_syn: false,
+        fin_fwd: false,
+        fin_rev: false,
+    }
+}
+
+/// The responder turned out to be the initiator (its SYN arrived after our first packet).
+fn flip(f: &mut Flow) {
+    std::mem::swap(&mut f.src, &mut f.dst);
+    if f.family != family::ARP && f.proto != proto::ICMP && f.proto != proto::ICMPV6 {
+        std::mem::swap(&mut f.src_port, &mut f.dst_port);
+    }
+    std::mem::swap(&mut f.fwd, &mut f.rev);
+    f.fwd_is_lo = !f.fwd_is_lo;
+}
+
+fn closed(f: &Flow) -> bool {
+    f.rst > 0 || (f.fin_fwd && f.fin_rev)
+}
+
+fn restart(f: &mut Flow, now: u64) {
+    f.fwd = DirStats::default();
+    f.rev = DirStats::default();
+    f.first_seen_ns = now;
+    f.last_seen_ns = now;
+    (
+        f.syn,
+        f.syn_ack,
+        f.fin,
+        f.rst,
+        f.psh,
+        f.ack_only,
+        f.echo_requests,
+        f.fragments,
+    ) = (0, 0, 0, 0, 0, 0, 0, 0);
+    f.min_len = u32::MAX;
+    f.max_len = 0;
+    f.len = Moments::default();
+    f.iat_us = Moments::default();
+}
+
+fn apply(f: &mut Flow, d: &Delta, from_fwd: bool, per_packet: bool) {
+    let had_packets = f.fwd.packets + f.rev.packets > 0;
+    let dir = if from_fwd { &mut f.fwd } else { &mut f.rev };
+    dir.packets += d.packets;
+    dir.bytes += d.bytes;
+    if per_packet && had_packets && d.first_ns >= f.last_seen_ns {
+        f.iat_us.push((d.first_ns - f.last_seen_ns) as f64 / 1000.0);
+    }
+    if !had_packets || d.first_ns < f.first_seen_ns {
+        f.first_seen_ns = d.first_ns;
+    }
+    if d.last_ns > f.last_seen_ns {
+        f.last_seen_ns = d.last_ns;
+    }
+    f.syn += d.syn;
+    f.syn_ack += d.syn_ack;
+    f.fin += d.fin;
+    f.rst += d.rst;
+    f.psh += d.psh;
+    f.ack_only += d.ack_only;
+    f.echo_requests += d.echo;
+    f.fragments += d.fragments;
+    if from_fwd && d.syn > 0 {
+        f.fwd_sent_syn = true;
+    }
+    if d.fin > 0 {
+        if from_fwd {
+            f.fin_fwd = true
+        } else {
+            f.fin_rev = true
+        }
+    }
+    f.min_len = f.min_len.min(d.min_len);
+    f.max_len = f.max_len.max(d.max_len);
+    if d.packets > 0 {
+        f.len.push_n(d.bytes as f64 / d.packets as f64, d.packets);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Parsed;
+
+    const S: u64 = 1_000_000_000;
+
+    fn v4(a: u8) -> [u8; 16] {
+        Ipv4Addr::new(10, 0, 0, a).to_ipv6_mapped().octets()
+    }
+
+    fn pkt(src: u8, dst: u8, sport: u16, dport: u16, proto_: u8, flags: u8) -> Parsed {
+        Parsed {
+            key: FlowKey {
+                src_addr: v4(src),
+                dst_addr: v4(dst),
+                src_port: sport,
+                dst_port: dport,
+                proto: proto_,
+                family: family::IPV4,
+                _pad: [0; 2],
+            },
+            tcp_flags: flags,
+            echo: false,
+            fragment: false,
+        }
+    }
+
+    fn run(cfg: FlowConfig, packets: &[(u64, Parsed)]) -> (Vec<Flow>, FlowTable) {
+        let mut t = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        for (ts, p) in packets {
+            t.packet(p, 100, *ts, &mut |f| out.push(f));
+        }
+        (out, t)
+    }
+
+    fn drain(mut t: FlowTable, mut out: Vec<Flow>) -> Vec<Flow> {
+        t.flush(&mut |f| out.push(f));
+        out
+    }
+
+    #[test]
+    fn first_packet_sender_is_the_source_and_directions_are_counted() {
+        let (out, t) = run(
+            FlowConfig::default(),
+            &[
+                (S, pkt(1, 2, 40000, 80, proto::TCP, tcp::SYN)),
+                (S + 1, pkt(2, 1, 80, 40000, proto::TCP, tcp::SYN | tcp::ACK)),
+                (S + 2, pkt(1, 2, 40000, 80, proto::TCP, tcp::ACK)),
+            ],
+        );
+        let flows = drain(t, out);
+        assert_eq!(flows.len(), 1);
+        let f = &flows[0];
+        assert_eq!(
+            (f.src, f.src_port, f.dst_port),
+            (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 40000, 80)
+        );
+        assert_eq!(
+            (f.fwd.packets, f.rev.packets, f.fwd.bytes, f.rev.bytes),
+            (2, 1, 200, 100)
+        );
+        assert_eq!((f.syn, f.syn_ack, f.ack_only), (1, 1, 1));
+        assert_eq!(f.iat_us.n, 2);
+    }
+
+    #[test]
+    fn a_capture_starting_with_the_syn_ack_credits_the_syn_sender() {
+        let (out, t) = run(
+            FlowConfig::default(),
+            &[
+                (S, pkt(2, 1, 80, 40000, proto::TCP, tcp::SYN | tcp::ACK)),
+                (S + 1, pkt(1, 2, 40000, 80, proto::TCP, tcp::ACK)),
+            ],
+        );
+        let f = &drain(t, out)[0];
+        assert_eq!(
+            (f.src_port, f.dst_port, f.fwd.packets, f.rev.packets),
+            (40000, 80, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_later_syn_from_the_other_side_makes_it_the_initiator() {
+        let (out, t) = run(
+            FlowConfig::default(),
+            &[
+                (S, pkt(2, 1, 80, 40000, proto::TCP, tcp::ACK)),
+                (S + 1, pkt(1, 2, 40000, 80, proto::TCP, tcp::SYN)),
+            ],
+        );
+        let f = &drain(t, out)[0];
+        assert_eq!(
+            (f.src_port, f.dst_port, f.fwd.packets, f.rev.packets),
+            (40000, 80, 1, 1)
+        );
+    }
+
+    #[test]
+    fn idle_timeout_runs_on_packet_time() {
+        let cfg = FlowConfig {
+            idle_timeout: Duration::from_secs(60),
+            ..FlowConfig::default()
+        };
+        let p = pkt(1, 2, 1000, 53, proto::UDP, 0);
+        let (out, t) = run(cfg, &[(10 * S, p), (20 * S, p), (200 * S, p)]);
+        assert_eq!(out.len(), 1, "the gap of 180 s ends the first flow");
+        assert_eq!((out[0].packets(), out[0].end), (2, EndReason::Idle));
+        let all = drain(t, out);
+        assert_eq!((all[1].packets(), all[1].first_seen_ns), (1, 200 * S));
+    }
+
+    #[test]
+    fn active_timeout_reports_long_flows_while_they_last() {
+        let cfg = FlowConfig {
+            active_timeout: Duration::from_secs(100),
+            ..FlowConfig::default()
+        };
+        let p = pkt(1, 2, 1000, 53, proto::UDP, 0);
+        let packets: Vec<_> = (0..=35).map(|i| (i * 10 * S, p)).collect();
+        let (out, t) = run(cfg, &packets);
+        assert!(
+            out.len() >= 3,
+            "350 s at a 100 s active timeout: {} records",
+            out.len()
+        );
+        assert!(out.iter().all(|f| f.end == EndReason::ActiveTimeout));
+        let total: u64 = drain(t, out).iter().map(Flow::packets).sum();
+        assert_eq!(total, 36, "no packet lost or counted twice across restarts");
+    }
+
+    #[test]
+    fn the_flow_cap_drops_and_counts_new_flows() {
+        let cfg = FlowConfig {
+            max_flows: 2,
+            ..FlowConfig::default()
+        };
+        let (out, t) = run(
+            cfg,
+            &[
+                (S, pkt(1, 2, 1, 1, proto::UDP, 0)),
+                (S, pkt(1, 2, 2, 2, proto::UDP, 0)),
+                (S, pkt(1, 2, 3, 3, proto::UDP, 0)),
+                (S, pkt(1, 2, 3, 3, proto::UDP, 0)),
+                (S, pkt(1, 2, 1, 1, proto::UDP, 0)),
+            ],
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (
+                t.stats().dropped_flows_by_cap,
+                t.stats().dropped_packets_by_cap
+            ),
+            (2, 2)
+        );
+        assert_eq!(drain(t, out).iter().map(Flow::packets).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn icmp_echo_and_reply_are_one_flow_and_port_reuse_splits_tcp() {
+        let mut req = pkt(1, 2, 0, 8 << 8, proto::ICMP, 0);
+        req.echo = true;
+        let rep = pkt(2, 1, 0, 0, proto::ICMP, 0);
+        let (out, t) = run(
+            FlowConfig::default(),
+            &[
+                (S, req),
+                (S + 5, rep),
+                (2 * S, pkt(1, 2, 5, 80, proto::TCP, tcp::SYN)),
+                (2 * S, pkt(2, 1, 80, 5, proto::TCP, tcp::RST | tcp::ACK)),
+                (3 * S, pkt(1, 2, 5, 80, proto::TCP, tcp::SYN)),
+            ],
+        );
+        assert_eq!(
+            out.len(),
+            1,
+            "the second SYN after RST starts a new connection"
+        );
+        assert_eq!(out[0].end, EndReason::Reused);
+        let all = drain(t, out);
+        let icmp = all
+            .iter()
+            .find(|f| f.proto == proto::ICMP)
+            .expect("icmp flow");
+        assert_eq!(
+            (
+                icmp.fwd.packets,
+                icmp.rev.packets,
+                icmp.echo_requests,
+                icmp.dst_port
+            ),
+            (1, 1, 1, 8 << 8)
+        );
+        assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn moments_merge_constant_groups_exactly() {
+        let mut a = Moments::default();
+        let mut b = Moments::default();
+        for x in [3.0, 3.0, 3.0, 7.0, 7.0] {
+            a.push(x);
+        }
+        b.push_n(3.0, 3);
+        b.push_n(7.0, 2);
+        assert!((a.mean - b.mean).abs() < 1e-12 && (a.std() - b.std()).abs() < 1e-12);
+    }
+}

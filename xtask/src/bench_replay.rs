@@ -1,0 +1,156 @@
+//! `cargo xtask bench-replay [PCAP...]`: packets/s of `sensor replay` (flows only, no output)
+//! next to `tcpdump -r PCAP -w /dev/null` (libpcap's read floor), same files, same run.
+
+use std::{
+    fs::{self, File},
+    io::{BufWriter, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Median wall time of `runs` runs of `cmd`.
+fn time_median(mut cmd: impl FnMut() -> Command, runs: usize) -> Result<Duration> {
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut c = cmd();
+        let start = Instant::now();
+        let st = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .with_context(|| format!("{c:?}"))?;
+        let d = start.elapsed();
+        if !st.success() {
+            bail!("{c:?} failed: {st}");
+        }
+        t.push(d);
+    }
+    t.sort();
+    Ok(t[t.len() / 2])
+}
+
+/// Packets in a capture, counted by tcpdump.
+fn count_packets(pcap: &Path) -> Result<u64> {
+    let out = Command::new("tcpdump")
+        .args(["-nn", "-q", "-r"])
+        .arg(pcap)
+        .stderr(Stdio::null())
+        .output()?;
+    Ok(out.stdout.iter().filter(|b| **b == b'\n').count() as u64)
+}
+
+/// Writes a classic pcap of `flows` UDP/TCP flows, `per_flow` packets each, interleaved so the
+/// table holds every flow at once (1M packets, 100k flows by default).
+pub fn synthetic(path: &Path, flows: u32, per_flow: u32) -> Result<()> {
+    let mut w =
+        BufWriter::new(File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    w.write_all(&[
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ])?;
+    let mut frame = [0u8; 14 + 20 + 20 + 32];
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
+    for round in 0..per_flow {
+        for f in 0..flows {
+            let ts_us = u64::from(round) * 1_000_000 + u64::from(f) * 10;
+            let tcp = f % 2 == 0;
+            let l4_len = if tcp { 20 } else { 8 };
+            let ip_len = 20 + l4_len + 32;
+            let ip = &mut frame[14..34];
+            ip.copy_from_slice(&[
+                0x45,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0x40,
+                0,
+                64,
+                if tcp { 6 } else { 17 },
+                0,
+                0,
+                10,
+                0,
+                0,
+                0,
+                172,
+                16,
+                0,
+                0,
+            ]);
+            ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            ip[14..16].copy_from_slice(&((f >> 8) as u16).to_be_bytes());
+            ip[19] = (f % 200) as u8;
+            let l4 = &mut frame[34..];
+            l4[0..2].copy_from_slice(&(1024 + (f % 60000) as u16).to_be_bytes());
+            l4[2..4].copy_from_slice(&[0, 80]);
+            if tcp {
+                l4[12] = 0x50;
+                l4[13] = if round == 0 { 0x02 } else { 0x18 };
+            }
+            let len = 14 + ip_len;
+            let sec = (ts_us / 1_000_000) as u32;
+            let usec = (ts_us % 1_000_000) as u32;
+            w.write_all(&sec.to_le_bytes())?;
+            w.write_all(&usec.to_le_bytes())?;
+            w.write_all(&(len as u32).to_le_bytes())?;
+            w.write_all(&(len as u32).to_le_bytes())?;
+            w.write_all(&frame[..len])?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+pub fn bench_replay(sensor: &Path, files: &[PathBuf], scratch: &Path) -> Result<()> {
+    let mut files = files.to_vec();
+    if files.is_empty() {
+        let echo = crate::corpora().join("zeek/echo-connections.pcap");
+        if echo.is_file() {
+            files.push(echo);
+        }
+        fs::create_dir_all(scratch)?;
+        let synth = scratch.join("synthetic-1m-100k.pcap");
+        if !synth.is_file() {
+            synthetic(&synth, 100_000, 10)?;
+        }
+        files.push(synth);
+    }
+    for f in &files {
+        let packets = count_packets(f)?;
+        let runs = 5;
+        let tcpdump = time_median(
+            || {
+                let mut c = Command::new("tcpdump");
+                c.args(["-r"]).arg(f).args(["-w", "/dev/null"]);
+                c
+            },
+            runs,
+        )?;
+        let sensor_t = time_median(
+            || {
+                let mut c = Command::new(sensor);
+                c.arg("replay").arg(f);
+                c
+            },
+            runs,
+        )?;
+        let pps = |d: Duration| packets as f64 / d.as_secs_f64();
+        println!(
+            "{}: {packets} packets; sensor {:.3} s, tcpdump {:.3} s (median of {runs})",
+            f.display(),
+            sensor_t.as_secs_f64(),
+            tcpdump.as_secs_f64()
+        );
+        println!(
+            "replay pkts/s: sensor={:.0} tcpdump={:.0} ratio={:.2}",
+            pps(sensor_t),
+            pps(tcpdump),
+            pps(sensor_t) / pps(tcpdump)
+        );
+    }
+    Ok(())
+}
