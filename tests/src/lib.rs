@@ -15,14 +15,7 @@ pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
 /// TCP flag bits as on the wire.
-pub mod tcp_flags {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-    pub const URG: u8 = 0x20;
-}
+pub use sensor::packet::tcp as tcp_flags;
 
 /// A crafted frame and how many leading bytes the sensor must see to parse it fully.
 #[derive(Clone, Debug)]
@@ -375,6 +368,12 @@ pub fn host4(a: Ipv4Addr) -> HostKey {
         family: family::IPV4,
         _pad: [0; 3],
     }
+}
+
+/// `../shared/corpora` next to the project root, if this machine has it.
+pub fn corpora() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora");
+    dir.is_dir().then_some(dir)
 }
 
 /// Whether kernel tests must run rather than skip (set by `cargo xtask test` in CI).

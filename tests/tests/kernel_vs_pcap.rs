@@ -2,7 +2,7 @@
 //! runs through the XDP program (`BPF_PROG_TEST_RUN`) and through the userspace parser, and the
 //! per-directional-key counters and the per-class counters must be identical.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::collections::BTreeMap;
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use sensor::{
@@ -92,14 +92,9 @@ fn compare(what: &str, prog: &mut SensorProgram, frames: &[Vec<u8>]) {
     assert_eq!(c.packets, frames.len() as u64);
 }
 
-fn corpus() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora");
-    dir.is_dir().then_some(dir)
-}
-
 #[test]
 fn kernel_and_fallback_agree_on_real_captures() {
-    let Some(dir) = corpus() else {
+    let Some(dir) = sensor_tests::corpora() else {
         eprintln!(
             "SKIPPED kernel_and_fallback_agree_on_real_captures: ../shared/corpora is absent"
         );

@@ -9,14 +9,9 @@ use sensor::{
     replay::{FlowSink, ReplayError, replay},
 };
 
-fn corpora() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora");
-    dir.is_dir().then_some(dir)
-}
-
 #[test]
 fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
-    let Some(dir) = corpora() else {
+    let Some(dir) = sensor_tests::corpora() else {
         eprintln!(
             "SKIPPED every_tcpdump_test_file_gives_flows_or_a_clear_error: ../shared/corpora is absent"
         );
@@ -65,7 +60,7 @@ fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
 
 #[test]
 fn a_truncated_capture_keeps_the_flows_before_the_cut() {
-    let Some(dir) = corpora() else {
+    let Some(dir) = sensor_tests::corpora() else {
         eprintln!(
             "SKIPPED a_truncated_capture_keeps_the_flows_before_the_cut: ../shared/corpora is absent"
         );
