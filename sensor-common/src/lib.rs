@@ -172,11 +172,10 @@ pub struct GlobalCounters {
 }
 const _: () = assert!(size_of::<GlobalCounters>() == 21 * 8);
 
-impl GlobalCounters {
-    /// Field-wise sum, used to fold the per-CPU copies.
-    pub fn add(&mut self, o: &Self) {
-        macro_rules! add_fields { ($($f:ident),*) => { $(self.$f = self.$f.wrapping_add(o.$f);)* } }
-        add_fields!(
+/// Calls `$m!` with every field of [`GlobalCounters`], so field-wise operations list them once.
+macro_rules! counter_fields {
+    ($m:ident) => {
+        $m!(
             packets,
             bytes,
             tcp_packets,
@@ -198,7 +197,23 @@ impl GlobalCounters {
             flow_insert_races,
             dst_insert_failures,
             src_insert_failures
-        );
+        )
+    };
+}
+
+impl GlobalCounters {
+    /// Field-wise sum, used to fold the per-CPU copies.
+    pub fn add(&mut self, o: &Self) {
+        macro_rules! add { ($($f:ident),*) => { $(self.$f = self.$f.wrapping_add(o.$f);)* } }
+        counter_fields!(add);
+    }
+
+    /// Field-wise difference to an earlier reading (counters only grow; wraps like them).
+    pub fn delta_since(&self, earlier: &Self) -> Self {
+        let mut d = *self;
+        macro_rules! sub { ($($f:ident),*) => { $(d.$f = self.$f.wrapping_sub(earlier.$f);)* } }
+        counter_fields!(sub);
+        d
     }
 }
 

@@ -1,6 +1,6 @@
 //! XDP flow aggregator.
 //!
-//! Per packet: parse L2-L4, add the packet to its directional 5-tuple in `FLOWS` and to the
+//! Per packet: parse L2-L4 (Ethernet, VLAN, PPPoE), add the packet to its directional 5-tuple in `FLOWS` and to the
 //! per-CPU global counters. When `FLOWS` cannot take a new flow (full, or the insert failed),
 //! the packet goes to its destination in `DST_HOSTS` and its source in `SRC_HOSTS` instead, so
 //! that a flood that fills the flow map stays measurable per victim. Nothing is sent to
@@ -63,6 +63,9 @@ const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 const ETH_P_QINQ_OLD: u16 = 0x9100;
+const ETH_P_PPPOE_SESSION: u16 = 0x8864;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -178,6 +181,17 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
             ether_type = u16::from_be(unsafe { (*vlan).ether_type });
             off += VlanHdr::LEN;
         }
+    }
+
+    // PPPoE session (DSL uplinks): 6-byte header and a 2-byte PPP protocol before the IP header.
+    if ether_type == ETH_P_PPPOE_SESSION {
+        let ppp: *const [u8; 8] = ptr_at(ctx, off)?;
+        ether_type = match u16::from_be_bytes(unsafe { [(*ppp)[6], (*ppp)[7]] }) {
+            PPP_IPV4 => ETH_P_IPV4,
+            PPP_IPV6 => ETH_P_IPV6,
+            _ => return Ok(None),
+        };
+        off += 8;
     }
 
     let mut key = FlowKey::default();

@@ -129,9 +129,42 @@ pub fn open_file(path: &Path) -> Result<(Capture<pcap::Offline>, LinkLayer), Cap
     Ok((cap, link))
 }
 
+/// Opens a live capture on `iface` (the fallback where XDP cannot attach): immediate delivery,
+/// nanosecond timestamps, a read timeout so the caller can stop it.
+pub fn open_live(
+    iface: &str,
+    snaplen: i32,
+) -> Result<(Capture<pcap::Active>, LinkLayer), CaptureError> {
+    let path = PathBuf::from(iface);
+    let open_err = |e: pcap::Error| CaptureError::Open {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let cap = Capture::from_device(iface)
+        .map_err(open_err)?
+        .snaplen(snaplen)
+        .immediate_mode(true)
+        .timeout(100)
+        .precision(Precision::Nano)
+        .open()
+        .map_err(open_err)?
+        // Non-blocking, so `feed` can notice a stop request while the link is quiet (the read
+        // timeout alone does not wake a blocked read on every Linux libpcap).
+        .setnonblock()
+        .map_err(open_err)?;
+    let lt = cap.get_datalink();
+    let link = LinkLayer::from_linktype(lt).ok_or_else(|| CaptureError::UnsupportedLinkType {
+        path: path.clone(),
+        linktype: lt.0,
+        name: lt.get_name().unwrap_or_else(|_| "unknown".into()),
+    })?;
+    Ok((cap, link))
+}
+
 /// Feeds every packet of `cap` into `table`, finished flows into `out`. `on_packet` sees each
-/// record's size on disk (for progress). Reading stops at the end of the data; a read error
-/// (a file cut mid-record) ends the read with `truncated` set instead of failing, so the flows
+/// record's size on disk (for progress). Reading stops at the end of the data, or (live) when
+/// `stop` says so; it is asked at every read timeout and every 1,024 packets. A read error (a
+/// file cut mid-record) ends the read with `truncated` set instead of failing, so the flows
 /// read so far are kept.
 pub fn feed<T: Activated + ?Sized>(
     cap: &mut Capture<T>,
@@ -139,13 +172,24 @@ pub fn feed<T: Activated + ?Sized>(
     table: &mut FlowTable,
     out: &mut impl FnMut(Flow),
     mut on_packet: impl FnMut(u64),
+    stop: impl Fn() -> bool,
 ) -> ReadStats {
     let mut st = ReadStats::default();
     loop {
+        if st.packets % 1024 == 0 && stop() {
+            break;
+        }
         let pkt = match cap.next_packet() {
             Ok(p) => p,
             Err(pcap::Error::NoMorePackets) => break,
-            Err(pcap::Error::TimeoutExpired) => continue,
+            // Live and quiet: nothing to read right now.
+            Err(pcap::Error::TimeoutExpired) => {
+                if stop() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            }
             Err(e) => {
                 st.truncated = Some(e.to_string());
                 break;

@@ -326,13 +326,7 @@ impl FlowTable {
     /// Adds `d` to the flow of directional key `k`. `per_packet` says `d` is a single packet, so
     /// length and inter-arrival moments are exact.
     pub fn update(&mut self, k: &FlowKey, d: &Delta, per_packet: bool, out: &mut impl FnMut(Flow)) {
-        if d.last_ns > self.now_ns {
-            self.now_ns = d.last_ns;
-        }
-        if self.now_ns >= self.next_sweep_ns {
-            self.sweep(out);
-            self.next_sweep_ns = self.now_ns + self.sweep_interval_ns();
-        }
+        self.advance_to(d.last_ns, out);
         let (bk, lo_to_hi) = BiKey::of(k);
         let at_cap = self.flows.len() >= self.cfg.max_flows;
         let idle = self.cfg.idle_timeout.as_nanos() as u64;
@@ -418,6 +412,18 @@ impl FlowTable {
             true
         });
         self.stats.flows_emitted += emitted;
+    }
+
+    /// Moves the data clock to `now_ns` without a packet (live: the poll time), running a
+    /// timeout sweep when one is due.
+    pub fn advance_to(&mut self, now_ns: u64, out: &mut impl FnMut(Flow)) {
+        if now_ns > self.now_ns {
+            self.now_ns = now_ns;
+        }
+        if self.now_ns >= self.next_sweep_ns {
+            self.sweep(out);
+            self.next_sweep_ns = self.now_ns + self.sweep_interval_ns();
+        }
     }
 
     /// Emits every flow still held (end of a replay, shutdown).

@@ -3,11 +3,17 @@
 //! Everything that touches kernel maps goes through [`SensorProgram`], so tests, benchmarks and
 //! the agent read the same counters the same way.
 
-use std::{borrow::Borrow, collections::BTreeMap, hash::Hash};
+use std::{
+    borrow::Borrow,
+    collections::BTreeMap,
+    hash::Hash,
+    mem::size_of,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp},
 };
 use sensor_common::{
@@ -170,6 +176,91 @@ impl SensorProgram {
             .collect()
     }
 
+    /// Takes every entry out of the flow map: what the kernel counted since the last drain.
+    pub fn drain_flows(
+        &mut self,
+        buf: &mut DrainBuffers<FlowKey, FlowStats>,
+    ) -> Result<(), KernelError> {
+        self.drain(maps::FLOWS, buf)
+    }
+
+    /// Takes every entry out of the per-destination overflow map.
+    pub fn drain_dst_hosts(
+        &mut self,
+        buf: &mut DrainBuffers<HostKey, HostStats>,
+    ) -> Result<(), KernelError> {
+        self.drain(maps::DST_HOSTS, buf)
+    }
+
+    /// Takes every entry out of the per-source overflow map.
+    pub fn drain_src_hosts(
+        &mut self,
+        buf: &mut DrainBuffers<HostKey, HostStats>,
+    ) -> Result<(), KernelError> {
+        self.drain(maps::SRC_HOSTS, buf)
+    }
+
+    fn drain<K: Pod + Borrow<K>, V: Pod>(
+        &mut self,
+        name: &'static str,
+        buf: &mut DrainBuffers<K, V>,
+    ) -> Result<(), KernelError> {
+        buf.entries.clear();
+        let map = self.ebpf.map(name).ok_or(KernelError::MissingMap(name))?;
+        let Map::HashMap(data) = map else {
+            return Err(KernelError::Map {
+                name,
+                source: MapError::InvalidMapType { map_type: 0 },
+            });
+        };
+        if !buf.no_batch {
+            match drain_batched(data, buf) {
+                Ok(()) => return Ok(()),
+                // Kernels before 5.6 have no batch operations on hash maps.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) => {
+                    tracing::info!(
+                        map = name,
+                        "no batch map operations here; draining key by key"
+                    );
+                    buf.no_batch = true;
+                }
+                Err(e) => {
+                    return Err(KernelError::Map {
+                        name,
+                        source: MapError::IoError(e),
+                    });
+                }
+            }
+        }
+        self.drain_one_by_one(name, buf)
+    }
+
+    fn drain_one_by_one<K: Pod + Borrow<K>, V: Pod>(
+        &mut self,
+        name: &'static str,
+        buf: &mut DrainBuffers<K, V>,
+    ) -> Result<(), KernelError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MissingMap(name))?;
+        let mut hash = HashMap::<&mut MapData, K, V>::try_from(map)
+            .map_err(|source| KernelError::Map { name, source })?;
+        let keys: Vec<K> = hash
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|source| KernelError::Map { name, source })?;
+        for k in keys {
+            // Read then delete: packets counted in between are lost (the batch path avoids it).
+            let Ok(v) = hash.get(&k, 0) else { continue };
+            match hash.remove(&k) {
+                Ok(()) | Err(MapError::KeyNotFound) => buf.entries.push((k, v)),
+                Err(source) => return Err(KernelError::Map { name, source }),
+            }
+        }
+        Ok(())
+    }
+
     /// Empties the flow and host maps and zeroes the counters (tests and benchmarks start from
     /// a known state with this).
     pub fn reset(&mut self) -> Result<(), KernelError> {
@@ -228,5 +319,106 @@ fn raise_memlock_limit() {
     // SAFETY: plain syscall with a valid pointer to a local.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}
+
+/// Reusable buffers for draining a map, so polling does not allocate per poll.
+pub struct DrainBuffers<K, V> {
+    /// Entries taken by the last drain.
+    pub entries: Vec<(K, V)>,
+    keys: Vec<K>,
+    values: Vec<V>,
+    no_batch: bool,
+}
+
+impl<K: Pod + Default, V: Pod + Default> DrainBuffers<K, V> {
+    pub fn new(chunk: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            keys: vec![K::default(); chunk],
+            values: vec![V::default(); chunk],
+            no_batch: false,
+        }
+    }
+
+    /// Whether drains use the kernel's batch operation (false after falling back).
+    pub fn batched(&self) -> bool {
+        !self.no_batch
+    }
+}
+
+/// `union bpf_attr` as used by the `BPF_MAP_*_BATCH` commands.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+
+/// `BPF_MAP_LOOKUP_AND_DELETE_BATCH` over the whole map. Each element is copied and deleted
+/// under its bucket lock, so a packet is either in what we took or in the map afterwards. aya
+/// 0.14 has no batch API, hence the raw syscall.
+fn drain_batched<K: Pod, V: Pod>(
+    data: &MapData,
+    buf: &mut DrainBuffers<K, V>,
+) -> std::io::Result<()> {
+    let fd = data.fd().as_fd().as_raw_fd();
+    let mut token_in = 0u64;
+    let mut token_out = 0u64;
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                (&raw const token_in) as u64
+            },
+            out_batch: (&raw mut token_out) as u64,
+            keys: buf.keys.as_mut_ptr() as u64,
+            values: buf.values.as_mut_ptr() as u64,
+            count: buf.keys.len() as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: attr points at buffers of `count` keys and values that outlive the call, and
+        // the tokens are 8 bytes (the hash map's token is 4).
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        let err = (rc < 0).then(std::io::Error::last_os_error);
+        let n = attr.count as usize;
+        buf.entries.extend(
+            buf.keys[..n]
+                .iter()
+                .copied()
+                .zip(buf.values[..n].iter().copied()),
+        );
+        match err {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            // One bucket holds more entries than the buffer: grow it and retry this step.
+            Some(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                let grown = buf.keys.len() * 2;
+                buf.keys.resize(grown, buf.keys[0]);
+                buf.values.resize(grown, buf.values[0]);
+                continue;
+            }
+            Some(e) => return Err(e),
+        }
+        token_in = token_out;
+        first = false;
     }
 }

@@ -9,5 +9,6 @@ pub mod cli;
 pub mod flow;
 pub mod kernel;
 pub mod packet;
+pub mod poller;
 pub mod record;
 pub mod replay;

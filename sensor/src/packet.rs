@@ -12,6 +12,9 @@ use sensor_common::{FlowKey, family, proto};
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_PPPOE_SESSION: u16 = 0x8864;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
 const MAX_IPV6_EXT: usize = 6;
 
 /// TCP flag bits.
@@ -54,7 +57,7 @@ pub fn parse_ethernet(frame: &[u8]) -> Outcome {
 }
 
 /// Parses from an EtherType whose payload starts at `off` (after Ethernet, Linux cooked, ...),
-/// looking through up to two VLAN tags like the kernel.
+/// looking through up to two VLAN tags and a PPPoE session header like the kernel.
 pub fn parse_ether_type(mut ether_type: u16, data: &[u8], mut off: usize) -> Outcome {
     for _ in 0..2 {
         if !is_vlan(ether_type) {
@@ -65,6 +68,17 @@ pub fn parse_ether_type(mut ether_type: u16, data: &[u8], mut off: usize) -> Out
             None => return Outcome::Error,
         }
         off += 4;
+    }
+    if ether_type == ETH_P_PPPOE_SESSION {
+        let Some(ppp) = data.get(off..off + 8) else {
+            return Outcome::Error;
+        };
+        ether_type = match u16::from_be_bytes([ppp[6], ppp[7]]) {
+            PPP_IPV4 => ETH_P_IPV4,
+            PPP_IPV6 => ETH_P_IPV6,
+            _ => return Outcome::NonIp,
+        };
+        off += 8;
     }
     match ether_type {
         ETH_P_IPV4 => parse_ipv4(data, off),

@@ -158,6 +158,7 @@ pub fn replay(
                     pending = 0;
                 }
             },
+            || false,
         );
         bar.inc(pending);
         if let Some(reason) = &st.truncated {

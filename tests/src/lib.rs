@@ -280,6 +280,19 @@ pub fn with_vlans(frame: &Frame, tags: &[(u16, u16)]) -> Frame {
     }
 }
 
+/// Wraps an untagged Ethernet frame's IP packet in a PPPoE session (PPP protocol `ppp`).
+pub fn with_pppoe(frame: &Frame, ppp: u16) -> Frame {
+    let mut bytes = frame.bytes[..12].to_vec();
+    bytes.extend_from_slice(&[0x88, 0x64, 0x11, 0x00, 0x3d, 0x6d]);
+    bytes.extend_from_slice(&((frame.bytes.len() - 14 + 2) as u16).to_be_bytes());
+    bytes.extend_from_slice(&ppp.to_be_bytes());
+    bytes.extend_from_slice(&frame.bytes[14..]);
+    Frame {
+        bytes,
+        header_len: frame.header_len + 8,
+    }
+}
+
 /// ARP request (opcode 1) or reply (2) for Ethernet/IPv4.
 pub fn arp(op: u16, sender: Ipv4Addr, target: Ipv4Addr) -> Frame {
     let mut bytes = eth(0x0806);

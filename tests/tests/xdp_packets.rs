@@ -184,6 +184,35 @@ fn vlan_and_qinq_tags_are_looked_through() {
 }
 
 #[test]
+fn pppoe_sessions_are_looked_through() {
+    let mut p = program!();
+    let v4 = with_pppoe(&tcp4(A, B, 1234, 443, tcp_flags::SYN, 0), 0x0021);
+    let v6 = with_pppoe(&udp6(A6, B6, 5000, 53, 20), 0x0057);
+    let lcp = with_pppoe(&udp6(A6, B6, 5000, 53, 20), 0xc021); // PPP LCP: no IP inside
+    let tagged = with_vlans(&v4, &[(0x8100, 7)]);
+    pass_all(&mut p, &[&v4, &v6, &lcp, &tagged]);
+    let flows = p.flows().expect("flows");
+    expect_stats(
+        flows
+            .get(&key4(A, B, 1234, 443, proto::TCP))
+            .expect("PPPoE IPv4 flow"),
+        2,
+        (v4.bytes.len() + tagged.bytes.len()) as u64,
+    );
+    assert!(
+        flows.contains_key(&key6(A6, B6, 5000, 53, proto::UDP)),
+        "PPPoE IPv6 flow: {flows:#?}"
+    );
+    assert_eq!(flows.len(), 2);
+    let c = counters(&p);
+    assert_eq!((c.non_ip_packets, c.parse_errors), (1, 0));
+    for cut in 14..v4.header_len {
+        assert_eq!(run(&mut p, &v4.bytes[..cut]), XDP_PASS);
+    }
+    assert_eq!(counters(&p).parse_errors, (v4.header_len - 14) as u64);
+}
+
+#[test]
 fn ipv6_extension_headers_are_skipped() {
     let mut p = program!();
     let chain = udp6_ext(

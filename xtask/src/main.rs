@@ -76,8 +76,33 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Removes namespaces left by test processes that were killed (a panic cleans up; SIGKILL
+/// cannot): names carry the creating pid, so only those of dead processes are touched.
+fn remove_stale_test_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let pid = ["sensor-peer-", "aya-test-"]
+            .iter()
+            .find_map(|p| name.strip_prefix(p))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            eprintln!("xtask: removing namespace {name} left by a killed test run");
+            let _ignored = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
 fn test(args: &[String]) -> Result<()> {
     setup::setup()?;
+    if is_root() {
+        remove_stale_test_namespaces();
+    }
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "sensor-ebpf"])
         .args(args);
