@@ -174,7 +174,9 @@ pub fn feed<T: Activated + ?Sized>(
     mut on_packet: impl FnMut(u64),
     stop: impl Fn() -> bool,
 ) -> ReadStats {
+    const BATCH: usize = 64;
     let mut st = ReadStats::default();
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         if st.packets % 1024 == 0 && stop() {
             break;
@@ -184,6 +186,9 @@ pub fn feed<T: Activated + ?Sized>(
             Err(pcap::Error::NoMorePackets) => break,
             // Live and quiet: nothing to read right now.
             Err(pcap::Error::TimeoutExpired) => {
+                // Nothing waiting: hand over what we hold rather than let it sit.
+                table.packets(&batch, out);
+                batch.clear();
                 if stop() {
                     break;
                 }
@@ -196,19 +201,23 @@ pub fn feed<T: Activated + ?Sized>(
             }
         };
         let h = pkt.header;
-        let ts_ns = i64::from(h.ts.tv_sec).max(0) as u64 * 1_000_000_000
-            + i64::from(h.ts.tv_usec).max(0) as u64;
+        let ts_ns = h.ts.tv_sec.max(0) as u64 * 1_000_000_000 + h.ts.tv_usec.max(0) as u64;
         st.packets += 1;
         st.bytes += u64::from(h.len);
         on_packet(16 + u64::from(h.caplen));
         match link.parse(pkt.data) {
             Outcome::Flow(p) => {
                 st.flow_packets += 1;
-                table.packet(&p, h.len, ts_ns, out);
+                batch.push((p, h.len, ts_ns));
+                if batch.len() == BATCH {
+                    table.packets(&batch, out);
+                    batch.clear();
+                }
             }
             Outcome::NonIp => st.non_ip += 1,
             Outcome::Error => st.parse_errors += 1,
         }
     }
+    table.packets(&batch, out);
     st
 }

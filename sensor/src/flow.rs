@@ -5,16 +5,16 @@
 //! flows. Memory is bounded by `max_flows`; flows refused by the cap are counted.
 
 use std::{
-    collections::HashMap,
-    hash::BuildHasherDefault,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
-use rustc_hash::FxHasher;
 use sensor_common::{FlowKey, family, proto};
 
-use crate::packet::{Parsed, tcp};
+use crate::{
+    flowmap::FlowMap,
+    packet::{Parsed, tcp},
+};
 
 /// Flow-table limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ impl Default for FlowConfig {
 }
 
 /// Direction-free identity of a conversation: the two endpoints in a fixed order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BiKey {
     pub lo_addr: [u8; 16],
     pub hi_addr: [u8; 16],
@@ -273,12 +273,10 @@ pub struct TableStats {
     pub dropped_flows_by_cap: u64,
 }
 
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
 /// The flow table.
 pub struct FlowTable {
     cfg: FlowConfig,
-    flows: FxMap<BiKey, Flow>,
+    flows: FlowMap<Flow>,
     /// Latest data time seen, ns.
     now_ns: u64,
     next_sweep_ns: u64,
@@ -292,10 +290,7 @@ const MIN_SWEEP_NS: u64 = 1_000_000_000;
 impl FlowTable {
     pub fn new(cfg: FlowConfig) -> Self {
         // Start big enough for a busy link so the table rarely rehashes while traffic flows.
-        let flows = FxMap::with_capacity_and_hasher(
-            cfg.max_flows.min(1 << 17),
-            BuildHasherDefault::default(),
-        );
+        let flows = FlowMap::with_capacity(cfg.max_flows.min(1 << 16));
         Self {
             cfg,
             flows,
@@ -323,18 +318,53 @@ impl FlowTable {
         self.update(&p.key, &d, true, out);
     }
 
+    /// Adds packets `(parsed, wire length, timestamp)` in order, exactly as `packet` one by
+    /// one would, but starts the memory reads of each group before processing it, so the cache
+    /// misses of a busy table overlap.
+    pub fn packets(&mut self, batch: &[(Parsed, u32, u64)], out: &mut impl FnMut(Flow)) {
+        const GROUP: usize = 16;
+        let mut keys = [(BiKey::default(), false, 0u64); GROUP];
+        for group in batch.chunks(GROUP) {
+            for (slot, (p, _, _)) in keys.iter_mut().zip(group) {
+                let (bk, lo_to_hi) = BiKey::of(&p.key);
+                let h = FlowMap::<Flow>::hash(&bk);
+                self.flows.prefetch_slot(h);
+                *slot = (bk, lo_to_hi, h);
+            }
+            for (_, _, h) in &keys[..group.len()] {
+                self.flows.prefetch_entry(*h);
+            }
+            for ((bk, lo_to_hi, h), (p, len, ts)) in keys.iter().zip(group) {
+                let d = Delta::packet(p, *len, *ts);
+                self.update_hashed(*bk, *lo_to_hi, *h, &d, true, out);
+            }
+        }
+    }
+
     /// Adds `d` to the flow of directional key `k`. `per_packet` says `d` is a single packet, so
     /// length and inter-arrival moments are exact.
     pub fn update(&mut self, k: &FlowKey, d: &Delta, per_packet: bool, out: &mut impl FnMut(Flow)) {
-        self.advance_to(d.last_ns, out);
         let (bk, lo_to_hi) = BiKey::of(k);
-        let at_cap = self.flows.len() >= self.cfg.max_flows;
+        let h = FlowMap::<Flow>::hash(&bk);
+        self.update_hashed(bk, lo_to_hi, h, d, per_packet, out);
+    }
+
+    fn update_hashed(
+        &mut self,
+        bk: BiKey,
+        lo_to_hi: bool,
+        h: u64,
+        d: &Delta,
+        per_packet: bool,
+        out: &mut impl FnMut(Flow),
+    ) {
+        self.advance_to(d.last_ns, out);
         let idle = self.cfg.idle_timeout.as_nanos() as u64;
         let active = self.cfg.active_timeout.as_nanos() as u64;
-        let flow = match self.flows.entry(bk) {
-            std::collections::hash_map::Entry::Occupied(o) => {
+        let flow = match self.flows.find(h, &bk) {
+            Some(id) => {
                 // Timeouts are applied here too, so results never depend on when sweeps ran.
-                let f = o.into_mut();
+                let f = self.flows.get_mut(id);
                 if d.first_ns >= f.last_seen_ns.saturating_add(idle) {
                     let mut done = new_flow(&bk, lo_to_hi, d.first_ns);
                     std::mem::swap(&mut done, f);
@@ -351,8 +381,8 @@ impl FlowTable {
                 }
                 f
             }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                if at_cap {
+            None => {
+                if self.flows.len() >= self.cfg.max_flows {
                     self.stats.dropped_flows_by_cap += 1;
                     self.stats.dropped_packets_by_cap += d.packets;
                     return;
@@ -360,7 +390,12 @@ impl FlowTable {
                 self.stats.flows_created += 1;
                 // A first packet that is a SYN-ACK was sent by the responder.
                 let initiator_is_sender = !(d.syn_ack > 0 && d.syn == 0);
-                v.insert(new_flow(&bk, lo_to_hi == initiator_is_sender, d.first_ns))
+                let id = self.flows.insert(
+                    h,
+                    bk,
+                    new_flow(&bk, lo_to_hi == initiator_is_sender, d.first_ns),
+                );
+                self.flows.get_mut(id)
             }
         };
         if d.syn > 0 && flow.proto == proto::TCP && flow.family != family::ARP && closed(flow) {
@@ -394,23 +429,22 @@ impl FlowTable {
         let idle = self.cfg.idle_timeout.as_nanos() as u64;
         let active = self.cfg.active_timeout.as_nanos() as u64;
         let mut emitted = 0;
-        self.flows.retain(|_, f| {
+        for id in self.flows.ids() {
+            let f = self.flows.get_mut(id);
             if now.saturating_sub(f.last_seen_ns) >= idle {
-                let mut done = f.clone();
-                done.end = EndReason::Idle;
-                out(done);
-                emitted += 1;
-                return false;
-            }
-            if now.saturating_sub(f.first_seen_ns) >= active {
+                if let Some(mut done) = self.flows.remove(id) {
+                    done.end = EndReason::Idle;
+                    out(done);
+                    emitted += 1;
+                }
+            } else if now.saturating_sub(f.first_seen_ns) >= active {
                 let mut done = f.clone();
                 done.end = EndReason::ActiveTimeout;
                 out(done);
                 emitted += 1;
                 restart(f, now);
             }
-            true
-        });
+        }
         self.stats.flows_emitted += emitted;
     }
 
@@ -428,7 +462,7 @@ impl FlowTable {
 
     /// Emits every flow still held (end of a replay, shutdown).
     pub fn flush(&mut self, out: &mut impl FnMut(Flow)) {
-        let mut all: Vec<Flow> = self.flows.drain().map(|(_, f)| f).collect();
+        let mut all: Vec<Flow> = self.flows.drain();
         all.sort_by_key(|f| f.first_seen_ns);
         self.stats.flows_emitted += all.len() as u64;
         for mut f in all {

@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod cli;
 pub mod flow;
+pub mod flowmap;
 pub mod kernel;
 pub mod packet;
 pub mod poller;

@@ -105,6 +105,27 @@ pub fn synthetic(path: &Path, flows: u32, per_flow: u32) -> Result<()> {
     Ok(())
 }
 
+const NFSTREAM: &str = "import sys, time\nfrom nfstream import NFStreamer\n\
+s = NFStreamer(source=sys.argv[1], n_dissections=0, statistical_analysis=False, n_meters=1)\n\
+t = time.perf_counter(); n = sum(1 for _ in s); print(n, time.perf_counter() - t)\n";
+
+/// nfstream (PyPI) on one meter, timed inside Python so interpreter start-up is not counted;
+/// `None` where it is not installed.
+fn nfstream_seconds(pcap: &Path) -> Option<(u64, f64)> {
+    let out = Command::new("python3")
+        .args(["-c", NFSTREAM])
+        .arg(pcap)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
 pub fn bench_replay(sensor: &Path, files: &[PathBuf], scratch: &Path) -> Result<()> {
     let mut files = files.to_vec();
     if files.is_empty() {
@@ -145,6 +166,15 @@ pub fn bench_replay(sensor: &Path, files: &[PathBuf], scratch: &Path) -> Result<
             sensor_t.as_secs_f64(),
             tcpdump.as_secs_f64()
         );
+        match nfstream_seconds(f) {
+            Some((flows, secs)) => println!(
+                "nfstream (1 meter, no dissection, no statistics): {flows} flows, {:.3} s, {:.0} pkts/s, sensor/nfstream={:.1}x",
+                secs,
+                packets as f64 / secs,
+                pps(sensor_t) / (packets as f64 / secs)
+            ),
+            None => println!("nfstream: not installed (pip install nfstream), skipped"),
+        }
         println!(
             "replay pkts/s: sensor={:.0} tcpdump={:.0} ratio={:.2}",
             pps(sensor_t),
