@@ -80,6 +80,41 @@ impl Poller {
         self.flows.batched()
     }
 
+    /// Polls every `interval` (default 250 ms in the agent) until `stop` is set, handing each
+    /// poll's statistics to `on_poll`; a final poll after `stop` takes what is left.
+    pub fn run(
+        &mut self,
+        prog: &mut SensorProgram,
+        table: &mut FlowTable,
+        interval: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+        out: &mut impl FnMut(Flow),
+        mut on_poll: impl FnMut(&PollStats),
+    ) -> Result<(), KernelError> {
+        let mut next = Instant::now();
+        loop {
+            let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
+            let stats = self.poll(prog, table, out)?;
+            on_poll(&stats);
+            if stopping {
+                return Ok(());
+            }
+            next += interval;
+            if next <= Instant::now() {
+                // Fell behind (a huge drain): do not try to catch up with a burst of polls.
+                next = Instant::now();
+            }
+            // Sleep in short steps so a stop request is honoured quickly.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let left = next.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(Duration::from_millis(20)));
+            }
+        }
+    }
+
     /// One poll: drain the maps, merge flows into `table`, finished flows into `out`.
     pub fn poll(
         &mut self,

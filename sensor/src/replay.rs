@@ -20,7 +20,7 @@ use crate::{
 pub enum ReplayError {
     #[error(transparent)]
     BadInput(#[from] CaptureError),
-    #[error("{path}: {source}")]
+    #[error("writing {path}")]
     Output {
         path: PathBuf,
         #[source]
@@ -31,7 +31,12 @@ pub enum ReplayError {
 /// Where finished flows go.
 pub enum FlowSink {
     None,
-    Jsonl { path: PathBuf, out: Box<dyn Write> },
+    Jsonl {
+        path: PathBuf,
+        out: Box<dyn Write>,
+    },
+    /// The reader went away (`| head`): the replay finishes and writes nothing more.
+    Closed,
 }
 
 impl FlowSink {
@@ -53,28 +58,41 @@ impl FlowSink {
     }
 
     fn write(&mut self, f: &Flow) -> Result<(), ReplayError> {
-        if let Self::Jsonl { path, out } = self {
-            let line =
-                serde_json::to_string(&FlowRecord::from(f)).map_err(|e| ReplayError::Output {
-                    path: path.clone(),
-                    source: io::Error::other(e),
-                })?;
-            writeln!(out, "{line}").map_err(|source| ReplayError::Output {
-                path: path.clone(),
-                source,
-            })?;
+        let Self::Jsonl { out, .. } = self else {
+            return Ok(());
+        };
+        let mut line = serde_json::to_vec(&FlowRecord::from(f)).map_err(io::Error::other);
+        if let Ok(l) = &mut line {
+            l.push(b'\n');
         }
-        Ok(())
+        let r = line.and_then(|l| out.write_all(&l));
+        self.check(r)
     }
 
     fn finish(&mut self) -> Result<(), ReplayError> {
-        if let Self::Jsonl { path, out } = self {
-            out.flush().map_err(|source| ReplayError::Output {
-                path: path.clone(),
-                source,
-            })?;
+        let Self::Jsonl { out, .. } = self else {
+            return Ok(());
+        };
+        let r = out.flush();
+        self.check(r)
+    }
+
+    /// A closed pipe ends the output quietly; any other write error is the caller's.
+    fn check(&mut self, r: io::Result<()>) -> Result<(), ReplayError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                *self = Self::Closed;
+                Ok(())
+            }
+            Err(source) => match self {
+                Self::Jsonl { path, .. } => Err(ReplayError::Output {
+                    path: path.clone(),
+                    source,
+                }),
+                _ => Ok(()),
+            },
         }
-        Ok(())
     }
 }
 

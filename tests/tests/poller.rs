@@ -206,3 +206,47 @@ fn live_pcap_capture_feeds_the_same_flow_table() {
         "per-packet inter-arrival times on the pcap path"
     );
 }
+
+#[test]
+fn the_poll_loop_keeps_its_interval_and_stops_on_request() {
+    let Some(mut prog) = load_or_skip("poller", TEST_SIZES) else {
+        return;
+    };
+    let _d = with_dispatcher(&mut prog);
+    let mut table = FlowTable::new(FlowConfig::default());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut polls = 0u32;
+    let mut packets = 0u64;
+    let f = tcp4(
+        Ipv4Addr::new(10, 1, 1, 1),
+        Ipv4Addr::new(10, 1, 1, 2),
+        1,
+        2,
+        tcp_flags::SYN,
+        0,
+    );
+    for _ in 0..5 {
+        assert_eq!(run(&mut prog, &f.bytes), XDP_PASS);
+    }
+    Poller::new()
+        .run(
+            &mut prog,
+            &mut table,
+            std::time::Duration::from_millis(20),
+            &stop,
+            &mut |_| {},
+            |s| {
+                polls += 1;
+                packets += s.packets;
+                if polls == 3 {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        )
+        .expect("poll loop");
+    assert_eq!(
+        polls, 4,
+        "three polls, then the final one after the stop request"
+    );
+    assert_eq!(packets, 5, "every packet drained exactly once");
+}
