@@ -7,8 +7,25 @@ use pcap::{Activated, Capture, Linktype, Precision};
 
 use crate::{
     flow::{Flow, FlowTable},
-    packet::{Outcome, parse_ether_type, parse_ethernet, parse_ip},
+    packet::{Outcome, Parsed, parse_ether_type, parse_ethernet, parse_ip},
 };
+
+/// Where `feed` hands parsed packets: `(packet, wire length, timestamp ns)`, in order.
+pub trait PacketSink {
+    fn packets(&mut self, batch: &[(Parsed, u32, u64)]);
+}
+
+/// A flow table with a place for the flows it finishes.
+pub struct TableSink<'a, F: FnMut(Flow)> {
+    pub table: &'a mut FlowTable,
+    pub out: F,
+}
+
+impl<F: FnMut(Flow)> PacketSink for TableSink<'_, F> {
+    fn packets(&mut self, batch: &[(Parsed, u32, u64)]) {
+        self.table.packets(batch, &mut self.out);
+    }
+}
 
 /// Why a capture could not be read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +178,7 @@ pub fn open_live(
     Ok((cap, link))
 }
 
-/// Feeds every packet of `cap` into `table`, finished flows into `out`. `on_packet` sees each
+/// Feeds every packet of `cap` into `sink`. `on_packet` sees each
 /// record's size on disk (for progress). Reading stops at the end of the data, or (live) when
 /// `stop` says so; it is asked at every read timeout and every 1,024 packets. A read error (a
 /// file cut mid-record) ends the read with `truncated` set instead of failing, so the flows
@@ -169,8 +186,7 @@ pub fn open_live(
 pub fn feed<T: Activated + ?Sized>(
     cap: &mut Capture<T>,
     link: LinkLayer,
-    table: &mut FlowTable,
-    out: &mut impl FnMut(Flow),
+    sink: &mut impl PacketSink,
     mut on_packet: impl FnMut(u64),
     stop: impl Fn() -> bool,
 ) -> ReadStats {
@@ -187,7 +203,7 @@ pub fn feed<T: Activated + ?Sized>(
             // Live and quiet: nothing to read right now.
             Err(pcap::Error::TimeoutExpired) => {
                 // Nothing waiting: hand over what we hold rather than let it sit.
-                table.packets(&batch, out);
+                sink.packets(&batch);
                 batch.clear();
                 if stop() {
                     break;
@@ -210,7 +226,7 @@ pub fn feed<T: Activated + ?Sized>(
                 st.flow_packets += 1;
                 batch.push((p, h.len, ts_ns));
                 if batch.len() == BATCH {
-                    table.packets(&batch, out);
+                    sink.packets(&batch);
                     batch.clear();
                 }
             }
@@ -218,6 +234,6 @@ pub fn feed<T: Activated + ?Sized>(
             Outcome::Error => st.parse_errors += 1,
         }
     }
-    table.packets(&batch, out);
+    sink.packets(&batch);
     st
 }

@@ -5,9 +5,10 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    config::{Config, ConfigError},
     flow::FlowConfig,
     kernel::{KernelConfig, SensorProgram},
-    replay::{FlowSink, ReplayError, replay},
+    replay::{JsonlSink, ReplayError, ReplayOptions, replay},
 };
 
 #[derive(Debug, Parser)]
@@ -45,6 +46,15 @@ pub enum Command {
         /// Write each finished flow as one JSON object per line (`-` for standard output).
         #[arg(long, value_name = "PATH|-")]
         flows_jsonl: Option<PathBuf>,
+        /// Write each alert, in its final state, as one JSON object per line.
+        #[arg(long, value_name = "PATH|-")]
+        alerts_jsonl: Option<PathBuf>,
+        /// TOML config file (rule thresholds under [rules]).
+        #[arg(long, env = "SENSOR_CONFIG")]
+        config: Option<PathBuf>,
+        /// Flows only: no rules, no model (for throughput measurements).
+        #[arg(long)]
+        no_detect: bool,
         #[command(flatten)]
         flow: FlowArgs,
     },
@@ -102,13 +112,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay {
             pcaps,
             flows_jsonl,
+            alerts_jsonl,
+            config,
+            no_detect,
             flow,
         } => {
-            let mut sink = match &flows_jsonl {
-                Some(p) => FlowSink::jsonl(p)?,
-                None => FlowSink::None,
+            let config = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
             };
-            let s = replay(&pcaps, flow.config(), &mut sink)?;
+            let open = |p: &Option<PathBuf>| match p {
+                Some(p) => JsonlSink::jsonl(p),
+                None => Ok(JsonlSink::None),
+            };
+            let mut flows_out = open(&flows_jsonl)?;
+            let mut alerts_out = open(&alerts_jsonl)?;
+            let s = replay(
+                &pcaps,
+                ReplayOptions {
+                    flow: flow.config(),
+                    rules: (!no_detect).then_some(config.rules),
+                    flows_out: &mut flows_out,
+                    alerts_out: &mut alerts_out,
+                },
+            )?;
             eprintln!(
                 "replay: {} file(s), {} packets ({} bytes), {} flows, {:.0} packets/s in {:.3} s; \
                  {} non-IP, {} unparsable, {} dropped by the flow cap",
@@ -122,6 +149,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 s.read.parse_errors,
                 s.table.dropped_packets_by_cap,
             );
+            if !no_detect {
+                let by_kind: Vec<String> = s
+                    .alerts
+                    .iter()
+                    .map(|(k, n)| format!("{n} {}", k.as_str()))
+                    .collect();
+                let total: u64 = s.alerts.values().sum();
+                eprintln!(
+                    "replay: {total} alert(s){}{}",
+                    if by_kind.is_empty() { "" } else { ": " },
+                    by_kind.join(", ")
+                );
+            }
             for (file, reason) in &s.truncated {
                 eprintln!(
                     "replay: warning: {} ends mid-record ({reason}); its earlier packets were used",
@@ -133,8 +173,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Exit status for an error: 2 when the input was bad (unreadable or unsupported capture).
+/// Exit status for an error: 2 when the input was bad (unreadable or unsupported capture,
+/// invalid config file).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ConfigError>().is_some() {
+        return 2;
+    }
     match e.downcast_ref::<ReplayError>() {
         Some(ReplayError::BadInput(_)) => 2,
         _ => 1,

@@ -181,6 +181,7 @@ pub struct Flow {
     fwd_sent_syn: bool,
     fin_fwd: bool,
     fin_rev: bool,
+    handshake_done: bool,
 }
 
 /// Why a flow record was emitted.
@@ -263,6 +264,32 @@ impl Delta {
     }
 }
 
+/// One update of one flow, for detectors that work on rates and fan-out rather than on
+/// finished flows. Oriented like the flow: `src` is the initiator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// Data time of the update's last packet, ns since the epoch.
+    pub ts_ns: u64,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    /// `dst_port` of the directional key as seen (ICMP type/code, ARP opcode).
+    pub key_dst_port: u16,
+    /// The first update of this flow.
+    pub new_flow: bool,
+    /// Sent by the initiator (else by the responder).
+    pub from_src: bool,
+    pub packets: u64,
+    pub bytes: u64,
+    pub syn: u64,
+    pub syn_ack: u64,
+    pub rst: u64,
+    /// This update completed the flow's TCP handshake.
+    pub completed: bool,
+}
+
 /// Counters of the table itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TableStats {
@@ -281,6 +308,8 @@ pub struct FlowTable {
     now_ns: u64,
     next_sweep_ns: u64,
     stats: TableStats,
+    record_events: bool,
+    events: Vec<FlowEvent>,
 }
 
 /// Shortest data-time interval between timeout sweeps. Sweeps only free memory and emit
@@ -297,6 +326,8 @@ impl FlowTable {
             now_ns: 0,
             next_sweep_ns: 0,
             stats: TableStats::default(),
+            record_events: false,
+            events: Vec::new(),
         }
     }
 
@@ -336,7 +367,7 @@ impl FlowTable {
             }
             for ((bk, lo_to_hi, h), (p, len, ts)) in keys.iter().zip(group) {
                 let d = Delta::packet(p, *len, *ts);
-                self.update_hashed(*bk, *lo_to_hi, *h, &d, true, out);
+                self.update_hashed(*bk, *lo_to_hi, *h, p.key.dst_port, &d, true, out);
             }
         }
     }
@@ -346,14 +377,19 @@ impl FlowTable {
     pub fn update(&mut self, k: &FlowKey, d: &Delta, per_packet: bool, out: &mut impl FnMut(Flow)) {
         let (bk, lo_to_hi) = BiKey::of(k);
         let h = FlowMap::<Flow>::hash(&bk);
-        self.update_hashed(bk, lo_to_hi, h, d, per_packet, out);
+        self.update_hashed(bk, lo_to_hi, h, k.dst_port, d, per_packet, out);
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the hot path passes precomputed parts"
+    )]
     fn update_hashed(
         &mut self,
         bk: BiKey,
         lo_to_hi: bool,
         h: u64,
+        k_dst_port: u16,
         d: &Delta,
         per_packet: bool,
         out: &mut impl FnMut(Flow),
@@ -411,7 +447,47 @@ impl FlowTable {
         if !from_fwd && d.syn > 0 && !flow.fwd_sent_syn {
             flip(flow);
         }
-        apply(flow, d, lo_to_hi == flow.fwd_is_lo, per_packet);
+        let from_fwd = lo_to_hi == flow.fwd_is_lo;
+        let new_flow = flow.packets() == 0;
+        apply(flow, d, from_fwd, per_packet);
+        // The initiator's ACK (or data) after the responder's SYN-ACK completes a handshake.
+        let completed = from_fwd
+            && flow.proto == proto::TCP
+            && !flow.handshake_done
+            && flow.syn_ack > 0
+            && (d.ack_only > 0 || d.psh > 0 || (d.packets > d.syn + d.syn_ack + d.rst + d.fin));
+        if completed {
+            flow.handshake_done = true;
+        }
+        if self.record_events {
+            self.events.push(FlowEvent {
+                ts_ns: d.last_ns,
+                src: flow.src,
+                dst: flow.dst,
+                dst_port: flow.dst_port,
+                proto: flow.proto,
+                family: flow.family,
+                key_dst_port: k_dst_port,
+                new_flow,
+                from_src: from_fwd,
+                packets: d.packets,
+                bytes: d.bytes,
+                syn: d.syn,
+                syn_ack: d.syn_ack,
+                rst: d.rst,
+                completed,
+            });
+        }
+    }
+
+    /// Turns per-update [`FlowEvent`]s on (detection needs them; plain replay does not).
+    pub fn record_events(&mut self, on: bool) {
+        self.record_events = on;
+    }
+
+    /// Events recorded since the last call, in order.
+    pub fn take_events(&mut self) -> std::vec::Drain<'_, FlowEvent> {
+        self.events.drain(..)
     }
 
     fn sweep_interval_ns(&self) -> u64 {
@@ -512,6 +588,7 @@ fn new_flow(k: &BiKey, fwd_is_lo: bool, ts: u64) -> Flow {
         fwd_sent_syn: false,
         fin_fwd: false,
         fin_rev: false,
+        handshake_done: false,
     }
 }
 

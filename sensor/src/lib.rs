@@ -6,6 +6,8 @@
 
 pub mod capture;
 pub mod cli;
+pub mod config;
+pub mod detect;
 pub mod flow;
 pub mod flowmap;
 pub mod kernel;

@@ -9,9 +9,13 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use std::collections::BTreeMap;
+
 use crate::{
-    capture::{self, CaptureError, ReadStats},
+    capture::{self, CaptureError, PacketSink, ReadStats},
+    detect::{AlertKind, AlertRecord, Detector, RuleConfig},
     flow::{Flow, FlowConfig, FlowTable, TableStats},
+    packet::Parsed,
     record::FlowRecord,
 };
 
@@ -28,8 +32,8 @@ pub enum ReplayError {
     },
 }
 
-/// Where finished flows go.
-pub enum FlowSink {
+/// Where records (flows, alerts) go: nowhere, or one JSON object per line.
+pub enum JsonlSink {
     None,
     Jsonl {
         path: PathBuf,
@@ -39,7 +43,7 @@ pub enum FlowSink {
     Closed,
 }
 
-impl FlowSink {
+impl JsonlSink {
     /// `-` is standard output.
     pub fn jsonl(path: &Path) -> Result<Self, ReplayError> {
         let out: Box<dyn Write> = if path == Path::new("-") {
@@ -57,11 +61,11 @@ impl FlowSink {
         })
     }
 
-    fn write(&mut self, f: &Flow) -> Result<(), ReplayError> {
+    fn write(&mut self, record: &impl serde::Serialize) -> Result<(), ReplayError> {
         let Self::Jsonl { out, .. } = self else {
             return Ok(());
         };
-        let mut line = serde_json::to_vec(&FlowRecord::from(f)).map_err(io::Error::other);
+        let mut line = serde_json::to_vec(record).map_err(io::Error::other);
         if let Ok(l) = &mut line {
             l.push(b'\n');
         }
@@ -103,6 +107,7 @@ pub struct ReplaySummary {
     pub read: ReadStats,
     pub flows: u64,
     pub table: TableStats,
+    pub alerts: BTreeMap<AlertKind, u64>,
     pub elapsed: Duration,
     /// (file, reason) for files cut short.
     pub truncated: Vec<(PathBuf, String)>,
@@ -114,13 +119,79 @@ impl ReplaySummary {
     }
 }
 
-/// Replays `files` in order through one flow table (timeouts run on packet time), writing
-/// finished flows to `sink`. A progress bar is drawn when stderr is a terminal.
-pub fn replay(
-    files: &[PathBuf],
-    cfg: FlowConfig,
-    sink: &mut FlowSink,
-) -> Result<ReplaySummary, ReplayError> {
+/// What a replay runs and where its output goes.
+pub struct ReplayOptions<'a> {
+    pub flow: FlowConfig,
+    /// Rule thresholds; `None` replays flows only.
+    pub rules: Option<RuleConfig>,
+    pub flows_out: &'a mut JsonlSink,
+    pub alerts_out: &'a mut JsonlSink,
+}
+
+/// Table, detector and outputs, fed batch by batch.
+struct Pipeline<'a> {
+    table: FlowTable,
+    detector: Option<Detector>,
+    flows_out: &'a mut JsonlSink,
+    alerts_out: &'a mut JsonlSink,
+    finished: Vec<Flow>,
+    flows: u64,
+    alerts: BTreeMap<AlertKind, u64>,
+    err: Option<ReplayError>,
+}
+
+impl PacketSink for Pipeline<'_> {
+    fn packets(&mut self, batch: &[(Parsed, u32, u64)]) {
+        let finished = &mut self.finished;
+        self.table.packets(batch, &mut |f| finished.push(f));
+        self.process();
+    }
+}
+
+impl Pipeline<'_> {
+    fn process(&mut self) {
+        if let Some(d) = &mut self.detector {
+            for ev in self.table.take_events() {
+                d.on_event(&ev);
+            }
+        }
+        for f in self.finished.drain(..) {
+            self.flows += 1;
+            if let Some(d) = &mut self.detector {
+                d.on_flow(&f);
+            }
+            if self.err.is_none()
+                && let Err(e) = self.flows_out.write(&FlowRecord::from(&f))
+            {
+                self.err = Some(e);
+            }
+        }
+        if let Some(d) = &mut self.detector {
+            for a in d.book.take_closed() {
+                *self.alerts.entry(a.kind).or_default() += 1;
+                if self.err.is_none()
+                    && let Err(e) = self.alerts_out.write(&AlertRecord::from(&a))
+                {
+                    self.err = Some(e);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let finished = &mut self.finished;
+        self.table.flush(&mut |f| finished.push(f));
+        self.process();
+        if let Some(d) = &mut self.detector {
+            d.flush();
+        }
+        self.process();
+    }
+}
+
+/// Replays `files` in order through one flow table (timeouts run on packet time) and, unless
+/// `rules` is `None`, the detector. A progress bar is drawn when stderr is a terminal.
+pub fn replay(files: &[PathBuf], opts: ReplayOptions<'_>) -> Result<ReplaySummary, ReplayError> {
     // Open every file first: a bad path fails before any output is written.
     let mut opened = Vec::with_capacity(files.len());
     for path in files {
@@ -144,31 +215,29 @@ pub fn replay(
     };
 
     let start = Instant::now();
-    let mut table = FlowTable::new(cfg);
+    let mut table = FlowTable::new(opts.flow);
+    table.record_events(opts.rules.is_some());
+    let mut pipe = Pipeline {
+        table,
+        detector: opts.rules.map(Detector::new),
+        flows_out: opts.flows_out,
+        alerts_out: opts.alerts_out,
+        finished: Vec::new(),
+        flows: 0,
+        alerts: BTreeMap::new(),
+        err: None,
+    };
     let mut summary = ReplaySummary {
         files: files.len(),
         ..ReplaySummary::default()
     };
-    let mut write_err = None;
-    let mut emit = |f: Flow| {
-        if write_err.is_none()
-            && let Err(e) = sink.write(&f)
-        {
-            write_err = Some(e);
-        }
-    };
-    let mut flows = 0u64;
     for (path, (mut cap, link)) in opened {
         bar.set_message(path.display().to_string());
         let mut pending = 0u64;
         let st = capture::feed(
             &mut cap,
             link,
-            &mut table,
-            &mut |f| {
-                flows += 1;
-                emit(f)
-            },
+            &mut pipe,
             |n| {
                 pending += n;
                 if pending >= 1 << 20 {
@@ -185,17 +254,16 @@ pub fn replay(
         }
         summary.read.add(&st);
     }
-    table.flush(&mut |f| {
-        flows += 1;
-        emit(f)
-    });
+    pipe.finish();
     bar.finish_and_clear();
-    if let Some(e) = write_err {
+    if let Some(e) = pipe.err.take() {
         return Err(e);
     }
-    sink.finish()?;
-    summary.flows = flows;
-    summary.table = table.stats();
+    pipe.flows_out.finish()?;
+    pipe.alerts_out.finish()?;
+    summary.flows = pipe.flows;
+    summary.alerts = pipe.alerts;
+    summary.table = pipe.table.stats();
     summary.elapsed = start.elapsed();
     Ok(summary)
 }

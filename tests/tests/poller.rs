@@ -176,11 +176,14 @@ fn live_pcap_capture_feeds_the_same_flow_table() {
     let done = std::sync::atomic::AtomicBool::new(false);
     let st = std::thread::scope(|s| {
         let reader = s.spawn(|| {
+            let mut sink = sensor::capture::TableSink {
+                table: &mut table,
+                out: |_| {},
+            };
             sensor::capture::feed(
                 &mut cap,
                 link,
-                &mut table,
-                &mut |_| {},
+                &mut sink,
                 |_| {},
                 || done.load(std::sync::atomic::Ordering::Relaxed),
             )

@@ -5,9 +5,23 @@
 use std::{fs, path::PathBuf};
 
 use sensor::{
+    detect::RuleConfig,
     flow::FlowConfig,
-    replay::{FlowSink, ReplayError, replay},
+    replay::{JsonlSink, ReplayError, ReplayOptions, ReplaySummary, replay},
 };
+
+/// Replays with detection on and no output files.
+fn run(files: &[PathBuf]) -> Result<ReplaySummary, ReplayError> {
+    replay(
+        files,
+        ReplayOptions {
+            flow: FlowConfig::default(),
+            rules: Some(RuleConfig::default()),
+            flows_out: &mut JsonlSink::None,
+            alerts_out: &mut JsonlSink::None,
+        },
+    )
+}
 
 #[test]
 fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
@@ -25,11 +39,7 @@ fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
     files.sort();
     let (mut ok, mut refused, mut packets) = (0, 0, 0u64);
     for f in &files {
-        match replay(
-            std::slice::from_ref(f),
-            FlowConfig::default(),
-            &mut FlowSink::None,
-        ) {
+        match run(std::slice::from_ref(f)) {
             Ok(s) => {
                 ok += 1;
                 packets += s.read.packets;
@@ -69,18 +79,8 @@ fn a_truncated_capture_keeps_the_flows_before_the_cut() {
     let full = fs::read(dir.join("zeek/web.pcap")).expect("web.pcap");
     let cut = std::env::temp_dir().join(format!("sensor-cut-{}.pcap", std::process::id()));
     fs::write(&cut, &full[..full.len() * 2 / 3 + 7]).expect("write cut copy");
-    let s = replay(
-        std::slice::from_ref(&cut),
-        FlowConfig::default(),
-        &mut FlowSink::None,
-    )
-    .expect("cut file still read");
-    let whole = replay(
-        &[dir.join("zeek/web.pcap")],
-        FlowConfig::default(),
-        &mut FlowSink::None,
-    )
-    .expect("whole file");
+    let s = run(std::slice::from_ref(&cut)).expect("cut file still read");
+    let whole = run(&[dir.join("zeek/web.pcap")]).expect("whole file");
     let _ignored = fs::remove_file(&cut);
     assert_eq!(s.truncated.len(), 1, "the cut must be reported");
     assert!(
@@ -96,20 +96,12 @@ fn a_truncated_capture_keeps_the_flows_before_the_cut() {
 fn a_file_that_is_not_a_capture_is_bad_input_naming_it() {
     let junk = std::env::temp_dir().join(format!("sensor-junk-{}.pcap", std::process::id()));
     fs::write(&junk, b"this is not a capture file at all").expect("write junk");
-    let r = replay(
-        std::slice::from_ref(&junk),
-        FlowConfig::default(),
-        &mut FlowSink::None,
-    );
+    let r = run(std::slice::from_ref(&junk));
     let _ignored = fs::remove_file(&junk);
     match r {
         Err(ReplayError::BadInput(e)) => assert!(e.to_string().contains("sensor-junk-"), "{e}"),
         other => panic!("expected BadInput, got {other:?}"),
     }
-    let missing = replay(
-        &[PathBuf::from("/nonexistent/x.pcap")],
-        FlowConfig::default(),
-        &mut FlowSink::None,
-    );
+    let missing = run(&[PathBuf::from("/nonexistent/x.pcap")]);
     assert!(matches!(missing, Err(ReplayError::BadInput(_))));
 }

@@ -1,0 +1,258 @@
+//! Alerts: the contract shared by JSONL output, the store and the API, and the bookkeeping
+//! that turns a rule firing thousands of times into one open alert that is updated, then
+//! closed after a quiet period.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::rfc3339_us;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    PortScan,
+    HostSweep,
+    SynFlood,
+    UdpFlood,
+    IcmpFlood,
+    TrafficSpike,
+    Ddos,
+    MlAnomaly,
+}
+
+impl AlertKind {
+    pub const ALL: [Self; 8] = [
+        Self::PortScan,
+        Self::HostSweep,
+        Self::SynFlood,
+        Self::UdpFlood,
+        Self::IcmpFlood,
+        Self::TrafficSpike,
+        Self::Ddos,
+        Self::MlAnomaly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PortScan => "port_scan",
+            Self::HostSweep => "host_sweep",
+            Self::SynFlood => "syn_flood",
+            Self::UdpFlood => "udp_flood",
+            Self::IcmpFlood => "icmp_flood",
+            Self::TrafficSpike => "traffic_spike",
+            Self::Ddos => "ddos",
+            Self::MlAnomaly => "ml_anomaly",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Normal,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// Severity of a rule from how far past its threshold the observation is.
+    pub fn from_ratio(observed_over_threshold: f64) -> Self {
+        match observed_over_threshold {
+            r if r >= 10.0 => Self::Critical,
+            r if r >= 3.0 => Self::High,
+            r if r >= 1.5 => Self::Medium,
+            _ => Self::Low,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    Rule,
+    Ml,
+}
+
+/// One alert, as stored and as written (`first_seen`/`last_seen` in RFC 3339 on output).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub id: u64,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub detector: DetectorKind,
+    /// `None` when many sources are involved.
+    pub src_ip: Option<IpAddr>,
+    /// `None` when many destinations are involved.
+    pub dst_ip: Option<IpAddr>,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// Times the detector fired while the alert was open.
+    pub count: u64,
+    /// Anomaly score (ml only).
+    pub score: Option<f64>,
+    /// Highest rate seen (packets/s or probes/s, per kind).
+    pub peak_rate: f64,
+    pub evidence: serde_json::Value,
+}
+
+/// The JSON form of an [`Alert`].
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertRecord {
+    pub id: u64,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub detector: DetectorKind,
+    pub src_ip: Option<IpAddr>,
+    pub dst_ip: Option<IpAddr>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: u64,
+    pub score: Option<f64>,
+    pub evidence: serde_json::Value,
+}
+
+impl From<&Alert> for AlertRecord {
+    fn from(a: &Alert) -> Self {
+        let mut evidence = a.evidence.clone();
+        if let serde_json::Value::Object(m) = &mut evidence {
+            m.insert(
+                "peak_rate".into(),
+                serde_json::json!((a.peak_rate * 10.0).round() / 10.0),
+            );
+        }
+        Self {
+            id: a.id,
+            kind: a.kind,
+            severity: a.severity,
+            detector: a.detector,
+            src_ip: a.src_ip,
+            dst_ip: a.dst_ip,
+            first_seen: rfc3339_us(a.first_seen_ns),
+            last_seen: rfc3339_us(a.last_seen_ns),
+            count: a.count,
+            score: a.score,
+            evidence,
+        }
+    }
+}
+
+/// What a detector reports each time its condition holds.
+#[derive(Clone, Debug)]
+pub struct Firing {
+    pub kind: AlertKind,
+    pub detector: DetectorKind,
+    pub src_ip: Option<IpAddr>,
+    pub dst_ip: Option<IpAddr>,
+    pub ts_ns: u64,
+    pub severity: Severity,
+    pub rate: f64,
+    pub score: Option<f64>,
+    pub evidence: serde_json::Value,
+}
+
+type AlertKey = (AlertKind, Option<IpAddr>, Option<IpAddr>);
+
+/// Open alerts, keyed by kind and endpoints.
+pub struct AlertBook {
+    open: HashMap<AlertKey, Alert>,
+    next_id: u64,
+    quiet_ns: u64,
+    /// Alerts opened since the last `take_opened` (live consumers push these at once).
+    opened: Vec<Alert>,
+    /// Alerts closed (quiet) or flushed, in closing order.
+    closed: Vec<Alert>,
+}
+
+impl AlertBook {
+    pub fn new(quiet_ns: u64) -> Self {
+        Self {
+            open: HashMap::new(),
+            next_id: 1,
+            quiet_ns,
+            opened: Vec::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    pub fn fire(&mut self, f: Firing) {
+        let key = (f.kind, f.src_ip, f.dst_ip);
+        match self.open.get_mut(&key) {
+            Some(a) => {
+                a.last_seen_ns = a.last_seen_ns.max(f.ts_ns);
+                a.count += 1;
+                a.severity = a.severity.max(f.severity);
+                if f.rate >= a.peak_rate {
+                    a.peak_rate = f.rate;
+                    a.evidence = f.evidence;
+                }
+                if let (Some(s), Some(prev)) = (f.score, a.score) {
+                    a.score = Some(s.max(prev));
+                }
+            }
+            None => {
+                let a = Alert {
+                    id: self.next_id,
+                    kind: f.kind,
+                    severity: f.severity,
+                    detector: f.detector,
+                    src_ip: f.src_ip,
+                    dst_ip: f.dst_ip,
+                    first_seen_ns: f.ts_ns,
+                    last_seen_ns: f.ts_ns,
+                    count: 1,
+                    score: f.score,
+                    peak_rate: f.rate,
+                    evidence: f.evidence,
+                };
+                self.next_id += 1;
+                self.opened.push(a.clone());
+                self.open.insert(key, a);
+            }
+        }
+    }
+
+    /// Whether an alert of one of `kinds` is open with `ip` as source or destination.
+    pub fn involves(&self, kinds: &[AlertKind], ip: IpAddr) -> bool {
+        self.open
+            .values()
+            .any(|a| kinds.contains(&a.kind) && (a.src_ip == Some(ip) || a.dst_ip == Some(ip)))
+    }
+
+    /// Closes alerts quiet for the configured period as of `now_ns`.
+    pub fn close_quiet(&mut self, now_ns: u64) {
+        let quiet = self.quiet_ns;
+        let done: Vec<AlertKey> = self
+            .open
+            .iter()
+            .filter(|(_, a)| now_ns.saturating_sub(a.last_seen_ns) >= quiet)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in done {
+            if let Some(a) = self.open.remove(&k) {
+                self.closed.push(a);
+            }
+        }
+    }
+
+    /// Closes everything (end of a replay, shutdown).
+    pub fn flush(&mut self) {
+        let mut all: Vec<Alert> = self.open.drain().map(|(_, a)| a).collect();
+        all.sort_by_key(|a| a.id);
+        self.closed.extend(all);
+    }
+
+    pub fn take_opened(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.opened)
+    }
+
+    pub fn take_closed(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.closed)
+    }
+
+    pub fn open_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.open.values()
+    }
+}
