@@ -48,6 +48,7 @@ impl Detector {
     pub fn tick(&mut self, now_ns: u64) {
         self.last_ns = self.last_ns.max(now_ns);
         if self.last_ns >= self.next_close_ns {
+            self.rules.tick(self.last_ns, &mut self.book);
             self.book.close_quiet(self.last_ns);
             self.next_close_ns = self.last_ns + 1_000_000_000;
         }

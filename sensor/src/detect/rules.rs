@@ -32,6 +32,8 @@ pub struct RuleConfig {
     /// SYNs to one destination port without handshake completion...
     pub syn_flood_syns: u64,
     pub syn_flood_window_s: u64,
+    /// ...while fewer than this share of the attempts in the window completed.
+    pub syn_flood_max_completion_ratio: f64,
     /// UDP or ICMP packets per second into one host for a flood...
     pub flood_pps: u64,
     pub flood_window_s: u64,
@@ -61,6 +63,7 @@ impl Default for RuleConfig {
             host_sweep_window_s: 60,
             syn_flood_syns: 100,
             syn_flood_window_s: 10,
+            syn_flood_max_completion_ratio: 0.2,
             flood_pps: 1000,
             flood_window_s: 2,
             flood_max_reply_ratio: 0.05,
@@ -203,6 +206,23 @@ impl Probe {
     }
 }
 
+/// Hosts one source probed one way: when, and whether they answered.
+#[derive(Default)]
+struct Sweep {
+    hosts: HashMap<IpAddr, (u64, bool)>,
+}
+
+impl Sweep {
+    fn answer(&mut self, host: IpAddr) {
+        if let Some(h) = self.hosts.get_mut(&host) {
+            h.1 = true;
+        }
+    }
+}
+
+/// How long a TCP/UDP probe may go unanswered before it counts towards a sweep.
+const ANSWER_GRACE_NS: u64 = NS;
+
 struct SynState {
     syns: SecWindow,
     done: SecWindow,
@@ -236,7 +256,7 @@ struct Spike {
 pub struct Rules {
     cfg: RuleConfig,
     scans: HashMap<(IpAddr, IpAddr), (Distinct<u16>, u8)>,
-    sweeps: HashMap<(IpAddr, Probe), Distinct<IpAddr>>,
+    sweeps: HashMap<(IpAddr, Probe), Sweep>,
     syn: HashMap<(IpAddr, u16), SynState>,
     hosts: HashMap<IpAddr, HostState>,
     next_prune_ns: u64,
@@ -346,31 +366,22 @@ impl Rules {
             if !self.sweeps.contains_key(&key) && self.sweeps.len() >= cap {
                 self.untracked += 1;
             } else {
-                let hosts = self.sweeps.entry(key).or_default();
-                hosts.add(ev.dst, now, 65_536);
-                let n = hosts.count(
-                    now,
-                    self.cfg.host_sweep_window_s * NS,
-                    self.cfg.host_sweep_hosts,
-                );
-                if n >= self.cfg.host_sweep_hosts {
-                    book.fire(Firing {
-                        kind: AlertKind::HostSweep,
-                        detector: DetectorKind::Rule,
-                        src_ip: Some(ev.src),
-                        dst_ip: None,
-                        ts_ns: now,
-                        severity: Severity::from_ratio(n as f64 / self.cfg.host_sweep_hosts as f64),
-                        rate: n as f64,
-                        score: None,
-                        evidence: json!({
-                            "hosts": n,
-                            "sample_hosts": hosts.sample(10),
-                            "probe": probe.label(),
-                            "window_s": self.cfg.host_sweep_window_s,
-                        }),
-                    });
+                let sweep = self.sweeps.entry(key).or_default();
+                if sweep.hosts.len() < 65_536 || sweep.hosts.contains_key(&ev.dst) {
+                    sweep.hosts.insert(ev.dst, (now, false));
                 }
+                self.eval_sweep(key, now, false, book);
+            }
+        }
+        // Answers take TCP/UDP probes out of a sweep: a P2P client that reaches 50 peers is not
+        // sweeping; a sweep is mostly met with silence, RSTs, or handshakes it never finishes.
+        if ev.proto == proto::TCP && ev.completed {
+            if let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Tcp(ev.dst_port))) {
+                s.answer(ev.dst);
+            }
+        } else if ev.proto == proto::UDP && !ev.from_src {
+            if let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Udp(ev.dst_port))) {
+                s.answer(ev.dst);
             }
         }
 
@@ -378,7 +389,7 @@ impl Rules {
             return;
         }
         // SYN flood: SYNs to one port that do not turn into connections.
-        if ev.proto == proto::TCP && ev.from_src && (ev.syn > 0 || ev.completed) {
+        if ev.proto == proto::TCP && ev.from_src && ((ev.new_flow && ev.syn > 0) || ev.completed) {
             let key = (ev.dst, ev.dst_port);
             if !self.syn.contains_key(&key) && self.syn.len() >= cap {
                 self.untracked += 1;
@@ -389,13 +400,19 @@ impl Rules {
                     done: SecWindow::new(w),
                     sources: Distinct::default(),
                 });
-                st.syns.add(sec, ev.syn);
+                // Attempts, not packets: a retransmitted SYN is the same attempt.
+                st.syns.add(sec, u64::from(ev.new_flow && ev.syn > 0));
                 st.done.add(sec, u64::from(ev.completed));
                 if ev.syn > 0 {
                     st.sources.add(ev.src, now, 4096);
                 }
-                let half_open = st.syns.sum_at(sec).saturating_sub(st.done.sum_at(sec));
-                if half_open >= self.cfg.syn_flood_syns {
+                let attempts = st.syns.sum_at(sec);
+                let done = st.done.sum_at(sec);
+                let half_open = attempts.saturating_sub(done);
+                // A busy server also has many half-open attempts at once (a full backlog makes
+                // clients retransmit), but most of them complete; a flood's almost never do.
+                let failing = (done as f64) < self.cfg.syn_flood_max_completion_ratio * attempts as f64;
+                if half_open >= self.cfg.syn_flood_syns && failing {
                     let sources = st.sources.count(now, w * NS, 2);
                     let many = sources >= self.cfg.ddos_sources;
                     book.fire(Firing {
@@ -416,7 +433,7 @@ impl Rules {
                         evidence: json!({
                             "vector": "tcp_syn",
                             "dst_port": ev.dst_port,
-                            "syns": st.syns.sum,
+                            "attempts": st.syns.sum,
                             "completed": st.done.sum,
                             "sources": sources,
                             "rate_pps": st.syns.rate().round(),
@@ -630,6 +647,59 @@ impl Rules {
         s.base_tx = a * s.tx as f64 + (1.0 - a) * s.base_tx;
     }
 
+    /// Judges one source's sweep. ICMP echo and ARP requests count at once; TCP/UDP probes
+    /// count once they went unanswered for `ANSWER_GRACE_NS` (or at the end of the data).
+    fn eval_sweep(&mut self, key: (IpAddr, Probe), now: u64, end: bool, book: &mut AlertBook) {
+        let window = self.cfg.host_sweep_window_s * NS;
+        let Some(sweep) = self.sweeps.get_mut(&key) else { return };
+        let immediate = matches!(key.1, Probe::IcmpEcho | Probe::Arp);
+        if sweep.hosts.len() < self.cfg.host_sweep_hosts {
+            return;
+        }
+        sweep.hosts.retain(|_, (t, _)| now.saturating_sub(*t) < window);
+        let mut hosts: Vec<IpAddr> = sweep
+            .hosts
+            .iter()
+            .filter(|(_, (t, answered))| immediate || (!answered && (end || now.saturating_sub(*t) >= ANSWER_GRACE_NS)))
+            .map(|(h, _)| *h)
+            .collect();
+        let n = hosts.len();
+        if n < self.cfg.host_sweep_hosts {
+            return;
+        }
+        hosts.sort_unstable();
+        hosts.truncate(10);
+        book.fire(Firing {
+            kind: AlertKind::HostSweep,
+            detector: DetectorKind::Rule,
+            src_ip: Some(key.0),
+            dst_ip: None,
+            ts_ns: now,
+            severity: Severity::from_ratio(n as f64 / self.cfg.host_sweep_hosts as f64),
+            rate: n as f64,
+            score: None,
+            evidence: json!({
+                "hosts": n,
+                "sample_hosts": hosts,
+                "probe": key.1.label(),
+                "window_s": self.cfg.host_sweep_window_s,
+            }),
+        });
+    }
+
+    /// Time passes (every second of data time): TCP/UDP probes left unanswered now count.
+    pub fn tick(&mut self, now: u64, book: &mut AlertBook) {
+        let pending: Vec<(IpAddr, Probe)> = self
+            .sweeps
+            .iter()
+            .filter(|(k, s)| matches!(k.1, Probe::Tcp(_) | Probe::Udp(_)) && s.hosts.len() >= self.cfg.host_sweep_hosts)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in pending {
+            self.eval_sweep(key, now, false, book);
+        }
+    }
+
     /// Packets the kernel's flow map could not take, counted per destination: they still make
     /// up floods and DDoS (their sources are unknown, which is itself the sign of spoofing).
     pub fn on_overflow(&mut self, ts_ns: u64, dst: &HostKey, s: &HostStats, book: &mut AlertBook) {
@@ -677,6 +747,10 @@ impl Rules {
 
     /// Ends every open second (end of data): spikes in the last second are judged too.
     pub fn flush(&mut self, now: u64, book: &mut AlertBook) {
+        let keys: Vec<(IpAddr, Probe)> = self.sweeps.keys().copied().collect();
+        for key in keys {
+            self.eval_sweep(key, now, true, book);
+        }
         let cfg = self.cfg.clone();
         for (host, h) in &mut self.hosts {
             if h.spike.started {
@@ -702,8 +776,8 @@ impl Rules {
             !d.seen.is_empty()
         });
         self.sweeps.retain(|_, d| {
-            d.seen.retain(|_, t| now.saturating_sub(*t) < hs);
-            !d.seen.is_empty()
+            d.hosts.retain(|_, (t, _)| now.saturating_sub(*t) < hs);
+            !d.hosts.is_empty()
         });
         self.syn
             .retain(|_, s| now / NS <= s.syns.last_sec + 2 * self.cfg.syn_flood_window_s);
