@@ -875,4 +875,3 @@ mod tests {
         assert!((a.mean - b.mean).abs() < 1e-12 && (a.std() - b.std()).abs() < 1e-12);
     }
 }
-

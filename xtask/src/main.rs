@@ -2,6 +2,7 @@
 
 mod bench_replay;
 mod corpus;
+mod eval;
 mod setup;
 
 use std::{
@@ -44,6 +45,8 @@ enum Task {
     /// Packets/s of `sensor replay` vs `tcpdump -r -w /dev/null` (default: echo-connections and
     /// a generated 1M-packet, 100k-flow capture).
     BenchReplay { pcaps: Vec<PathBuf> },
+    /// Detection quality on the corpora: attack captures detected, false alerts on benign ones.
+    Eval,
     /// Compare `sensor replay` flow totals with nDPI's flow lists in ../shared/corpora/ndpi.
     CorpusCheck,
     /// BPF_PROG_TEST_RUN ns/packet of the sensor vs an empty XDP program, same run.
@@ -143,7 +146,10 @@ fn test(args: &[String]) -> Result<()> {
     let status = child.wait().context("waiting for cargo test")?;
     // The oracle check runs only on a full run (no filter) and when the corpora are there.
     let oracle = if args.is_empty() && status.success() {
-        Some(corpus_check())
+        Some(
+            corpus_check()
+                .and_then(|()| eval::eval(&target_dir().join("release/sensor"), &corpora())),
+        )
     } else {
         None
     };
@@ -206,6 +212,10 @@ fn main() -> ExitCode {
         Task::Run { iface } => run(iface.as_deref()),
         Task::BenchXdp { args } => bench_xdp(args),
         Task::CorpusCheck => corpus_check(),
+        Task::Eval => setup::setup().and_then(|()| {
+            setup::run(cargo().args(["build", "--release", "--package", "sensor"]))?;
+            eval::eval(&target_dir().join("release/sensor"), &corpora())
+        }),
         Task::BenchReplay { pcaps } => setup::setup().and_then(|()| {
             setup::run(cargo().args(["build", "--release", "--package", "sensor"]))?;
             bench_replay::bench_replay(

@@ -411,7 +411,8 @@ impl Rules {
                 let half_open = attempts.saturating_sub(done);
                 // A busy server also has many half-open attempts at once (a full backlog makes
                 // clients retransmit), but most of them complete; a flood's almost never do.
-                let failing = (done as f64) < self.cfg.syn_flood_max_completion_ratio * attempts as f64;
+                let failing =
+                    (done as f64) < self.cfg.syn_flood_max_completion_ratio * attempts as f64;
                 if half_open >= self.cfg.syn_flood_syns && failing {
                     let sources = st.sources.count(now, w * NS, 2);
                     let many = sources >= self.cfg.ddos_sources;
@@ -651,16 +652,22 @@ impl Rules {
     /// count once they went unanswered for `ANSWER_GRACE_NS` (or at the end of the data).
     fn eval_sweep(&mut self, key: (IpAddr, Probe), now: u64, end: bool, book: &mut AlertBook) {
         let window = self.cfg.host_sweep_window_s * NS;
-        let Some(sweep) = self.sweeps.get_mut(&key) else { return };
+        let Some(sweep) = self.sweeps.get_mut(&key) else {
+            return;
+        };
         let immediate = matches!(key.1, Probe::IcmpEcho | Probe::Arp);
         if sweep.hosts.len() < self.cfg.host_sweep_hosts {
             return;
         }
-        sweep.hosts.retain(|_, (t, _)| now.saturating_sub(*t) < window);
+        sweep
+            .hosts
+            .retain(|_, (t, _)| now.saturating_sub(*t) < window);
         let mut hosts: Vec<IpAddr> = sweep
             .hosts
             .iter()
-            .filter(|(_, (t, answered))| immediate || (!answered && (end || now.saturating_sub(*t) >= ANSWER_GRACE_NS)))
+            .filter(|(_, (t, answered))| {
+                immediate || (!answered && (end || now.saturating_sub(*t) >= ANSWER_GRACE_NS))
+            })
             .map(|(h, _)| *h)
             .collect();
         let n = hosts.len();
@@ -692,7 +699,10 @@ impl Rules {
         let pending: Vec<(IpAddr, Probe)> = self
             .sweeps
             .iter()
-            .filter(|(k, s)| matches!(k.1, Probe::Tcp(_) | Probe::Udp(_)) && s.hosts.len() >= self.cfg.host_sweep_hosts)
+            .filter(|(k, s)| {
+                matches!(k.1, Probe::Tcp(_) | Probe::Udp(_))
+                    && s.hosts.len() >= self.cfg.host_sweep_hosts
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in pending {
@@ -791,5 +801,209 @@ fn host_ip(k: &HostKey) -> IpAddr {
     match k.family {
         family::IPV6 => IpAddr::V6(v6),
         _ => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::alert::Alert;
+
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+
+    fn ev(ts_ms: u64, src: IpAddr, dst: IpAddr, port: u16, proto_: u8) -> FlowEvent {
+        FlowEvent {
+            ts_ns: ts_ms * 1_000_000,
+            src,
+            dst,
+            dst_port: port,
+            proto: proto_,
+            family: family::IPV4,
+            key_dst_port: port,
+            new_flow: true,
+            from_src: true,
+            packets: 1,
+            bytes: 60,
+            syn: u64::from(proto_ == proto::TCP),
+            syn_ack: 0,
+            rst: 0,
+            completed: false,
+        }
+    }
+
+    fn run(events: &[FlowEvent]) -> Vec<Alert> {
+        let mut r = Rules::new(RuleConfig::default());
+        let mut book = AlertBook::new(30 * NS);
+        for e in events {
+            r.on_event(e, &mut book);
+            r.tick(e.ts_ns, &mut book);
+        }
+        let end = events.last().map_or(0, |e| e.ts_ns);
+        r.flush(end, &mut book);
+        book.flush();
+        book.take_closed()
+    }
+
+    fn kinds(a: &[Alert]) -> Vec<AlertKind> {
+        a.iter().map(|a| a.kind).collect()
+    }
+
+    #[test]
+    fn port_scan_fires_at_the_threshold_and_aggregates_into_one_alert() {
+        let probes: Vec<_> = (0..19)
+            .map(|p| ev(p * 10, A, B, 1000 + p as u16, proto::TCP))
+            .collect();
+        assert!(
+            kinds(&run(&probes)).is_empty(),
+            "19 ports is below the threshold"
+        );
+        let probes: Vec<_> = (0..200)
+            .map(|p| ev(p * 10, A, B, 1000 + p as u16, proto::TCP))
+            .collect();
+        let alerts = run(&probes);
+        assert_eq!(kinds(&alerts), vec![AlertKind::PortScan]);
+        assert_eq!(
+            (alerts[0].src_ip, alerts[0].dst_ip, alerts[0].count),
+            (Some(A), Some(B), 181)
+        );
+        // Spread beyond the window, the same ports are no scan.
+        let slow: Vec<_> = (0..40)
+            .map(|p| ev(p * 4_000, A, B, 1000 + p as u16, proto::TCP))
+            .collect();
+        assert!(
+            kinds(&run(&slow)).is_empty(),
+            "20 ports take 80 s here, longer than 60 s"
+        );
+    }
+
+    #[test]
+    fn answers_from_the_responder_are_not_probes() {
+        // A DNS server answering 100 queries from random client ports is not scanning.
+        let answers: Vec<_> = (0..100)
+            .map(|i| FlowEvent {
+                from_src: false,
+                new_flow: false,
+                ..ev(i * 10, B, A, 53, proto::UDP)
+            })
+            .collect();
+        assert!(kinds(&run(&answers)).is_empty());
+    }
+
+    #[test]
+    fn host_sweep_counts_unanswered_probes_only() {
+        let hosts = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0a01_0000 + i));
+        let probes: Vec<_> = (0..60)
+            .map(|i| ev(u64::from(i) * 5, A, hosts(i), 80, proto::TCP))
+            .collect();
+        let alerts = run(&probes);
+        assert_eq!(
+            kinds(&alerts),
+            vec![AlertKind::HostSweep],
+            "60 unanswered SYNs to port 80"
+        );
+        assert_eq!(alerts[0].src_ip, Some(A));
+        // The same 60 connections completing (a P2P client reaching its peers): no sweep.
+        let mut with_answers = Vec::new();
+        for i in 0..60u32 {
+            with_answers.push(ev(u64::from(i) * 5, A, hosts(i), 80, proto::TCP));
+            with_answers.push(FlowEvent {
+                new_flow: false,
+                syn: 0,
+                completed: true,
+                ..ev(u64::from(i) * 5 + 2, A, hosts(i), 80, proto::TCP)
+            });
+        }
+        assert!(kinds(&run(&with_answers)).is_empty());
+    }
+
+    #[test]
+    fn syn_flood_needs_attempts_that_fail() {
+        let flood: Vec<_> = (0..150)
+            .map(|i| FlowEvent {
+                ..ev(
+                    i,
+                    IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i as u32)),
+                    B,
+                    80,
+                    proto::TCP,
+                )
+            })
+            .collect();
+        // The same attempts from 150 distinct sources are a DDoS.
+        assert_eq!(kinds(&run(&flood)), vec![AlertKind::Ddos]);
+        let single: Vec<_> = (0..150).map(|i| ev(i, A, B, 80, proto::TCP)).collect();
+        let a = run(&single);
+        assert_eq!(kinds(&a), vec![AlertKind::SynFlood]);
+        assert_eq!((a[0].src_ip, a[0].dst_ip), (Some(A), Some(B)));
+        // The same attempts all completing are a busy server, not a flood.
+        let mut busy = Vec::new();
+        for i in 0..150 {
+            busy.push(ev(i * 2, A, B, 80, proto::TCP));
+            busy.push(FlowEvent {
+                new_flow: false,
+                syn: 0,
+                completed: true,
+                ..ev(i * 2 + 1, A, B, 80, proto::TCP)
+            });
+        }
+        assert!(kinds(&run(&busy)).is_empty());
+    }
+
+    #[test]
+    fn floods_need_rate_and_silence_and_spikes_need_a_baseline() {
+        let udp: Vec<_> = (0..3000)
+            .map(|i| FlowEvent {
+                new_flow: i == 0,
+                ..ev(i / 2, A, B, 53, proto::UDP)
+            })
+            .collect();
+        let a = run(&udp);
+        assert_eq!(kinds(&a), vec![AlertKind::UdpFlood]);
+        // The same rate answered one for one is a busy service; only a spike remains.
+        let mut answered = Vec::new();
+        for i in 0..3000u64 {
+            answered.push(FlowEvent {
+                new_flow: i == 0,
+                ..ev(i / 2, A, B, 53, proto::UDP)
+            });
+            answered.push(FlowEvent {
+                new_flow: false,
+                from_src: false,
+                ..ev(i / 2, A, B, 53, proto::UDP)
+            });
+        }
+        assert!(
+            kinds(&run(&answered))
+                .iter()
+                .all(|k| *k == AlertKind::TrafficSpike)
+        );
+        // A steady 1,500 pps for a minute is that host's normal: one spike when it starts.
+        let steady: Vec<_> = (0..90_000u64)
+            .map(|i| FlowEvent {
+                new_flow: false,
+                from_src: i % 2 == 0,
+                ..ev(i * 2 / 3, A, B, 443, proto::TCP)
+            })
+            .collect();
+        let spikes = run(&steady)
+            .into_iter()
+            .filter(|a| a.kind == AlertKind::TrafficSpike)
+            .count();
+        assert!(spikes <= 2, "{spikes} spike alerts for a steady rate");
+    }
+
+    #[test]
+    fn alerts_close_after_the_quiet_period() {
+        let mut r = Rules::new(RuleConfig::default());
+        let mut book = AlertBook::new(30 * NS);
+        for p in 0..25 {
+            r.on_event(&ev(p, A, B, 2000 + p as u16, proto::TCP), &mut book);
+        }
+        assert_eq!(book.take_opened().len(), 1, "opened once");
+        book.close_quiet(29 * NS);
+        assert!(book.take_closed().is_empty());
+        book.close_quiet(31 * NS);
+        assert_eq!(kinds(&book.take_closed()), vec![AlertKind::PortScan]);
     }
 }
