@@ -6,6 +6,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     config::{Config, ConfigError},
+    detect::{
+        iforest::ForestParams,
+        model::{Model, ModelError},
+    },
     flow::FlowConfig,
     kernel::{KernelConfig, SensorProgram},
     replay::{JsonlSink, ReplayError, ReplayOptions, replay},
@@ -55,6 +59,32 @@ pub enum Command {
         /// Flows only: no rules, no model (for throughput measurements).
         #[arg(long)]
         no_detect: bool,
+        /// Anomaly model from `sensor train`: finished flows scoring above its threshold
+        /// raise `ml_anomaly` alerts.
+        #[arg(long, env = "SENSOR_MODEL")]
+        model: Option<PathBuf>,
+        #[command(flatten)]
+        flow: FlowArgs,
+    },
+    /// Train the anomaly model on baseline (attack-free) captures.
+    Train {
+        /// Baseline capture files.
+        #[arg(required = true)]
+        pcaps: Vec<PathBuf>,
+        /// Where to write the model.
+        #[arg(long)]
+        model: PathBuf,
+        /// Expected share of anomalies in the baseline; sets the score threshold.
+        #[arg(long, default_value_t = 0.1)]
+        contamination: f64,
+        #[arg(long, default_value_t = 100)]
+        trees: usize,
+        #[arg(long, default_value_t = 256)]
+        sample_size: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, env = "SENSOR_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         flow: FlowArgs,
     },
@@ -109,14 +139,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Train {
+            pcaps,
+            model,
+            contamination,
+            trees,
+            sample_size,
+            seed,
+            config,
+            flow,
+        } => {
+            if !(0.0..=0.5).contains(&contamination) {
+                anyhow::bail!("--contamination must be within 0 and 0.5, not {contamination}");
+            }
+            let config = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            let params = ForestParams {
+                trees: trees.max(1),
+                sample_size: sample_size.max(2),
+                seed,
+            };
+            train(&pcaps, &model, contamination, params, config, &flow)
+        }
         Command::Replay {
             pcaps,
             flows_jsonl,
             alerts_jsonl,
             config,
             no_detect,
+            model,
             flow,
         } => {
+            let model = model.as_deref().map(Model::load).transpose()?;
             let config = match &config {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
@@ -132,6 +188,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ReplayOptions {
                     flow: flow.config(),
                     rules: (!no_detect).then_some(config.rules),
+                    model,
+                    collect_features: false,
                     flows_out: &mut flows_out,
                     alerts_out: &mut alerts_out,
                 },
@@ -173,10 +231,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn train(
+    pcaps: &[PathBuf],
+    model: &std::path::Path,
+    contamination: f64,
+    params: ForestParams,
+    config: Config,
+    flow: &FlowArgs,
+) -> anyhow::Result<()> {
+    let s = replay(
+        pcaps,
+        ReplayOptions {
+            flow: flow.config(),
+            rules: Some(config.rules),
+            model: None,
+            collect_features: true,
+            flows_out: &mut JsonlSink::None,
+            alerts_out: &mut JsonlSink::None,
+        },
+    )?;
+    let sources = pcaps.iter().map(|p| p.display().to_string()).collect();
+    let m = Model::train(&s.features, params, contamination, sources)?;
+    m.save(model)?;
+    eprintln!(
+        "train: {} flows from {} packets; {} trees of sub-sample {}; contamination {} -> threshold {:.4}; wrote {}",
+        s.features.len(),
+        s.read.packets,
+        params.trees,
+        m.forest.psi,
+        m.contamination,
+        m.threshold,
+        model.display()
+    );
+    Ok(())
+}
+
 /// Exit status for an error: 2 when the input was bad (unreadable or unsupported capture,
 /// invalid config file).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<ConfigError>().is_some() {
+    if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<ModelError>().is_some() {
         return 2;
     }
     match e.downcast_ref::<ReplayError>() {

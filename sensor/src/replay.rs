@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     capture::{self, CaptureError, PacketSink, ReadStats},
-    detect::{AlertKind, AlertRecord, Detector, RuleConfig},
+    detect::{AlertKind, AlertRecord, Detector, RuleConfig, features::N_FEATURES, model::Model},
     flow::{Flow, FlowConfig, FlowTable, TableStats},
     packet::Parsed,
     record::FlowRecord,
@@ -108,6 +108,8 @@ pub struct ReplaySummary {
     pub flows: u64,
     pub table: TableStats,
     pub alerts: BTreeMap<AlertKind, u64>,
+    /// Feature rows of finished flows, when `collect_features` was set.
+    pub features: Vec<[f64; N_FEATURES]>,
     pub elapsed: Duration,
     /// (file, reason) for files cut short.
     pub truncated: Vec<(PathBuf, String)>,
@@ -124,6 +126,10 @@ pub struct ReplayOptions<'a> {
     pub flow: FlowConfig,
     /// Rule thresholds; `None` replays flows only.
     pub rules: Option<RuleConfig>,
+    /// Model that scores finished flows (with `rules` set).
+    pub model: Option<Model>,
+    /// Keep every finished flow's feature row (training).
+    pub collect_features: bool,
     pub flows_out: &'a mut JsonlSink,
     pub alerts_out: &'a mut JsonlSink,
 }
@@ -219,7 +225,14 @@ pub fn replay(files: &[PathBuf], opts: ReplayOptions<'_>) -> Result<ReplaySummar
     table.record_events(opts.rules.is_some());
     let mut pipe = Pipeline {
         table,
-        detector: opts.rules.map(Detector::new),
+        detector: opts.rules.map(|r| {
+            let d = Detector::new(r).with_model(opts.model);
+            if opts.collect_features {
+                d.collecting()
+            } else {
+                d
+            }
+        }),
         flows_out: opts.flows_out,
         alerts_out: opts.alerts_out,
         finished: Vec::new(),
@@ -263,6 +276,9 @@ pub fn replay(files: &[PathBuf], opts: ReplayOptions<'_>) -> Result<ReplaySummar
     pipe.alerts_out.finish()?;
     summary.flows = pipe.flows;
     summary.alerts = pipe.alerts;
+    if let Some(d) = &mut pipe.detector {
+        summary.features = d.take_collected();
+    }
     summary.table = pipe.table.stats();
     summary.elapsed = start.elapsed();
     Ok(summary)

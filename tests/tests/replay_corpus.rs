@@ -17,6 +17,8 @@ fn run(files: &[PathBuf]) -> Result<ReplaySummary, ReplayError> {
         ReplayOptions {
             flow: FlowConfig::default(),
             rules: Some(RuleConfig::default()),
+            model: None,
+            collect_features: false,
             flows_out: &mut JsonlSink::None,
             alerts_out: &mut JsonlSink::None,
         },

@@ -178,9 +178,18 @@ impl AlertBook {
     }
 
     pub fn fire(&mut self, f: Firing) {
-        let key = (f.kind, f.src_ip, f.dst_ip);
+        // Model anomalies aggregate per source: a sweep's 250 odd flows are one alert, whose
+        // destination becomes null once it spans several.
+        let key = if f.kind == AlertKind::MlAnomaly {
+            (f.kind, f.src_ip, None)
+        } else {
+            (f.kind, f.src_ip, f.dst_ip)
+        };
         match self.open.get_mut(&key) {
             Some(a) => {
+                if a.dst_ip != f.dst_ip {
+                    a.dst_ip = None;
+                }
                 a.last_seen_ns = a.last_seen_ns.max(f.ts_ns);
                 a.count += 1;
                 a.severity = a.severity.max(f.severity);

@@ -2,6 +2,9 @@
 //! reporting into one book of alerts.
 
 pub mod alert;
+pub mod features;
+pub mod iforest;
+pub mod model;
 pub mod rules;
 
 use sensor_common::{HostKey, HostStats};
@@ -10,12 +13,20 @@ pub use self::{
     alert::{Alert, AlertBook, AlertKind, AlertRecord, Severity},
     rules::{RuleConfig, Rules},
 };
+use self::{
+    features::{N_FEATURES, SourceContext, features},
+    model::Model,
+};
 use crate::flow::{Flow, FlowEvent};
 
 /// Everything that turns flows into alerts.
 pub struct Detector {
     pub rules: Rules,
     pub book: AlertBook,
+    model: Option<Model>,
+    context: SourceContext,
+    /// Raw feature rows of finished flows, when collecting for training.
+    collected: Option<Vec<[f64; N_FEATURES]>>,
     last_ns: u64,
     next_close_ns: u64,
 }
@@ -23,16 +34,42 @@ pub struct Detector {
 impl Detector {
     pub fn new(cfg: RuleConfig) -> Self {
         let quiet = cfg.quiet_close_s * 1_000_000_000;
+        let window = cfg.port_scan_window_s * 1_000_000_000;
+        let cap = cfg.max_tracked;
         Self {
             rules: Rules::new(cfg),
             book: AlertBook::new(quiet),
+            model: None,
+            context: SourceContext::new(window, cap),
+            collected: None,
             last_ns: 0,
             next_close_ns: 0,
         }
     }
 
+    /// Scores finished flows with `model` (alerts of kind `ml_anomaly`).
+    pub fn with_model(mut self, model: Option<Model>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Keeps the feature rows of finished flows, for `sensor train`.
+    pub fn collecting(mut self) -> Self {
+        self.collected = Some(Vec::new());
+        self
+    }
+
+    pub fn take_collected(&mut self) -> Vec<[f64; N_FEATURES]> {
+        self.collected.take().unwrap_or_default()
+    }
+
+    pub fn model(&self) -> Option<&Model> {
+        self.model.as_ref()
+    }
+
     pub fn on_event(&mut self, ev: &FlowEvent) {
         self.rules.on_event(ev, &mut self.book);
+        self.context.on_event(ev);
         self.tick(ev.ts_ns);
     }
 
@@ -41,8 +78,55 @@ impl Detector {
         self.tick(ts_ns);
     }
 
-    /// A finished flow (for the model).
-    pub fn on_flow(&mut self, _f: &Flow) {}
+    /// A finished flow: feature row for training, or a score against the model.
+    pub fn on_flow(&mut self, f: &Flow) {
+        if self.model.is_none() && self.collected.is_none() {
+            return;
+        }
+        let raw = features(f, self.context.fan_out(f.src, f.last_seen_ns));
+        if let Some(rows) = &mut self.collected {
+            rows.push(raw);
+        }
+        let Some(model) = &self.model else { return };
+        let v = model.judge(&raw);
+        if v.severity == Severity::Normal {
+            return;
+        }
+        let top: Vec<serde_json::Value> = v
+            .top
+            .iter()
+            .map(|(name, share, value, z)| {
+                serde_json::json!({
+                    "feature": name,
+                    "share": (share * 1000.0).round() / 1000.0,
+                    "value": (value * 1000.0).round() / 1000.0,
+                    "z": (z * 100.0).round() / 100.0,
+                })
+            })
+            .collect();
+        self.book.fire(alert::Firing {
+            kind: AlertKind::MlAnomaly,
+            detector: alert::DetectorKind::Ml,
+            src_ip: Some(f.src),
+            dst_ip: Some(f.dst),
+            ts_ns: f.last_seen_ns,
+            severity: v.severity,
+            rate: v.score,
+            score: Some((v.score * 10_000.0).round() / 10_000.0),
+            evidence: serde_json::json!({
+                "top_features": top,
+                "threshold": (model.threshold * 10_000.0).round() / 10_000.0,
+                "flow": {
+                    "proto": f.proto,
+                    "src_port": f.src_port,
+                    "dst_port": f.dst_port,
+                    "packets": f.packets(),
+                    "bytes": f.bytes(),
+                    "duration_s": f.duration().as_secs_f64(),
+                },
+            }),
+        });
+    }
 
     /// Moves data time forward: closes alerts that went quiet.
     pub fn tick(&mut self, now_ns: u64) {
@@ -50,6 +134,7 @@ impl Detector {
         if self.last_ns >= self.next_close_ns {
             self.rules.tick(self.last_ns, &mut self.book);
             self.book.close_quiet(self.last_ns);
+            self.context.prune(self.last_ns);
             self.next_close_ns = self.last_ns + 1_000_000_000;
         }
     }

@@ -1,0 +1,345 @@
+//! The anomaly model: a fitted standard scaler, an Isolation Forest, the score threshold that
+//! the training `contamination` implies, and what it was trained on; saved as versioned JSON.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2, ArrayView1, Axis};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    alert::Severity,
+    features::{FEATURE_NAMES, N_FEATURES},
+    iforest::{ForestParams, IsolationForest},
+};
+
+/// Format tag and version written into every model file.
+pub const MODEL_FORMAT: &str = "gateway-sensor-iforest";
+pub const MODEL_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: cannot read the model file: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write the model file: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid model file ({reason})")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "{path}: model format version {found}; this sensor reads version {MODEL_VERSION} (retrain with `sensor train`)"
+    )]
+    Version { path: PathBuf, found: u32 },
+    #[error(
+        "{path}: the model's features {found:?} differ from this sensor's (retrain with `sensor train`)"
+    )]
+    Features { path: PathBuf, found: Vec<String> },
+    #[error("cannot train on {0} flows: at least 16 are needed")]
+    TooFewFlows(usize),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scaler {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Scaler {
+    fn fit(x: &Array2<f64>) -> Self {
+        let mean = x
+            .mean_axis(Axis(0))
+            .map(|m| m.to_vec())
+            .unwrap_or_else(|| vec![0.0; x.ncols()]);
+        // A constant feature keeps unit scale instead of dividing by zero.
+        let std = x
+            .std_axis(Axis(0), 0.0)
+            .iter()
+            .map(|s| if *s > 1e-12 { *s } else { 1.0 })
+            .collect();
+        Self { mean, std }
+    }
+
+    pub fn transform(&self, raw: &[f64]) -> Array1<f64> {
+        Array1::from_iter(
+            raw.iter()
+                .zip(self.mean.iter().zip(&self.std))
+                .map(|(x, (m, s))| (x - m) / s),
+        )
+    }
+}
+
+/// Where a model came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    pub flows: usize,
+    pub sources: Vec<String>,
+    pub params: ForestParams,
+    pub trained_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub format: String,
+    pub version: u32,
+    pub features: Vec<String>,
+    pub scaler: Scaler,
+    pub forest: IsolationForest,
+    pub contamination: f64,
+    /// Scores at or above this are anomalies: the (1 - contamination) quantile of the
+    /// training scores.
+    pub threshold: f64,
+    pub training: Training,
+}
+
+/// One scored flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    pub score: f64,
+    pub severity: Severity,
+    /// (feature, share of the isolation, raw value, z-score), largest share first.
+    pub top: Vec<(&'static str, f64, f64, f64)>,
+}
+
+impl Model {
+    /// Fits scaler and forest on raw feature rows.
+    pub fn train(
+        rows: &[[f64; N_FEATURES]],
+        params: ForestParams,
+        contamination: f64,
+        sources: Vec<String>,
+    ) -> Result<Self, ModelError> {
+        if rows.len() < 16 {
+            return Err(ModelError::TooFewFlows(rows.len()));
+        }
+        let raw = Array2::from_shape_fn((rows.len(), N_FEATURES), |(i, j)| rows[i][j]);
+        let scaler = Scaler::fit(&raw);
+        let scaled = Array2::from_shape_fn(raw.dim(), |(i, j)| {
+            (raw[[i, j]] - scaler.mean[j]) / scaler.std[j]
+        });
+        let forest = IsolationForest::fit(scaled.view(), params);
+        let mut scores = forest.score_all(scaled.view());
+        scores.sort_by(f64::total_cmp);
+        let c = contamination.clamp(0.0, 0.5);
+        let k = (((1.0 - c) * scores.len() as f64).ceil() as usize).min(scores.len() - 1);
+        let threshold = scores[k];
+        Ok(Self {
+            format: MODEL_FORMAT.into(),
+            version: MODEL_VERSION,
+            features: FEATURE_NAMES.iter().map(|s| (*s).to_owned()).collect(),
+            scaler,
+            forest,
+            contamination: c,
+            threshold,
+            training: Training {
+                flows: rows.len(),
+                sources,
+                params,
+                trained_at: crate::record::rfc3339_us(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64),
+                ),
+            },
+        })
+    }
+
+    /// Severity from how far a score lies between the threshold and 1 (documented cut points:
+    /// critical >= 50% of the way, high >= 30%, medium >= 15%, low above the threshold).
+    pub fn severity(&self, score: f64) -> Severity {
+        if score < self.threshold {
+            return Severity::Normal;
+        }
+        let e = (score - self.threshold) / (1.0 - self.threshold).max(1e-9);
+        match e {
+            e if e >= 0.5 => Severity::Critical,
+            e if e >= 0.3 => Severity::High,
+            e if e >= 0.15 => Severity::Medium,
+            _ => Severity::Low,
+        }
+    }
+
+    pub fn score_raw(&self, raw: &[f64; N_FEATURES]) -> f64 {
+        self.forest.score(self.scaler.transform(raw).view())
+    }
+
+    /// Scores a raw feature vector and explains it.
+    pub fn judge(&self, raw: &[f64; N_FEATURES]) -> Verdict {
+        let x = self.scaler.transform(raw);
+        let score = self.forest.score(x.view());
+        let share = self.forest.attribution(x.view());
+        let mut top: Vec<(&'static str, f64, f64, f64)> = (0..N_FEATURES)
+            .map(|i| (FEATURE_NAMES[i], share[i], raw[i], x[i]))
+            .collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1));
+        top.truncate(3);
+        Verdict {
+            score,
+            severity: self.severity(score),
+            top,
+        }
+    }
+
+    pub fn scaled(&self, raw: &[f64]) -> Array1<f64> {
+        self.scaler.transform(raw)
+    }
+
+    pub fn score_view(&self, x: ArrayView1<'_, f64>) -> f64 {
+        self.forest.score(x)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        let text = serde_json::to_vec(self).map_err(|e| ModelError::Write {
+            path: path.into(),
+            source: e.into(),
+        })?;
+        // Write then rename: a crash never leaves half a model where a whole one was.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(|source| ModelError::Write {
+            path: path.into(),
+            source,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| ModelError::Write {
+            path: path.into(),
+            source,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.into(),
+            source,
+        })?;
+        // Check the header first, so another version's file says so instead of failing to parse.
+        #[derive(Deserialize)]
+        struct Header {
+            format: String,
+            version: u32,
+        }
+        let corrupt = |reason: String| ModelError::Corrupt {
+            path: path.into(),
+            reason,
+        };
+        let h: Header = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if h.format != MODEL_FORMAT {
+            return Err(corrupt(format!(
+                "format is {:?}, expected {MODEL_FORMAT:?}",
+                h.format
+            )));
+        }
+        if h.version != MODEL_VERSION {
+            return Err(ModelError::Version {
+                path: path.into(),
+                found: h.version,
+            });
+        }
+        let m: Self = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if m.features != FEATURE_NAMES {
+            return Err(ModelError::Features {
+                path: path.into(),
+                found: m.features,
+            });
+        }
+        let n = m.features.len();
+        let nodes_ok = m.forest.trees.iter().all(|t| {
+            !t.nodes.is_empty()
+                && t.nodes.iter().all(|nd| {
+                    nd.feature == u32::MAX
+                        || ((nd.feature as usize) < n
+                            && (nd.left as usize) < t.nodes.len()
+                            && (nd.right as usize) < t.nodes.len())
+                })
+        });
+        if m.scaler.mean.len() != n
+            || m.scaler.std.len() != n
+            || !nodes_ok
+            || m.forest.features != n
+        {
+            return Err(corrupt("inconsistent scaler or tree structure".into()));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize) -> Vec<[f64; N_FEATURES]> {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        (0..n)
+            .map(|_| std::array::from_fn(|_| rng.random_range(0.0..10.0)))
+            .collect()
+    }
+
+    #[test]
+    fn save_load_round_trip_and_bad_files_are_named_errors() {
+        let dir = std::env::temp_dir().join(format!("sensor-model-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let p = dir.join("m.json");
+        let m = Model::train(
+            &rows(300),
+            ForestParams {
+                trees: 10,
+                ..ForestParams::default()
+            },
+            0.1,
+            vec![],
+        )
+        .expect("train");
+        m.save(&p).expect("save");
+        assert_eq!(Model::load(&p).expect("load"), m);
+
+        let mut other = serde_json::to_value(&m).expect("json");
+        other["version"] = 99.into();
+        std::fs::write(&p, other.to_string()).expect("write");
+        assert!(matches!(
+            Model::load(&p),
+            Err(ModelError::Version { found: 99, .. })
+        ));
+
+        std::fs::write(
+            &p,
+            b"{\"format\": \"gateway-sensor-iforest\", \"version\": 1, \"features\": [",
+        )
+        .expect("w");
+        let e = Model::load(&p).expect_err("truncated");
+        assert!(
+            matches!(e, ModelError::Corrupt { .. }) && e.to_string().contains("m.json"),
+            "{e}"
+        );
+
+        let mut bad = serde_json::to_value(&m).expect("json");
+        bad["forest"]["trees"][0]["nodes"][0]["left"] = 1_000_000.into();
+        bad["forest"]["trees"][0]["nodes"][0]["feature"] = 0.into();
+        std::fs::write(&p, bad.to_string()).expect("write");
+        assert!(
+            matches!(Model::load(&p), Err(ModelError::Corrupt { .. })),
+            "out-of-range child index"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(matches!(
+            Model::train(&rows(3), ForestParams::default(), 0.1, vec![]),
+            Err(ModelError::TooFewFlows(3))
+        ));
+    }
+
+    #[test]
+    fn contamination_sets_the_share_of_training_flows_above_the_threshold() {
+        let r = rows(1000);
+        let m = Model::train(&r, ForestParams::default(), 0.1, vec![]).expect("train");
+        let above = r.iter().filter(|x| m.score_raw(x) >= m.threshold).count();
+        assert!(
+            (80..=130).contains(&above),
+            "{above} of 1000 at contamination 0.1"
+        );
+        assert_eq!(m.severity(m.threshold - 0.01), Severity::Normal);
+        assert_eq!(m.severity(1.0), Severity::Critical);
+    }
+}
