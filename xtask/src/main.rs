@@ -47,6 +47,8 @@ enum Task {
     BenchReplay { pcaps: Vec<PathBuf> },
     /// Detection quality on the corpora: attack captures detected, false alerts on benign ones.
     Eval,
+    /// This Isolation Forest vs scikit-learn's: scoring time per flow and ROC AUC, same run.
+    BenchIforest,
     /// Compare `sensor replay` flow totals with nDPI's flow lists in ../shared/corpora/ndpi.
     CorpusCheck,
     /// BPF_PROG_TEST_RUN ns/packet of the sensor vs an empty XDP program, same run.
@@ -212,6 +214,19 @@ fn main() -> ExitCode {
         Task::Run { iface } => run(iface.as_deref()),
         Task::BenchXdp { args } => bench_xdp(args),
         Task::CorpusCheck => corpus_check(),
+        Task::BenchIforest => setup::setup().and_then(|()| {
+            setup::run(cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "sensor-tests",
+                "--bin",
+                "bench_iforest",
+            ]))?;
+            setup::run(&mut Command::new(
+                target_dir().join("release/bench_iforest"),
+            ))
+        }),
         Task::Eval => setup::setup().and_then(|()| {
             setup::run(cargo().args(["build", "--release", "--package", "sensor"]))?;
             eval::eval(&target_dir().join("release/sensor"), &corpora())

@@ -246,13 +246,15 @@ impl Model {
             });
         }
         let n = m.features.len();
+        // Children must lie after their parent: then every walk ends at a leaf.
         let nodes_ok = m.forest.trees.iter().all(|t| {
             !t.nodes.is_empty()
-                && t.nodes.iter().all(|nd| {
+                && t.sizes.len() == t.nodes.len()
+                && t.nodes.iter().enumerate().all(|(i, nd)| {
                     nd.feature == u32::MAX
                         || ((nd.feature as usize) < n
-                            && (nd.left as usize) < t.nodes.len()
-                            && (nd.right as usize) < t.nodes.len())
+                            && (nd.left as usize) > i
+                            && (nd.left as usize) + 1 < t.nodes.len())
                 })
         });
         if m.scaler.mean.len() != n
@@ -317,7 +319,6 @@ mod tests {
 
         let mut bad = serde_json::to_value(&m).expect("json");
         bad["forest"]["trees"][0]["nodes"][0]["left"] = 1_000_000.into();
-        bad["forest"]["trees"][0]["nodes"][0]["feature"] = 0.into();
         std::fs::write(&p, bad.to_string()).expect("write");
         assert!(
             matches!(Model::load(&p), Err(ModelError::Corrupt { .. })),
