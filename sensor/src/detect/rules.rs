@@ -1006,4 +1006,30 @@ mod tests {
         book.close_quiet(31 * NS);
         assert_eq!(kinds(&book.take_closed()), vec![AlertKind::PortScan]);
     }
+
+    #[test]
+    fn packets_the_flow_map_refused_still_make_a_ddos() {
+        let mut r = Rules::new(RuleConfig::default());
+        let mut book = AlertBook::new(30 * NS);
+        let victim = HostKey {
+            addr: Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets(),
+            family: family::IPV4,
+            _pad: [0; 3],
+        };
+        let s = HostStats {
+            packets: 5000,
+            syn: 5000,
+            ..HostStats::default()
+        };
+        r.on_overflow(NS, &victim, &s, &mut book);
+        book.flush();
+        let a = book.take_closed();
+        assert!(
+            !a.is_empty()
+                && a.iter().all(|a| a.kind == AlertKind::Ddos
+                    && a.dst_ip == Some(B)
+                    && a.src_ip.is_none()),
+            "{a:?}"
+        );
+    }
 }
