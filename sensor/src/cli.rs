@@ -13,6 +13,7 @@ use crate::{
     flow::FlowConfig,
     kernel::{KernelConfig, SensorProgram},
     replay::{JsonlSink, ReplayError, ReplayOptions, replay},
+    store::Store,
 };
 
 #[derive(Debug, Parser)]
@@ -64,6 +65,8 @@ pub enum Command {
         #[arg(long, env = "SENSOR_MODEL")]
         model: Option<PathBuf>,
         #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
         flow: FlowArgs,
     },
     /// Train the anomaly model on baseline (attack-free) captures.
@@ -88,6 +91,30 @@ pub enum Command {
         #[command(flatten)]
         flow: FlowArgs,
     },
+}
+
+/// Where results are stored.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// Directory for the database and other state.
+    #[arg(long, env = "SENSOR_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Database file (default: DATA_DIR/sensor.db).
+    #[arg(long, env = "SENSOR_DB")]
+    pub db: Option<PathBuf>,
+    /// Write no database.
+    #[arg(long, conflicts_with = "db")]
+    pub no_db: bool,
+}
+
+impl DbArgs {
+    pub fn path(&self) -> Option<PathBuf> {
+        (!self.no_db).then(|| {
+            self.db
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("sensor.db"))
+        })
+    }
 }
 
 /// Flow-table settings shared by every command that builds flows.
@@ -170,6 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             no_detect,
             model,
+            db,
             flow,
         } => {
             let model = model.as_deref().map(Model::load).transpose()?;
@@ -183,6 +211,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut flows_out = open(&flows_jsonl)?;
             let mut alerts_out = open(&alerts_jsonl)?;
+            let mut store = db
+                .path()
+                .map(|p| Store::open(&p, config.store))
+                .transpose()?;
             let s = replay(
                 &pcaps,
                 ReplayOptions {
@@ -192,6 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     collect_features: false,
                     flows_out: &mut flows_out,
                     alerts_out: &mut alerts_out,
+                    store: store.as_mut(),
                 },
             )?;
             eprintln!(
@@ -219,6 +252,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     if by_kind.is_empty() { "" } else { ": " },
                     by_kind.join(", ")
                 );
+            }
+            if let Some(st) = &store {
+                eprintln!("replay: results stored in {}", st.path().display());
             }
             for (file, reason) in &s.truncated {
                 eprintln!(
@@ -248,6 +284,7 @@ fn train(
             collect_features: true,
             flows_out: &mut JsonlSink::None,
             alerts_out: &mut JsonlSink::None,
+            store: None,
         },
     )?;
     let sources = pcaps.iter().map(|p| p.display().to_string()).collect();

@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::RuleConfig;
+use crate::{detect::RuleConfig, store::Retention};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub rules: RuleConfig,
+    pub store: Retention,
 }
 
 #[derive(Debug, thiserror::Error)]

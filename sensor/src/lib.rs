@@ -15,3 +15,4 @@ pub mod packet;
 pub mod poller;
 pub mod record;
 pub mod replay;
+pub mod store;

@@ -7,9 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use std::collections::BTreeMap;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{
     capture::{self, CaptureError, PacketSink, ReadStats},
@@ -17,6 +17,7 @@ use crate::{
     flow::{Flow, FlowConfig, FlowTable, TableStats},
     packet::Parsed,
     record::FlowRecord,
+    store::{StatsRow, Store, StoreError},
 };
 
 /// Why a replay failed. `BadInput` is the user's to fix (exit status 2).
@@ -24,6 +25,8 @@ use crate::{
 pub enum ReplayError {
     #[error(transparent)]
     BadInput(#[from] CaptureError),
+    #[error("database")]
+    Store(#[from] StoreError),
     #[error("writing {path}")]
     Output {
         path: PathBuf,
@@ -132,22 +135,96 @@ pub struct ReplayOptions<'a> {
     pub collect_features: bool,
     pub flows_out: &'a mut JsonlSink,
     pub alerts_out: &'a mut JsonlSink,
+    /// Database for flows, alerts, anomalies and per-second statistics.
+    pub store: Option<&'a mut Store>,
 }
 
 /// Table, detector and outputs, fed batch by batch.
 struct Pipeline<'a> {
     table: FlowTable,
     detector: Option<Detector>,
+    out: Outputs<'a>,
+    finished: Vec<Flow>,
+    second: StatsRow,
+}
+
+/// Where results go, and what went there.
+struct Outputs<'a> {
     flows_out: &'a mut JsonlSink,
     alerts_out: &'a mut JsonlSink,
-    finished: Vec<Flow>,
+    store: Option<&'a mut Store>,
     flows: u64,
     alerts: BTreeMap<AlertKind, u64>,
     err: Option<ReplayError>,
 }
 
+impl Outputs<'_> {
+    fn fail(&mut self, e: impl Into<ReplayError>) {
+        self.err.get_or_insert(e.into());
+    }
+
+    fn flow(&mut self, f: Flow, detector: &mut Option<Detector>) {
+        self.flows += 1;
+        if let Some(d) = detector {
+            d.on_flow(&f);
+        }
+        // Formatting a record costs more than counting the flow: only when it goes somewhere.
+        let to_jsonl = matches!(self.flows_out, JsonlSink::Jsonl { .. });
+        if self.err.is_some() || (!to_jsonl && self.store.is_none()) {
+            return;
+        }
+        let rec = FlowRecord::from(&f);
+        if to_jsonl && let Err(e) = self.flows_out.write(&rec) {
+            self.fail(e);
+        }
+        if let Some(st) = &self.store
+            && let Err(e) = st.flow(rec, f.last_seen_ns, true)
+        {
+            self.fail(e);
+        }
+    }
+
+    fn detections(&mut self, d: &mut Detector) {
+        for a in d.book.take_closed() {
+            *self.alerts.entry(a.kind).or_default() += 1;
+            let rec = AlertRecord::from(&a);
+            if let Err(e) = self.alerts_out.write(&rec) {
+                self.fail(e);
+            }
+            if let Some(st) = &self.store
+                && let Err(e) = st.alert(rec, a.last_seen_ns, true)
+            {
+                self.fail(e);
+            }
+        }
+        for an in d.take_anomalies() {
+            if let Some(st) = &self.store
+                && let Err(e) = st.anomaly(an, true)
+            {
+                self.fail(e);
+            }
+        }
+    }
+
+    fn second(&mut self, s: StatsRow) {
+        if s.packets == 0 {
+            return;
+        }
+        if let Some(st) = &self.store
+            && let Err(e) = st.stats_row(s, true)
+        {
+            self.fail(e);
+        }
+    }
+}
+
 impl PacketSink for Pipeline<'_> {
     fn packets(&mut self, batch: &[(Parsed, u32, u64)]) {
+        if self.out.store.is_some() {
+            for (p, len, ts) in batch {
+                self.count_second(p, *len, *ts);
+            }
+        }
         let finished = &mut self.finished;
         self.table.packets(batch, &mut |f| finished.push(f));
         self.process();
@@ -155,6 +232,28 @@ impl PacketSink for Pipeline<'_> {
 }
 
 impl Pipeline<'_> {
+    /// Adds a packet to the per-second statistics, writing each second as it ends.
+    fn count_second(&mut self, p: &Parsed, len: u32, ts: u64) {
+        let sec = ts / 1_000_000_000 * 1_000_000_000;
+        if sec != self.second.ts {
+            self.out.second(self.second);
+            self.second = StatsRow {
+                ts: sec,
+                seconds: 1,
+                ..StatsRow::default()
+            };
+        }
+        let s = &mut self.second;
+        s.packets += 1;
+        s.bytes += u64::from(len);
+        match p.key.proto {
+            6 => s.tcp += 1,
+            17 => s.udp += 1,
+            1 | 58 => s.icmp += 1,
+            _ => s.other += 1,
+        }
+    }
+
     fn process(&mut self) {
         if let Some(d) = &mut self.detector {
             for ev in self.table.take_events() {
@@ -162,43 +261,11 @@ impl Pipeline<'_> {
             }
         }
         for f in std::mem::take(&mut self.finished) {
-            Self::finished_flow(
-                f,
-                &mut self.detector,
-                self.flows_out,
-                &mut self.flows,
-                &mut self.err,
-            );
+            self.second.flows += 1;
+            self.out.flow(f, &mut self.detector);
         }
         if let Some(d) = &mut self.detector {
-            for a in d.book.take_closed() {
-                *self.alerts.entry(a.kind).or_default() += 1;
-                if self.err.is_none()
-                    && let Err(e) = self.alerts_out.write(&AlertRecord::from(&a))
-                {
-                    self.err = Some(e);
-                }
-            }
-        }
-    }
-
-    fn finished_flow(
-        f: Flow,
-        detector: &mut Option<Detector>,
-        flows_out: &mut JsonlSink,
-        flows: &mut u64,
-        err: &mut Option<ReplayError>,
-    ) {
-        *flows += 1;
-        if let Some(d) = detector {
-            d.on_flow(&f);
-        }
-        // Formatting a record costs more than counting the flow: only when it is written.
-        if err.is_none()
-            && matches!(flows_out, JsonlSink::Jsonl { .. })
-            && let Err(e) = flows_out.write(&FlowRecord::from(&f))
-        {
-            *err = Some(e);
+            self.out.detections(d);
         }
     }
 
@@ -208,17 +275,15 @@ impl Pipeline<'_> {
         let Self {
             table,
             detector,
-            flows_out,
-            flows,
-            err,
+            out,
             ..
         } = self;
-        table.flush(&mut |f| Self::finished_flow(f, detector, flows_out, flows, err));
-        self.process();
+        table.flush(&mut |f| out.flow(f, detector));
         if let Some(d) = &mut self.detector {
             d.flush();
+            self.out.detections(d);
         }
-        self.process();
+        self.out.second(self.second);
     }
 }
 
@@ -260,13 +325,25 @@ pub fn replay(files: &[PathBuf], opts: ReplayOptions<'_>) -> Result<ReplaySummar
                 d
             }
         }),
-        flows_out: opts.flows_out,
-        alerts_out: opts.alerts_out,
+        out: Outputs {
+            flows_out: opts.flows_out,
+            alerts_out: opts.alerts_out,
+            store: opts.store,
+            flows: 0,
+            alerts: BTreeMap::new(),
+            err: None,
+        },
         finished: Vec::new(),
-        flows: 0,
-        alerts: BTreeMap::new(),
-        err: None,
+        second: StatsRow::default(),
     };
+    if let Some(st) = pipe.out.store.as_deref_mut() {
+        let source = files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        st.start_session("replay", &source)?;
+    }
     let mut summary = ReplaySummary {
         files: files.len(),
         ..ReplaySummary::default()
@@ -296,13 +373,17 @@ pub fn replay(files: &[PathBuf], opts: ReplayOptions<'_>) -> Result<ReplaySummar
     }
     pipe.finish();
     bar.finish_and_clear();
-    if let Some(e) = pipe.err.take() {
+    if let Some(e) = pipe.out.err.take() {
         return Err(e);
     }
-    pipe.flows_out.finish()?;
-    pipe.alerts_out.finish()?;
-    summary.flows = pipe.flows;
-    summary.alerts = pipe.alerts;
+    pipe.out.flows_out.finish()?;
+    pipe.out.alerts_out.finish()?;
+    if let Some(st) = pipe.out.store.as_deref_mut() {
+        st.end_session(summary.read.packets, pipe.out.flows)?;
+        st.sync()?;
+    }
+    summary.flows = pipe.out.flows;
+    summary.alerts = std::mem::take(&mut pipe.out.alerts);
     if let Some(d) = &mut pipe.detector {
         summary.features = d.take_collected();
     }

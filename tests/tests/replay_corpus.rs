@@ -21,6 +21,7 @@ fn run(files: &[PathBuf]) -> Result<ReplaySummary, ReplayError> {
             collect_features: false,
             flows_out: &mut JsonlSink::None,
             alerts_out: &mut JsonlSink::None,
+            store: None,
         },
     )
 }

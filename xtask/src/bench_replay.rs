@@ -157,7 +157,7 @@ pub fn bench_replay(sensor: &Path, files: &[PathBuf], scratch: &Path) -> Result<
             t_sensor.push(time_median(
                 || {
                     let mut c = Command::new(sensor);
-                    c.arg("replay").arg("--no-detect").arg(f);
+                    c.arg("replay").args(["--no-detect", "--no-db"]).arg(f);
                     c
                 },
                 1,

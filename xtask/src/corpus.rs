@@ -90,6 +90,7 @@ fn summary_count(stderr: &str, label: &str) -> u64 {
 fn sensor_flows(sensor: &Path, pcap: &Path, tmp: &Path) -> Result<Result<SensorView, String>> {
     let out = Command::new(sensor)
         .arg("replay")
+        .arg("--no-db")
         .arg(pcap)
         .arg("--flows-jsonl")
         .arg(tmp)

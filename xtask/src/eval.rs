@@ -105,6 +105,7 @@ struct Seen {
 fn alerts(sensor: &Path, pcap: &Path, tmp: &Path) -> Result<Vec<Seen>> {
     let out = Command::new(sensor)
         .arg("replay")
+        .arg("--no-db")
         .arg(pcap)
         .arg("--alerts-jsonl")
         .arg(tmp)

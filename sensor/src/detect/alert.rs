@@ -99,7 +99,7 @@ pub struct Alert {
 }
 
 /// The JSON form of an [`Alert`].
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlertRecord {
     pub id: u64,
     pub kind: AlertKind,

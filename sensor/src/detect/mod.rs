@@ -27,6 +27,8 @@ pub struct Detector {
     context: SourceContext,
     /// Raw feature rows of finished flows, when collecting for training.
     collected: Option<Vec<[f64; N_FEATURES]>>,
+    /// Anomalous flows judged since the last `take_anomalies`, for the store.
+    anomalies: Vec<crate::store::AnomalyRow>,
     last_ns: u64,
     next_close_ns: u64,
 }
@@ -42,6 +44,7 @@ impl Detector {
             model: None,
             context: SourceContext::new(window, cap),
             collected: None,
+            anomalies: Vec::new(),
             last_ns: 0,
             next_close_ns: 0,
         }
@@ -61,6 +64,10 @@ impl Detector {
 
     pub fn take_collected(&mut self) -> Vec<[f64; N_FEATURES]> {
         self.collected.take().unwrap_or_default()
+    }
+
+    pub fn take_anomalies(&mut self) -> Vec<crate::store::AnomalyRow> {
+        std::mem::take(&mut self.anomalies)
     }
 
     pub fn model(&self) -> Option<&Model> {
@@ -104,6 +111,18 @@ impl Detector {
                 })
             })
             .collect();
+        self.anomalies.push(crate::store::AnomalyRow {
+            ts: f.last_seen_ns,
+            src_ip: f.src.to_string(),
+            dst_ip: f.dst.to_string(),
+            score: v.score,
+            severity: format!("{:?}", v.severity).to_lowercase(),
+            record: serde_json::json!({
+                "flow": crate::record::FlowRecord::from(f),
+                "top_features": top.clone(),
+                "threshold": model.threshold,
+            }),
+        });
         self.book.fire(alert::Firing {
             kind: AlertKind::MlAnomaly,
             detector: alert::DetectorKind::Ml,

@@ -51,6 +51,7 @@ fn rows(corpora: &Path, files: &[&str]) -> Result<Vec<[f64; N_FEATURES]>> {
                 collect_features: true,
                 flows_out: &mut JsonlSink::None,
                 alerts_out: &mut JsonlSink::None,
+                store: None,
             },
         )?;
         out.extend(s.features);

@@ -1,0 +1,636 @@
+//! SQLite storage: flows, alerts, anomalies, statistics, capture sessions and model versions.
+//!
+//! One writer thread owns the write connection and commits whatever has queued in one
+//! transaction (up to 100 ms or 10,000 rows), so ingest hands rows over a channel and never
+//! waits on the disk; readers (the API) use their own connections, which WAL mode lets run
+//! beside the writer. The schema is versioned with `PRAGMA user_version` and migrated forward on
+//! open. Retention by age and by row count runs in the writer every minute.
+
+use std::{
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use rusqlite::{Connection, OpenFlags, params};
+use serde::{Deserialize, Serialize};
+
+use crate::{detect::AlertRecord, record::FlowRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: cannot create the database file: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{path}: database schema version {found} is newer than this sensor's ({SCHEMA_VERSION})"
+    )]
+    Newer { path: PathBuf, found: i64 },
+    #[error("the database writer has stopped")]
+    WriterGone,
+}
+
+/// Current schema version; `MIGRATIONS[i]` takes a database from version i to i + 1.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE flows (
+        id INTEGER PRIMARY KEY,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        src_ip TEXT NOT NULL,
+        dst_ip TEXT NOT NULL,
+        src_port INTEGER NOT NULL,
+        dst_port INTEGER NOT NULL,
+        proto INTEGER NOT NULL,
+        packets INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        session_id INTEGER,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX flows_last_seen ON flows(last_seen);
+    CREATE INDEX flows_src ON flows(src_ip, last_seen);
+    CREATE INDEX flows_dst ON flows(dst_ip, last_seen);
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        detector TEXT NOT NULL,
+        src_ip TEXT,
+        dst_ip TEXT,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        score REAL,
+        session_id INTEGER,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX alerts_last_seen ON alerts(last_seen);
+    CREATE INDEX alerts_kind ON alerts(kind, last_seen);
+    CREATE INDEX alerts_src ON alerts(src_ip, last_seen);
+    CREATE INDEX alerts_dst ON alerts(dst_ip, last_seen);
+    CREATE TABLE anomalies (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        src_ip TEXT NOT NULL,
+        dst_ip TEXT NOT NULL,
+        score REAL NOT NULL,
+        severity TEXT NOT NULL,
+        session_id INTEGER,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX anomalies_ts ON anomalies(ts);
+    CREATE TABLE statistics (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        seconds INTEGER NOT NULL,
+        packets INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        tcp INTEGER NOT NULL,
+        udp INTEGER NOT NULL,
+        icmp INTEGER NOT NULL,
+        other INTEGER NOT NULL,
+        flows INTEGER NOT NULL,
+        session_id INTEGER
+    );
+    CREATE INDEX statistics_ts ON statistics(ts);
+    CREATE TABLE capture_sessions (
+        id INTEGER PRIMARY KEY,
+        started INTEGER NOT NULL,
+        ended INTEGER,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        packets INTEGER,
+        flows INTEGER
+    );
+    CREATE TABLE model_versions (
+        id INTEGER PRIMARY KEY,
+        created INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        threshold REAL NOT NULL,
+        flows INTEGER NOT NULL,
+        metadata TEXT NOT NULL
+    );",
+];
+
+/// One second (or interval) of traffic, for the charts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRow {
+    /// Start of the interval, ns since the epoch.
+    pub ts: u64,
+    pub seconds: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp: u64,
+    pub udp: u64,
+    pub icmp: u64,
+    pub other: u64,
+    pub flows: u64,
+}
+
+/// One anomalous flow as the model judged it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyRow {
+    pub ts: u64,
+    pub src_ip: String,
+    pub dst_ip: String,
+    pub score: f64,
+    pub severity: String,
+    /// The flow and the top features, as JSON.
+    pub record: serde_json::Value,
+}
+
+/// Retention limits (`[store]` in the config file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Rows older than this (by last_seen/ts) are deleted.
+    pub max_age_days: u64,
+    /// Most rows kept per table; the oldest go first.
+    pub max_rows: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age_days: 30,
+            max_rows: 10_000_000,
+        }
+    }
+}
+
+enum Msg {
+    Flow(FlowRecord, u64, u64),
+    Alert(AlertRecord, u64, u64),
+    Anomaly(AnomalyRow),
+    Stats(StatsRow),
+    SessionStart(String, String, mpsc::Sender<i64>),
+    SessionEnd(i64, u64, u64),
+    Model(String, f64, u64, String),
+    Sync(mpsc::Sender<()>),
+}
+
+/// Counters of the writer, for `/metrics` and status.
+#[derive(Default)]
+pub struct WriterStats {
+    pub queued: AtomicUsize,
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub commits: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// Handle to the writer thread. Dropping it flushes and stops the writer.
+pub struct Store {
+    path: PathBuf,
+    tx: Option<mpsc::SyncSender<Msg>>,
+    stats: Arc<WriterStats>,
+    join: Option<JoinHandle<()>>,
+    session: Option<i64>,
+}
+
+/// Creates the file with mode 0600 (it holds who talked to whom) before SQLite opens it.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Create {
+            path: path.into(),
+            source,
+        })?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|source| StoreError::Create {
+            path: path.into(),
+            source,
+        })
+}
+
+/// Opens (creating and migrating) the database for writing.
+pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
+    create_private(path)?;
+    let sql = |source| StoreError::Sqlite {
+        path: path.into(),
+        source,
+    };
+    let mut c = Connection::open(path).map_err(sql)?;
+    c.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    c.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+    c.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sql)?;
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Newer {
+            path: path.into(),
+            found: version,
+        });
+    }
+    for (v, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = c.transaction().map_err(sql)?;
+        tx.execute_batch(m).map_err(sql)?;
+        tx.pragma_update(None, "user_version", v as i64 + 1)
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+    }
+    Ok(c)
+}
+
+/// Opens the database for reading (the API).
+pub fn open_ro(path: &Path) -> Result<Connection, StoreError> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Sqlite {
+        path: path.into(),
+        source,
+    })?;
+    c.busy_timeout(Duration::from_secs(5))
+        .map_err(|source| StoreError::Sqlite {
+            path: path.into(),
+            source,
+        })?;
+    Ok(c)
+}
+
+const BATCH_ROWS: usize = 10_000;
+const BATCH_TIME: Duration = Duration::from_millis(100);
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+impl Store {
+    /// Opens the database and starts the writer thread.
+    pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
+        let conn = open_rw(path)?;
+        let (tx, rx) = mpsc::sync_channel(1 << 16);
+        let stats = Arc::new(WriterStats::default());
+        let st = Arc::clone(&stats);
+        let p = path.to_path_buf();
+        let join = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer(conn, rx, st, retention, p))
+            .map_err(|source| StoreError::Create {
+                path: path.into(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.into(),
+            tx: Some(tx),
+            stats,
+            join: Some(join),
+            session: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
+    fn send(&self, m: Msg, block: bool) -> Result<(), StoreError> {
+        let tx = self.tx.as_ref().ok_or(StoreError::WriterGone)?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let r = if block {
+            tx.send(m).map_err(|_| StoreError::WriterGone)
+        } else {
+            match tx.try_send(m) {
+                Ok(()) => Ok(()),
+                Err(mpsc::TrySendError::Full(_)) => {
+                    // Live ingest never waits on the disk; what the queue cannot take is counted.
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => Err(StoreError::WriterGone),
+            }
+        };
+        if r.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Starts a capture session (a replay, or a live capture) that later rows belong to.
+    pub fn start_session(&mut self, kind: &str, source: &str) -> Result<i64, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Msg::SessionStart(kind.into(), source.into(), tx), true)?;
+        let id = rx.recv().map_err(|_| StoreError::WriterGone)?;
+        self.session = Some(id);
+        Ok(id)
+    }
+
+    pub fn end_session(&mut self, packets: u64, flows: u64) -> Result<(), StoreError> {
+        if let Some(id) = self.session.take() {
+            self.send(Msg::SessionEnd(id, packets, flows), true)?;
+        }
+        Ok(())
+    }
+
+    fn sid(&self) -> u64 {
+        self.session.map_or(0, |s| s as u64)
+    }
+
+    /// Queues a finished flow; `block` waits for queue space (replay) instead of counting a drop
+    /// (live).
+    pub fn flow(&self, f: FlowRecord, last_seen_ns: u64, block: bool) -> Result<(), StoreError> {
+        self.send(Msg::Flow(f, last_seen_ns, self.sid()), block)
+    }
+
+    pub fn alert(&self, a: AlertRecord, last_seen_ns: u64, block: bool) -> Result<(), StoreError> {
+        self.send(Msg::Alert(a, last_seen_ns, self.sid()), block)
+    }
+
+    pub fn anomaly(&self, a: AnomalyRow, block: bool) -> Result<(), StoreError> {
+        self.send(Msg::Anomaly(a), block)
+    }
+
+    pub fn stats_row(&self, s: StatsRow, block: bool) -> Result<(), StoreError> {
+        self.send(Msg::Stats(s), block)
+    }
+
+    pub fn model_version(
+        &self,
+        path: &str,
+        threshold: f64,
+        flows: u64,
+        metadata: String,
+    ) -> Result<(), StoreError> {
+        self.send(Msg::Model(path.into(), threshold, flows, metadata), true)
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Msg::Sync(tx), true)?;
+        rx.recv().map_err(|_| StoreError::WriterGone)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(j) = self.join.take() {
+            let _ignored = j.join();
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn writer(
+    mut c: Connection,
+    rx: mpsc::Receiver<Msg>,
+    st: Arc<WriterStats>,
+    retention: Retention,
+    path: PathBuf,
+) {
+    let mut last_retention = Instant::now();
+    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        let deadline = Instant::now() + BATCH_TIME;
+        while batch.len() < BATCH_ROWS {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        if let Err(e) = commit(&mut c, &mut batch, &st) {
+            st.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(db = %path.display(), error = %e, "database write failed; batch dropped");
+        }
+        batch.clear();
+        st.queued.fetch_sub(n, Ordering::Relaxed);
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            last_retention = Instant::now();
+            if let Err(e) = apply_retention(&c, retention, now_ns()) {
+                tracing::warn!(error = %e, "retention cleanup failed");
+            }
+        }
+    }
+}
+
+fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlite::Result<()> {
+    let tx = c.transaction()?;
+    let mut syncs = Vec::new();
+    {
+        let mut flow = tx.prepare_cached(
+            "INSERT INTO flows (first_seen, last_seen, src_ip, dst_ip, src_port, dst_port, proto, packets, bytes, session_id, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        let mut alert = tx.prepare_cached(
+            "INSERT INTO alerts (kind, severity, detector, src_ip, dst_ip, first_seen, last_seen, count, score, session_id, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for m in batch.drain(..) {
+            match m {
+                Msg::Flow(f, last_ns, sid) => {
+                    let first_ns = chrono::DateTime::parse_from_rfc3339(&f.first_seen)
+                        .ok()
+                        .and_then(|d| d.timestamp_nanos_opt())
+                        .unwrap_or(0);
+                    flow.execute(params![
+                        first_ns,
+                        last_ns as i64,
+                        f.src_ip,
+                        f.dst_ip,
+                        f.src_port,
+                        f.dst_port,
+                        f.proto,
+                        (f.packets_fwd + f.packets_rev) as i64,
+                        (f.bytes_fwd + f.bytes_rev) as i64,
+                        (sid > 0).then_some(sid as i64),
+                        serde_json::to_string(&f).unwrap_or_default(),
+                    ])?;
+                }
+                Msg::Alert(a, last_ns, sid) => {
+                    let first_ns = chrono::DateTime::parse_from_rfc3339(&a.first_seen)
+                        .ok()
+                        .and_then(|d| d.timestamp_nanos_opt())
+                        .unwrap_or(0);
+                    let text =
+                        |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+                    let j = serde_json::to_value(&a).unwrap_or_default();
+                    alert.execute(params![
+                        text(&j["kind"]),
+                        text(&j["severity"]),
+                        text(&j["detector"]),
+                        a.src_ip.map(|i| i.to_string()),
+                        a.dst_ip.map(|i| i.to_string()),
+                        first_ns,
+                        last_ns as i64,
+                        a.count as i64,
+                        a.score,
+                        (sid > 0).then_some(sid as i64),
+                        j.to_string(),
+                    ])?;
+                }
+                Msg::Anomaly(a) => {
+                    tx.prepare_cached(
+                        "INSERT INTO anomalies (ts, src_ip, dst_ip, score, severity, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![a.ts as i64, a.src_ip, a.dst_ip, a.score, a.severity, a.record.to_string()])?;
+                }
+                Msg::Stats(s) => {
+                    tx.prepare_cached(
+                        "INSERT INTO statistics (ts, seconds, packets, bytes, tcp, udp, icmp, other, flows)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    )?
+                    .execute(params![
+                        s.ts as i64,
+                        s.seconds as i64,
+                        s.packets as i64,
+                        s.bytes as i64,
+                        s.tcp as i64,
+                        s.udp as i64,
+                        s.icmp as i64,
+                        s.other as i64,
+                        s.flows as i64
+                    ])?;
+                }
+                Msg::SessionStart(kind, source, reply) => {
+                    tx.execute(
+                        "INSERT INTO capture_sessions (started, kind, source) VALUES (?1, ?2, ?3)",
+                        params![now_ns() as i64, kind, source],
+                    )?;
+                    let _ignored = reply.send(tx.last_insert_rowid());
+                }
+                Msg::SessionEnd(id, packets, flows) => {
+                    tx.execute(
+                        "UPDATE capture_sessions SET ended = ?1, packets = ?2, flows = ?3 WHERE id = ?4",
+                        params![now_ns() as i64, packets as i64, flows as i64, id],
+                    )?;
+                }
+                Msg::Model(path, threshold, flows, meta) => {
+                    tx.execute(
+                        "INSERT INTO model_versions (created, path, threshold, flows, metadata) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![now_ns() as i64, path, threshold, flows as i64, meta],
+                    )?;
+                }
+                Msg::Sync(done) => syncs.push(done),
+            }
+            st.written.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    tx.commit()?;
+    st.commits.fetch_add(1, Ordering::Relaxed);
+    for s in syncs {
+        let _ignored = s.send(());
+    }
+    Ok(())
+}
+
+/// Deletes rows older than the age limit, then the oldest beyond the row limit, per table.
+pub fn apply_retention(c: &Connection, r: Retention, now_ns: u64) -> rusqlite::Result<u64> {
+    let cutoff = now_ns.saturating_sub(r.max_age_days * 86_400 * 1_000_000_000) as i64;
+    let mut deleted = 0;
+    for (table, col) in [
+        ("flows", "last_seen"),
+        ("alerts", "last_seen"),
+        ("anomalies", "ts"),
+        ("statistics", "ts"),
+    ] {
+        deleted += c.execute(&format!("DELETE FROM {table} WHERE {col} < ?1"), [cutoff])? as u64;
+        deleted += c.execute(
+            &format!("DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?1)"),
+            [r.max_rows as i64],
+        )? as u64;
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sensor-store-{}-{name}", std::process::id()));
+        let _ignored = std::fs::remove_dir_all(&d);
+        d.join("sensor.db")
+    }
+
+    #[test]
+    fn creates_private_wal_database_and_migrates_once() {
+        let p = tmp("create");
+        drop(open_rw(&p).expect("create"));
+        let mode = std::fs::metadata(&p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let c = open_rw(&p).expect("reopen");
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        let wal: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("mode");
+        assert_eq!((v, wal.as_str()), (SCHEMA_VERSION, "wal"));
+        c.pragma_update(None, "user_version", 99).expect("bump");
+        drop(c);
+        assert!(matches!(
+            open_rw(&p),
+            Err(StoreError::Newer { found: 99, .. })
+        ));
+        std::fs::remove_dir_all(p.parent().expect("dir")).ok();
+    }
+
+    #[test]
+    fn retention_deletes_by_age_and_by_count() {
+        let p = tmp("retention");
+        let c = open_rw(&p).expect("open");
+        let day = 86_400 * 1_000_000_000i64;
+        for i in 0..10i64 {
+            c.execute(
+                "INSERT INTO statistics (ts, seconds, packets, bytes, tcp, udp, icmp, other, flows) VALUES (?1, 1, 0, 0, 0, 0, 0, 0, 0)",
+                [100 * day + i * day],
+            )
+            .expect("insert");
+        }
+        let now = (110 * day) as u64;
+        // Age: 7 days keeps ts >= day 103 (7 rows); count: at most 5 rows.
+        apply_retention(
+            &c,
+            Retention {
+                max_age_days: 7,
+                max_rows: 5,
+            },
+            now,
+        )
+        .expect("retention");
+        let (n, min): (i64, i64) = c
+            .query_row("SELECT count(*), min(ts) FROM statistics", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("q");
+        assert_eq!((n, min / day), (5, 105));
+        std::fs::remove_dir_all(p.parent().expect("dir")).ok();
+    }
+}
