@@ -69,6 +69,17 @@ pub enum Command {
         #[command(flatten)]
         flow: FlowArgs,
     },
+    /// Serve the JSON API and the dashboard over a database.
+    Serve {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Address to listen on (loopback by default: the read endpoints need no token).
+        #[arg(long, env = "SENSOR_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Bearer token for the control endpoints (default: DATA_DIR/api-token, created once).
+        #[arg(long, env = "SENSOR_TOKEN")]
+        token: Option<String>,
+    },
     /// Train the anomaly model on baseline (attack-free) captures.
     Train {
         /// Baseline capture files.
@@ -166,6 +177,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Serve { db, listen, token } => serve(&db, listen, token),
         Command::Train {
             pcaps,
             model,
@@ -264,6 +276,69 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn serve(db: &DbArgs, listen: std::net::SocketAddr, token: Option<String>) -> anyhow::Result<()> {
+    let path = db
+        .path()
+        .ok_or_else(|| anyhow::anyhow!("serve needs a database (drop --no-db)"))?;
+    let token = match token {
+        Some(t) if t.len() >= 16 => t,
+        Some(_) => anyhow::bail!("--token must be at least 16 characters"),
+        None => {
+            let (t, created) = crate::api::load_or_create_token(&db.data_dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: cannot create the API token: {e}",
+                    db.data_dir.display()
+                )
+            })?;
+            if created {
+                eprintln!(
+                    "serve: new API token (stored in {}/api-token, shown once): {t}",
+                    db.data_dir.display()
+                );
+            }
+            t
+        }
+    };
+    let state = std::sync::Arc::new(crate::api::ApiState {
+        db: path,
+        data_dir: db.data_dir.clone(),
+        token,
+        started: std::time::Instant::now(),
+        capture: std::sync::RwLock::new("idle (sensor serve reads the database)".into()),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = crate::api::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        eprintln!(
+            "serve: dashboard and API on http://{}",
+            listener.local_addr()?
+        );
+        crate::api::serve(listener, state, shutdown_signal()).await?;
+        eprintln!("serve: stopped");
+        Ok(())
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM (systemd stops services with SIGTERM).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ignored = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

@@ -120,6 +120,8 @@ impl Detector {
             record: serde_json::json!({
                 "flow": crate::record::FlowRecord::from(f),
                 "top_features": top.clone(),
+                "score": v.score,
+                "severity": format!("{:?}", v.severity).to_lowercase(),
                 "threshold": model.threshold,
             }),
         });

@@ -1,0 +1,175 @@
+// Gateway sensor dashboard. Every value from the server is inserted as text (textContent),
+// never as HTML. Live updates come over server-sent events; a full reload happens only when
+// the tables need new rows.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const fmt = (n) => (typeof n === "number" ? n.toLocaleString() : n ?? "-");
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, opts);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
+  return body;
+}
+
+function cell(tr, value, cls) {
+  const td = document.createElement("td");
+  if (cls) {
+    const span = document.createElement("span");
+    span.className = cls;
+    span.textContent = value ?? "";
+    td.appendChild(span);
+  } else {
+    td.textContent = value ?? "";
+  }
+  td.title = value ?? "";
+  tr.appendChild(td);
+}
+
+// Rows are kept as data so sorting and filtering never re-parse the DOM.
+const tables = {};
+function setRows(id, rows, render) {
+  tables[id] = { rows, render, sortKey: tables[id]?.sortKey, desc: tables[id]?.desc ?? true };
+  draw(id);
+}
+function draw(id) {
+  const t = tables[id];
+  if (!t) return;
+  const filter = (document.querySelector(`.filter[data-table="${id}"]`)?.value || "").toLowerCase();
+  let rows = t.rows.filter((r) => !filter || JSON.stringify(r).toLowerCase().includes(filter));
+  if (t.sortKey) {
+    const k = t.sortKey;
+    rows = rows.slice().sort((a, b) => {
+      const x = a[k], y = b[k];
+      const c = typeof x === "number" && typeof y === "number" ? x - y : String(x ?? "").localeCompare(String(y ?? ""));
+      return t.desc ? -c : c;
+    });
+  }
+  const tbody = $(id).querySelector("tbody");
+  tbody.replaceChildren(...rows.map((r) => { const tr = document.createElement("tr"); t.render(tr, r); return tr; }));
+}
+document.querySelectorAll("th[data-key]").forEach((th) => {
+  th.addEventListener("click", () => {
+    const id = th.closest("table").id;
+    const t = tables[id];
+    if (!t) return;
+    t.desc = t.sortKey === th.dataset.key ? !t.desc : true;
+    t.sortKey = th.dataset.key;
+    th.closest("tr").querySelectorAll("th").forEach((h) => h.classList.toggle("sorted", h === th));
+    draw(id);
+  });
+});
+document.querySelectorAll(".filter").forEach((i) => i.addEventListener("input", () => draw(i.dataset.table)));
+
+const charts = {};
+function chart(id, type, labels, datasets, extra = {}) {
+  if (typeof Chart === "undefined") return;
+  if (charts[id]) {
+    charts[id].data.labels = labels;
+    charts[id].data.datasets = datasets;
+    charts[id].update("none");
+    return;
+  }
+  charts[id] = new Chart($(id), {
+    type, data: { labels, datasets },
+    options: { animation: false, responsive: true, plugins: { legend: { labels: { color: "#ccc" } } },
+      scales: type === "doughnut" ? {} : { x: { ticks: { color: "#999", maxTicksLimit: 8 } }, y: { ticks: { color: "#999" } } }, ...extra },
+  });
+}
+
+function showStats(s) {
+  $("c-packets").textContent = fmt(s.totals.packets);
+  $("c-flows").textContent = fmt(s.totals.flows);
+  $("c-anomalies").textContent = fmt(s.totals.anomalies);
+  $("c-alerts").textContent = fmt(s.totals.alerts);
+  chart("ch-traffic", "line", s.series.map((p) => p.ts.slice(11, 19)),
+    [{ label: "packets/s", data: s.series.map((p) => p.pps), borderColor: "#4aa3ff", pointRadius: 0 }]);
+  const p = s.protocols;
+  chart("ch-proto", "doughnut", ["TCP", "UDP", "ICMP", "other"],
+    [{ data: [p.tcp, p.udp, p.icmp, p.other], backgroundColor: ["#4aa3ff", "#f5a623", "#d0021b", "#7ed321"] }]);
+  const kinds = Object.keys(s.alerts_by_kind);
+  chart("ch-kinds", "bar", kinds, [{ label: "alerts", data: kinds.map((k) => s.alerts_by_kind[k]), backgroundColor: "#f5a623" }]);
+}
+
+async function loadTables() {
+  const [alerts, anomalies, flows, sus, talkers] = await Promise.all([
+    api("/api/alerts?limit=200"), api("/api/anomalies?limit=200"), api("/api/flows?limit=200"),
+    api("/api/suspicious-ips?limit=50"), api("/api/top-talkers?limit=50"),
+  ]);
+  setRows("t-alerts", alerts.items, (tr, a) => {
+    cell(tr, a.last_seen); cell(tr, a.kind); cell(tr, a.severity, "badge sev-" + a.severity);
+    cell(tr, a.src_ip ?? "many"); cell(tr, a.dst_ip ?? "many"); cell(tr, a.count); cell(tr, JSON.stringify(a.evidence));
+  });
+  setRows("t-anomalies", anomalies.items.map((x) => ({ ts: x.flow?.last_seen, src: x.flow?.src_ip, dst: x.flow?.dst_ip,
+      score: x.score ?? null, features: (x.top_features || []).map((f) => `${f.feature} (${Math.round(f.share * 100)}%)`).join(", ") })),
+    (tr, a) => { cell(tr, a.ts); cell(tr, a.src); cell(tr, a.dst); cell(tr, a.score); cell(tr, a.features); });
+  setRows("t-flows", flows.items.map((f) => ({ last_seen: f.last_seen, src_ip: `${f.src_ip}:${f.src_port}`, dst_ip: `${f.dst_ip}:${f.dst_port}`,
+      proto: f.proto, packets: f.packets_fwd + f.packets_rev, bytes: f.bytes_fwd + f.bytes_rev })),
+    (tr, f) => { cell(tr, f.last_seen); cell(tr, f.src_ip); cell(tr, f.dst_ip); cell(tr, f.proto); cell(tr, fmt(f.packets)); cell(tr, fmt(f.bytes)); });
+  setRows("t-suspicious", sus.items, (tr, s) => { cell(tr, s.ip); cell(tr, s.alerts); cell(tr, s.max_severity, "badge sev-" + s.max_severity); cell(tr, s.kinds.join(", ")); });
+  setRows("t-talkers", talkers.items, (tr, t) => { cell(tr, t.ip); cell(tr, fmt(t.bytes)); cell(tr, fmt(t.packets)); cell(tr, t.flows); });
+}
+
+async function loadStatus() {
+  const s = await api("/api/status");
+  $("st-capture").textContent = s.capture || "idle";
+  $("st-model").textContent = s.model ? `${s.model.flows} flows, threshold ${s.model.threshold.toFixed(3)}` : "none";
+  $("st-uptime").textContent = `${Math.floor(s.uptime_s / 60)} min`;
+}
+
+async function refresh() {
+  try {
+    await loadStatus();
+    showStats(await api("/api/stats?limit=120"));
+    await loadTables();
+    $("ctl-msg").textContent = "";
+  } catch (e) {
+    $("ctl-msg").textContent = e.message;
+  }
+}
+
+// Live: new alerts are prepended as they arrive; stats events redraw cards and charts.
+function live() {
+  const es = new EventSource("/api/events");
+  es.onopen = () => $("st-live").className = "dot on";
+  es.onerror = () => $("st-live").className = "dot off";
+  es.addEventListener("alert", (ev) => {
+    const a = JSON.parse(ev.data);
+    const t = tables["t-alerts"];
+    if (t) { t.rows.unshift(a); draw("t-alerts"); }
+  });
+  es.addEventListener("stats", (ev) => showStats(JSON.parse(ev.data)));
+}
+
+function token() {
+  let t = sessionStorage.getItem("sensor-token");
+  if (!t) {
+    t = prompt("API token (printed at first start, stored in DATA_DIR/api-token):");
+    if (t) sessionStorage.setItem("sensor-token", t);
+  }
+  return t;
+}
+
+async function control(path, body) {
+  const t = token();
+  if (!t) return;
+  $("ctl-msg").textContent = "working...";
+  try {
+    const r = await api(path, { method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + t },
+      body: JSON.stringify(body) });
+    $("ctl-msg").textContent = JSON.stringify(r);
+    refresh();
+  } catch (e) {
+    if (/token/.test(e.message)) sessionStorage.removeItem("sensor-token");
+    $("ctl-msg").textContent = e.message;
+  }
+}
+$("ctl-replay").onclick = () => control("/api/replay", { path: $("ctl-path").value });
+$("ctl-train").onclick = () => control("/api/model/train", { path: $("ctl-path").value });
+$("ctl-start").onclick = () => control("/api/capture/start", {});
+$("ctl-stop").onclick = () => control("/api/capture/stop", {});
+
+refresh();
+live();
+setInterval(loadTables, 30000);
