@@ -801,6 +801,7 @@ async fn replay(
                 flows_out: &mut crate::replay::JsonlSink::None,
                 alerts_out: &mut crate::replay::JsonlSink::None,
                 store: Some(&mut store),
+                webhook: None,
             },
         )
         .map_err(|e| match e {
@@ -838,6 +839,7 @@ async fn train(
                 flows_out: &mut crate::replay::JsonlSink::None,
                 alerts_out: &mut crate::replay::JsonlSink::None,
                 store: None,
+                webhook: None,
             },
         )
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;

@@ -227,6 +227,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .path()
                 .map(|p| Store::open(&p, config.store))
                 .transpose()?;
+            let webhook = crate::webhook::Webhook::start(&config.webhook);
             let s = replay(
                 &pcaps,
                 ReplayOptions {
@@ -237,6 +238,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     flows_out: &mut flows_out,
                     alerts_out: &mut alerts_out,
                     store: store.as_mut(),
+                    webhook: webhook.as_ref(),
                 },
             )?;
             eprintln!(
@@ -360,6 +362,7 @@ fn train(
             flows_out: &mut JsonlSink::None,
             alerts_out: &mut JsonlSink::None,
             store: None,
+            webhook: None,
         },
     )?;
     let sources = pcaps.iter().map(|p| p.display().to_string()).collect();

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{detect::RuleConfig, store::Retention};
+use crate::{detect::RuleConfig, store::Retention, webhook::WebhookConfig};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub rules: RuleConfig,
     pub store: Retention,
+    pub webhook: WebhookConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,3 +17,4 @@ pub mod poller;
 pub mod record;
 pub mod replay;
 pub mod store;
+pub mod webhook;

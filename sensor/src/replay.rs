@@ -18,6 +18,7 @@ use crate::{
     packet::Parsed,
     record::FlowRecord,
     store::{StatsRow, Store, StoreError},
+    webhook::Webhook,
 };
 
 /// Why a replay failed. `BadInput` is the user's to fix (exit status 2).
@@ -137,6 +138,8 @@ pub struct ReplayOptions<'a> {
     pub alerts_out: &'a mut JsonlSink,
     /// Database for flows, alerts, anomalies and per-second statistics.
     pub store: Option<&'a mut Store>,
+    /// Where each alert is also POSTed.
+    pub webhook: Option<&'a Webhook>,
 }
 
 /// Table, detector and outputs, fed batch by batch.
@@ -153,6 +156,7 @@ struct Outputs<'a> {
     flows_out: &'a mut JsonlSink,
     alerts_out: &'a mut JsonlSink,
     store: Option<&'a mut Store>,
+    webhook: Option<&'a Webhook>,
     flows: u64,
     alerts: BTreeMap<AlertKind, u64>,
     err: Option<ReplayError>,
@@ -188,6 +192,9 @@ impl Outputs<'_> {
         for a in d.book.take_closed() {
             *self.alerts.entry(a.kind).or_default() += 1;
             let rec = AlertRecord::from(&a);
+            if let Some(w) = self.webhook {
+                w.send(&rec);
+            }
             if let Err(e) = self.alerts_out.write(&rec) {
                 self.fail(e);
             }
@@ -329,6 +336,7 @@ pub fn replay(files: &[PathBuf], opts: ReplayOptions<'_>) -> Result<ReplaySummar
             flows_out: opts.flows_out,
             alerts_out: opts.alerts_out,
             store: opts.store,
+            webhook: opts.webhook,
             flows: 0,
             alerts: BTreeMap::new(),
             err: None,

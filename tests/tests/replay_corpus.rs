@@ -22,6 +22,7 @@ fn run(files: &[PathBuf]) -> Result<ReplaySummary, ReplayError> {
             flows_out: &mut JsonlSink::None,
             alerts_out: &mut JsonlSink::None,
             store: None,
+            webhook: None,
         },
     )
 }

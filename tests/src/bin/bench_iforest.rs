@@ -52,6 +52,7 @@ fn rows(corpora: &Path, files: &[&str]) -> Result<Vec<[f64; N_FEATURES]>> {
                 flows_out: &mut JsonlSink::None,
                 alerts_out: &mut JsonlSink::None,
                 store: None,
+                webhook: None,
             },
         )?;
         out.extend(s.features);
