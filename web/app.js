@@ -171,5 +171,9 @@ $("ctl-start").onclick = () => control("/api/capture/start", {});
 $("ctl-stop").onclick = () => control("/api/capture/stop", {});
 
 refresh();
-live();
-setInterval(loadTables, 30000);
+// `?live=0` gives a static page (reports, screenshots, headless tests): no event stream, no
+// periodic reload, so the page goes idle once it has drawn.
+if (new URLSearchParams(location.search).get("live") !== "0") {
+  live();
+  setInterval(loadTables, 30000);
+}

@@ -13,7 +13,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: libpcap for the fallback capture path, iproute2/ping for namespaces and
-/// tests, and the real traffic tools the lab and benchmarks drive.
+/// tests, the real traffic tools the lab and benchmarks drive, and the browser and load tools
+/// of the dashboard test and the API benchmark.
 const APT_PACKAGES: &[&str] = &[
     "libpcap-dev",
     "iproute2",
@@ -23,6 +24,11 @@ const APT_PACKAGES: &[&str] = &[
     "hping3",
     "iperf3",
     "tcpreplay",
+    // Headless browser for the dashboard test, and a font for its screenshot.
+    "chromium",
+    "fonts-dejavu-core",
+    // wrk for the API benchmark.
+    "wrk",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -210,6 +210,8 @@ impl Probe {
 #[derive(Default)]
 struct Sweep {
     hosts: HashMap<IpAddr, (u64, bool)>,
+    /// Hosts counted when the rule last fired: it fires again only when the sweep grows.
+    fired_at: usize,
 }
 
 impl Sweep {
@@ -324,6 +326,11 @@ impl Rules {
                 || ev.proto == proto::UDP);
         if probing_ports {
             let tracked = self.scans.len() < cap;
+            // Only a port not probed before continues a scan; repeats to a known port do not.
+            let fresh = self
+                .scans
+                .get(&(ev.src, ev.dst))
+                .is_none_or(|e| !e.0.seen.contains_key(&ev.dst_port));
             match self.scans.get_mut(&(ev.src, ev.dst)) {
                 Some(e) => e.0.add(ev.dst_port, now, 65_536),
                 None if tracked => {
@@ -339,7 +346,7 @@ impl Rules {
                     self.cfg.port_scan_window_s * NS,
                     self.cfg.port_scan_ports,
                 );
-                if n >= self.cfg.port_scan_ports {
+                if fresh && n >= self.cfg.port_scan_ports {
                     book.fire(Firing {
                         kind: AlertKind::PortScan,
                         detector: DetectorKind::Rule,
@@ -672,8 +679,20 @@ impl Rules {
             .collect();
         let n = hosts.len();
         if n < self.cfg.host_sweep_hosts {
+            sweep.fired_at = 0;
             return;
         }
+        if n <= sweep.fired_at {
+            return;
+        }
+        sweep.fired_at = n;
+        // The alert is as recent as the newest probe it counts, not the clock of this check.
+        let newest = hosts
+            .iter()
+            .filter_map(|h| sweep.hosts.get(h))
+            .map(|(t, _)| *t)
+            .max()
+            .unwrap_or(now);
         hosts.sort_unstable();
         hosts.truncate(10);
         book.fire(Firing {
@@ -681,7 +700,7 @@ impl Rules {
             detector: DetectorKind::Rule,
             src_ip: Some(key.0),
             dst_ip: None,
-            ts_ns: now,
+            ts_ns: newest,
             severity: Severity::from_ratio(n as f64 / self.cfg.host_sweep_hosts as f64),
             rate: n as f64,
             score: None,

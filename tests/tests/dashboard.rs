@@ -1,0 +1,174 @@
+//! The dashboard in a real browser: headless Chromium loads the page from a server over a
+//! database filled by replaying real captures, runs its JavaScript, and the rendered DOM must
+//! show the numbers, the charts and the alerts; a screenshot goes to target/dashboard.png.
+
+use std::{path::PathBuf, process::Command, sync::Arc, time::Instant};
+
+use sensor::{
+    api::{ApiState, serve},
+    detect::RuleConfig,
+    flow::FlowConfig,
+    replay::{JsonlSink, ReplayOptions, replay},
+    store::{Retention, Store},
+};
+
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+#[test]
+fn dashboard_renders_cards_charts_and_alerts() {
+    let Some(corpora) = sensor_tests::corpora() else {
+        eprintln!("SKIPPED dashboard test: ../shared/corpora is absent");
+        return;
+    };
+    let Some(browser) = chromium() else {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "chromium is missing (cargo xtask setup installs it)"
+        );
+        eprintln!("SKIPPED dashboard test: no chromium");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sensor-dash-{}", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("sensor.db");
+    let files = [
+        corpora.join("generated/nmap_sS_top1000.pcap"),
+        corpora.join("generated/hping3_udpflood_20k.pcap"),
+    ];
+    let summary = {
+        let mut store = Store::open(&db, Retention::default()).expect("store");
+        replay(
+            &files,
+            ReplayOptions {
+                flow: FlowConfig::default(),
+                rules: Some(RuleConfig::default()),
+                model: None,
+                collect_features: false,
+                flows_out: &mut JsonlSink::None,
+                alerts_out: &mut JsonlSink::None,
+                store: Some(&mut store),
+                webhook: None,
+            },
+        )
+        .expect("replay")
+    };
+    let state = Arc::new(ApiState {
+        db,
+        data_dir: dir.clone(),
+        token: "dashboard-test-token-0123".into(),
+        started: Instant::now(),
+        capture: std::sync::RwLock::new("replay".into()),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            addr_tx.send(l.local_addr().expect("addr")).expect("addr");
+            serve(l, state, async move {
+                let _ignored = stop_rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+    });
+    // Static mode: without the event stream the page goes idle once drawn, which is what
+    // headless Chromium waits for before it dumps or shoots.
+    let url = format!("http://{}/?live=0", addr_rx.recv().expect("addr"));
+    let profile = dir.join("profile");
+    let run = |extra: &[&str]| {
+        let out = Command::new(&browser)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1400,2000",
+                "--virtual-time-budget=10000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("run chromium");
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = run(&["--dump-dom"]);
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
+    run(&[&format!("--screenshot={}", shot.display())]);
+    let _ignored = stop_tx.send(());
+    server.join().expect("server");
+    let _ignored = std::fs::remove_dir_all(&dir);
+
+    // Cards: the packet card shows the replayed total (digits only: separators follow the locale).
+    let card = |id: &str| -> String {
+        let start = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no #{id} in the page"));
+        let rest = &dom[start..];
+        let text =
+            &rest[rest.find('>').expect("tag end") + 1..rest.find("</div>").expect("div end")];
+        text.chars().filter(char::is_ascii_digit).collect()
+    };
+    assert_eq!(
+        card("c-packets"),
+        summary.read.packets.to_string(),
+        "packet card"
+    );
+    assert_eq!(card("c-flows"), summary.flows.to_string(), "flow card");
+    assert_eq!(
+        card("c-alerts"),
+        summary.alerts.values().sum::<u64>().to_string(),
+        "alert card"
+    );
+    // Charts: Chart.js sized the canvases when it drew them.
+    for id in ["ch-traffic", "ch-proto", "ch-kinds"] {
+        let at = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no canvas {id}"));
+        let tag = &dom
+            [dom[..at].rfind('<').expect("tag start")..at + dom[at..].find('>').expect("tag end")];
+        assert!(tag.contains("box-sizing"), "{id} was not drawn: {tag}");
+    }
+    // The alert table shows the scan and the flood with attacker, victim and severity badge.
+    let table = &dom[dom.find("id=\"t-alerts\"").expect("alert table")..];
+    let table = &table[..table.find("</table>").expect("table end")];
+    for needle in [
+        "port_scan",
+        "udp_flood",
+        "10.99.0.1",
+        "10.99.0.2",
+        "badge sev-",
+    ] {
+        assert!(
+            table.contains(needle),
+            "alert table lacks {needle}: {table}"
+        );
+    }
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
+        "screenshot missing or empty"
+    );
+}
