@@ -49,6 +49,8 @@ enum Task {
     Eval,
     /// This Isolation Forest vs scikit-learn's: scoring time per flow and ROC AUC, same run.
     BenchIforest,
+    /// wrk against /api/alerts?limit=100 on 100k alerts and 1M flows while ingest runs.
+    BenchApi,
     /// Compare `sensor replay` flow totals with nDPI's flow lists in ../shared/corpora/ndpi.
     CorpusCheck,
     /// BPF_PROG_TEST_RUN ns/packet of the sensor vs an empty XDP program, same run.
@@ -214,6 +216,17 @@ fn main() -> ExitCode {
         Task::Run { iface } => run(iface.as_deref()),
         Task::BenchXdp { args } => bench_xdp(args),
         Task::CorpusCheck => corpus_check(),
+        Task::BenchApi => setup::setup().and_then(|()| {
+            setup::run(cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "sensor-tests",
+                "--bin",
+                "bench_api",
+            ]))?;
+            setup::run(&mut Command::new(target_dir().join("release/bench_api")))
+        }),
         Task::BenchIforest => setup::setup().and_then(|()| {
             setup::python_package("sklearn", "scikit-learn")?;
             setup::run(cargo().args([
