@@ -30,7 +30,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::store::open_ro;
+use crate::{
+    detect::features::{FlowNumbers, N_FEATURES, SourceContext, number_features},
+    store::open_ro,
+};
 
 /// What goes wrong in a request, and what the client is told.
 #[derive(Debug, thiserror::Error)]
@@ -819,37 +822,121 @@ async fn replay(
     Ok(Json(summary))
 }
 
+/// Training input: a capture in the data directory, or a time range of stored flows.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainBody {
+    path: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// Feature rows of the stored flows that ended in `[since, until]`, oldest first, with the
+/// source fan-out rebuilt from the same flows as it would have been live.
+fn stored_rows(c: &Connection, since: i64, until: i64) -> Result<Vec<[f64; N_FEATURES]>, ApiError> {
+    #[derive(Deserialize)]
+    struct Stored {
+        src_ip: std::net::IpAddr,
+        dst_ip: std::net::IpAddr,
+        dst_port: u16,
+        #[serde(flatten)]
+        numbers: FlowNumbers,
+    }
+    let mut stmt = c.prepare(
+        "SELECT first_seen, last_seen, record FROM flows WHERE last_seen >= ?1 AND last_seen <= ?2 ORDER BY first_seen LIMIT 2000000",
+    )?;
+    let rows: Vec<(i64, i64, String)> = stmt
+        .query_map([since, until], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let cfg = crate::detect::RuleConfig::default();
+    let mut ctx = SourceContext::new(cfg.port_scan_window_s * 1_000_000_000, cfg.max_tracked);
+    let mut out = Vec::with_capacity(rows.len());
+    for (first, last, rec) in rows {
+        let Ok(f) = serde_json::from_str::<Stored>(&rec) else {
+            continue;
+        };
+        ctx.on_event(&crate::flow::FlowEvent {
+            ts_ns: first.max(0) as u64,
+            src: f.src_ip,
+            dst: f.dst_ip,
+            dst_port: f.dst_port,
+            proto: 0,
+            family: 0,
+            key_dst_port: f.dst_port,
+            new_flow: true,
+            from_src: true,
+            packets: 1,
+            bytes: 0,
+            syn: 0,
+            syn_ack: 0,
+            rst: 0,
+            completed: false,
+        });
+        out.push(number_features(
+            &f.numbers,
+            ctx.fan_out(f.src_ip, last.max(0) as u64),
+        ));
+    }
+    Ok(out)
+}
+
 async fn train(
     State(st): State<Shared>,
     headers: HeaderMap,
-    b: Result<Json<PathBody>, axum::extract::rejection::JsonRejection>,
+    b: Result<Json<TrainBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &headers)?;
-    let file = inside_data_dir(&st.data_dir, &body(b)?.path)?;
+    let b = b
+        .map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    enum Source {
+        File(PathBuf),
+        Range(i64, i64),
+    }
+    let source = match (b.path, b.since, b.until) {
+        (Some(p), None, None) => Source::File(inside_data_dir(&st.data_dir, &p)?),
+        (None, Some(s), Some(u)) => {
+            let (s, u) = (parse_time("since", &s)?, parse_time("until", &u)?);
+            if s > u {
+                return Err(ApiError::BadRequest("since is after until".into()));
+            }
+            Source::Range(s, u)
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either {\"path\"} or {\"since\", \"until\"}".into(),
+            ));
+        }
+    };
     let out = st.data_dir.join("model.json");
     let db = st.db.clone();
     let r = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-        let s = crate::replay::replay(
-            std::slice::from_ref(&file),
-            crate::replay::ReplayOptions {
-                flow: crate::flow::FlowConfig::default(),
-                rules: Some(crate::detect::RuleConfig::default()),
-                model: None,
-                collect_features: true,
-                flows_out: &mut crate::replay::JsonlSink::None,
-                alerts_out: &mut crate::replay::JsonlSink::None,
-                store: None,
-                webhook: None,
-            },
-        )
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let m = crate::detect::model::Model::train(
-            &s.features,
-            crate::detect::iforest::ForestParams::default(),
-            0.1,
-            vec![file.display().to_string()],
-        )
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let (rows, what) = match source {
+            Source::File(file) => {
+                let s = crate::replay::replay(
+                    std::slice::from_ref(&file),
+                    crate::replay::ReplayOptions {
+                        flow: crate::flow::FlowConfig::default(),
+                        rules: Some(crate::detect::RuleConfig::default()),
+                        model: None,
+                        collect_features: true,
+                        flows_out: &mut crate::replay::JsonlSink::None,
+                        alerts_out: &mut crate::replay::JsonlSink::None,
+                        store: None,
+                        webhook: None,
+                    },
+                )
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                (s.features, file.display().to_string())
+            }
+            Source::Range(since, until) => {
+                let c = open_ro(&db).map_err(|e| ApiError::Internal(e.to_string()))?;
+                let rows = stored_rows(&c, since, until)?;
+                (rows, format!("stored flows {} .. {}", crate::record::rfc3339_us(since as u64), crate::record::rfc3339_us(until as u64)))
+            }
+        };
+        let m = crate::detect::model::Model::train(&rows, crate::detect::iforest::ForestParams::default(), 0.1, vec![what])
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         m.save(&out).map_err(|e| ApiError::Internal(e.to_string()))?;
         let store = crate::store::Store::open(&db, crate::store::Retention::default()).map_err(|e| ApiError::Internal(e.to_string()))?;
         store

@@ -377,6 +377,36 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
     assert_eq!(v["alerts"]["port_scan"], 1, "{v}");
     let alerts = get_json(&srv, "/api/alerts?kind=port_scan");
     assert_eq!(alerts["items"][0]["src_ip"], "10.99.0.1");
+    // Train from the stored flows of that replay (a time range), then from the capture.
+    let (code, body) = http(
+        srv.addr,
+        "POST",
+        "/api/model/train",
+        t,
+        Some("{\"since\": \"0\", \"until\": \"3999999999\"}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert!(v["flows"].as_u64().is_some_and(|n| n > 1000), "{v}");
+    assert!(srv.dir.join("model.json").is_file());
+    let status = get_json(&srv, "/api/status");
+    assert_eq!(status["model"]["flows"], v["flows"], "{status}");
+    let (code, _) = http(
+        srv.addr,
+        "POST",
+        "/api/model/train",
+        t,
+        Some("{\"path\": \"scan.pcap\"}"),
+    );
+    assert_eq!(code, 200);
+    let (code, _) = http(
+        srv.addr,
+        "POST",
+        "/api/model/train",
+        t,
+        Some("{\"since\": \"10\"}"),
+    );
+    assert_eq!(code, 400, "a range needs both ends");
     std::fs::write(srv.dir.join("junk.pcap"), b"not a capture").expect("junk");
     let (code, body) = http(
         srv.addr,

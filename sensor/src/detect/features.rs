@@ -86,31 +86,75 @@ impl SourceContext {
     }
 }
 
-/// The raw (unscaled) feature vector of a finished flow. Counts and rates go through
-/// `ln(1 + x)`: they span orders of magnitude, and random splits on a log scale separate
-/// 10 from 1,000 as readily as 1,000 from 100,000.
-pub fn features(f: &Flow, (ports, hosts): (usize, usize)) -> [f64; N_FEATURES] {
-    let dur = f.duration().as_secs_f64();
+/// The numbers of a flow that features are made of: what a live `Flow` holds and what a
+/// stored flow record keeps, so a model trained from the database sees the same features as one
+/// trained from a capture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct FlowNumbers {
+    pub duration_s: f64,
+    pub packets_fwd: u64,
+    pub packets_rev: u64,
+    pub bytes_fwd: u64,
+    pub bytes_rev: u64,
+    pub mean_len: f64,
+    pub std_len: f64,
+    pub mean_iat_us: Option<f64>,
+    pub std_iat_us: Option<f64>,
+    pub syn: u64,
+    pub fin: u64,
+    pub rst: u64,
+}
+
+impl From<&Flow> for FlowNumbers {
+    fn from(f: &Flow) -> Self {
+        let iat = (f.iat_us.n > 0).then_some(f.iat_us);
+        Self {
+            duration_s: f.duration().as_secs_f64(),
+            packets_fwd: f.fwd.packets,
+            packets_rev: f.rev.packets,
+            bytes_fwd: f.fwd.bytes,
+            bytes_rev: f.rev.bytes,
+            mean_len: f.len.mean,
+            std_len: f.len.std(),
+            mean_iat_us: iat.map(|m| m.mean),
+            std_iat_us: iat.map(|m| m.std()),
+            syn: f.syn,
+            fin: f.fin,
+            rst: f.rst,
+        }
+    }
+}
+
+/// The raw (unscaled) feature vector of a finished flow.
+pub fn features(f: &Flow, fan_out: (usize, usize)) -> [f64; N_FEATURES] {
+    number_features(&FlowNumbers::from(f), fan_out)
+}
+
+/// Features from a flow's numbers. Counts and rates go through `ln(1 + x)`: they span orders
+/// of magnitude, and random splits on a log scale separate 10 from 1,000 as readily as 1,000
+/// from 100,000.
+pub fn number_features(f: &FlowNumbers, (ports, hosts): (usize, usize)) -> [f64; N_FEATURES] {
+    let dur = f.duration_s.max(0.0);
     let d = dur.max(MIN_DURATION_S);
-    let packets = f.packets().max(1) as f64;
+    let packets = (f.packets_fwd + f.packets_rev).max(1) as f64;
     let l = |x: f64| x.max(0.0).ln_1p();
-    let iat = |m: f64| if f.iat_us.n > 0 { m } else { 0.0 };
     let v = [
         l(dur),
-        l(f.fwd.packets as f64),
-        l(f.rev.packets as f64),
-        l(f.fwd.bytes as f64),
-        l(f.rev.bytes as f64),
+        l(f.packets_fwd as f64),
+        l(f.packets_rev as f64),
+        l(f.bytes_fwd as f64),
+        l(f.bytes_rev as f64),
         l(packets / d),
-        l(f.bytes() as f64 / d),
-        l(f.len.mean),
-        l(f.len.std()),
-        l(iat(f.iat_us.mean)),
-        l(iat(f.iat_us.std())),
+        l((f.bytes_fwd + f.bytes_rev) as f64 / d),
+        l(f.mean_len),
+        l(f.std_len),
+        l(f.mean_iat_us.unwrap_or(0.0)),
+        l(f.std_iat_us.unwrap_or(0.0)),
         f.syn as f64 / packets,
         f.fin as f64 / packets,
         f.rst as f64 / packets,
-        l(f.rev.packets as f64 / (f.fwd.packets as f64 + 1.0)),
+        l(f.packets_rev as f64 / (f.packets_fwd as f64 + 1.0)),
         l(ports as f64),
         l(hosts as f64),
     ];
