@@ -88,8 +88,14 @@ function showStats(s) {
   const p = s.protocols;
   chart("ch-proto", "doughnut", ["TCP", "UDP", "ICMP", "other"],
     [{ data: [p.tcp, p.udp, p.icmp, p.other], backgroundColor: ["#4aa3ff", "#f5a623", "#d0021b", "#7ed321"] }]);
-  const kinds = Object.keys(s.alerts_by_kind);
-  chart("ch-kinds", "bar", kinds, [{ label: "alerts", data: kinds.map((k) => s.alerts_by_kind[k]), backgroundColor: "#f5a623" }]);
+  // Alerts by kind over time: one stacked bar per time bucket, one colour per kind.
+  const times = [...new Set(s.alert_series.map((a) => a.ts))];
+  const kinds = [...new Set(s.alert_series.map((a) => a.kind))];
+  const colours = ["#f5a623", "#d0021b", "#4aa3ff", "#7ed321", "#bd10e0", "#50e3c2", "#b8e986", "#9b9b9b"];
+  chart("ch-kinds", "bar", times.map((t) => t.slice(11, 19)), kinds.map((k, i) => ({
+    label: k, backgroundColor: colours[i % colours.length],
+    data: times.map((t) => s.alert_series.find((a) => a.ts === t && a.kind === k)?.count ?? 0),
+  })), { scales: { x: { stacked: true, ticks: { color: "#999" } }, y: { stacked: true, ticks: { color: "#999" } } } });
 }
 
 async function loadTables() {

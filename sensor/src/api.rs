@@ -556,7 +556,37 @@ fn stats_json(c: &Connection, f: &Filter) -> Result<Value, ApiError> {
         "protocols": { "tcp": tcp, "udp": udp, "icmp": icmp, "other": other },
         "alerts_by_kind": by_kind,
         "series": series,
+        "alert_series": alert_series(c, f)?,
     }))
+}
+
+/// Alerts per kind over time (by last_seen), in at most `limit` buckets over their range.
+fn alert_series(c: &Connection, f: &Filter) -> Result<Vec<Value>, ApiError> {
+    let (cond, args) = range(f, "last_seen");
+    let (lo, hi): (Option<i64>, Option<i64>) = c.query_row(
+        &format!("SELECT min(last_seen), max(last_seen) FROM alerts WHERE 1=1{cond}"),
+        params_from_iter(args.clone()),
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(Vec::new());
+    };
+    let step = ((hi - lo) / f.limit.clamp(1, 1000) + 1).max(1_000_000_000);
+    let mut p: Vec<i64> = vec![lo, step];
+    p.extend(args);
+    // SQLite numbers the bare `?` of `cond` after ?1 and ?2.
+    let mut stmt = c.prepare(&format!(
+        "SELECT (last_seen - ?1) / ?2 AS b, kind, count(*) FROM alerts WHERE 1=1{cond} GROUP BY b, kind ORDER BY b, kind"
+    ))?;
+    let rows = stmt.query_map(params_from_iter(p), |r| {
+        let b: i64 = r.get(0)?;
+        Ok(json!({
+            "ts": crate::record::rfc3339_us((lo + b * step).max(0) as u64),
+            "kind": r.get::<_, String>(1)?,
+            "count": r.get::<_, i64>(2)?,
+        }))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 async fn stats(

@@ -603,6 +603,43 @@ mod tests {
     }
 
     #[test]
+    fn reopening_an_existing_database_keeps_its_rows() {
+        let p = tmp("reopen");
+        {
+            let s = Store::open(&p, Retention::default()).expect("open");
+            s.stats_row(
+                StatsRow {
+                    ts: 1,
+                    seconds: 1,
+                    packets: 5,
+                    ..StatsRow::default()
+                },
+                true,
+            )
+            .expect("row");
+            s.sync().expect("sync");
+        }
+        // A database at version 0 (e.g. an empty file someone created) is migrated too.
+        let empty = p.with_file_name("empty.db");
+        std::fs::write(&empty, b"").expect("empty file");
+        let c = open_rw(&empty).expect("migrate empty");
+        let tables: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("tables");
+        assert_eq!(tables, 6);
+        let c = open_rw(&p).expect("reopen");
+        let n: i64 = c
+            .query_row("SELECT sum(packets) FROM statistics", [], |r| r.get(0))
+            .expect("sum");
+        assert_eq!(n, 5);
+        std::fs::remove_dir_all(p.parent().expect("dir")).ok();
+    }
+
+    #[test]
     fn retention_deletes_by_age_and_by_count() {
         let p = tmp("retention");
         let c = open_rw(&p).expect("open");

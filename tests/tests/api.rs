@@ -244,6 +244,14 @@ fn read_endpoints_filters_and_cursor_pagination() {
     assert_eq!(stats["protocols"]["udp"], 900);
     assert_eq!(stats["alerts_by_kind"]["port_scan"], 84);
     assert_eq!(stats["series"].as_array().map(Vec::len), Some(30));
+    let per_kind: i64 = stats["alert_series"]
+        .as_array()
+        .expect("alert series")
+        .iter()
+        .filter(|p| p["kind"] == "syn_flood")
+        .map(|p| p["count"].as_i64().expect("count"))
+        .sum();
+    assert_eq!(per_kind, 83, "alerts over time add up per kind");
     let sus = get_json(&srv, "/api/suspicious-ips");
     assert_eq!(sus["items"][0]["ip"], "10.0.0.3", "critical first: {sus}");
     assert!(
