@@ -217,10 +217,11 @@ struct Filter {
 
 /// RFC 3339 or Unix seconds, to ns.
 fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
-    if let Ok(secs) = v.parse::<f64>() {
-        if secs.is_finite() && (0.0..4.0e9).contains(&secs) {
-            return Ok((secs * 1e9) as i64);
-        }
+    if let Ok(secs) = v.parse::<f64>()
+        && secs.is_finite()
+        && (0.0..4.0e9).contains(&secs)
+    {
+        return Ok((secs * 1e9) as i64);
     }
     chrono::DateTime::parse_from_rfc3339(v)
         .ok()
@@ -318,11 +319,9 @@ fn list(
         sql.push_str(&format!(" AND {time_col} <= ?"));
         args.push(Box::new(v));
     }
-    if with_kind {
-        if let Some(k) = &f.kind {
-            sql.push_str(" AND kind = ?");
-            args.push(Box::new(k.clone()));
-        }
+    if with_kind && let Some(k) = &f.kind {
+        sql.push_str(" AND kind = ?");
+        args.push(Box::new(k.clone()));
     }
     if let Some(s) = &f.severity {
         sql.push_str(" AND severity = ?");
@@ -662,7 +661,7 @@ fn async_stream(st: Shared) -> impl futures_util::Stream<Item = Result<Event, In
                     return;
                 }
             }
-            if tick % 5 == 0 {
+            if tick.is_multiple_of(5) {
                 let f = Filter {
                     since: None,
                     until: None,
@@ -683,17 +682,7 @@ fn async_stream(st: Shared) -> impl futures_util::Stream<Item = Result<Event, In
             }
         }
     });
-    tokio_stream::wrappers::ReceiverStream::new(rx).map_ok()
-}
-
-trait MapOk: Sized {
-    fn map_ok(self) -> futures_util::stream::Map<Self, fn(Event) -> Result<Event, Infallible>>;
-}
-
-impl<S: futures_util::Stream<Item = Event>> MapOk for S {
-    fn map_ok(self) -> futures_util::stream::Map<Self, fn(Event) -> Result<Event, Infallible>> {
-        futures_util::StreamExt::map(self, Ok)
-    }
+    futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
 }
 
 /// Prometheus text exposition.

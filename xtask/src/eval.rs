@@ -146,7 +146,7 @@ pub fn eval(sensor: &Path, corpora: &Path) -> Result<()> {
     }
     let tmp = std::env::temp_dir().join(format!("sensor-eval-{}.jsonl", std::process::id()));
     let (mut detected, mut attacks) = (0, 0);
-    println!("{:70} {:12} {}", "attack capture", "expected", "detected");
+    println!("{:70} {:12} detected", "attack capture", "expected");
     for (file, kind, src, dst) in ATTACKS {
         let path = corpora.join(file);
         if !path.is_file() {

@@ -386,10 +386,11 @@ impl Rules {
             if let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Tcp(ev.dst_port))) {
                 s.answer(ev.dst);
             }
-        } else if ev.proto == proto::UDP && !ev.from_src {
-            if let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Udp(ev.dst_port))) {
-                s.answer(ev.dst);
-            }
+        } else if ev.proto == proto::UDP
+            && !ev.from_src
+            && let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Udp(ev.dst_port)))
+        {
+            s.answer(ev.dst);
         }
 
         if ev.family == family::ARP {
