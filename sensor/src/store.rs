@@ -46,7 +46,7 @@ pub enum StoreError {
 }
 
 /// Current schema version; `MIGRATIONS[i]` takes a database from version i to i + 1.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -127,6 +127,10 @@ const MIGRATIONS: &[&str] = &[
         flows INTEGER NOT NULL,
         metadata TEXT NOT NULL
     );",
+    // 1 -> 2: live alerts are written when they open and updated as they grow and close; the
+    // key (session and run-local alert id) makes that one row.
+    "ALTER TABLE alerts ADD COLUMN alert_key TEXT;
+    CREATE UNIQUE INDEX alerts_key ON alerts(alert_key);",
 ];
 
 /// One second (or interval) of traffic, for the charts.
@@ -447,8 +451,11 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         let mut alert = tx.prepare_cached(
-            "INSERT INTO alerts (kind, severity, detector, src_ip, dst_ip, first_seen, last_seen, count, score, session_id, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO alerts (kind, severity, detector, src_ip, dst_ip, first_seen, last_seen, count, score, session_id, record, alert_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(alert_key) DO UPDATE SET severity = excluded.severity, src_ip = excluded.src_ip,
+               dst_ip = excluded.dst_ip, last_seen = excluded.last_seen, count = excluded.count,
+               score = excluded.score, record = excluded.record",
         )?;
         for m in batch.drain(..) {
             match m {
@@ -491,6 +498,8 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                         a.score,
                         (sid > 0).then_some(sid as i64),
                         j.to_string(),
+                        // Replays write each alert once, in its final state: no key needed.
+                        (sid > 0).then(|| format!("{sid}-{}", a.id)),
                     ])?;
                 }
                 Msg::Anomaly(a) => {
@@ -636,6 +645,37 @@ mod tests {
             .query_row("SELECT sum(packets) FROM statistics", [], |r| r.get(0))
             .expect("sum");
         assert_eq!(n, 5);
+        std::fs::remove_dir_all(p.parent().expect("dir")).ok();
+    }
+
+    #[test]
+    fn a_version_1_database_with_data_is_migrated_to_the_current_schema() {
+        let p = tmp("v1");
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("dir");
+        {
+            let c = Connection::open(&p).expect("create v1");
+            c.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+            c.pragma_update(None, "user_version", 1).expect("version");
+            c.execute(
+                "INSERT INTO alerts (kind, severity, detector, first_seen, last_seen, count, record) VALUES ('port_scan', 'high', 'rule', 1, 2, 3, '{}')",
+                [],
+            )
+            .expect("old alert");
+        }
+        let c = open_rw(&p).expect("migrate");
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        let (n, key): (i64, Option<String>) = c
+            .query_row("SELECT count(*), max(alert_key) FROM alerts", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("rows");
+        assert_eq!(
+            (v, n, key),
+            (SCHEMA_VERSION, 1, None),
+            "old rows kept, new column added"
+        );
         std::fs::remove_dir_all(p.parent().expect("dir")).ok();
     }
 
