@@ -83,6 +83,8 @@ pub struct ApiState {
     pub started: Instant,
     /// Capture state text for `/api/status` (e.g. "replay", "live on eth1", "idle").
     pub capture: std::sync::RwLock<String>,
+    /// Live agent numbers (`sensor run`); `None` in `sensor serve`.
+    pub live: Option<Arc<crate::agent::LiveMetrics>>,
 }
 
 pub type Shared = Arc<ApiState>;
@@ -609,12 +611,25 @@ async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
     })
     .await
     .unwrap_or(None);
+    let kernel = st.live.as_ref().map(|m| {
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        json!({
+            "packets": g(&m.kernel_packets),
+            "bytes": g(&m.kernel_bytes),
+            "parse_errors": g(&m.kernel_parse_errors),
+            "flow_map_insert_full": g(&m.kernel_insert_full),
+            "flow_map_insert_other": g(&m.kernel_insert_other),
+            "overflow_lost": g(&m.kernel_overflow_lost),
+            "flows_active": g(&m.flows_active),
+            "poll_latency_us": g(&m.poll_latency_us),
+        })
+    });
     Ok(Json(json!({
         "capture": capture,
         "database": db,
         "model": model,
         "uptime_s": uptime,
-        "kernel": null,
+        "kernel": kernel,
     })))
 }
 
@@ -724,6 +739,71 @@ async fn metrics(State(st): State<Shared>) -> Result<Response, ApiError> {
         Ok(out)
     })
     .await?;
+    let mut body = body;
+    if let Some(m) = &st.live {
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, help, kind, v) in [
+            (
+                "sensor_flows_active",
+                "Flows held in the flow table.",
+                "gauge",
+                g(&m.flows_active),
+            ),
+            (
+                "sensor_kernel_packets_total",
+                "Packets the XDP program saw.",
+                "counter",
+                g(&m.kernel_packets),
+            ),
+            (
+                "sensor_kernel_parse_errors_total",
+                "Frames the XDP program could not parse.",
+                "counter",
+                g(&m.kernel_parse_errors),
+            ),
+            (
+                "sensor_kernel_flow_map_full_total",
+                "Flow inserts refused: map full.",
+                "counter",
+                g(&m.kernel_insert_full),
+            ),
+            (
+                "sensor_kernel_flow_map_errors_total",
+                "Flow inserts refused: other errors.",
+                "counter",
+                g(&m.kernel_insert_other),
+            ),
+            (
+                "sensor_kernel_overflow_lost_total",
+                "Packets lost by the per-host overflow maps too.",
+                "counter",
+                g(&m.kernel_overflow_lost),
+            ),
+            (
+                "sensor_poll_latency_microseconds",
+                "Duration of the last map poll.",
+                "gauge",
+                g(&m.poll_latency_us),
+            ),
+            ("sensor_polls_total", "Map polls.", "counter", g(&m.polls)),
+            (
+                "sensor_db_queue_depth",
+                "Rows waiting for the database writer.",
+                "gauge",
+                g(&m.db_queue),
+            ),
+            (
+                "sensor_db_dropped_total",
+                "Rows the full database queue refused.",
+                "counter",
+                g(&m.db_dropped),
+            ),
+        ] {
+            body.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 

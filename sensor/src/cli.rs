@@ -69,6 +69,39 @@ pub enum Command {
         #[command(flatten)]
         flow: FlowArgs,
     },
+    /// Attach the XDP sensor to interfaces and run detection, storage and the API live.
+    Run {
+        /// Interface to watch (repeat for several).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// XDP attach mode: auto tries driver mode, then generic (skb) mode.
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: crate::agent::AttachMode,
+        /// Attach even when another XDP program is attached (it is replaced).
+        #[arg(long)]
+        force: bool,
+        /// Milliseconds between map polls.
+        #[arg(long, env = "SENSOR_POLL_MS", default_value_t = 250)]
+        poll_ms: u64,
+        #[arg(long, env = "SENSOR_FLOW_ENTRIES", default_value_t = KernelConfig::default().flows)]
+        flow_entries: u32,
+        #[arg(long, env = "SENSOR_HOST_ENTRIES", default_value_t = KernelConfig::default().hosts)]
+        host_entries: u32,
+        #[arg(long, env = "SENSOR_COARSE_TIME")]
+        coarse_time: bool,
+        #[arg(long, env = "SENSOR_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "SENSOR_MODEL")]
+        model: Option<PathBuf>,
+        #[arg(long, env = "SENSOR_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        #[arg(long, env = "SENSOR_TOKEN")]
+        token: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        flow: FlowArgs,
+    },
     /// Serve the JSON API and the dashboard over a database.
     Serve {
         #[command(flatten)]
@@ -178,6 +211,50 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { db, listen, token } => serve(&db, listen, token),
+        Command::Run {
+            ifaces,
+            xdp_mode,
+            force,
+            poll_ms,
+            flow_entries,
+            host_entries,
+            coarse_time,
+            config,
+            model,
+            listen,
+            token,
+            db,
+            flow,
+        } => {
+            let config = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            let model = model.as_deref().map(Model::load).transpose()?;
+            let token = api_token(&db, token)?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            stop_on_signals(std::sync::Arc::clone(&stop))?;
+            let opts = crate::agent::AgentOptions {
+                ifaces,
+                mode: xdp_mode,
+                force,
+                kernel: KernelConfig {
+                    flows: flow_entries,
+                    hosts: host_entries,
+                    coarse_time,
+                },
+                poll: std::time::Duration::from_millis(poll_ms.max(10)),
+                flow: flow.config(),
+                config,
+                model,
+                db: db.path(),
+                data_dir: db.data_dir.clone(),
+                listen,
+                token,
+            };
+            crate::agent::run(opts, stop)?;
+            Ok(())
+        }
         Command::Train {
             pcaps,
             model,
@@ -281,11 +358,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn serve(db: &DbArgs, listen: std::net::SocketAddr, token: Option<String>) -> anyhow::Result<()> {
-    let path = db
-        .path()
-        .ok_or_else(|| anyhow::anyhow!("serve needs a database (drop --no-db)"))?;
-    let token = match token {
+/// SIGINT/SIGTERM set `stop` (the agent finishes cleanly); a second one exits at once.
+fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                shutdown_signal().await;
+                eprintln!("run: stopping (again to exit at once)");
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                shutdown_signal().await;
+                std::process::exit(130);
+            });
+        })?;
+    Ok(())
+}
+
+/// `--token`, or the data directory's token (created, and printed once, on first start).
+fn api_token(db: &DbArgs, token: Option<String>) -> anyhow::Result<String> {
+    Ok(match token {
         Some(t) if t.len() >= 16 => t,
         Some(_) => anyhow::bail!("--token must be at least 16 characters"),
         None => {
@@ -297,19 +391,27 @@ fn serve(db: &DbArgs, listen: std::net::SocketAddr, token: Option<String>) -> an
             })?;
             if created {
                 eprintln!(
-                    "serve: new API token (stored in {}/api-token, shown once): {t}",
+                    "new API token (stored in {}/api-token, shown once): {t}",
                     db.data_dir.display()
                 );
             }
             t
         }
-    };
+    })
+}
+
+fn serve(db: &DbArgs, listen: std::net::SocketAddr, token: Option<String>) -> anyhow::Result<()> {
+    let path = db
+        .path()
+        .ok_or_else(|| anyhow::anyhow!("serve needs a database (drop --no-db)"))?;
+    let token = api_token(db, token)?;
     let state = std::sync::Arc::new(crate::api::ApiState {
         db: path,
         data_dir: db.data_dir.clone(),
         token,
         started: std::time::Instant::now(),
         capture: std::sync::RwLock::new("idle (sensor serve reads the database)".into()),
+        live: None,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,6 +4,7 @@
 //! BPF maps; this crate loads it, reads those maps, and (with the modules that follow) turns
 //! them into flows, detections, storage and an API.
 
+pub mod agent;
 pub mod api;
 pub mod capture;
 pub mod cli;

@@ -57,6 +57,7 @@ fn start(name: &str, fill: impl FnOnce(&Store)) -> Server {
         token: token.clone(),
         started: Instant::now(),
         capture: std::sync::RwLock::new("idle".into()),
+        live: None,
     });
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (atx, arx) = std::sync::mpsc::channel();

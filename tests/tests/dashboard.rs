@@ -64,6 +64,7 @@ fn dashboard_renders_cards_charts_and_alerts() {
         token: "dashboard-test-token-0123".into(),
         started: Instant::now(),
         capture: std::sync::RwLock::new("replay".into()),
+        live: None,
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();

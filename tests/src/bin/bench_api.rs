@@ -149,6 +149,7 @@ fn main() -> Result<()> {
         token: "bench-token-0123456789abcdef".into(),
         started: Instant::now(),
         capture: std::sync::RwLock::new("bench".into()),
+        live: None,
     });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
