@@ -459,3 +459,55 @@ pub fn with_dispatcher(prog: &mut SensorProgram) -> Dispatcher {
         .expect("attach to the dispatcher veth");
     Dispatcher { _ns: ns }
 }
+
+/// A `sensor::api` server on 127.0.0.1:0 in a thread of its own; dropping it shuts the server
+/// down gracefully and waits for it.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(state: sensor::api::Shared) -> Self {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind port 0");
+                addr_tx
+                    .send(l.local_addr().expect("addr"))
+                    .expect("send addr");
+                sensor::api::serve(l, state, async move {
+                    let _ignored = stop_rx.await;
+                })
+                .await
+                .expect("serve");
+            });
+        });
+        let addr = addr_rx.recv().expect("server address");
+        Self {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ignored = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ignored = t.join();
+        }
+    }
+}

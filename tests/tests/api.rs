@@ -11,7 +11,7 @@ use std::{
 };
 
 use sensor::{
-    api::{ApiState, serve},
+    api::ApiState,
     detect::{
         AlertRecord, Severity,
         alert::{AlertKind, DetectorKind},
@@ -24,18 +24,11 @@ struct Server {
     addr: SocketAddr,
     token: String,
     dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: sensor_tests::TestServer,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ignored = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            t.join().expect("server thread");
-        }
         let _ignored = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -59,33 +52,12 @@ fn start(name: &str, fill: impl FnOnce(&Store)) -> Server {
         capture: std::sync::RwLock::new("idle".into()),
         live: None,
     });
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (atx, arx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind port 0");
-            atx.send(l.local_addr().expect("addr")).expect("send addr");
-            serve(l, state, async move {
-                let _ignored = rx.await;
-            })
-            .await
-            .expect("serve");
-        });
-    });
-    let addr = arx.recv().expect("server address");
+    let server = sensor_tests::TestServer::start(state);
     Server {
-        addr,
+        addr: server.addr,
         token,
         dir,
-        stop: Some(tx),
-        thread: Some(thread),
+        _server: server,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, process::Command, sync::Arc, time::Instant};
 
 use sensor::{
-    api::{ApiState, serve},
+    api::ApiState,
     detect::RuleConfig,
     flow::FlowConfig,
     replay::{JsonlSink, ReplayOptions, replay},
@@ -66,29 +66,10 @@ fn dashboard_renders_cards_charts_and_alerts() {
         capture: std::sync::RwLock::new("replay".into()),
         live: None,
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            addr_tx.send(l.local_addr().expect("addr")).expect("addr");
-            serve(l, state, async move {
-                let _ignored = stop_rx.await;
-            })
-            .await
-            .expect("serve");
-        });
-    });
+    let server = sensor_tests::TestServer::start(state);
     // Static mode: without the event stream the page goes idle once drawn, which is what
     // headless Chromium waits for before it dumps or shoots.
-    let url = format!("http://{}/?live=0", addr_rx.recv().expect("addr"));
+    let url = format!("http://{}/?live=0", server.addr);
     let profile = dir.join("profile");
     let run = |extra: &[&str]| {
         let out = Command::new(&browser)
@@ -119,8 +100,7 @@ fn dashboard_renders_cards_charts_and_alerts() {
     let dom = run(&["--dump-dom"]);
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
     run(&[&format!("--screenshot={}", shot.display())]);
-    let _ignored = stop_tx.send(());
-    server.join().expect("server");
+    drop(server);
     let _ignored = std::fs::remove_dir_all(&dir);
 
     // Cards: the packet card shows the replayed total (digits only: separators follow the locale).

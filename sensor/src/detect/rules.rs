@@ -244,6 +244,23 @@ struct HostState {
     last_ns: u64,
 }
 
+impl HostState {
+    fn new(cfg: &RuleConfig, now: u64) -> Self {
+        let (fw, dw) = (cfg.flood_window_s, cfg.ddos_window_s);
+        Self {
+            rx_udp: SecWindow::new(fw),
+            tx_udp: SecWindow::new(fw),
+            rx_icmp: SecWindow::new(fw),
+            tx_icmp: SecWindow::new(fw),
+            rx_all: SecWindow::new(dw),
+            sources: Distinct::default(),
+            overflow: SecWindow::new(dw),
+            spike: Spike::default(),
+            last_ns: now,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Spike {
     sec: u64,
@@ -460,19 +477,10 @@ impl Rules {
                 self.untracked += 1;
                 continue;
             }
-            let fw = self.cfg.flood_window_s;
-            let dw = self.cfg.ddos_window_s;
-            let h = self.hosts.entry(host).or_insert_with(|| HostState {
-                rx_udp: SecWindow::new(fw),
-                tx_udp: SecWindow::new(fw),
-                rx_icmp: SecWindow::new(fw),
-                tx_icmp: SecWindow::new(fw),
-                rx_all: SecWindow::new(dw),
-                sources: Distinct::default(),
-                overflow: SecWindow::new(dw),
-                spike: Spike::default(),
-                last_ns: now,
-            });
+            let h = self
+                .hosts
+                .entry(host)
+                .or_insert_with(|| HostState::new(&self.cfg, now));
             h.last_ns = now;
             let n = ev.packets;
             match (ev.proto, rx) {
@@ -735,19 +743,10 @@ impl Rules {
     pub fn on_overflow(&mut self, ts_ns: u64, dst: &HostKey, s: &HostStats, book: &mut AlertBook) {
         let host = host_ip(dst);
         let sec = ts_ns / NS;
-        let dw = self.cfg.ddos_window_s;
-        let fw = self.cfg.flood_window_s;
-        let h = self.hosts.entry(host).or_insert_with(|| HostState {
-            rx_udp: SecWindow::new(fw),
-            tx_udp: SecWindow::new(fw),
-            rx_icmp: SecWindow::new(fw),
-            tx_icmp: SecWindow::new(fw),
-            rx_all: SecWindow::new(dw),
-            sources: Distinct::default(),
-            overflow: SecWindow::new(dw),
-            spike: Spike::default(),
-            last_ns: ts_ns,
-        });
+        let h = self
+            .hosts
+            .entry(host)
+            .or_insert_with(|| HostState::new(&self.cfg, ts_ns));
         h.overflow.add(sec, s.packets);
         h.rx_udp.add(sec, s.udp);
         h.rx_icmp.add(sec, s.icmp);

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use sensor::{
-    api::{ApiState, serve},
+    api::ApiState,
     detect::{
         AlertRecord, Severity,
         alert::{AlertKind, DetectorKind},
@@ -151,27 +151,8 @@ fn main() -> Result<()> {
         capture: std::sync::RwLock::new("bench".into()),
         live: None,
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            addr_tx.send(l.local_addr().expect("addr")).expect("addr");
-            serve(l, state, async move {
-                let _ignored = stop_rx.await;
-            })
-            .await
-            .expect("serve");
-        });
-    });
-    let url = format!("http://{}/api/alerts?limit=100", addr_rx.recv()?);
+    let server = sensor_tests::TestServer::start(state);
+    let url = format!("http://{}/api/alerts?limit=100", server.addr);
     let mut results = Vec::new();
     for (threads, conns) in [(1, 1), (2, 8)] {
         let out = Command::new("wrk")
@@ -212,10 +193,7 @@ fn main() -> Result<()> {
     ingest
         .join()
         .map_err(|_| anyhow::anyhow!("ingest thread panicked"))??;
-    let _ignored = stop_tx.send(());
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("server thread panicked"))?;
+    drop(server);
     println!(
         "ingest during the runs: {} rows",
         written.load(Ordering::Relaxed)
