@@ -91,6 +91,35 @@ pub struct LiveMetrics {
     pub db_dropped: AtomicU64,
 }
 
+/// Interfaces (in this network namespace) that have the sensor's XDP program attached, with
+/// the mode and program id, as `ip -d -j link` reports them.
+pub fn attached_interfaces() -> Vec<(String, &'static str, u64)> {
+    let Ok(out) = Command::new("ip")
+        .args(["-d", "-j", "link", "show"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    links
+        .iter()
+        .filter(|l| l["xdp"]["prog"]["name"] == sensor_common::XDP_PROGRAM)
+        .map(|l| {
+            let mode = match l["xdp"]["mode"].as_u64() {
+                Some(1) => "driver",
+                Some(2) => "skb",
+                Some(3) => "offload",
+                _ => "multiple",
+            };
+            (
+                l["ifname"].as_str().unwrap_or_default().to_owned(),
+                mode,
+                l["xdp"]["prog"]["id"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
 /// Asks the kernel (in this thread's network namespace; /sys may show another one).
 fn iface_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {

@@ -102,6 +102,8 @@ pub enum Command {
         #[command(flatten)]
         flow: FlowArgs,
     },
+    /// Tell whether a sensor is attached, and where (this network namespace).
+    Status,
     /// Serve the JSON API and the dashboard over a database.
     Serve {
         #[command(flatten)]
@@ -211,6 +213,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { db, listen, token } => serve(&db, listen, token),
+        Command::Status => {
+            let attached = crate::agent::attached_interfaces();
+            if attached.is_empty() {
+                println!("no sensor attached to any interface in this network namespace");
+                std::process::exit(3);
+            }
+            for (iface, mode, id) in attached {
+                println!("sensor attached to {iface} ({mode} mode, program id {id})");
+            }
+            Ok(())
+        }
         Command::Run {
             ifaces,
             xdp_mode,

@@ -59,4 +59,15 @@ mod tests {
             Config::default()
         );
     }
+
+    #[test]
+    fn the_shipped_sample_config_parses_and_documents_the_defaults() {
+        let sample: Config = toml::from_str(include_str!("../../deploy/sensor.toml"))
+            .expect("deploy/sensor.toml parses");
+        assert_eq!(
+            sample,
+            Config::default(),
+            "deploy/sensor.toml must show the defaults"
+        );
+    }
 }
