@@ -828,12 +828,32 @@ fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
 
 async fn interfaces(State(st): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&st, &headers)?;
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
-        .collect();
+    Ok(Json(json!({ "items": interface_names() })))
+}
+
+/// Interface names from the kernel (`if_nameindex`): those of this process's network
+/// namespace, which /sys/class/net does not always show.
+fn interface_names() -> Vec<String> {
+    let mut names = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return names;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
     names.sort();
-    Ok(Json(json!({ "items": names })))
+    names
 }
 
 async fn capture_start(
