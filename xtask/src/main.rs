@@ -106,7 +106,6 @@ fn remove_stale_test_namespaces() {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    setup::setup()?;
     if is_root() {
         remove_stale_test_namespaces();
     }
@@ -150,10 +149,10 @@ fn test(args: &[String]) -> Result<()> {
     let status = child.wait().context("waiting for cargo test")?;
     // The oracle check runs only on a full run (no filter) and when the corpora are there.
     let oracle = if args.is_empty() && status.success() {
-        Some(
-            corpus_check()
-                .and_then(|()| eval::eval(&target_dir().join("release/sensor"), &corpora())),
-        )
+        Some(release_sensor().and_then(|sensor| {
+            corpus::corpus_check(&sensor, &corpora())?;
+            eval::eval(&sensor, &corpora())
+        }))
     } else {
         None
     };
@@ -166,10 +165,7 @@ fn test(args: &[String]) -> Result<()> {
 }
 
 fn run(iface: Option<&str>) -> Result<()> {
-    setup::setup()?;
-    setup::run(cargo().args(["build", "--release", "--package", "sensor"]))
-        .context("building the sensor")?;
-    let sensor = target_dir().join("release/sensor");
+    let sensor = release_sensor()?;
     match iface {
         Some(i) => setup::run(
             Command::new(sensor)
@@ -192,76 +188,50 @@ pub(crate) fn corpora() -> PathBuf {
     workspace_root().join("../shared/corpora")
 }
 
-fn corpus_check() -> Result<()> {
+/// Builds the release `sensor` binary and returns its path.
+fn release_sensor() -> Result<PathBuf> {
     setup::run(cargo().args(["build", "--release", "--package", "sensor"]))
         .context("building the sensor")?;
-    corpus::corpus_check(&target_dir().join("release/sensor"), &corpora())
+    Ok(target_dir().join("release/sensor"))
 }
 
-fn bench_xdp(args: &[String]) -> Result<()> {
-    setup::setup()?;
+/// Builds and runs one of the benchmark binaries of `sensor-tests`.
+fn bench_bin(name: &str, args: &[String]) -> Result<()> {
     setup::run(cargo().args([
         "build",
         "--release",
         "--package",
         "sensor-tests",
         "--bin",
-        "bench_xdp",
+        name,
     ]))
-    .context("building the benchmark")?;
-    setup::run(Command::new(target_dir().join("release/bench_xdp")).args(args)).context("bench_xdp")
+    .with_context(|| format!("building {name}"))?;
+    setup::run(Command::new(target_dir().join("release").join(name)).args(args))
+        .with_context(|| name.to_owned())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
-        Task::Setup => setup::setup(),
+    let result = setup::setup().and_then(|()| match &cli.command {
+        Task::Setup => Ok(()),
         Task::Test { args } => test(args),
         Task::Run { iface } => run(iface.as_deref()),
-        Task::BenchXdp { args } => bench_xdp(args),
-        Task::CorpusCheck => corpus_check(),
-        Task::BenchApi => setup::setup().and_then(|()| {
-            setup::run(cargo().args([
-                "build",
-                "--release",
-                "--package",
-                "sensor-tests",
-                "--bin",
-                "bench_api",
-            ]))?;
-            setup::run(&mut Command::new(target_dir().join("release/bench_api")))
-        }),
-        Task::BenchIforest => setup::setup().and_then(|()| {
+        Task::BenchXdp { args } => bench_bin("bench_xdp", args),
+        Task::BenchApi => bench_bin("bench_api", &[]),
+        Task::BenchIforest => {
             setup::python_package("sklearn", "scikit-learn")?;
-            setup::run(cargo().args([
-                "build",
-                "--release",
-                "--package",
-                "sensor-tests",
-                "--bin",
-                "bench_iforest",
-            ]))?;
-            setup::run(&mut Command::new(
-                target_dir().join("release/bench_iforest"),
-            ))
-        }),
-        Task::Eval => setup::setup().and_then(|()| {
-            setup::run(cargo().args(["build", "--release", "--package", "sensor"]))?;
-            eval::eval(&target_dir().join("release/sensor"), &corpora())
-        }),
-        Task::BenchReplay { pcaps } => setup::setup().and_then(|()| {
+            bench_bin("bench_iforest", &[])
+        }
+        Task::CorpusCheck => corpus::corpus_check(&release_sensor()?, &corpora()),
+        Task::Eval => eval::eval(&release_sensor()?, &corpora()),
+        Task::BenchReplay { pcaps } => {
             // nfstream is measured when it installs; the bench says so when it does not.
             if let Err(e) = setup::python_package("nfstream", "nfstream") {
                 eprintln!("xtask: {e:#}");
             }
-            setup::run(cargo().args(["build", "--release", "--package", "sensor"]))?;
-            bench_replay::bench_replay(
-                &target_dir().join("release/sensor"),
-                pcaps,
-                &target_dir().join("bench"),
-            )
-        }),
-    };
+            bench_replay::bench_replay(&release_sensor()?, pcaps, &target_dir().join("bench"))
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
