@@ -47,6 +47,10 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("libpcap capture: {0}")]
+    Capture(#[from] crate::capture::CaptureError),
+    #[error("--capture pcap watches one interface; run one sensor per interface")]
+    PcapOneInterface,
     #[error("API: {0}")]
     Api(#[from] std::io::Error),
 }
@@ -60,8 +64,18 @@ pub enum AttachMode {
     Skb,
 }
 
+/// Where packets come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaptureKind {
+    /// The XDP program and its maps (the fast path).
+    Xdp,
+    /// libpcap on the interface, for where XDP cannot attach (slower, per packet in userspace).
+    Pcap,
+}
+
 pub struct AgentOptions {
     pub ifaces: Vec<String>,
+    pub capture: CaptureKind,
     pub mode: AttachMode,
     pub force: bool,
     pub kernel: KernelConfig,
@@ -204,13 +218,30 @@ fn attach(
 
 /// Runs until `stop` is set; returns the number of alerts raised.
 pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError> {
-    let mut prog = SensorProgram::load(opts.kernel)?;
-    let links = attach(&mut prog, &opts)?;
-    let capture = links
-        .iter()
-        .map(|(i, m, _)| format!("{i} ({m})"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut live_pcap = None;
+    let (mut prog, links, capture) = match opts.capture {
+        CaptureKind::Xdp => {
+            let mut prog = SensorProgram::load(opts.kernel)?;
+            let links = attach(&mut prog, &opts)?;
+            let what = links
+                .iter()
+                .map(|(i, m, _)| format!("{i} ({m})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (Some(prog), links, what)
+        }
+        CaptureKind::Pcap => {
+            let [iface] = opts.ifaces.as_slice() else {
+                return Err(AgentError::PcapOneInterface);
+            };
+            if !iface_exists(iface) {
+                return Err(AgentError::NoInterface(iface.clone()));
+            }
+            // Open before anything reports ready: no packet after start-up is missed.
+            live_pcap = Some(crate::capture::open_live(iface, 65_535)?);
+            (None, Vec::new(), format!("{iface} (libpcap)"))
+        }
+    };
 
     let mut store = opts
         .db
@@ -262,56 +293,34 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
 
     let mut table = FlowTable::new(opts.flow);
     table.record_events(true);
-    let mut detector = Detector::new(opts.config.rules.clone()).with_model(opts.model);
-    let mut poller = Poller::new();
+    let mut detector = Detector::new(opts.config.rules.clone()).with_model(opts.model.clone());
     let mut alerts = 0u64;
     let mut finished = Vec::new();
     eprintln!("run: watching {capture}; Ctrl-C to stop");
-    let mut next = Instant::now();
-    let outcome = loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        let stats = match poller.poll(&mut prog, &mut table, &mut |f| finished.push(f)) {
-            Ok(s) => s,
-            Err(e) => break Err(AgentError::Kernel(e)),
-        };
-        for ev in table.take_events() {
-            detector.on_event(&ev);
-        }
-        let now = unix_now_ns();
-        for (k, h) in &stats.dst_overflow {
-            detector.on_overflow(now, k, h);
-        }
-        detector.tick(now);
-        let nflows = finished.len() as u64;
-        for f in finished.drain(..) {
-            store_flow(store.as_ref(), &mut detector, &f);
-        }
-        alerts += store_alerts(store.as_ref(), webhook.as_ref(), &mut detector);
-        if let Some(s) = &store
-            && stats.counters_delta.packets > 0
-            && let Err(e) = s.stats_row(
-                stats_row(&stats.counters_delta, now, opts.poll.as_secs(), nflows),
-                false,
-            )
-        {
-            tracing::error!(error = %e, "storing statistics failed");
-        }
-        update_metrics(&metrics, &stats, &table, store.as_ref());
-        if stopping {
-            break Ok(());
-        }
-        next += opts.poll;
-        if next <= Instant::now() {
-            next = Instant::now();
-        }
-        while !stop.load(Ordering::Relaxed) && Instant::now() < next {
-            std::thread::sleep(
-                next.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(20)),
-            );
-        }
+    let outcome = match prog.as_mut() {
+        Some(prog) => poll_loop(
+            prog,
+            &mut table,
+            &mut detector,
+            &mut finished,
+            opts.poll,
+            &stop,
+            store.as_ref(),
+            webhook.as_ref(),
+            &metrics,
+            &mut alerts,
+        ),
+        None => pcap_loop(
+            live_pcap.take(),
+            &mut table,
+            &mut detector,
+            &stop,
+            store.as_ref(),
+            webhook.as_ref(),
+            &metrics,
+            &mut alerts,
+        ),
     };
-
     // Shutdown: what the table still holds is finished, alerts are closed and stored.
     table.flush(&mut |f| finished.push(f));
     for f in finished.drain(..) {
@@ -333,6 +342,140 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     drop(webhook);
     eprintln!("run: stopped; {alerts} alert(s); XDP detached");
     outcome.map(|()| alerts)
+}
+
+/// The XDP path: drain the kernel maps every poll interval until `stop`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the loop's state, passed in by the owner"
+)]
+fn poll_loop(
+    prog: &mut SensorProgram,
+    table: &mut FlowTable,
+    detector: &mut Detector,
+    finished: &mut Vec<crate::flow::Flow>,
+    poll: Duration,
+    stop: &AtomicBool,
+    store: Option<&Store>,
+    webhook: Option<&Webhook>,
+    metrics: &LiveMetrics,
+    alerts: &mut u64,
+) -> Result<(), AgentError> {
+    let mut poller = Poller::new();
+    let mut next = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let stats = match poller.poll(prog, table, &mut |f| finished.push(f)) {
+            Ok(s) => s,
+            Err(e) => break Err(AgentError::Kernel(e)),
+        };
+        for ev in table.take_events() {
+            detector.on_event(&ev);
+        }
+        let now = unix_now_ns();
+        for (k, h) in &stats.dst_overflow {
+            detector.on_overflow(now, k, h);
+        }
+        detector.tick(now);
+        let nflows = finished.len() as u64;
+        for f in finished.drain(..) {
+            store_flow(store, detector, &f);
+        }
+        *alerts += store_alerts(store, webhook, detector);
+        if let Some(s) = store
+            && stats.counters_delta.packets > 0
+            && let Err(e) = s.stats_row(
+                stats_row(&stats.counters_delta, now, poll.as_secs(), nflows),
+                false,
+            )
+        {
+            tracing::error!(error = %e, "storing statistics failed");
+        }
+        update_metrics(metrics, &stats, table, store);
+        if stopping {
+            break Ok(());
+        }
+        next += poll;
+        if next <= Instant::now() {
+            next = Instant::now();
+        }
+        while !stop.load(Ordering::Relaxed) && Instant::now() < next {
+            std::thread::sleep(
+                next.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20)),
+            );
+        }
+    }
+}
+
+/// The libpcap path: packets into the same table and detectors, on packet time.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the loop's state, passed in by the owner"
+)]
+fn pcap_loop(
+    live: Option<(pcap::Capture<pcap::Active>, crate::capture::LinkLayer)>,
+    table: &mut FlowTable,
+    detector: &mut Detector,
+    stop: &AtomicBool,
+    store: Option<&Store>,
+    webhook: Option<&Webhook>,
+    metrics: &LiveMetrics,
+    alerts: &mut u64,
+) -> Result<(), AgentError> {
+    struct Sink<'a> {
+        table: &'a mut FlowTable,
+        detector: &'a mut Detector,
+        store: Option<&'a Store>,
+        webhook: Option<&'a Webhook>,
+        metrics: &'a LiveMetrics,
+        alerts: &'a mut u64,
+        finished: Vec<crate::flow::Flow>,
+    }
+    impl crate::capture::PacketSink for Sink<'_> {
+        fn packets(&mut self, batch: &[(crate::packet::Parsed, u32, u64)]) {
+            let finished = &mut self.finished;
+            self.table.packets(batch, &mut |f| finished.push(f));
+            // A quiet link still moves time on: idle flows end, quiet alerts close.
+            let now = batch.last().map_or_else(unix_now_ns, |p| p.2);
+            self.table.advance_to(now, &mut |f| finished.push(f));
+            for ev in self.table.take_events() {
+                self.detector.on_event(&ev);
+            }
+            self.detector.tick(now);
+            for f in std::mem::take(&mut self.finished) {
+                store_flow(self.store, self.detector, &f);
+            }
+            *self.alerts += store_alerts(self.store, self.webhook, self.detector);
+            self.metrics
+                .flows_active
+                .store(self.table.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .kernel_packets
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+    }
+    let Some((mut cap, link)) = live else {
+        return Ok(());
+    };
+    let mut sink = Sink {
+        table,
+        detector,
+        store,
+        webhook,
+        metrics,
+        alerts,
+        finished: Vec::new(),
+    };
+    let st = crate::capture::feed(
+        &mut cap,
+        link,
+        &mut sink,
+        |_| {},
+        || stop.load(Ordering::Relaxed),
+    );
+    tracing::info!(packets = st.packets, "libpcap capture stopped");
+    Ok(())
 }
 
 fn unix_now_ns() -> u64 {

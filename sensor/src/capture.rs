@@ -161,6 +161,7 @@ pub fn open_live(
         .map_err(open_err)?
         .snaplen(snaplen)
         .immediate_mode(true)
+        .buffer_size(16 << 20)
         .timeout(100)
         .precision(Precision::Nano)
         .open()
@@ -208,7 +209,7 @@ pub fn feed<T: Activated + ?Sized>(
                 if stop() {
                     break;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(5));
+                std::thread::sleep(std::time::Duration::from_micros(200));
                 continue;
             }
             Err(e) => {

@@ -74,6 +74,9 @@ pub enum Command {
         /// Interface to watch (repeat for several).
         #[arg(long = "iface", required = true)]
         ifaces: Vec<String>,
+        /// Packet source: the XDP program, or libpcap where XDP cannot attach.
+        #[arg(long, value_enum, default_value = "xdp")]
+        capture: crate::agent::CaptureKind,
         /// XDP attach mode: auto tries driver mode, then generic (skb) mode.
         #[arg(long, value_enum, default_value = "auto")]
         xdp_mode: crate::agent::AttachMode,
@@ -226,6 +229,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run {
             ifaces,
+            capture,
             xdp_mode,
             force,
             poll_ms,
@@ -249,6 +253,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             stop_on_signals(std::sync::Arc::clone(&stop))?;
             let opts = crate::agent::AgentOptions {
                 ifaces,
+                capture,
                 mode: xdp_mode,
                 force,
                 kernel: KernelConfig {
