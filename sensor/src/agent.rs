@@ -302,7 +302,6 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             prog,
             &mut table,
             &mut detector,
-            &mut finished,
             opts.poll,
             &stop,
             store.as_ref(),
@@ -353,7 +352,6 @@ fn poll_loop(
     prog: &mut SensorProgram,
     table: &mut FlowTable,
     detector: &mut Detector,
-    finished: &mut Vec<crate::flow::Flow>,
     poll: Duration,
     stop: &AtomicBool,
     store: Option<&Store>,
@@ -361,14 +359,7 @@ fn poll_loop(
     metrics: &LiveMetrics,
     alerts: &mut u64,
 ) -> Result<(), AgentError> {
-    let mut poller = Poller::new();
-    let mut next = Instant::now();
-    loop {
-        let stopping = stop.load(Ordering::Relaxed);
-        let stats = match poller.poll(prog, table, &mut |f| finished.push(f)) {
-            Ok(s) => s,
-            Err(e) => break Err(AgentError::Kernel(e)),
-        };
+    Poller::new().run(prog, table, poll, stop, |stats, table, finished| {
         for ev in table.take_events() {
             detector.on_event(&ev);
         }
@@ -391,21 +382,9 @@ fn poll_loop(
         {
             tracing::error!(error = %e, "storing statistics failed");
         }
-        update_metrics(metrics, &stats, table, store);
-        if stopping {
-            break Ok(());
-        }
-        next += poll;
-        if next <= Instant::now() {
-            next = Instant::now();
-        }
-        while !stop.load(Ordering::Relaxed) && Instant::now() < next {
-            std::thread::sleep(
-                next.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(20)),
-            );
-        }
-    }
+        update_metrics(metrics, stats, table, store);
+    })?;
+    Ok(())
 }
 
 /// The libpcap path: packets into the same table and detectors, on packet time.

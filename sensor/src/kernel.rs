@@ -264,9 +264,9 @@ impl SensorProgram {
     /// Empties the flow and host maps and zeroes the counters (tests and benchmarks start from
     /// a known state with this).
     pub fn reset(&mut self) -> Result<(), KernelError> {
-        self.clear::<FlowKey, FlowStats>(maps::FLOWS)?;
-        self.clear::<HostKey, HostStats>(maps::DST_HOSTS)?;
-        self.clear::<HostKey, HostStats>(maps::SRC_HOSTS)?;
+        self.drain_flows(&mut DrainBuffers::new(4096))?;
+        self.drain_dst_hosts(&mut DrainBuffers::new(4096))?;
+        self.drain_src_hosts(&mut DrainBuffers::new(4096))?;
         let name = maps::COUNTERS;
         let map = self
             .ebpf
@@ -286,26 +286,6 @@ impl SensorProgram {
         array
             .set(0, zeros, 0)
             .map_err(|source| KernelError::Map { name, source })
-    }
-
-    fn clear<K: Pod + Borrow<K>, V: Pod>(&mut self, name: &'static str) -> Result<(), KernelError> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(KernelError::MissingMap(name))?;
-        let mut hash = HashMap::<&mut MapData, K, V>::try_from(map)
-            .map_err(|source| KernelError::Map { name, source })?;
-        let keys: Vec<K> = hash
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|source| KernelError::Map { name, source })?;
-        for k in keys {
-            match hash.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(source) => return Err(KernelError::Map { name, source }),
-            }
-        }
-        Ok(())
     }
 }
 

@@ -81,21 +81,23 @@ impl Poller {
     }
 
     /// Polls every `interval` (default 250 ms in the agent) until `stop` is set, handing each
-    /// poll's statistics to `on_poll`; a final poll after `stop` takes what is left.
+    /// poll's statistics, the table and the flows it finished to `on_poll`; a final poll after
+    /// `stop` takes what is left.
     pub fn run(
         &mut self,
         prog: &mut SensorProgram,
         table: &mut FlowTable,
         interval: Duration,
         stop: &std::sync::atomic::AtomicBool,
-        out: &mut impl FnMut(Flow),
-        mut on_poll: impl FnMut(&PollStats),
+        mut on_poll: impl FnMut(&PollStats, &mut FlowTable, &mut Vec<Flow>),
     ) -> Result<(), KernelError> {
         let mut next = Instant::now();
+        let mut finished = Vec::new();
         loop {
             let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
-            let stats = self.poll(prog, table, out)?;
-            on_poll(&stats);
+            let stats = self.poll(prog, table, &mut |f| finished.push(f))?;
+            on_poll(&stats, table, &mut finished);
+            finished.clear();
             if stopping {
                 return Ok(());
             }

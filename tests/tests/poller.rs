@@ -237,8 +237,7 @@ fn the_poll_loop_keeps_its_interval_and_stops_on_request() {
             &mut table,
             std::time::Duration::from_millis(20),
             &stop,
-            &mut |_| {},
-            |s| {
+            |s, _, _| {
                 polls += 1;
                 packets += s.packets;
                 if polls == 3 {
