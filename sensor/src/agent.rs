@@ -296,6 +296,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     let mut detector = Detector::new(opts.config.rules.clone()).with_model(opts.model.clone());
     let mut alerts = 0u64;
     let mut finished = Vec::new();
+    let mut seconds = Seconds::default();
     eprintln!("run: watching {capture}; Ctrl-C to stop");
     let outcome = match prog.as_mut() {
         Some(prog) => poll_loop(
@@ -308,6 +309,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             webhook.as_ref(),
             &metrics,
             &mut alerts,
+            &mut seconds,
         ),
         None => pcap_loop(
             live_pcap.take(),
@@ -318,10 +320,13 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             webhook.as_ref(),
             &metrics,
             &mut alerts,
+            &mut seconds,
         ),
     };
     // Shutdown: what the table still holds is finished, alerts are closed and stored.
     table.flush(&mut |f| finished.push(f));
+    seconds.at(unix_now_ns(), store.as_ref()).flows += finished.len() as u64;
+    seconds.write(store.as_ref());
     for f in finished.drain(..) {
         store_flow(store.as_ref(), &mut detector, &f);
     }
@@ -358,6 +363,7 @@ fn poll_loop(
     webhook: Option<&Webhook>,
     metrics: &LiveMetrics,
     alerts: &mut u64,
+    seconds: &mut Seconds,
 ) -> Result<(), AgentError> {
     Poller::new().run(prog, table, poll, stop, |stats, table, finished| {
         for ev in table.take_events() {
@@ -368,20 +374,13 @@ fn poll_loop(
             detector.on_overflow(now, k, h);
         }
         detector.tick(now);
-        let nflows = finished.len() as u64;
+        let row = seconds.at(now, store);
+        row.add_counters(&stats.counters_delta);
+        row.flows += finished.len() as u64;
         for f in finished.drain(..) {
             store_flow(store, detector, &f);
         }
         *alerts += store_alerts(store, webhook, detector);
-        if let Some(s) = store
-            && stats.counters_delta.packets > 0
-            && let Err(e) = s.stats_row(
-                stats_row(&stats.counters_delta, now, poll.as_secs(), nflows),
-                false,
-            )
-        {
-            tracing::error!(error = %e, "storing statistics failed");
-        }
         update_metrics(metrics, stats, table, store);
     })?;
     Ok(())
@@ -401,6 +400,7 @@ fn pcap_loop(
     webhook: Option<&Webhook>,
     metrics: &LiveMetrics,
     alerts: &mut u64,
+    seconds: &mut Seconds,
 ) -> Result<(), AgentError> {
     struct Sink<'a> {
         table: &'a mut FlowTable,
@@ -409,10 +409,14 @@ fn pcap_loop(
         webhook: Option<&'a Webhook>,
         metrics: &'a LiveMetrics,
         alerts: &'a mut u64,
+        seconds: &'a mut Seconds,
         finished: Vec<crate::flow::Flow>,
     }
     impl crate::capture::PacketSink for Sink<'_> {
         fn packets(&mut self, batch: &[(crate::packet::Parsed, u32, u64)]) {
+            for (p, len, ts) in batch {
+                self.seconds.at(*ts, self.store).count(p.key.proto, *len);
+            }
             let finished = &mut self.finished;
             self.table.packets(batch, &mut |f| finished.push(f));
             // A quiet link still moves time on: idle flows end, quiet alerts close.
@@ -422,6 +426,7 @@ fn pcap_loop(
                 self.detector.on_event(&ev);
             }
             self.detector.tick(now);
+            self.seconds.at(now, self.store).flows += self.finished.len() as u64;
             for f in std::mem::take(&mut self.finished) {
                 store_flow(self.store, self.detector, &f);
             }
@@ -444,6 +449,7 @@ fn pcap_loop(
         webhook,
         metrics,
         alerts,
+        seconds,
         finished: Vec::new(),
     };
     let st = crate::capture::feed(
@@ -547,21 +553,42 @@ pub fn store_alerts(
 }
 
 /// A statistics row from one poll's counter deltas.
-pub fn stats_row(
-    delta: &sensor_common::GlobalCounters,
-    now_ns: u64,
-    secs: u64,
-    flows: u64,
-) -> StatsRow {
-    StatsRow {
-        ts: now_ns,
-        seconds: secs.max(1),
-        packets: delta.packets,
-        bytes: delta.bytes,
-        tcp: delta.tcp_packets,
-        udp: delta.udp_packets,
-        icmp: delta.icmp_packets,
-        other: delta.other_ip_packets + delta.non_ip_packets,
-        flows,
+/// Per-second statistics rows for the charts. Both live paths add what they counted and a
+/// row is written when its second ends (as `sensor replay` does), so a row never claims more
+/// time than it covers.
+#[derive(Default)]
+struct Seconds {
+    row: StatsRow,
+}
+
+impl Seconds {
+    /// The row of the second holding `ts_ns`; the previous one is written once it has ended.
+    fn at(&mut self, ts_ns: u64, store: Option<&Store>) -> &mut StatsRow {
+        let sec = ts_ns / 1_000_000_000 * 1_000_000_000;
+        if sec != self.row.ts {
+            self.write(store);
+            self.row = StatsRow {
+                ts: sec,
+                seconds: 1,
+                ..StatsRow::default()
+            };
+        }
+        &mut self.row
+    }
+
+    /// Writes the current row (if it counted anything) and empties it.
+    fn write(&mut self, store: Option<&Store>) {
+        let empty = StatsRow {
+            ts: self.row.ts,
+            seconds: 1,
+            ..StatsRow::default()
+        };
+        let row = std::mem::replace(&mut self.row, empty);
+        if let Some(s) = store
+            && (row.packets > 0 || row.flows > 0)
+            && let Err(e) = s.stats_row(row, false)
+        {
+            tracing::error!(error = %e, "storing statistics failed");
+        }
     }
 }

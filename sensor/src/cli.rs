@@ -175,6 +175,9 @@ pub struct FlowArgs {
     /// Seconds after which a long flow is reported and restarted.
     #[arg(long, env = "SENSOR_ACTIVE_TIMEOUT", default_value_t = 300)]
     pub active_timeout: u64,
+    /// Seconds a closed TCP connection (FIN both ways, or RST) waits for late packets.
+    #[arg(long, env = "SENSOR_CLOSE_TIMEOUT", default_value_t = 10)]
+    pub close_timeout: u64,
     /// Most flows held at once; packets of new flows beyond it are counted and dropped.
     #[arg(long, env = "SENSOR_MAX_FLOWS", default_value_t = 1_000_000)]
     pub max_flows: usize,
@@ -185,6 +188,7 @@ impl FlowArgs {
         FlowConfig {
             idle_timeout: Duration::from_secs(self.idle_timeout),
             active_timeout: Duration::from_secs(self.active_timeout),
+            close_timeout: Duration::from_secs(self.close_timeout),
             max_flows: self.max_flows,
         }
     }

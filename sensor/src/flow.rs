@@ -23,6 +23,10 @@ pub struct FlowConfig {
     pub idle_timeout: Duration,
     /// A flow older than this is reported and restarted, so long flows show up while they last.
     pub active_timeout: Duration,
+    /// A TCP connection closed (FIN both ways, or RST) is finished after this long without a
+    /// packet, so closed connections reach the store in seconds rather than after the idle
+    /// timeout; the wait keeps late retransmissions in the same flow.
+    pub close_timeout: Duration,
     /// Most flows held at once; packets of new flows beyond it are counted, not tracked.
     pub max_flows: usize,
 }
@@ -32,6 +36,7 @@ impl Default for FlowConfig {
         Self {
             idle_timeout: Duration::from_secs(120),
             active_timeout: Duration::from_secs(300),
+            close_timeout: Duration::from_secs(10),
             max_flows: 1_000_000,
         }
     }
@@ -193,6 +198,8 @@ pub enum EndReason {
     ActiveTimeout,
     /// A new SYN reused the 5-tuple of a connection already closed (FIN both ways, or RST).
     Reused,
+    /// Closed (FIN both ways, or RST) and then quiet for the close timeout.
+    Closed,
     Flush,
 }
 
@@ -397,14 +404,20 @@ impl FlowTable {
         self.advance_to(d.last_ns, out);
         let idle = self.cfg.idle_timeout.as_nanos() as u64;
         let active = self.cfg.active_timeout.as_nanos() as u64;
+        let close = self.cfg.close_timeout.as_nanos() as u64;
         let flow = match self.flows.find(h, &bk) {
             Some(id) => {
                 // Timeouts are applied here too, so results never depend on when sweeps ran.
                 let f = self.flows.get_mut(id);
-                if d.first_ns >= f.last_seen_ns.saturating_add(idle) {
+                let closed_quiet = closed(f) && d.first_ns >= f.last_seen_ns.saturating_add(close);
+                if closed_quiet || d.first_ns >= f.last_seen_ns.saturating_add(idle) {
                     let mut done = new_flow(&bk, lo_to_hi, d.first_ns);
                     std::mem::swap(&mut done, f);
-                    done.end = EndReason::Idle;
+                    done.end = if closed(&done) && d.first_ns < done.last_seen_ns.saturating_add(idle) {
+                        EndReason::Closed
+                    } else {
+                        EndReason::Idle
+                    };
                     self.stats.flows_emitted += 1;
                     self.stats.flows_created += 1;
                     out(done);
@@ -495,6 +508,7 @@ impl FlowTable {
             .cfg
             .idle_timeout
             .min(self.cfg.active_timeout)
+            .min(self.cfg.close_timeout)
             .as_nanos() as u64;
         (shortest / 8).max(MIN_SWEEP_NS)
     }
@@ -504,12 +518,15 @@ impl FlowTable {
         let now = self.now_ns;
         let idle = self.cfg.idle_timeout.as_nanos() as u64;
         let active = self.cfg.active_timeout.as_nanos() as u64;
+        let close = self.cfg.close_timeout.as_nanos() as u64;
         let mut emitted = 0;
         for id in self.flows.ids() {
             let f = self.flows.get_mut(id);
-            if now.saturating_sub(f.last_seen_ns) >= idle {
+            let quiet = now.saturating_sub(f.last_seen_ns);
+            let closed_quiet = quiet >= close && closed(f);
+            if closed_quiet || quiet >= idle {
                 if let Some(mut done) = self.flows.remove(id) {
-                    done.end = EndReason::Idle;
+                    done.end = if quiet < idle { EndReason::Closed } else { EndReason::Idle };
                     out(done);
                     emitted += 1;
                 }
@@ -803,6 +820,33 @@ mod tests {
         assert!(out.iter().all(|f| f.end == EndReason::ActiveTimeout));
         let total: u64 = drain(t, out).iter().map(Flow::packets).sum();
         assert_eq!(total, 36, "no packet lost or counted twice across restarts");
+    }
+
+    #[test]
+    fn closed_connections_finish_after_the_close_timeout_and_late_packets_stay_in_them() {
+        let cfg = FlowConfig {
+            close_timeout: Duration::from_secs(10),
+            ..FlowConfig::default()
+        };
+        let p = |a, b, sp, dp, fl| pkt(a, b, sp, dp, proto::TCP, fl);
+        let (out, t) = run(
+            cfg,
+            &[
+                (S, p(1, 2, 5, 80, tcp::SYN)),
+                (S, p(2, 1, 80, 5, tcp::SYN | tcp::ACK)),
+                (S, p(1, 2, 5, 80, tcp::ACK)),
+                (2 * S, p(1, 2, 5, 80, tcp::FIN | tcp::ACK)),
+                (2 * S, p(2, 1, 80, 5, tcp::FIN | tcp::ACK)),
+                // A late retransmission within the close timeout joins the same flow.
+                (5 * S, p(1, 2, 5, 80, tcp::ACK)),
+                // An open connection on another port is not affected.
+                (5 * S, p(1, 2, 6, 80, tcp::SYN)),
+                (30 * S, pkt(3, 4, 7, 7, proto::UDP, 0)),
+            ],
+        );
+        assert_eq!(out.len(), 1, "only the closed connection ends: {out:?}");
+        assert_eq!((out[0].packets(), out[0].end), (6, EndReason::Closed));
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

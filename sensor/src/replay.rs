@@ -250,15 +250,7 @@ impl Pipeline<'_> {
                 ..StatsRow::default()
             };
         }
-        let s = &mut self.second;
-        s.packets += 1;
-        s.bytes += u64::from(len);
-        match p.key.proto {
-            6 => s.tcp += 1,
-            17 => s.udp += 1,
-            1 | 58 => s.icmp += 1,
-            _ => s.other += 1,
-        }
+        self.second.count(p.key.proto, len);
     }
 
     fn process(&mut self) {

@@ -148,6 +148,30 @@ pub struct StatsRow {
     pub flows: u64,
 }
 
+impl StatsRow {
+    /// Counts one packet of IP protocol `proto` (0 for non-IP) and `len` bytes.
+    pub fn count(&mut self, proto: u8, len: u32) {
+        self.packets += 1;
+        self.bytes += u64::from(len);
+        match proto {
+            6 => self.tcp += 1,
+            17 => self.udp += 1,
+            1 | 58 => self.icmp += 1,
+            _ => self.other += 1,
+        }
+    }
+
+    /// Adds the kernel's counters of one poll.
+    pub fn add_counters(&mut self, d: &sensor_common::GlobalCounters) {
+        self.packets += d.packets;
+        self.bytes += d.bytes;
+        self.tcp += d.tcp_packets;
+        self.udp += d.udp_packets;
+        self.icmp += d.icmp_packets;
+        self.other += d.other_ip_packets + d.non_ip_packets;
+    }
+}
+
 /// One anomalous flow as the model judged it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyRow {

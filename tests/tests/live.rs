@@ -145,6 +145,25 @@ fn live(capture: sensor::agent::CaptureKind) {
         "{status}"
     );
 
+    // Per-second statistics rows (both paths): the scan's 200 probes (XDP sees this veth's
+    // ingress only; libpcap also sees the answers) are in the totals once their second ended.
+    let mut stored = 0;
+    for _ in 0..50 {
+        let v: serde_json::Value =
+            serde_json::from_str(&get(port, "/api/stats").unwrap_or_default()).unwrap_or_default();
+        stored = v["totals"]["packets"].as_u64().unwrap_or(0);
+        if stored >= 200 {
+            let series = v["series"].as_array().cloned().unwrap_or_default();
+            assert!(!series.is_empty(), "no traffic series: {v}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        stored >= 200,
+        "statistics rows hold {stored} packets; the scan alone sent 200 probes"
+    );
+
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let alerts = agent
         .join()

@@ -1,8 +1,11 @@
 //! Project tasks: `cargo xtask setup | test | run | bench-xdp`.
 
+mod bench_live;
 mod bench_replay;
 mod corpus;
 mod eval;
+mod lab;
+mod live;
 mod setup;
 
 use std::{
@@ -10,6 +13,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Command, ExitCode, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -35,12 +39,45 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build and run the live sensor on `--iface` (the built-in lab for runs without
-    /// `--iface` comes with a later issue; until then this verifies the kernel program).
+    /// Set up, build and run the live sensor on `--iface`; without `--iface`, on the built-in
+    /// lab (namespaces, benign traffic, an attack every --attack-every seconds) until Ctrl-C.
     Run {
         /// Interface to attach to; without it the built-in lab is used.
         #[arg(long)]
         iface: Option<String>,
+        /// Lab only: where the dashboard is served on this host.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Lab only: seconds between attacks (each kind in turn).
+        #[arg(long, default_value_t = 30)]
+        attack_every: u64,
+    },
+    /// The built-in lab by hand: up (with benign traffic), down, attack KIND, record --out DIR.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+    /// Live figures in the lab: detection latency per attack kind, accounting under load,
+    /// flow-map overload and 1M-flow scale.
+    BenchLive {
+        /// Runs per attack kind for the latency figures.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Only these parts (latency, accounting, overload, scale); default all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// The lab end-to-end test alone (part of `test`).
+    E2e {
+        /// Seconds of benign traffic checked for silence.
+        #[arg(long, default_value_t = 30)]
+        benign_seconds: u64,
+    },
+    /// A benign-traffic role inside a lab namespace (started by the lab itself).
+    #[command(hide = true)]
+    LabRole {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Packets/s of `sensor replay` vs `tcpdump -r -w /dev/null` (default: echo-connections and
     /// a generated 1M-packet, 100k-flow capture).
@@ -59,6 +96,69 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Create the namespaces and start benign traffic (a leftover lab is removed first).
+    Up,
+    /// Stop everything in the lab and delete its namespaces.
+    Down,
+    /// Launch one attack from the attacker namespace (the lab must be up).
+    Attack {
+        #[arg(value_enum)]
+        kind: lab::attack::Kind,
+        /// Seconds a flood runs (scans end by themselves).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Record baseline_traffic.pcap, attacks_only.pcap, demo_traffic.pcap and
+    /// ground_truth.json into DIR (brings a fresh lab up and down).
+    Record {
+        #[arg(long)]
+        out: PathBuf,
+        /// Seconds of benign traffic in the baseline capture.
+        #[arg(long, default_value_t = 60)]
+        baseline_seconds: u64,
+    },
+}
+
+fn lab_command(cmd: &LabCommand) -> Result<()> {
+    match cmd {
+        LabCommand::Up => {
+            lab::up()?;
+            lab::traffic::start(&lab::work_dir("manual")?)?;
+            eprintln!(
+                "lab: up with benign traffic; attach with `ip netns exec {} target/release/sensor run --iface {} --iface {}`",
+                lab::GW,
+                lab::GW_IFACES[0],
+                lab::GW_IFACES[1]
+            );
+            Ok(())
+        }
+        LabCommand::Down => lab::down(),
+        LabCommand::Attack { kind, seconds } => {
+            if lab::existing().is_empty() {
+                bail!("the lab is not up (cargo xtask lab up)");
+            }
+            let log = lab::work_dir("manual")?.join("attacks.log");
+            let r = lab::attack::launch(*kind, lab::attack::Target::default(), &log)?;
+            for c in &r.commands {
+                eprintln!("lab: {c}");
+            }
+            if kind.ends_by_itself() {
+                r.wait(std::time::Duration::from_secs(120));
+            } else {
+                std::thread::sleep(std::time::Duration::from_secs(*seconds));
+                drop(r);
+            }
+            Ok(())
+        }
+        LabCommand::Record {
+            out,
+            baseline_seconds,
+        } => lab::record::record(out, *baseline_seconds),
+    }
 }
 
 fn workspace_root() -> PathBuf {
@@ -147,24 +247,50 @@ fn test(args: &[String]) -> Result<()> {
         }
     }
     let status = child.wait().context("waiting for cargo test")?;
-    // The oracle check runs only on a full run (no filter) and when the corpora are there.
-    let oracle = if args.is_empty() && status.success() {
-        Some(release_sensor().and_then(|sensor| {
+    // The oracle checks and the lab end-to-end test run only on a full run (no filter).
+    let full = args.is_empty() && status.success();
+    let oracle = full.then(|| {
+        release_sensor().and_then(|sensor| {
             corpus::corpus_check(&sensor, &corpora())?;
             eval::eval(&sensor, &corpora())
-        }))
+        })
+    });
+    let e2e = if !full {
+        None
+    } else if is_root() {
+        Some(release_sensor().and_then(|sensor| live::e2e(&sensor, Duration::from_secs(30))))
+    } else if ci {
+        Some(Err(anyhow::anyhow!("the lab end-to-end test needs root")))
     } else {
+        eprintln!("SKIPPED lab end-to-end test: not root");
+        ignored += 1;
         None
     };
+    let mut e2e_failed = false;
+    if let Some(Ok(cases)) = &e2e {
+        for (name, ok, detail) in cases {
+            println!("e2e {name} ... {} ({detail})", if *ok { "ok" } else { "FAILED" });
+            if *ok {
+                passed += 1;
+            } else {
+                failed += 1;
+                e2e_failed = true;
+            }
+        }
+    }
     println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("cargo test failed with {status}");
     }
     oracle.transpose()?;
+    e2e.transpose()?;
+    if e2e_failed {
+        bail!("the lab end-to-end test failed (logs in target/lab/e2e)");
+    }
     Ok(())
 }
 
-fn run(iface: Option<&str>) -> Result<()> {
+fn run(iface: Option<&str>, listen: std::net::SocketAddr, every: u64) -> Result<()> {
     let sensor = release_sensor()?;
     match iface {
         Some(i) => setup::run(
@@ -173,14 +299,21 @@ fn run(iface: Option<&str>) -> Result<()> {
                 .arg("--data-dir")
                 .arg(workspace_root().join("data")),
         ),
-        None => {
-            eprintln!(
-                "xtask: the built-in lab (namespaces, veths, scheduled attacks) is not built yet (issue 6); \
-                 use `cargo xtask run --iface IFACE`. Checking that the XDP program loads here instead."
-            );
-            setup::run(Command::new(sensor).arg("check"))
-        }
+        None => live::run_lab(&sensor, listen, std::time::Duration::from_secs(every.max(5))),
     }
+}
+
+fn report_e2e(cases: &live::Cases) -> Result<()> {
+    let mut failed = 0;
+    for (name, ok, detail) in cases {
+        println!("e2e {name} ... {} ({detail})", if *ok { "ok" } else { "FAILED" });
+        failed += usize::from(!ok);
+    }
+    println!("e2e: {} passed, {failed} failed", cases.len() - failed);
+    if failed > 0 {
+        bail!("the lab end-to-end test failed (logs in target/lab/e2e)");
+    }
+    Ok(())
 }
 
 /// `../shared/corpora` next to the project root (CI lays it there too).
@@ -212,10 +345,31 @@ fn bench_bin(name: &str, args: &[String]) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Task::LabRole { args } = &cli.command {
+        // Runs inside a lab namespace, many times: no set-up.
+        return match lab::traffic::role(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lab-role: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = setup::setup().and_then(|()| match &cli.command {
         Task::Setup => Ok(()),
         Task::Test { args } => test(args),
-        Task::Run { iface } => run(iface.as_deref()),
+        Task::Run {
+            iface,
+            listen,
+            attack_every,
+        } => run(iface.as_deref(), *listen, *attack_every),
+        Task::Lab { command } => lab_command(command),
+        Task::BenchLive { runs, only } => bench_live::bench_live(&release_sensor()?, *runs, only),
+        Task::E2e { benign_seconds } => {
+            let cases = live::e2e(&release_sensor()?, Duration::from_secs(*benign_seconds))?;
+            report_e2e(&cases)
+        }
+        Task::LabRole { .. } => Ok(()),
         Task::BenchXdp { args } => bench_bin("bench_xdp", args),
         Task::BenchApi => bench_bin("bench_api", &[]),
         Task::BenchIforest => {

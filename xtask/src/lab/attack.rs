@@ -1,0 +1,243 @@
+//! Real attacks with Debian's tools, only between the lab's namespaces.
+
+use std::{
+    net::Ipv4Addr,
+    process::{Child, Command},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{ATTACKER, BOTS, HOST_IF, WEB, in_ns, spawn_logged};
+
+/// The attacks the lab can launch, each with the alert kind the sensor must raise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// nmap TCP SYN scan of 1,000 ports.
+    SynScan,
+    /// nmap TCP connect() scan of 1,000 ports.
+    ConnectScan,
+    /// nmap UDP scan of 200 ports.
+    UdpScan,
+    /// nmap ping sweep (-sn) of the server network.
+    PingSweep,
+    /// hping3 SYN flood to port 80 from one source.
+    SynFlood,
+    /// hping3 UDP flood to a closed port.
+    UdpFlood,
+    /// hping3 ICMP echo flood.
+    IcmpFlood,
+    /// SYN flood from 25 addresses on 5 bot namespaces at once.
+    Ddos,
+    /// hping3 SYN flood from random spoofed sources (fills the flow map when it is small).
+    SpoofedFlood,
+}
+
+impl Kind {
+    pub const ALL: [Self; 9] = [
+        Self::SynScan,
+        Self::ConnectScan,
+        Self::UdpScan,
+        Self::PingSweep,
+        Self::SynFlood,
+        Self::UdpFlood,
+        Self::IcmpFlood,
+        Self::Ddos,
+        Self::SpoofedFlood,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SynScan => "syn-scan",
+            Self::ConnectScan => "connect-scan",
+            Self::UdpScan => "udp-scan",
+            Self::PingSweep => "ping-sweep",
+            Self::SynFlood => "syn-flood",
+            Self::UdpFlood => "udp-flood",
+            Self::IcmpFlood => "icmp-flood",
+            Self::Ddos => "ddos",
+            Self::SpoofedFlood => "spoofed-flood",
+        }
+    }
+
+    /// The alert kind (as the API names it) the sensor must raise.
+    pub fn alert(self) -> &'static str {
+        match self {
+            Self::SynScan | Self::ConnectScan | Self::UdpScan => "port_scan",
+            Self::PingSweep => "host_sweep",
+            Self::SynFlood => "syn_flood",
+            Self::UdpFlood => "udp_flood",
+            Self::IcmpFlood => "icmp_flood",
+            Self::Ddos | Self::SpoofedFlood => "ddos",
+        }
+    }
+
+    /// Whether the alert names the attacker (many-source attacks have none).
+    pub fn names_attacker(self) -> bool {
+        !matches!(self, Self::Ddos | Self::SpoofedFlood)
+    }
+
+    /// Whether the attack ends by itself (scans) or runs until stopped (floods).
+    pub fn ends_by_itself(self) -> bool {
+        matches!(
+            self,
+            Self::SynScan | Self::ConnectScan | Self::UdpScan | Self::PingSweep
+        )
+    }
+}
+
+/// Who attacks whom. `src` is an address of the attacker namespace (its own or an alias);
+/// the victim is an address of the web host (for a sweep, its network is swept).
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub src: Ipv4Addr,
+    pub victim: Ipv4Addr,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Self {
+            src: ATTACKER.addr,
+            victim: WEB.addr,
+        }
+    }
+}
+
+/// A launched attack: its processes, stopped on `stop` or drop.
+pub struct Running {
+    pub kind: Kind,
+    pub target: Target,
+    pub commands: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Running {
+    /// Whether every process has exited (scans end by themselves).
+    pub fn finished(&mut self) -> bool {
+        self.children
+            .iter_mut()
+            .all(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Waits for a self-ending attack, at most `limit`, then stops it.
+    pub fn wait(mut self, limit: Duration) {
+        let end = std::time::Instant::now() + limit;
+        while !self.finished() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+    }
+
+    pub fn stop(&mut self) {
+        for c in &mut self.children {
+            if c.try_wait().ok().flatten().is_none() {
+                // SIGINT first: hping3 and nmap exit cleanly on it.
+                // SAFETY: kill on the pid of a child we own.
+                unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            }
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        while !self.finished() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in &mut self.children {
+            let _ignored = c.kill();
+            let _ignored = c.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn cmd(ns: &str, program: &str, args: &[String]) -> (Command, String) {
+    let mut c = in_ns(ns, program);
+    c.args(args);
+    (c, format!("[{ns}] {program} {}", args.join(" ")))
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Launches `kind` against `target`; `log` collects the tools' output.
+pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Running> {
+    let src = target.src.to_string();
+    let victim = target.victim.to_string();
+    // nmap from an alias needs the source and interface; hping3 spoofs with -a.
+    let nmap = |retries: &str, extra: &[&str]| {
+        let mut a = strings(&["-n", "-Pn", "-T4", "--max-retries", retries, "-S", &src, "-e", HOST_IF]);
+        a.extend(strings(extra));
+        a
+    };
+    let hping = |extra: &[&str]| {
+        let mut a = strings(&["-q", "-a", &src]);
+        a.extend(strings(extra));
+        a.push(victim.clone());
+        a
+    };
+    let mut jobs: Vec<(Command, String)> = match kind {
+        Kind::SynScan => vec![cmd(ATTACKER.ns, "nmap", &nmap("1", &["-sS", "-p", "1-1000", &victim]))],
+        Kind::ConnectScan => vec![cmd(ATTACKER.ns, "nmap", &nmap("1", &["-sT", "-p", "1-1000", &victim]))],
+        // Closed UDP ports answer with rate-limited ICMP: no retries, a minimum rate.
+        Kind::UdpScan => vec![cmd(
+            ATTACKER.ns,
+            "nmap",
+            &nmap("0", &["-sU", "--min-rate", "500", "-p", "1-200", &victim]),
+        )],
+        Kind::PingSweep => {
+            let o = target.victim.octets();
+            let net = format!("{}.{}.{}.0/24", o[0], o[1], o[2]);
+            vec![cmd(ATTACKER.ns, "nmap", &{
+                let mut a = strings(&["-n", "-sn", "-T4", "-S", &src, "-e", HOST_IF]);
+                a.push(net);
+                a
+            })]
+        }
+        Kind::SynFlood => vec![cmd(ATTACKER.ns, "hping3", &hping(&["-S", "-p", "80", "-i", "u200"]))],
+        Kind::UdpFlood => vec![cmd(
+            ATTACKER.ns,
+            "hping3",
+            &hping(&["--udp", "-p", "9999", "-d", "64", "-i", "u200"]),
+        )],
+        Kind::IcmpFlood => vec![cmd(
+            ATTACKER.ns,
+            "hping3",
+            &hping(&["--icmp", "-d", "64", "-i", "u200"]),
+        )],
+        Kind::Ddos => BOTS
+            .iter()
+            .flat_map(|b| b.bot_addrs().map(move |a| (b.ns, a)))
+            .map(|(ns, a)| {
+                cmd(
+                    ns,
+                    "hping3",
+                    &strings(&["-q", "-S", "-p", "80", "-i", "u2000", "-a", &a.to_string(), &victim]),
+                )
+            })
+            .collect(),
+        Kind::SpoofedFlood => vec![cmd(
+            ATTACKER.ns,
+            "hping3",
+            &strings(&["-q", "-S", "-p", "80", "--rand-source", "-i", "u50", &victim]),
+        )],
+    };
+    let mut running = Running {
+        kind,
+        target,
+        commands: Vec::new(),
+        children: Vec::new(),
+    };
+    for (c, text) in jobs.drain(..) {
+        let child = spawn_logged(c, log).with_context(|| format!("launching {}", kind.name()))?;
+        running.children.push(child);
+        running.commands.push(text);
+    }
+    if running.children.is_empty() {
+        bail!("no process for {}", kind.name());
+    }
+    Ok(running)
+}

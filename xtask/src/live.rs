@@ -1,0 +1,364 @@
+//! The sensor running live in the lab: `cargo xtask run` (no `--iface`), the end-to-end test
+//! of `cargo xtask test`, and `cargo xtask bench-live`.
+
+use std::{
+    io,
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::lab::{
+    self, GW, GW_IFACES,
+    attack::{self, Kind, Target},
+    http_get, in_ns, traffic,
+};
+
+/// Port of the sensor's API inside the gateway namespace.
+pub const API_PORT: u16 = 8080;
+
+/// `sensor run` on both gateway interfaces, inside the gateway namespace.
+pub struct Sensor {
+    child: Child,
+    pub data_dir: PathBuf,
+}
+
+impl Sensor {
+    /// Starts the sensor; `log` None inherits the terminal (the running log of detections).
+    pub fn start(sensor: &Path, data_dir: &Path, extra: &[&str], log: Option<&Path>) -> Result<Self> {
+        let mut c = in_ns(GW, sensor.to_str().context("sensor path is not UTF-8")?);
+        c.arg("run");
+        for i in GW_IFACES {
+            c.args(["--iface", i]);
+        }
+        c.args(["--listen", &format!("127.0.0.1:{API_PORT}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra);
+        let child = match log {
+            Some(l) => lab::spawn_logged(c, l)?,
+            None => c
+                .stdin(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .context("starting the sensor")?,
+        };
+        let mut s = Self {
+            child,
+            data_dir: data_dir.to_owned(),
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Some(status) = s.child.try_wait()? {
+                bail!("the sensor exited with {status} during start-up{}", match log {
+                    Some(l) => format!(" (log: {})", l.display()),
+                    None => String::new(),
+                });
+            }
+            if http_get(GW, API_PORT, "/api/status").is_some() {
+                return Ok(s);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        s.stop();
+        bail!("the sensor's API did not come up within 30 s")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET a JSON document from the sensor's API.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        http_get(GW, API_PORT, path).and_then(|b| serde_json::from_str(&b).ok())
+    }
+
+    /// Every alert on the API (newest first), following the cursor.
+    pub fn alerts(&self, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/alerts?limit=1000{query}");
+            if let Some(c) = &cursor {
+                path.push_str("&cursor=");
+                path.push_str(c);
+            }
+            let Some(v) = self.get(&path) else { break };
+            if let Some(items) = v["items"].as_array() {
+                out.extend(items.iter().cloned());
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// SIGTERM, then wait; the exit status (None when it had to be killed after 10 s).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(s)) = self.child.try_wait() {
+            return Some(s);
+        }
+        // SAFETY: SIGTERM to our own child (ip netns exec has exec'd the sensor).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ignored = self.child.kill();
+        let _ignored = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Tears the lab down when dropped: on success, error and panic alike.
+pub struct LabGuard;
+
+impl LabGuard {
+    pub fn up() -> Result<Self> {
+        lab::up()?;
+        Ok(Self)
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if let Err(e) = lab::down() {
+            eprintln!("lab: teardown failed: {e:#}");
+        }
+    }
+}
+
+/// Whether an alert matches an attack: kind, and attacker/victim as the attack defines them.
+pub fn matches(a: &Value, kind: Kind, t: Target) -> bool {
+    if a["kind"] != kind.alert() {
+        return false;
+    }
+    let src_ok = !kind.names_attacker() || a["src_ip"] == t.src.to_string();
+    let dst_ok = match kind {
+        // A sweep has no single victim.
+        Kind::PingSweep => true,
+        _ => a["dst_ip"] == t.victim.to_string(),
+    };
+    src_ok && dst_ok
+}
+
+/// Launches `kind` and waits (at most `limit`) for its alert on the API; the time from launch
+/// to the alert being readable there.
+pub fn detect(
+    sensor: &Sensor,
+    kind: Kind,
+    t: Target,
+    limit: Duration,
+    log: &Path,
+) -> Result<Option<Duration>> {
+    let query = format!("&kind={}", kind.alert());
+    let started = Instant::now();
+    let mut running = attack::launch(kind, t, log)?;
+    let mut found = None;
+    while started.elapsed() < limit {
+        if sensor.alerts(&query).iter().any(|a| matches(a, kind, t)) {
+            found = Some(started.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    running.stop();
+    Ok(found)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Forwards `127.0.0.1:port` on the host into the sensor's API in the gateway namespace,
+/// so the dashboard opens in a normal browser while every lab packet stays in the lab.
+fn proxy(listener: TcpListener) {
+    for conn in listener.incoming() {
+        let Ok(client) = conn else { continue };
+        thread::spawn(move || {
+            let upstream = lab::with_ns(GW, || {
+                TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], API_PORT)))
+            });
+            let Ok(Ok(upstream)) = upstream else { return };
+            let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+                return;
+            };
+            let up = thread::spawn(move || {
+                let _ignored = io::copy(&mut c2, &mut u2);
+                let _ignored = u2.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut c, mut u) = (client, upstream);
+            let _ignored = io::copy(&mut u, &mut c);
+            let _ignored = c.shutdown(std::net::Shutdown::Write);
+            let _ignored = up.join();
+        });
+    }
+}
+
+/// `cargo xtask run` without `--iface`: lab up, benign traffic, the sensor on the gateway,
+/// an attack every `every` seconds in turn, until Ctrl-C; then everything is torn down.
+pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()> {
+    catch_signals();
+    let listener = TcpListener::bind(listen).with_context(|| {
+        format!("cannot listen on {listen} for the dashboard (in use? pass --listen)")
+    })?;
+    let guard = LabGuard::up()?;
+    let logs = lab::work_dir("run")?;
+    traffic::start(&logs)?;
+    let data = crate::workspace_root().join("data/lab");
+    std::fs::create_dir_all(&data)?;
+    let token = "lab-token-0123456789";
+    let mut s = Sensor::start(sensor, &data, &["--token", token], None)?;
+    thread::spawn(move || proxy(listener));
+    eprintln!(
+        "\nlab: up. Dashboard: http://{listen}/  (control token: {token})\n\
+         lab: benign traffic runs now; attacks start in {} s, one every {} s ({} kinds in turn).\n\
+         lab: logs in {}; Ctrl-C tears the lab down.\n",
+        every.as_secs(),
+        every.as_secs(),
+        Kind::ALL.len(),
+        logs.display()
+    );
+    let tools_log = logs.join("attacks.log");
+    let mut next = Instant::now() + every;
+    let mut i = 0usize;
+    while !STOP.load(Ordering::SeqCst) {
+        if let Ok(Some(status)) = s.child.try_wait() {
+            drop(guard);
+            bail!("the sensor exited with {status}");
+        }
+        if Instant::now() >= next {
+            let kind = Kind::ALL[i % Kind::ALL.len()];
+            let t = Target::default();
+            eprintln!(
+                "lab: launching {} ({} -> {}); expect a {} alert",
+                kind.name(),
+                t.src,
+                t.victim,
+                kind.alert()
+            );
+            match detect(&s, kind, t, Duration::from_secs(20), &tools_log) {
+                Ok(Some(d)) => eprintln!("lab: {} detected {:.2} s after launch", kind.name(), d.as_secs_f64()),
+                Ok(None) => eprintln!("lab: {} NOT detected within 20 s", kind.name()),
+                Err(e) => eprintln!("lab: {}: {e:#}", kind.name()),
+            }
+            i += 1;
+            next = Instant::now() + every;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("lab: stopping the sensor and tearing the lab down");
+    let status = s.stop();
+    drop(s);
+    drop(guard);
+    match status {
+        Some(st) if st.success() || st.code() == Some(130) => Ok(()),
+        Some(st) => bail!("the sensor exited with {st}"),
+        None => bail!("the sensor did not stop within 10 s and was killed"),
+    }
+}
+
+/// Outcome of the end-to-end test: (name, passed, detail) per case.
+pub type Cases = Vec<(String, bool, String)>;
+
+/// The end-to-end test: every attack kind detected with the right attacker and victim,
+/// benign traffic alone raises nothing, the sensor stops cleanly and detaches.
+pub fn e2e(sensor: &Path, benign: Duration) -> Result<Cases> {
+    let dir = lab::work_dir("e2e")?;
+    let data = dir.join("data");
+    let _ignored = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let log = dir.join("attacks.log");
+    let _ignored = std::fs::remove_file(&log);
+    let _guard = LabGuard::up()?;
+    traffic::start(&dir)?;
+    let mut s = Sensor::start(sensor, &data, &["--token", "lab-e2e-token-0123456789"], Some(&dir.join("sensor.log")))?;
+    let mut cases = Cases::new();
+
+    eprintln!("e2e: {} s of benign traffic", benign.as_secs());
+    thread::sleep(benign);
+    let flows = s.get("/api/stats").map_or(0, |v| v["totals"]["flows"].as_u64().unwrap_or(0));
+    let alerts = s.alerts("");
+    cases.push((
+        "benign traffic raises no alert".into(),
+        alerts.is_empty() && flows > 0,
+        format!("{} alerts ({}), {flows} flows stored", alerts.len(), summarize(&alerts)),
+    ));
+
+    for (i, kind) in Kind::ALL.into_iter().enumerate() {
+        // Fresh attacker and victim addresses per kind: alerts cannot borrow from each other.
+        let t = Target {
+            src: lab::attacker_alias(i as u8),
+            victim: lab::victim_alias(i as u8),
+        };
+        let found = detect(&s, kind, t, Duration::from_secs(30), &log)?;
+        let detail = match found {
+            Some(d) => format!("{} alert after {:.2} s", kind.alert(), d.as_secs_f64()),
+            None => {
+                let seen = s.alerts("");
+                format!(
+                    "no {} alert from {} to {} within 30 s; alerts: {}",
+                    kind.alert(),
+                    t.src,
+                    t.victim,
+                    summarize(&seen)
+                )
+            }
+        };
+        cases.push((format!("{} detected", kind.name()), found.is_some(), detail));
+        thread::sleep(Duration::from_secs(1));
+    }
+
+    let status = s.stop();
+    let attached = GW_IFACES.iter().any(|i| {
+        in_ns(GW, "ip")
+            .args(["-d", "link", "show", "dev", i])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("prog/xdp"))
+    });
+    cases.push((
+        "sensor stops cleanly and detaches".into(),
+        status.is_some_and(|s| s.success()) && !attached,
+        format!("exit {status:?}, XDP still attached: {attached}"),
+    ));
+    Ok(cases)
+}
+
+fn summarize(alerts: &[Value]) -> String {
+    let mut v: Vec<String> = alerts
+        .iter()
+        .take(12)
+        .map(|a| format!("{} {}->{}", a["kind"].as_str().unwrap_or("?"), a["src_ip"], a["dst_ip"]))
+        .collect();
+    if alerts.len() > 12 {
+        v.push(format!("... {} more", alerts.len() - 12));
+    }
+    v.join(", ")
+}
