@@ -164,14 +164,16 @@ pub struct Flow {
     /// Data time, ns since the Unix epoch.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
-    pub syn: u64,
-    pub syn_ack: u64,
-    pub fin: u64,
-    pub rst: u64,
-    pub psh: u64,
-    pub ack_only: u64,
-    pub echo_requests: u64,
-    pub fragments: u64,
+    // Flag counts are u32 (saturating): a million flows held live is the scale target, and
+    // these eight fields are an eighth of a flow's size.
+    pub syn: u32,
+    pub syn_ack: u32,
+    pub fin: u32,
+    pub rst: u32,
+    pub psh: u32,
+    pub ack_only: u32,
+    pub echo_requests: u32,
+    pub fragments: u32,
     pub min_len: u32,
     pub max_len: u32,
     /// Packet lengths (per packet in replay; per delta's mean live).
@@ -665,14 +667,15 @@ fn apply(f: &mut Flow, d: &Delta, from_fwd: bool, per_packet: bool) {
     if d.last_ns > f.last_seen_ns {
         f.last_seen_ns = d.last_ns;
     }
-    f.syn += d.syn;
-    f.syn_ack += d.syn_ack;
-    f.fin += d.fin;
-    f.rst += d.rst;
-    f.psh += d.psh;
-    f.ack_only += d.ack_only;
-    f.echo_requests += d.echo;
-    f.fragments += d.fragments;
+    let add = |c: &mut u32, n: u64| *c = c.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    add(&mut f.syn, d.syn);
+    add(&mut f.syn_ack, d.syn_ack);
+    add(&mut f.fin, d.fin);
+    add(&mut f.rst, d.rst);
+    add(&mut f.psh, d.psh);
+    add(&mut f.ack_only, d.ack_only);
+    add(&mut f.echo_requests, d.echo);
+    add(&mut f.fragments, d.fragments);
     if from_fwd && d.syn > 0 {
         f.fwd_sent_syn = true;
     }

@@ -5,7 +5,7 @@ use std::{
     io,
     net::{SocketAddr, TcpListener, TcpStream},
     os::unix::process::CommandExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     thread,
@@ -27,7 +27,6 @@ pub const API_PORT: u16 = 8080;
 /// `sensor run` on both gateway interfaces, inside the gateway namespace.
 pub struct Sensor {
     child: Child,
-    pub data_dir: PathBuf,
 }
 
 impl Sensor {
@@ -50,10 +49,7 @@ impl Sensor {
                 .spawn()
                 .context("starting the sensor")?,
         };
-        let mut s = Self {
-            child,
-            data_dir: data_dir.to_owned(),
-        };
+        let mut s = Self { child };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Some(status) = s.child.try_wait()? {

@@ -119,9 +119,9 @@ impl From<&Flow> for FlowNumbers {
             std_len: f.len.std(),
             mean_iat_us: iat.map(|m| m.mean),
             std_iat_us: iat.map(|m| m.std()),
-            syn: f.syn,
-            fin: f.fin,
-            rst: f.rst,
+            syn: u64::from(f.syn),
+            fin: u64::from(f.fin),
+            rst: u64::from(f.rst),
         }
     }
 }

@@ -81,6 +81,9 @@ impl Default for RuleConfig {
 
 const NS: u64 = 1_000_000_000;
 
+/// Overflow packets (in one poll) before an untracked host gets per-host state.
+const OVERFLOW_MIN_PACKETS: u64 = 8;
+
 /// Counts per second of data time over the last `len` seconds.
 #[derive(Clone, Debug)]
 struct SecWindow {
@@ -148,15 +151,24 @@ impl SecWindow {
 }
 
 /// Last-seen times of distinct items, pruned to a window.
+///
+/// Pruning walks every item, so it runs only when the oldest item may have left the window
+/// and at most every 1/16 of the window: counting on every event of a random-source flood
+/// (thousands of items) would otherwise be quadratic. A count may therefore include items
+/// up to 1/16 of the window older than it.
 #[derive(Clone, Debug)]
 struct Distinct<T: std::hash::Hash + Eq + Copy> {
     seen: HashMap<T, u64>,
+    oldest: u64,
+    pruned_at: u64,
 }
 
 impl<T: std::hash::Hash + Eq + Copy> Default for Distinct<T> {
     fn default() -> Self {
         Self {
             seen: HashMap::new(),
+            oldest: u64::MAX,
+            pruned_at: 0,
         }
     }
 }
@@ -165,13 +177,19 @@ impl<T: std::hash::Hash + Eq + Copy> Distinct<T> {
     fn add(&mut self, item: T, ts: u64, cap: usize) {
         if self.seen.len() < cap || self.seen.contains_key(&item) {
             self.seen.insert(item, ts);
+            self.oldest = self.oldest.min(ts);
         }
     }
 
     /// Distinct items seen within `window_ns` before `now`.
     fn count(&mut self, now: u64, window_ns: u64, threshold: usize) -> usize {
-        if self.seen.len() >= threshold {
+        if self.seen.len() >= threshold
+            && now.saturating_sub(self.oldest) >= window_ns
+            && now.saturating_sub(self.pruned_at) >= window_ns / 16
+        {
             self.seen.retain(|_, t| now.saturating_sub(*t) < window_ns);
+            self.oldest = self.seen.values().copied().min().unwrap_or(u64::MAX);
+            self.pruned_at = now;
         }
         self.seen.len()
     }
@@ -743,6 +761,15 @@ impl Rules {
     pub fn on_overflow(&mut self, ts_ns: u64, dst: &HostKey, s: &HostStats, book: &mut AlertBook) {
         let host = host_ip(dst);
         let sec = ts_ns / NS;
+        // A flood's backscatter (SYN-ACKs to millions of spoofed addresses) also overflows,
+        // one or two packets per address: such a host cannot be a flood victim, and tracking
+        // each would grow without bound. New hosts need a few packets and respect the cap.
+        if !self.hosts.contains_key(&host)
+            && (s.packets < OVERFLOW_MIN_PACKETS || self.hosts.len() >= self.cfg.max_tracked)
+        {
+            self.untracked += 1;
+            return;
+        }
         let h = self
             .hosts
             .entry(host)
@@ -1050,5 +1077,42 @@ mod tests {
                     && a.src_ip.is_none()),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn backscatter_to_spoofed_addresses_does_not_grow_host_state() {
+        let cfg = RuleConfig {
+            max_tracked: 1000,
+            ..RuleConfig::default()
+        };
+        let mut r = Rules::new(cfg);
+        let mut book = AlertBook::new(30 * NS);
+        // One SYN-ACK each to 100k spoofed addresses, then a real victim's overflow.
+        for i in 0..100_000u32 {
+            let k = HostKey {
+                addr: Ipv4Addr::from(0x0b00_0000 + i).to_ipv6_mapped().octets(),
+                family: family::IPV4,
+                _pad: [0; 3],
+            };
+            let s = HostStats {
+                packets: 1,
+                ..HostStats::default()
+            };
+            r.on_overflow(NS, &k, &s, &mut book);
+        }
+        assert!(r.hosts.is_empty(), "{} hosts tracked", r.hosts.len());
+        assert_eq!(r.untracked, 100_000);
+        let victim = HostKey {
+            addr: Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets(),
+            family: family::IPV4,
+            _pad: [0; 3],
+        };
+        let s = HostStats {
+            packets: 5000,
+            syn: 5000,
+            ..HostStats::default()
+        };
+        r.on_overflow(NS, &victim, &s, &mut book);
+        assert_eq!(r.hosts.len(), 1);
     }
 }

@@ -105,8 +105,6 @@ impl Default for Target {
 
 /// A launched attack: its processes, stopped on `stop` or drop.
 pub struct Running {
-    pub kind: Kind,
-    pub target: Target,
     pub commands: Vec<String>,
     children: Vec<Child>,
 }
@@ -226,8 +224,6 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
         )],
     };
     let mut running = Running {
-        kind,
-        target,
         commands: Vec::new(),
         children: Vec::new(),
     };

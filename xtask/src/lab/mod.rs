@@ -52,12 +52,12 @@ pub const BOT_ADDRS: u8 = 5;
 pub const WEB: Host = Host::lan("slab-web", "web", [10, 77, 1, 10]);
 pub const FILES: Host = Host::lan("slab-files", "files", [10, 77, 1, 20]);
 
-/// Extra attacker addresses (10.77.0.200..) and victim addresses on the web host
+/// Extra attacker addresses (10.77.0.130..) and victim addresses on the web host
 /// (10.77.1.100..): repeated runs of one attack use fresh pairs, so each run opens its own
 /// alert instead of extending the previous one.
-pub const ALIASES: u8 = 40;
+pub const ALIASES: u8 = 100;
 pub fn attacker_alias(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 77, 0, 200 + i % ALIASES)
+    Ipv4Addr::new(10, 77, 0, 130 + i % ALIASES)
 }
 pub fn victim_alias(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, 1, 100 + i % ALIASES)
