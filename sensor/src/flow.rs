@@ -415,11 +415,12 @@ impl FlowTable {
                 if closed_quiet || d.first_ns >= f.last_seen_ns.saturating_add(idle) {
                     let mut done = new_flow(&bk, lo_to_hi, d.first_ns);
                     std::mem::swap(&mut done, f);
-                    done.end = if closed(&done) && d.first_ns < done.last_seen_ns.saturating_add(idle) {
-                        EndReason::Closed
-                    } else {
-                        EndReason::Idle
-                    };
+                    done.end =
+                        if closed(&done) && d.first_ns < done.last_seen_ns.saturating_add(idle) {
+                            EndReason::Closed
+                        } else {
+                            EndReason::Idle
+                        };
                     self.stats.flows_emitted += 1;
                     self.stats.flows_created += 1;
                     out(done);
@@ -528,7 +529,11 @@ impl FlowTable {
             let closed_quiet = quiet >= close && closed(f);
             if closed_quiet || quiet >= idle {
                 if let Some(mut done) = self.flows.remove(id) {
-                    done.end = if quiet < idle { EndReason::Closed } else { EndReason::Idle };
+                    done.end = if quiet < idle {
+                        EndReason::Closed
+                    } else {
+                        EndReason::Idle
+                    };
                     out(done);
                     emitted += 1;
                 }

@@ -89,7 +89,9 @@ fn map_memlock_mib(pid: u32) -> f64 {
 fn iface_rx() -> Result<u64> {
     let mut total = 0;
     for i in GW_IFACES {
-        let out = in_ns(GW, "ip").args(["-s", "-j", "link", "show", "dev", i]).output()?;
+        let out = in_ns(GW, "ip")
+            .args(["-s", "-j", "link", "show", "dev", i])
+            .output()?;
         let v: Value = serde_json::from_slice(&out.stdout).context("ip -s -j output")?;
         total += v[0]["stats64"]["rx"]["packets"].as_u64().unwrap_or(0);
     }
@@ -97,7 +99,9 @@ fn iface_rx() -> Result<u64> {
 }
 
 fn kernel(s: &Sensor) -> Value {
-    s.get("/api/status").map(|v| v["kernel"].clone()).unwrap_or_default()
+    s.get("/api/status")
+        .map(|v| v["kernel"].clone())
+        .unwrap_or_default()
 }
 
 fn num(v: &Value, k: &str) -> u64 {
@@ -119,7 +123,12 @@ fn settle(s: &Sensor) -> Value {
 }
 
 /// A capture addressed to the gateway's WAN MAC (so the bridge forwards it only there).
-fn capture_for_gateway(dir: &Path, name: &str, flows: u32, per_flow: u32) -> Result<std::path::PathBuf> {
+fn capture_for_gateway(
+    dir: &Path,
+    name: &str,
+    flows: u32,
+    per_flow: u32,
+) -> Result<std::path::PathBuf> {
     let raw = dir.join(format!("{name}.raw.pcap"));
     let out = dir.join(format!("{name}.pcap"));
     if out.exists() {
@@ -157,7 +166,10 @@ fn replay(pcap: &Path, rate: Option<u64>) -> Result<(u64, f64)> {
     let out = c.arg(pcap).output().context("running tcpreplay")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        bail!("tcpreplay failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "tcpreplay failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // "Actual: 1000000 packets (86000000 bytes) sent in 2.50 seconds"
     // "Rated: 34400000.0 Bps, 275.20 Mbps, 400000.00 pps"
@@ -210,7 +222,12 @@ fn fresh_data(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
 fn latency(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) -> Result<()> {
     traffic::start(dir)?;
     let data = fresh_data(dir, "latency")?;
-    let s = Sensor::start(sensor, &data, &["--token", TOKEN], Some(&dir.join("latency-sensor.log")))?;
+    let s = Sensor::start(
+        sensor,
+        &data,
+        &["--token", TOKEN],
+        Some(&dir.join("latency-sensor.log")),
+    )?;
     thread::sleep(Duration::from_secs(3));
     let tools = dir.join("latency-tools.log");
     report.push(format!(
@@ -261,7 +278,12 @@ fn latency(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) -> 
 
 fn accounting(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
     let data = fresh_data(dir, "accounting")?;
-    let s = Sensor::start(sensor, &data, &["--token", TOKEN], Some(&dir.join("accounting-sensor.log")))?;
+    let s = Sensor::start(
+        sensor,
+        &data,
+        &["--token", TOKEN],
+        Some(&dir.join("accounting-sensor.log")),
+    )?;
     let pcap = capture_for_gateway(dir, "accounting-100k-flows", 100_000, 10)?;
     report.push(
         "## Accounting under load (tcpreplay of 1M packets / 100k flows from a client namespace through the gateway)\n\n\
@@ -305,7 +327,14 @@ fn overload(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
     let s = Sensor::start(
         sensor,
         &data,
-        &["--token", TOKEN, "--flow-entries", &entries.to_string(), "--max-flows", "200000"],
+        &[
+            "--token",
+            TOKEN,
+            "--flow-entries",
+            &entries.to_string(),
+            "--max-flows",
+            "200000",
+        ],
         Some(&dir.join("overload-sensor.log")),
     )?;
     let (rss0, _) = rss_mib(s.pid());
@@ -317,13 +346,25 @@ fn overload(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
     let log = dir.join("overload-tools.log");
     // hping3 --flood with random sources: as fast as one core sends.
     let mut c = in_ns(lab::ATTACKER.ns, "hping3");
-    c.args(["-q", "-S", "-p", "80", "--rand-source", "--flood", &t.victim.to_string()]);
+    c.args([
+        "-q",
+        "-S",
+        "-p",
+        "80",
+        "--rand-source",
+        "--flood",
+        &t.victim.to_string(),
+    ]);
     let started = Instant::now();
     let mut flood = lab::spawn_logged(c, &log)?;
     let mut detected = None;
     let mut peak = rss0;
     while started.elapsed() < Duration::from_secs(15) {
-        if detected.is_none() && s.alerts("&kind=ddos").iter().any(|a| matches(a, Kind::SpoofedFlood, t)) {
+        if detected.is_none()
+            && s.alerts("&kind=ddos")
+                .iter()
+                .any(|a| matches(a, Kind::SpoofedFlood, t))
+        {
             detected = Some(started.elapsed());
         }
         peak = peak.max(rss_mib(s.pid()).0);
@@ -345,7 +386,10 @@ fn overload(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
          | {packets} | {full} | {lost} | {} | {flows} | {rss0:.0} / {peak:.0} / {rss1:.0} ({hwm:.0}) MiB | {alive} |\n",
         detected.map_or("NOT DETECTED".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
     ));
-    eprintln!("bench-live: overload: {}", report.last().map_or("", |s| s.as_str()));
+    eprintln!(
+        "bench-live: overload: {}",
+        report.last().map_or("", |s| s.as_str())
+    );
     Ok(())
 }
 
@@ -354,7 +398,14 @@ fn scale(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
     let s = Sensor::start(
         sensor,
         &data,
-        &["--token", TOKEN, "--flow-entries", "1048576", "--max-flows", "1200000"],
+        &[
+            "--token",
+            TOKEN,
+            "--flow-entries",
+            "1048576",
+            "--max-flows",
+            "1200000",
+        ],
         Some(&dir.join("scale-sensor.log")),
     )?;
     let pcap = capture_for_gateway(dir, "scale-1m-flows", 1_000_000, 1)?;
@@ -380,6 +431,9 @@ fn scale(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
         percentile(&polls, 50.0),
         polls.last().copied().unwrap_or(f64::NAN),
     ));
-    eprintln!("bench-live: scale: {}", report.last().map_or("", |s| s.as_str()));
+    eprintln!(
+        "bench-live: scale: {}",
+        report.last().map_or("", |s| s.as_str())
+    );
     Ok(())
 }

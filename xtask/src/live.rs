@@ -31,7 +31,12 @@ pub struct Sensor {
 
 impl Sensor {
     /// Starts the sensor; `log` None inherits the terminal (the running log of detections).
-    pub fn start(sensor: &Path, data_dir: &Path, extra: &[&str], log: Option<&Path>) -> Result<Self> {
+    pub fn start(
+        sensor: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> Result<Self> {
         let mut c = in_ns(GW, sensor.to_str().context("sensor path is not UTF-8")?);
         c.arg("run");
         for i in GW_IFACES {
@@ -53,10 +58,13 @@ impl Sensor {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             if let Some(status) = s.child.try_wait()? {
-                bail!("the sensor exited with {status} during start-up{}", match log {
-                    Some(l) => format!(" (log: {})", l.display()),
-                    None => String::new(),
-                });
+                bail!(
+                    "the sensor exited with {status} during start-up{}",
+                    match log {
+                        Some(l) => format!(" (log: {})", l.display()),
+                        None => String::new(),
+                    }
+                );
             }
             if http_get(GW, API_PORT, "/api/status").is_some() {
                 return Ok(s);
@@ -166,11 +174,19 @@ pub fn detect(
     log: &Path,
 ) -> Result<Option<Duration>> {
     let query = format!("&kind={}", kind.alert());
+    // Only an alert opened by this launch counts, not one still open from an earlier attack.
+    let before: Vec<Value> = sensor
+        .alerts(&query)
+        .iter()
+        .filter(|a| matches(a, kind, t))
+        .map(|a| a["id"].clone())
+        .collect();
     let started = Instant::now();
     let mut running = attack::launch(kind, t, log)?;
     let mut found = None;
     while started.elapsed() < limit {
-        if sensor.alerts(&query).iter().any(|a| matches(a, kind, t)) {
+        let new = |a: &Value| matches(a, kind, t) && !before.contains(&a["id"]);
+        if sensor.alerts(&query).iter().any(new) {
             found = Some(started.elapsed());
             break;
         }
@@ -252,7 +268,12 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
         }
         if Instant::now() >= next {
             let kind = Kind::ALL[i % Kind::ALL.len()];
-            let t = Target::default();
+            // A fresh attacker/victim pair each time, so each attack opens its own alert.
+            let n = (i % usize::from(lab::ALIASES)) as u8;
+            let t = Target {
+                src: lab::attacker_alias(n),
+                victim: lab::victim_alias(n),
+            };
             eprintln!(
                 "lab: launching {} ({} -> {}); expect a {} alert",
                 kind.name(),
@@ -261,7 +282,11 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
                 kind.alert()
             );
             match detect(&s, kind, t, Duration::from_secs(20), &tools_log) {
-                Ok(Some(d)) => eprintln!("lab: {} detected {:.2} s after launch", kind.name(), d.as_secs_f64()),
+                Ok(Some(d)) => eprintln!(
+                    "lab: {} detected {:.2} s after launch",
+                    kind.name(),
+                    d.as_secs_f64()
+                ),
                 Ok(None) => eprintln!("lab: {} NOT detected within 20 s", kind.name()),
                 Err(e) => eprintln!("lab: {}: {e:#}", kind.name()),
             }
@@ -295,17 +320,28 @@ pub fn e2e(sensor: &Path, benign: Duration) -> Result<Cases> {
     let _ignored = std::fs::remove_file(&log);
     let _guard = LabGuard::up()?;
     traffic::start(&dir)?;
-    let mut s = Sensor::start(sensor, &data, &["--token", "lab-e2e-token-0123456789"], Some(&dir.join("sensor.log")))?;
+    let mut s = Sensor::start(
+        sensor,
+        &data,
+        &["--token", "lab-e2e-token-0123456789"],
+        Some(&dir.join("sensor.log")),
+    )?;
     let mut cases = Cases::new();
 
     eprintln!("e2e: {} s of benign traffic", benign.as_secs());
     thread::sleep(benign);
-    let flows = s.get("/api/stats").map_or(0, |v| v["totals"]["flows"].as_u64().unwrap_or(0));
+    let flows = s
+        .get("/api/stats")
+        .map_or(0, |v| v["totals"]["flows"].as_u64().unwrap_or(0));
     let alerts = s.alerts("");
     cases.push((
         "benign traffic raises no alert".into(),
         alerts.is_empty() && flows > 0,
-        format!("{} alerts ({}), {flows} flows stored", alerts.len(), summarize(&alerts)),
+        format!(
+            "{} alerts ({}), {flows} flows stored",
+            alerts.len(),
+            summarize(&alerts)
+        ),
     ));
 
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
@@ -351,7 +387,14 @@ fn summarize(alerts: &[Value]) -> String {
     let mut v: Vec<String> = alerts
         .iter()
         .take(12)
-        .map(|a| format!("{} {}->{}", a["kind"].as_str().unwrap_or("?"), a["src_ip"], a["dst_ip"]))
+        .map(|a| {
+            format!(
+                "{} {}->{}",
+                a["kind"].as_str().unwrap_or("?"),
+                a["src_ip"],
+                a["dst_ip"]
+            )
+        })
         .collect();
     if alerts.len() > 12 {
         v.push(format!("... {} more", alerts.len() - 12));

@@ -123,7 +123,19 @@ enum LabCommand {
     },
 }
 
+/// The lab creates namespaces, veths and XDP attachments: it needs root.
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "{what} creates network namespaces and attaches XDP: run it as root \
+             (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)"
+        );
+    }
+    Ok(())
+}
+
 fn lab_command(cmd: &LabCommand) -> Result<()> {
+    require_root("the lab")?;
     match cmd {
         LabCommand::Up => {
             lab::up()?;
@@ -269,7 +281,10 @@ fn test(args: &[String]) -> Result<()> {
     let mut e2e_failed = false;
     if let Some(Ok(cases)) = &e2e {
         for (name, ok, detail) in cases {
-            println!("e2e {name} ... {} ({detail})", if *ok { "ok" } else { "FAILED" });
+            println!(
+                "e2e {name} ... {} ({detail})",
+                if *ok { "ok" } else { "FAILED" }
+            );
             if *ok {
                 passed += 1;
             } else {
@@ -299,14 +314,24 @@ fn run(iface: Option<&str>, listen: std::net::SocketAddr, every: u64) -> Result<
                 .arg("--data-dir")
                 .arg(workspace_root().join("data")),
         ),
-        None => live::run_lab(&sensor, listen, std::time::Duration::from_secs(every.max(5))),
+        None => {
+            require_root("cargo xtask run (the built-in lab)")?;
+            live::run_lab(
+                &sensor,
+                listen,
+                std::time::Duration::from_secs(every.max(5)),
+            )
+        }
     }
 }
 
 fn report_e2e(cases: &live::Cases) -> Result<()> {
     let mut failed = 0;
     for (name, ok, detail) in cases {
-        println!("e2e {name} ... {} ({detail})", if *ok { "ok" } else { "FAILED" });
+        println!(
+            "e2e {name} ... {} ({detail})",
+            if *ok { "ok" } else { "FAILED" }
+        );
         failed += usize::from(!ok);
     }
     println!("e2e: {} passed, {failed} failed", cases.len() - failed);
@@ -364,8 +389,12 @@ fn main() -> ExitCode {
             attack_every,
         } => run(iface.as_deref(), *listen, *attack_every),
         Task::Lab { command } => lab_command(command),
-        Task::BenchLive { runs, only } => bench_live::bench_live(&release_sensor()?, *runs, only),
+        Task::BenchLive { runs, only } => {
+            require_root("bench-live")?;
+            bench_live::bench_live(&release_sensor()?, *runs, only)
+        }
         Task::E2e { benign_seconds } => {
+            require_root("the end-to-end test")?;
             let cases = live::e2e(&release_sensor()?, Duration::from_secs(*benign_seconds))?;
             report_e2e(&cases)
         }

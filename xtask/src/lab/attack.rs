@@ -167,7 +167,17 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
     let victim = target.victim.to_string();
     // nmap from an alias needs the source and interface; hping3 spoofs with -a.
     let nmap = |retries: &str, extra: &[&str]| {
-        let mut a = strings(&["-n", "-Pn", "-T4", "--max-retries", retries, "-S", &src, "-e", HOST_IF]);
+        let mut a = strings(&[
+            "-n",
+            "-Pn",
+            "-T4",
+            "--max-retries",
+            retries,
+            "-S",
+            &src,
+            "-e",
+            HOST_IF,
+        ]);
         a.extend(strings(extra));
         a
     };
@@ -178,8 +188,16 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
         a
     };
     let mut jobs: Vec<(Command, String)> = match kind {
-        Kind::SynScan => vec![cmd(ATTACKER.ns, "nmap", &nmap("1", &["-sS", "-p", "1-1000", &victim]))],
-        Kind::ConnectScan => vec![cmd(ATTACKER.ns, "nmap", &nmap("1", &["-sT", "-p", "1-1000", &victim]))],
+        Kind::SynScan => vec![cmd(
+            ATTACKER.ns,
+            "nmap",
+            &nmap("1", &["-sS", "-p", "1-1000", &victim]),
+        )],
+        Kind::ConnectScan => vec![cmd(
+            ATTACKER.ns,
+            "nmap",
+            &nmap("1", &["-sT", "-p", "1-1000", &victim]),
+        )],
         // Closed UDP ports answer with rate-limited ICMP: no retries, a minimum rate.
         Kind::UdpScan => vec![cmd(
             ATTACKER.ns,
@@ -195,7 +213,11 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
                 a
             })]
         }
-        Kind::SynFlood => vec![cmd(ATTACKER.ns, "hping3", &hping(&["-S", "-p", "80", "-i", "u200"]))],
+        Kind::SynFlood => vec![cmd(
+            ATTACKER.ns,
+            "hping3",
+            &hping(&["-S", "-p", "80", "-i", "u200"]),
+        )],
         Kind::UdpFlood => vec![cmd(
             ATTACKER.ns,
             "hping3",
@@ -213,14 +235,33 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
                 cmd(
                     ns,
                     "hping3",
-                    &strings(&["-q", "-S", "-p", "80", "-i", "u2000", "-a", &a.to_string(), &victim]),
+                    &strings(&[
+                        "-q",
+                        "-S",
+                        "-p",
+                        "80",
+                        "-i",
+                        "u2000",
+                        "-a",
+                        &a.to_string(),
+                        &victim,
+                    ]),
                 )
             })
             .collect(),
         Kind::SpoofedFlood => vec![cmd(
             ATTACKER.ns,
             "hping3",
-            &strings(&["-q", "-S", "-p", "80", "--rand-source", "-i", "u50", &victim]),
+            &strings(&[
+                "-q",
+                "-S",
+                "-p",
+                "80",
+                "--rand-source",
+                "-i",
+                "u50",
+                &victim,
+            ]),
         )],
     };
     let mut running = Running {

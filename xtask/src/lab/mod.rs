@@ -254,7 +254,10 @@ fn build() -> Result<()> {
         .args(["-qw", "net.ipv4.ip_forward=1"])
         .output()?;
     if !out.status.success() {
-        bail!("enabling forwarding in {GW}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "enabling forwarding in {GW}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for h in &hosts {
         let side = if h.wan { WAN } else { LAN };
@@ -263,13 +266,29 @@ fn build() -> Result<()> {
             h.ns,
         ])?;
         ip(&["-n", side, "link", "set", h.port, "master", "br0", "up"])?;
-        ip(&["-n", h.ns, "addr", "add", &format!("{}/24", h.addr), "dev", HOST_IF])?;
+        ip(&[
+            "-n",
+            h.ns,
+            "addr",
+            "add",
+            &format!("{}/24", h.addr),
+            "dev",
+            HOST_IF,
+        ])?;
         ip(&["-n", h.ns, "link", "set", HOST_IF, "up"])?;
         ip(&["-n", h.ns, "route", "add", "default", "via", h.gateway()])?;
     }
     for bot in BOTS {
         for a in bot.bot_addrs().skip(1) {
-            ip(&["-n", bot.ns, "addr", "add", &format!("{a}/24"), "dev", HOST_IF])?;
+            ip(&[
+                "-n",
+                bot.ns,
+                "addr",
+                "add",
+                &format!("{a}/24"),
+                "dev",
+                HOST_IF,
+            ])?;
         }
     }
     for i in 0..ALIASES {
@@ -325,7 +344,11 @@ pub fn http_get(ns: &str, port: u16, path: &str) -> Option<String> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
         let (head, body) = out.split_once("\r\n\r\n")?;

@@ -116,7 +116,12 @@ pub fn record(out: &Path, baseline_secs: u64) -> Result<()> {
         thread::sleep(Duration::from_secs(2));
         eprintln!("lab record: attacks_only.pcap");
         let cap = Capture::start(&out.join("attacks_only.pcap"), &log)?;
-        attacks("attacks_only.pcap", Duration::from_secs(3), &log, &mut truth)?;
+        attacks(
+            "attacks_only.pcap",
+            Duration::from_secs(3),
+            &log,
+            &mut truth,
+        )?;
         cap.finish()?;
 
         traffic::start(&logs)?;
@@ -124,7 +129,12 @@ pub fn record(out: &Path, baseline_secs: u64) -> Result<()> {
         eprintln!("lab record: demo_traffic.pcap");
         let cap = Capture::start(&out.join("demo_traffic.pcap"), &log)?;
         thread::sleep(Duration::from_secs(10));
-        attacks("demo_traffic.pcap", Duration::from_secs(8), &log, &mut truth)?;
+        attacks(
+            "demo_traffic.pcap",
+            Duration::from_secs(8),
+            &log,
+            &mut truth,
+        )?;
         thread::sleep(Duration::from_secs(5));
         cap.finish()?;
         Ok(truth)

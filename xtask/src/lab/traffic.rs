@@ -37,10 +37,22 @@ pub fn start(log_dir: &std::path::Path) -> Result<()> {
             c.args(["-s", "-B", &files]);
             c
         }),
-        ("c1-http", role(CLIENT1.ns, &["http-client", &format!("{web}:80"), "4"])),
-        ("c2-http", role(CLIENT2.ns, &["http-client", &format!("{web}:80"), "2"])),
-        ("c1-dns", role(CLIENT1.ns, &["udp-client", &format!("{web}:53"), "5"])),
-        ("c2-dns", role(CLIENT2.ns, &["udp-client", &format!("{web}:53"), "3"])),
+        (
+            "c1-http",
+            role(CLIENT1.ns, &["http-client", &format!("{web}:80"), "4"]),
+        ),
+        (
+            "c2-http",
+            role(CLIENT2.ns, &["http-client", &format!("{web}:80"), "2"]),
+        ),
+        (
+            "c1-dns",
+            role(CLIENT1.ns, &["udp-client", &format!("{web}:53"), "5"]),
+        ),
+        (
+            "c2-dns",
+            role(CLIENT2.ns, &["udp-client", &format!("{web}:53"), "3"]),
+        ),
         ("c2-bulk", role(CLIENT2.ns, &["bulk-client", &files, "4M"])),
         ("c1-ping", {
             let mut c = in_ns(CLIENT1.ns, "ping");
@@ -204,7 +216,16 @@ fn udp_client(to: SocketAddr, per_sec: f64) -> Result<()> {
 fn bulk_client(server: &str, rate: &str) -> Result<()> {
     loop {
         let _ignored = Command::new("iperf3")
-            .args(["-c", server, "-b", rate, "-t", "86400", "--connect-timeout", "2000"])
+            .args([
+                "-c",
+                server,
+                "-b",
+                rate,
+                "-t",
+                "86400",
+                "--connect-timeout",
+                "2000",
+            ])
             .stdout(std::process::Stdio::null())
             .status()
             .context("running iperf3 (cargo xtask setup installs it)")?;
