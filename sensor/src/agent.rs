@@ -38,7 +38,10 @@ pub enum AgentError {
     Busy(String),
     #[error(transparent)]
     Kernel(#[from] KernelError),
-    #[error("attaching XDP to {iface} ({mode}): {source}")]
+    #[error(
+        "attaching XDP to {iface} ({mode}): {source}; where XDP cannot attach, \
+         `sensor run --capture pcap --iface {iface}` watches it with libpcap instead"
+    )]
     Attach {
         iface: String,
         mode: &'static str,
