@@ -212,22 +212,25 @@ pub fn bench_live(sensor: &Path, runs: usize, only: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn fresh_data(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
-    let d = dir.join(name);
-    let _ignored = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d)?;
-    Ok(d)
+/// A sensor for one part of the benchmark: fresh data directory `dir/name`, log
+/// `dir/name-sensor.log`, `extra` flags.
+fn start_sensor(sensor: &Path, dir: &Path, name: &str, extra: &[&str]) -> Result<Sensor> {
+    let data = dir.join(name);
+    let _ignored = fs::remove_dir_all(&data);
+    fs::create_dir_all(&data)?;
+    let mut args = vec!["--token", TOKEN];
+    args.extend_from_slice(extra);
+    Sensor::start(
+        sensor,
+        &data,
+        &args,
+        Some(&dir.join(format!("{name}-sensor.log"))),
+    )
 }
 
 fn latency(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) -> Result<()> {
     traffic::start(dir)?;
-    let data = fresh_data(dir, "latency")?;
-    let s = Sensor::start(
-        sensor,
-        &data,
-        &["--token", TOKEN],
-        Some(&dir.join("latency-sensor.log")),
-    )?;
+    let s = start_sensor(sensor, dir, "latency", &[])?;
     thread::sleep(Duration::from_secs(3));
     let tools = dir.join("latency-tools.log");
     report.push(format!(
@@ -277,13 +280,7 @@ fn latency(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) -> 
 }
 
 fn accounting(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
-    let data = fresh_data(dir, "accounting")?;
-    let s = Sensor::start(
-        sensor,
-        &data,
-        &["--token", TOKEN],
-        Some(&dir.join("accounting-sensor.log")),
-    )?;
+    let s = start_sensor(sensor, dir, "accounting", &[])?;
     let pcap = capture_for_gateway(dir, "accounting-100k-flows", 100_000, 10)?;
     report.push(
         "## Accounting under load (tcpreplay of 1M packets / 100k flows from a client namespace through the gateway)\n\n\
@@ -322,20 +319,17 @@ fn accounting(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()>
 }
 
 fn overload(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
-    let data = fresh_data(dir, "overload")?;
     let entries = 4096;
-    let s = Sensor::start(
+    let s = start_sensor(
         sensor,
-        &data,
+        dir,
+        "overload",
         &[
-            "--token",
-            TOKEN,
             "--flow-entries",
             &entries.to_string(),
             "--max-flows",
             "200000",
         ],
-        Some(&dir.join("overload-sensor.log")),
     )?;
     let (rss0, _) = rss_mib(s.pid());
     let k0 = kernel(&s);
@@ -394,19 +388,11 @@ fn overload(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
 }
 
 fn scale(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
-    let data = fresh_data(dir, "scale")?;
-    let s = Sensor::start(
+    let s = start_sensor(
         sensor,
-        &data,
-        &[
-            "--token",
-            TOKEN,
-            "--flow-entries",
-            "1048576",
-            "--max-flows",
-            "1200000",
-        ],
-        Some(&dir.join("scale-sensor.log")),
+        dir,
+        "scale",
+        &["--flow-entries", "1048576", "--max-flows", "1200000"],
     )?;
     let pcap = capture_for_gateway(dir, "scale-1m-flows", 1_000_000, 1)?;
     let (rss0, _) = rss_mib(s.pid());
