@@ -26,6 +26,52 @@ pub mod proto {
     pub const ICMPV6: u8 = 58;
 }
 
+/// EtherTypes both parsers (kernel and userspace) follow.
+pub mod ether_type {
+    pub const IPV4: u16 = 0x0800;
+    pub const IPV6: u16 = 0x86DD;
+    pub const ARP: u16 = 0x0806;
+    /// 802.1Q customer tag.
+    pub const VLAN_8021Q: u16 = 0x8100;
+    /// 802.1ad service tag (QinQ outer tag).
+    pub const VLAN_8021AD: u16 = 0x88A8;
+    /// Pre-standard QinQ outer tag still seen on older switches.
+    pub const VLAN_QINQ_OLD: u16 = 0x9100;
+    pub const PPPOE_SESSION: u16 = 0x8864;
+
+    /// Whether `et` is one of the VLAN tag types the parsers look through.
+    pub const fn is_vlan(et: u16) -> bool {
+        et == VLAN_8021Q || et == VLAN_8021AD || et == VLAN_QINQ_OLD
+    }
+}
+
+/// PPP protocol numbers inside a PPPoE session.
+pub mod ppp {
+    pub const IPV4: u16 = 0x0021;
+    pub const IPV6: u16 = 0x0057;
+}
+
+/// TCP flag bits (byte 13 of the TCP header).
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+}
+
+/// VLAN tags both parsers look through before giving up on a frame.
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers walked before giving up (RFC 8200 order has at most 6 before L4).
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// An IPv4 address in the IPv4-mapped IPv6 form (`::ffff:a.b.c.d`) that keys store.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
 /// Names of the kernel maps, shared so that loader and program cannot drift apart.
 pub mod maps {
     /// Directional 5-tuple -> [`FlowStats`](crate::FlowStats).

@@ -33,7 +33,14 @@ use network_types::{
 };
 use sensor_common::{
     DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats, GlobalCounters, HostKey,
-    HostStats, family, proto,
+    HostStats, MAX_IPV6_EXT_HEADERS as MAX_IPV6_EXT,
+    ether_type::{self as eth_type, is_vlan},
+    family, ppp, proto,
+    tcp_flags::{
+        ACK as TCP_ACK, FIN as TCP_FIN, PSH as TCP_PSH, RST as TCP_RST, SYN as TCP_SYN,
+        URG as TCP_URG,
+    },
+    v4_mapped,
 };
 
 // Plain hashes, preallocated: fixed memory known at load time, no allocation on the packet
@@ -57,29 +64,18 @@ static COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 
 #[unsafe(no_mangle)]
 static COARSE_TIME: u8 = 0;
 
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
-const ETH_P_QINQ_OLD: u16 = 0x9100;
-const ETH_P_PPPOE_SESSION: u16 = 0x8864;
-const PPP_IPV4: u16 = 0x0021;
-const PPP_IPV6: u16 = 0x0057;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
-const TCP_URG: u8 = 0x20;
+// Header constants are shared with the userspace parser (sensor-common), so the two cannot
+// disagree on what a frame is.
+const ETH_P_IPV4: u16 = eth_type::IPV4;
+const ETH_P_IPV6: u16 = eth_type::IPV6;
+const ETH_P_ARP: u16 = eth_type::ARP;
+const ETH_P_PPPOE_SESSION: u16 = eth_type::PPPOE_SESSION;
+const PPP_IPV4: u16 = ppp::IPV4;
+const PPP_IPV6: u16 = ppp::IPV6;
 
 const EEXIST: i32 = 17;
 const ENOMEM: i32 = 12;
 const E2BIG: i32 = 7;
-
-/// IPv6 extension headers walked before giving up (RFC 8200 order has at most 6 before L4).
-const MAX_IPV6_EXT: usize = 6;
 
 #[xdp]
 pub fn sensor_xdp(ctx: XdpContext) -> u32 {
@@ -344,18 +340,6 @@ fn count_class(pkt: &Packet, len: u64, c: &mut GlobalCounters) {
             c.other_ip_bytes += len;
         }
     }
-}
-
-#[inline(always)]
-fn is_vlan(ether_type: u16) -> bool {
-    ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD || ether_type == ETH_P_QINQ_OLD
-}
-
-#[inline(always)]
-fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-    ]
 }
 
 /// Bounds-checked pointer to a `T` at `offset` in the packet; the only way headers are read.

@@ -1,18 +1,101 @@
 //! The TOML configuration file. Every section and key is optional (`#[serde(default)]`);
 //! unknown keys are errors, so a typo does not silently leave a default in force.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{detect::RuleConfig, store::Retention, webhook::WebhookConfig};
+use crate::{
+    detect::{RuleConfig, ml::iforest::ForestParams},
+    flow::FlowConfig,
+    sink::{store::Retention, webhook::WebhookConfig},
+};
 
+/// The whole configuration. Every path reads it from here: `sensor replay`, `sensor run` (both
+/// capture kinds), `sensor train`, and the API's replay and training. Command-line flags, where
+/// given, override the file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    pub flow: FlowSettings,
     pub rules: RuleConfig,
+    pub model: ModelSettings,
     pub store: Retention,
     pub webhook: WebhookConfig,
+}
+
+/// `[flow]`: flow-table timeouts and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowSettings {
+    /// Seconds without a packet after which a flow is finished.
+    pub idle_timeout_s: u64,
+    /// Seconds after which a long flow is reported and restarted.
+    pub active_timeout_s: u64,
+    /// Seconds a closed TCP connection (FIN both ways, or RST) waits for late packets.
+    pub close_timeout_s: u64,
+    /// Most flows held at once; packets of new flows beyond it are counted and dropped.
+    pub max_flows: usize,
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        let d = FlowConfig::default();
+        Self {
+            idle_timeout_s: d.idle_timeout.as_secs(),
+            active_timeout_s: d.active_timeout.as_secs(),
+            close_timeout_s: d.close_timeout.as_secs(),
+            max_flows: d.max_flows,
+        }
+    }
+}
+
+impl FlowSettings {
+    /// The flow table's settings.
+    pub fn table(&self) -> FlowConfig {
+        FlowConfig {
+            idle_timeout: Duration::from_secs(self.idle_timeout_s),
+            active_timeout: Duration::from_secs(self.active_timeout_s),
+            close_timeout: Duration::from_secs(self.close_timeout_s),
+            max_flows: self.max_flows,
+        }
+    }
+}
+
+/// `[model]`: how `sensor train` and the API's training fit the Isolation Forest.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Expected share of anomalies in the baseline; sets the score threshold (0 to 0.5).
+    pub contamination: f64,
+    pub trees: usize,
+    pub sample_size: usize,
+    pub seed: u64,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        let p = ForestParams::default();
+        Self {
+            contamination: 0.1,
+            trees: p.trees,
+            sample_size: p.sample_size,
+            seed: p.seed,
+        }
+    }
+}
+
+impl ModelSettings {
+    pub fn forest(&self) -> ForestParams {
+        ForestParams {
+            trees: self.trees.max(1),
+            sample_size: self.sample_size.max(2),
+            seed: self.seed,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,15 +111,44 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// `path`'s config, or the defaults when there is none.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+
+    /// Checks values serde cannot (ranges).
+    fn validate(self, path: &Path) -> Result<Self, ConfigError> {
+        let bad = |message: String| ConfigError::Parse {
+            path: path.into(),
+            message,
+        };
+        if !(0.0..=0.5).contains(&self.model.contamination) {
+            return Err(bad(format!(
+                "model.contamination must be within 0 and 0.5, not {}",
+                self.model.contamination
+            )));
+        }
+        if self.flow.idle_timeout_s == 0 || self.flow.max_flows == 0 {
+            return Err(bad(
+                "flow.idle_timeout_s and flow.max_flows must be positive".into(),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })
+        toml::from_str::<Self>(&text)
+            .map_err(|e| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })?
+            .validate(path)
     }
 }
 

@@ -1,21 +1,28 @@
 //! Gateway network security sensor.
 //!
-//! The kernel half (`sensor-ebpf`) aggregates packets into per-5-tuple and per-host counters in
-//! BPF maps; this crate loads it, reads those maps, and (with the modules that follow) turns
-//! them into flows, detections, storage and an API.
+//! The data path, in the order packets travel it:
+//!
+//! - [`source`]: where packets come from. The XDP program's maps, drained by the poller
+//!   ([`source::xdp`]); libpcap on a live interface or a capture file ([`source::pcap`],
+//!   [`source::replay`]); attached and detached at runtime ([`source::live`]).
+//! - [`flow`]: the bidirectional flow table every source feeds.
+//! - [`detect`]: rules and the anomaly model on flow events and finished flows.
+//! - [`pipeline`]: the one path from the table through detection to the outputs, shared by
+//!   replay and both live sources.
+//! - [`sink`]: outputs (SQLite store, JSONL, webhook, log) and [`record`], their contract.
+//! - [`api`]: the HTTP API and dashboard over the store, with live controls in `sensor run`.
+//!
+//! [`live`] runs the live loop, [`agent`] wires a live sensor together and stops it in order,
+//! [`cli`] is the command line.
 
 pub mod agent;
 pub mod api;
-pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod flow;
-pub mod flowmap;
-pub mod kernel;
-pub mod packet;
-pub mod poller;
+pub mod live;
+pub mod pipeline;
 pub mod record;
-pub mod replay;
-pub mod store;
-pub mod webhook;
+pub mod sink;
+pub mod source;

@@ -1,12 +1,162 @@
-//! The JSON form of a finished flow (`--flows-jsonl`, and later the API and the database).
+//! The output contract: what a finished flow, an alert, an anomaly and a second of traffic look
+//! like in JSONL, in the database and in the API. Detection produces these, the sinks and the
+//! API consume them; neither side needs the other's types.
+
+use std::net::IpAddr;
 
 use chrono::{DateTime, SecondsFormat};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::flow::{EndReason, Flow};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    PortScan,
+    HostSweep,
+    SynFlood,
+    UdpFlood,
+    IcmpFlood,
+    TrafficSpike,
+    Ddos,
+    MlAnomaly,
+}
+
+impl AlertKind {
+    pub const ALL: [Self; 8] = [
+        Self::PortScan,
+        Self::HostSweep,
+        Self::SynFlood,
+        Self::UdpFlood,
+        Self::IcmpFlood,
+        Self::TrafficSpike,
+        Self::Ddos,
+        Self::MlAnomaly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PortScan => "port_scan",
+            Self::HostSweep => "host_sweep",
+            Self::SynFlood => "syn_flood",
+            Self::UdpFlood => "udp_flood",
+            Self::IcmpFlood => "icmp_flood",
+            Self::TrafficSpike => "traffic_spike",
+            Self::Ddos => "ddos",
+            Self::MlAnomaly => "ml_anomaly",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Normal,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// Severity of a rule from how far past its threshold the observation is.
+    pub fn from_ratio(observed_over_threshold: f64) -> Self {
+        match observed_over_threshold {
+            r if r >= 10.0 => Self::Critical,
+            r if r >= 3.0 => Self::High,
+            r if r >= 1.5 => Self::Medium,
+            _ => Self::Low,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    Rule,
+    Ml,
+}
+
+/// The JSON form of an [`Alert`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertRecord {
+    pub id: u64,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub detector: DetectorKind,
+    pub src_ip: Option<IpAddr>,
+    pub dst_ip: Option<IpAddr>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub count: u64,
+    pub score: Option<f64>,
+    pub evidence: serde_json::Value,
+}
+
+/// One second (or interval) of traffic, for the charts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRow {
+    /// Start of the interval, ns since the epoch.
+    pub ts: u64,
+    pub seconds: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp: u64,
+    pub udp: u64,
+    pub icmp: u64,
+    pub other: u64,
+    pub flows: u64,
+}
+
+impl StatsRow {
+    /// Counts one packet of IP protocol `proto` (0 for non-IP) and `len` bytes.
+    pub fn count(&mut self, proto: u8, len: u32) {
+        self.packets += 1;
+        self.bytes += u64::from(len);
+        match proto {
+            6 => self.tcp += 1,
+            17 => self.udp += 1,
+            1 | 58 => self.icmp += 1,
+            _ => self.other += 1,
+        }
+    }
+
+    /// Adds the kernel's counters of one poll.
+    pub fn add_counters(&mut self, d: &sensor_common::GlobalCounters) {
+        self.packets += d.packets;
+        self.bytes += d.bytes;
+        self.tcp += d.tcp_packets;
+        self.udp += d.udp_packets;
+        self.icmp += d.icmp_packets;
+        self.other += d.other_ip_packets + d.non_ip_packets;
+    }
+}
+
+/// One anomalous flow as the model judged it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyRow {
+    pub ts: u64,
+    pub src_ip: String,
+    pub dst_ip: String,
+    pub score: f64,
+    pub severity: String,
+    /// The flow and the top features, as JSON.
+    pub record: serde_json::Value,
+}
+
+
 /// One finished flow, as written one per line by `--flows-jsonl`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct FlowRecord {
     pub src_ip: String,
     pub dst_ip: String,

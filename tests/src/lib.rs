@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use etherparse::PacketBuilder;
-use sensor::kernel::{KernelConfig, KernelError, SensorProgram};
+use sensor::source::xdp::{KernelConfig, KernelError, SensorProgram};
 use sensor_common::{FlowKey, HostKey, family};
 
 pub mod netns;
@@ -15,7 +15,7 @@ pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
 /// TCP flag bits as on the wire.
-pub use sensor::packet::tcp as tcp_flags;
+pub use sensor::source::packet::tcp as tcp_flags;
 
 /// A crafted frame and how many leading bytes the sensor must see to parse it fully.
 #[derive(Clone, Debug)]
@@ -389,6 +389,23 @@ pub fn corpora() -> Option<std::path::PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// Reports a test that cannot run here: a `SKIPPED` line, and one line in the file named by
+/// `SENSOR_SKIP_LOG` (set by `cargo xtask test`), which counts it as skipped, not passed, in
+/// the closing summary.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Ok(path) = std::env::var("SENSOR_SKIP_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ignored = writeln!(f, "{test}: {reason}");
+        }
+    }
+}
+
 /// Whether kernel tests must run rather than skip (set by `cargo xtask test` in CI).
 pub fn kernel_tests_required() -> bool {
     std::env::var("SENSOR_REQUIRE_KERNEL_TESTS").is_ok_and(|v| v == "1")
@@ -402,8 +419,9 @@ pub fn load_or_skip(test: &str, sizes: KernelConfig) -> Option<SensorProgram> {
         Err(e @ (KernelError::Program { .. } | KernelError::Load(_)))
             if !kernel_tests_required() =>
         {
-            eprintln!(
-                "SKIPPED {test}: cannot load the XDP program here ({e}); run as root with CAP_BPF"
+            skip(
+                test,
+                &format!("cannot load the XDP program here ({e}); run as root with CAP_BPF"),
             );
             None
         }
@@ -510,4 +528,67 @@ impl Drop for TestServer {
             let _ignored = t.join();
         }
     }
+}
+
+/// A blocking HTTP client for tests: (status, body) of one request, any status accepted.
+pub fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    try_http(addr, method, path, token, body)
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+/// As [`http`], but an unreachable server is an error, not a panic (waiting for start-up).
+pub fn try_http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut resp = match method {
+        "GET" => {
+            let mut r = agent.get(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()?
+        }
+        "POST" | "PUT" | "DELETE" => {
+            let mut r = match method {
+                "POST" => agent.post(&url),
+                "PUT" => agent.put(&url),
+                _ => agent.delete(&url).force_send_body(),
+            };
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            match body {
+                Some(b) => r.header("Content-Type", "application/json").send(b)?,
+                None => r.send_empty()?,
+            }
+        }
+        other => panic!("test client: unsupported method {other}"),
+    };
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string()?;
+    Ok((status, text))
+}
+
+/// GET `path` as JSON, asserting 200.
+pub fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let (code, body) = http(addr, "GET", path, None, None);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
 }

@@ -3,20 +3,17 @@
 //! jail, server-sent events and graceful shutdown.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream},
+    io::{BufRead as _, BufReader},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sensor::{
     api::ApiState,
-    detect::{
-        AlertRecord, Severity,
-        alert::{AlertKind, DetectorKind},
-    },
-    store::{Retention, StatsRow, Store},
+    record::{AlertKind, AlertRecord, DetectorKind, Severity, StatsRow},
+    sink::store::{Retention, Store},
 };
 use serde_json::Value;
 
@@ -34,6 +31,10 @@ impl Drop for Server {
 }
 
 fn start(name: &str, fill: impl FnOnce(&Store)) -> Server {
+    start_with(name, sensor::config::Config::default(), fill)
+}
+
+fn start_with(name: &str, config: sensor::config::Config, fill: impl FnOnce(&Store)) -> Server {
     let dir = std::env::temp_dir().join(format!("sensor-api-{}-{name}", std::process::id()));
     let _ignored = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("data dir");
@@ -44,14 +45,7 @@ fn start(name: &str, fill: impl FnOnce(&Store)) -> Server {
         store.sync().expect("sync");
     }
     let token = "t0ken-for-tests-0123456789".to_string();
-    let state = Arc::new(ApiState {
-        db,
-        data_dir: dir.clone(),
-        token: token.clone(),
-        started: Instant::now(),
-        capture: std::sync::RwLock::new("idle".into()),
-        live: None,
-    });
+    let state = Arc::new(ApiState::read_only(db, dir.clone(), token.clone()).with_config(config));
     let server = sensor_tests::TestServer::start(state);
     Server {
         addr: server.addr,
@@ -61,48 +55,10 @@ fn start(name: &str, fill: impl FnOnce(&Store)) -> Server {
     }
 }
 
-/// Minimal HTTP/1.1 client: (status, body).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let b = body.unwrap_or("");
-    if body.is_some() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(b);
-    s.write_all(req.as_bytes()).expect("send");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read");
-    let status: u16 = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
-}
+use sensor_tests::http;
 
 fn get_json(srv: &Server, path: &str) -> Value {
-    let (code, body) = http(srv.addr, "GET", path, None, None);
-    assert_eq!(code, 200, "GET {path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    sensor_tests::get_json(srv.addr, path)
 }
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -235,7 +191,14 @@ fn read_endpoints_filters_and_cursor_pagination() {
             .all(|s| s["ip"] != "10.0.0.4"),
         "spikes are not suspicion"
     );
-    assert_eq!(get_json(&srv, "/api/status")["capture"], "idle");
+    let status = get_json(&srv, "/api/status");
+    assert!(
+        status["live"] == false
+            && status["capture"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("read-only")),
+        "sensor serve says it only reads: {status}"
+    );
     for p in ["/api/flows", "/api/anomalies", "/api/top-talkers"] {
         assert_eq!(
             get_json(&srv, p)["items"].as_array().map(Vec::len),
@@ -303,7 +266,15 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
     }
     let t = Some(srv.token.as_str());
     let (code, body) = http(srv.addr, "GET", "/api/interfaces", t, None);
-    assert!(code == 200 && body.contains("\"lo\""), "{body}");
+    let v: Value = serde_json::from_str(&body).expect("interfaces JSON");
+    assert!(
+        code == 200
+            && v["live"] == false
+            && v["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|x| x["name"] == "lo" && x["attached"] == false)),
+        "{body}"
+    );
     let outside =
         std::env::temp_dir().join(format!("sensor-api-outside-{}.pcap", std::process::id()));
     std::fs::write(&outside, b"x").expect("outside file");
@@ -334,11 +305,11 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
         t,
         Some("{\"iface\": \"eth9\"}"),
     );
-    assert_eq!(code, 409, "{body}");
+    assert!(code == 409 && body.contains("sensor run"), "serve is read-only: {code} {body}");
 
     // A real replay through the API lands in the database the read endpoints serve.
     let Some(corpora) = sensor_tests::corpora() else {
-        eprintln!("SKIPPED the replay part: ../shared/corpora is absent");
+        sensor_tests::skip("the replay part", "../shared/corpora is absent");
         return;
     };
     std::fs::copy(
@@ -402,16 +373,19 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
 #[test]
 fn server_sent_events_push_new_alerts() {
     let srv = start("sse", |_| {});
-    let mut s = TcpStream::connect(srv.addr).expect("connect");
-    s.write_all(b"GET /api/events HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
-        .expect("send");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into();
+    let resp = agent
+        .get(format!("http://{}/api/events", srv.addr))
+        .header("Accept", "text/event-stream")
+        .call()
+        .expect("event stream");
+    assert_eq!(resp.status().as_u16(), 200);
     // The server reads the database every second; add an alert once the stream is open.
-    let mut reader = BufReader::new(s);
+    let mut reader = BufReader::new(resp.into_body().into_reader());
     let mut line = String::new();
-    reader.read_line(&mut line).expect("status line");
-    assert!(line.contains("200"), "{line}");
     {
         let store = Store::open(&srv.dir.join("sensor.db"), Retention::default()).expect("store");
         let (a, ts) = alert(1, AlertKind::Ddos, Severity::Critical, "10.9.9.9");
@@ -431,4 +405,37 @@ fn server_sent_events_push_new_alerts() {
         got.contains("event: alert") && got.contains("\"kind\":\"ddos\""),
         "{got}"
     );
+}
+
+/// `/api/replay` runs with the server's config: a port-scan threshold above the 1,000 ports
+/// nmap probes turns the scan alert off, the default finds it.
+#[test]
+fn the_loaded_config_decides_what_api_replay_finds() {
+    let Some(corpora) = sensor_tests::corpora() else {
+        sensor_tests::skip("config replay test", "../shared/corpora is absent");
+        return;
+    };
+    let mut strict = sensor::config::Config::default();
+    strict.rules.port_scan_ports = 5000;
+    for (name, config, expected) in [
+        ("cfg-default", sensor::config::Config::default(), Some(1)),
+        ("cfg-strict", strict, None),
+    ] {
+        let srv = start_with(name, config, |_| {});
+        std::fs::copy(
+            corpora.join("generated/nmap_sS_top1000.pcap"),
+            srv.dir.join("scan.pcap"),
+        )
+        .expect("copy capture");
+        let (code, body) = http(
+            srv.addr,
+            "POST",
+            "/api/replay",
+            Some(&srv.token),
+            Some("{\"path\": \"scan.pcap\"}"),
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["alerts"]["port_scan"].as_u64(), expected, "{name}: {v}");
+    }
 }

@@ -2,14 +2,13 @@
 //! database filled by replaying real captures, runs its JavaScript, and the rendered DOM must
 //! show the numbers, the charts and the alerts; a screenshot goes to target/dashboard.png.
 
-use std::{path::PathBuf, process::Command, sync::Arc, time::Instant};
+use std::{path::PathBuf, process::Command, sync::Arc};
 
 use sensor::{
     api::ApiState,
-    detect::RuleConfig,
-    flow::FlowConfig,
-    replay::{JsonlSink, ReplayOptions, replay},
-    store::{Retention, Store},
+    config::Config,
+    sink::store::{Retention, Store, StoreSink},
+    source::replay::{ReplayOptions, replay},
 };
 
 fn chromium() -> Option<PathBuf> {
@@ -22,7 +21,7 @@ fn chromium() -> Option<PathBuf> {
 #[test]
 fn dashboard_renders_cards_charts_and_alerts() {
     let Some(corpora) = sensor_tests::corpora() else {
-        eprintln!("SKIPPED dashboard test: ../shared/corpora is absent");
+        sensor_tests::skip("dashboard test", "../shared/corpora is absent");
         return;
     };
     let Some(browser) = chromium() else {
@@ -30,7 +29,7 @@ fn dashboard_renders_cards_charts_and_alerts() {
             !sensor_tests::kernel_tests_required(),
             "chromium is missing (cargo xtask setup installs it)"
         );
-        eprintln!("SKIPPED dashboard test: no chromium");
+        sensor_tests::skip("dashboard test", "no chromium");
         return;
     };
     let dir = std::env::temp_dir().join(format!("sensor-dash-{}", std::process::id()));
@@ -42,30 +41,16 @@ fn dashboard_renders_cards_charts_and_alerts() {
         corpora.join("generated/hping3_udpflood_20k.pcap"),
     ];
     let summary = {
-        let mut store = Store::open(&db, Retention::default()).expect("store");
-        replay(
-            &files,
-            ReplayOptions {
-                flow: FlowConfig::default(),
-                rules: Some(RuleConfig::default()),
-                model: None,
-                collect_features: false,
-                flows_out: &mut JsonlSink::None,
-                alerts_out: &mut JsonlSink::None,
-                store: Some(&mut store),
-                webhook: None,
-            },
-        )
-        .expect("replay")
+        let store = Store::open(&db, Retention::default()).expect("store");
+        let sink = StoreSink::new(&store, "replay", "dashboard test", true).expect("session");
+        replay(&files, ReplayOptions::new(&Config::default()), vec![Box::new(sink)])
+            .expect("replay")
     };
-    let state = Arc::new(ApiState {
+    let state = Arc::new(ApiState::read_only(
         db,
-        data_dir: dir.clone(),
-        token: "dashboard-test-token-0123".into(),
-        started: Instant::now(),
-        capture: std::sync::RwLock::new("replay".into()),
-        live: None,
-    });
+        dir.clone(),
+        "dashboard-test-token-0123".into(),
+    ));
     let server = sensor_tests::TestServer::start(state);
     // Static mode: without the event stream the page goes idle once drawn, which is what
     // headless Chromium waits for before it dumps or shoots.

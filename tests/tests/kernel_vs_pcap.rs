@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
-use sensor::{
-    capture::{LinkLayer, open_file},
-    kernel::{KernelConfig, SensorProgram},
+use sensor::source::{
     packet::{Outcome, parse_ethernet},
+    pcap::{LinkLayer, open_file},
+    xdp::{KernelConfig, SensorProgram},
 };
 use sensor_common::{FlowKey, family};
 use sensor_tests::{XDP_PASS, load_or_skip, run, with_dispatcher};
@@ -95,9 +95,7 @@ fn compare(what: &str, prog: &mut SensorProgram, frames: &[Vec<u8>]) {
 #[test]
 fn kernel_and_fallback_agree_on_real_captures() {
     let Some(dir) = sensor_tests::corpora() else {
-        eprintln!(
-            "SKIPPED kernel_and_fallback_agree_on_real_captures: ../shared/corpora is absent"
-        );
+        sensor_tests::skip("kernel_and_fallback_agree_on_real_captures", "../shared/corpora is absent");
         return;
     };
     let Some(mut prog) = load_or_skip(

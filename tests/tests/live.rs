@@ -1,112 +1,155 @@
-//! The live agent end to end: `sensor::agent::run` attached to a veth in a private namespace,
-//! a real nmap SYN scan from the peer namespace, the alert read back from the agent's own API
-//! with attacker and victim, then a clean stop that leaves no XDP program attached.
+//! The live agent end to end: `sensor::agent::run` in a private namespace with a veth pair,
+//! real traffic from the peer namespace, results read back from the agent's own API, and a
+//! clean stop that leaves no XDP program attached. Also: capture attached and detached at
+//! runtime through the API, checked with the kernel.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
+    net::SocketAddr,
+    path::PathBuf,
     sync::{Arc, atomic::AtomicBool},
+    thread::JoinHandle,
     time::Duration,
 };
 
 use sensor::{
-    agent::{AgentOptions, AttachMode, run},
+    agent::{AgentError, AgentOptions, run},
     config::Config,
-    flow::FlowConfig,
-    kernel::KernelConfig,
+    source::{live::CaptureMode, xdp::KernelConfig},
 };
-use sensor_tests::{load_or_skip, netns::VethPair, netns::sh};
+use sensor_tests::{
+    get_json, http, load_or_skip,
+    netns::{VethPair, sh},
+    try_http,
+};
+use serde_json::Value;
 
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|x| x.1.to_owned())
+const TOKEN: &str = "live-test-token-0123456789";
+
+/// A running agent on 127.0.0.1 (in the test's namespace); stopped on drop.
+struct Agent {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<u64, AgentError>>>,
+    dir: PathBuf,
+}
+
+impl Agent {
+    fn start(name: &str, ifaces: Vec<String>, mode: CaptureMode) -> Self {
+        let dir = std::env::temp_dir().join(format!("sensor-live-{}-{name}", std::process::id()));
+        let _ignored = std::fs::remove_dir_all(&dir);
+        // A free port inside the namespace (bound, then released).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let opts = AgentOptions {
+            ifaces,
+            mode,
+            force: false,
+            kernel: KernelConfig {
+                flows: 65_536,
+                hosts: 4096,
+                coarse_time: false,
+            },
+            poll: Duration::from_millis(100),
+            config: Config::default(),
+            model: None,
+            model_path: None,
+            db: Some(dir.join("sensor.db")),
+            data_dir: dir.clone(),
+            listen: ([127, 0, 0, 1], port).into(),
+            token: TOKEN.into(),
+        };
+        let thread = {
+            let stop = Arc::clone(&stop);
+            // Spawned from the test thread, the agent's threads live in the test's namespace.
+            std::thread::spawn(move || run(opts, stop))
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut agent = Self {
+            addr,
+            stop,
+            thread: Some(thread),
+            dir,
+        };
+        for _ in 0..100 {
+            if try_http(addr, "GET", "/api/status", None, None).is_ok() {
+                return agent;
+            }
+            if agent.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "agent API did not come up; agent returned {:?}",
+            agent.join().map_err(|e| e.to_string())
+        );
+    }
+
+    /// Stops the agent and returns its result (alerts raised).
+    fn join(&mut self) -> Result<u64, AgentError> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("agent thread panicked"))
+            .unwrap_or(Ok(0))
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let (code, text) = http(self.addr, "POST", path, Some(TOKEN), Some(body));
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ignored = self.join();
+        }
+        let _ignored = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn xdp_on(iface: &str) -> bool {
+    sh(&["ip", "-d", "link", "show", "dev", iface]).contains("prog/xdp")
+}
+
+fn have_nmap() -> bool {
+    if std::path::Path::new("/usr/bin/nmap").exists() {
+        return true;
+    }
+    assert!(
+        !sensor_tests::kernel_tests_required(),
+        "nmap missing (cargo xtask setup installs it)"
+    );
+    sensor_tests::skip("live agent test", "no nmap");
+    false
 }
 
 #[test]
 fn live_agent_detects_a_real_scan_and_detaches_on_stop() {
-    live(sensor::agent::CaptureKind::Xdp);
+    live(CaptureMode::Auto);
 }
 
 /// The libpcap path of `sensor run --capture pcap` (where XDP cannot attach).
 #[test]
 fn live_agent_on_libpcap_detects_a_real_scan() {
-    live(sensor::agent::CaptureKind::Pcap);
+    live(CaptureMode::Pcap);
 }
 
-fn live(capture: sensor::agent::CaptureKind) {
-    let xdp = capture == sensor::agent::CaptureKind::Xdp;
-    if load_or_skip("live agent", KernelConfig::default()).is_none() {
-        return;
-    }
-    if !std::path::Path::new("/usr/bin/nmap").exists() {
-        assert!(
-            !sensor_tests::kernel_tests_required(),
-            "nmap missing (cargo xtask setup installs it)"
-        );
-        eprintln!("SKIPPED live agent test: no nmap");
+fn live(mode: CaptureMode) {
+    let xdp = mode != CaptureMode::Pcap;
+    if load_or_skip("live agent", KernelConfig::default()).is_none() || !have_nmap() {
         return;
     }
     let lab = VethPair::create();
-    let dir = std::env::temp_dir().join(format!("sensor-live-{}", std::process::id()));
-    let _ignored = std::fs::remove_dir_all(&dir);
-    // A free port inside the namespace (bound, then released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let opts = AgentOptions {
-        ifaces: vec![lab.local.to_owned()],
-        capture,
-        mode: AttachMode::Auto,
-        force: false,
-        kernel: KernelConfig {
-            flows: 65_536,
-            hosts: 4096,
-            coarse_time: false,
-        },
-        poll: Duration::from_millis(100),
-        flow: FlowConfig::default(),
-        config: Config::default(),
-        model: None,
-        db: Some(dir.join("sensor.db")),
-        data_dir: dir.clone(),
-        listen: ([127, 0, 0, 1], port).into(),
-        token: "live-test-token-0123456789".into(),
-    };
-    let agent = {
-        let stop = Arc::clone(&stop);
-        // Spawned from the test thread, the agent's threads live in the test's namespace.
-        std::thread::spawn(move || run(opts, stop))
-    };
-    // Wait for the API (bounded), then scan.
-    let mut up = false;
-    for _ in 0..100 {
-        if get(port, "/api/status").is_some() {
-            up = true;
-            break;
-        }
-        if agent.is_finished() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if !up {
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        panic!(
-            "agent API did not come up; agent returned {:?}",
-            agent.join().map(|r| r.map_err(|e| e.to_string()))
-        );
-    }
-    let attached = sensor::agent::attached_interfaces();
+    let mut agent = Agent::start("scan", vec![lab.local.to_owned()], mode);
+    let attached = sensor::source::xdp::attach::attached_interfaces();
     assert_eq!(
         attached.iter().any(|(i, _, _)| i == lab.local),
         xdp,
@@ -125,8 +168,7 @@ fn live(capture: sensor::agent::CaptureKind) {
 
     let mut found = None;
     for _ in 0..100 {
-        let body = get(port, "/api/alerts?kind=port_scan").unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let v = get_json(agent.addr, "/api/alerts?kind=port_scan");
         if let Some(a) = v["items"].as_array().and_then(|i| i.first()).cloned() {
             found = Some(a);
             break;
@@ -136,21 +178,19 @@ fn live(capture: sensor::agent::CaptureKind) {
     let alert = found.expect("no port_scan alert on the agent's API");
     assert_eq!(alert["src_ip"], lab.peer_addr.to_string());
     assert_eq!(alert["dst_ip"], lab.local_addr.to_string());
-    let status: serde_json::Value =
-        serde_json::from_str(&get(port, "/api/status").unwrap_or_default()).expect("status");
+    let status = get_json(agent.addr, "/api/status");
+    let seen = if xdp { "packets" } else { "pcap_packets" };
     assert!(
-        status["kernel"]["packets"]
-            .as_u64()
-            .is_some_and(|n| n >= 20),
+        status["kernel"][seen].as_u64().is_some_and(|n| n >= 20),
         "{status}"
     );
+    assert_eq!(status["attached"][0]["iface"], lab.local, "{status}");
 
     // Per-second statistics rows (both paths): the scan's 200 probes (XDP sees this veth's
     // ingress only; libpcap also sees the answers) are in the totals once their second ended.
     let mut stored = 0;
     for _ in 0..50 {
-        let v: serde_json::Value =
-            serde_json::from_str(&get(port, "/api/stats").unwrap_or_default()).unwrap_or_default();
+        let v = get_json(agent.addr, "/api/stats");
         stored = v["totals"]["packets"].as_u64().unwrap_or(0);
         if stored >= 200 {
             let series = v["series"].as_array().cloned().unwrap_or_default();
@@ -164,16 +204,117 @@ fn live(capture: sensor::agent::CaptureKind) {
         "statistics rows hold {stored} packets; the scan alone sent 200 probes"
     );
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let alerts = agent
-        .join()
-        .expect("agent thread")
-        .expect("agent ran cleanly");
+    let alerts = agent.join().expect("agent ran cleanly");
     assert!(alerts >= 1);
-    let after = sh(&["ip", "-d", "link", "show", "dev", lab.local]);
+    assert!(!xdp_on(lab.local), "XDP still attached after stop");
+}
+
+/// `sensor run` without an interface starts idle; the API attaches and detaches at runtime
+/// with the CLI's checks, and the kernel agrees with what the API says.
+#[test]
+fn capture_starts_and_stops_through_the_api() {
+    if load_or_skip("capture control", KernelConfig::default()).is_none() {
+        return;
+    }
+    let lab = VethPair::create();
+    let agent = Agent::start("control", Vec::new(), CaptureMode::Auto);
+    let status = get_json(agent.addr, "/api/status");
+    assert_eq!(status["capture"], "idle", "{status}");
+    assert!(!xdp_on(lab.local));
+
+    let start = format!("{{\"iface\": \"{}\", \"mode\": \"skb\"}}", lab.local);
+    let (code, v) = agent.post("/api/capture/start", &start);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["attached"]["mode"], "skb", "{v}");
+    assert!(xdp_on(lab.local), "the kernel shows no XDP program after start");
+    let attached = sensor::source::xdp::attach::attached_interfaces();
     assert!(
-        !after.contains("prog/xdp"),
-        "XDP still attached after stop: {after}"
+        attached.iter().any(|(i, m, _)| i == lab.local && *m == "skb"),
+        "{attached:?}"
     );
-    let _ignored = std::fs::remove_dir_all(&dir);
+    let (code, text) = http(agent.addr, "GET", "/api/interfaces", Some(TOKEN), None);
+    let ifs: Value = serde_json::from_str(&text).expect("json");
+    assert!(
+        code == 200
+            && ifs["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|x| x["name"] == lab.local && x["attached"] == true)),
+        "{text}"
+    );
+    let status = get_json(agent.addr, "/api/status");
+    assert!(
+        status["capture"]
+            .as_str()
+            .is_some_and(|c| c.contains(lab.local)),
+        "{status}"
+    );
+
+    // Traffic while attached is counted and stored.
+    lab.peer.send_udp(lab.peer_addr, lab.local_addr, 40000, 9, 50, 100);
+    let mut packets = 0;
+    for _ in 0..50 {
+        packets = get_json(agent.addr, "/api/status")["kernel"]["packets"]
+            .as_u64()
+            .unwrap_or(0);
+        if packets >= 50 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(packets >= 50, "kernel counted {packets} of 50 datagrams");
+
+    // Bad requests: clear 4xx, nothing changes.
+    let (code, v) = agent.post("/api/capture/start", &start);
+    assert_eq!(code, 409, "double start: {v}");
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("already")), "{v}");
+    let (code, v) = agent.post("/api/capture/start", "{\"iface\": \"nosuch0\"}");
+    assert_eq!(code, 404, "unknown interface: {v}");
+    let (code, v) = agent.post("/api/capture/start", "{\"iface\": \"lo\", \"mode\": \"warp\"}");
+    assert_eq!(code, 400, "bad mode: {v}");
+    let (code, v) = agent.post("/api/capture/start", "{\"iface\": \"../../x\"}");
+    assert_eq!(code, 400, "not an interface name: {v}");
+    let (code, v) = agent.post("/api/capture/stop", "{\"iface\": \"lo\"}");
+    assert_eq!(code, 409, "stop of an interface not watched: {v}");
+    let (code, _) = http(
+        agent.addr,
+        "POST",
+        "/api/capture/start",
+        None,
+        Some(&start),
+    );
+    assert_eq!(code, 401, "no token");
+
+    let (code, v) = agent.post(
+        "/api/capture/stop",
+        &format!("{{\"iface\": \"{}\"}}", lab.local),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert!(!xdp_on(lab.local), "XDP still attached after the API stop");
+    assert_eq!(get_json(agent.addr, "/api/status")["capture"], "idle");
+
+    // The libpcap mode through the API too.
+    let (code, v) = agent.post(
+        "/api/capture/start",
+        &format!("{{\"iface\": \"{}\", \"mode\": \"pcap\"}}", lab.local),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["attached"]["mode"], "pcap");
+    assert!(!xdp_on(lab.local), "pcap mode must not attach XDP");
+    lab.peer.send_udp(lab.peer_addr, lab.local_addr, 40001, 9, 30, 100);
+    let mut got = 0;
+    for _ in 0..50 {
+        got = get_json(agent.addr, "/api/status")["kernel"]["pcap_packets"]
+            .as_u64()
+            .unwrap_or(0);
+        if got >= 30 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(got >= 30, "libpcap delivered {got} of 30 datagrams");
+    let (code, v) = agent.post(
+        "/api/capture/stop",
+        &format!("{{\"iface\": \"{}\"}}", lab.local),
+    );
+    assert_eq!(code, 200, "{v}");
 }

@@ -9,8 +9,7 @@ use std::{
 use aya::programs::XdpMode;
 use sensor::{
     flow::{Flow, FlowConfig, FlowTable},
-    kernel::KernelConfig,
-    poller::Poller,
+    source::xdp::{KernelConfig, Poller},
 };
 use sensor_common::proto;
 use sensor_tests::{
@@ -130,7 +129,7 @@ fn overflow_counters_reach_userspace_and_the_map_refills_after_a_drain() {
     let mut table = FlowTable::new(FlowConfig::default());
     let mut poller = Poller::new();
     let victim = Ipv4Addr::new(198, 51, 100, 7);
-    let flood = |prog: &mut sensor::kernel::SensorProgram, base: u32| {
+    let flood = |prog: &mut sensor::source::xdp::SensorProgram, base: u32| {
         for i in 0..200u32 {
             let f = tcp4(
                 Ipv4Addr::from(0x0a00_0000 + base + i),
@@ -171,16 +170,16 @@ fn live_pcap_capture_feeds_the_same_flow_table() {
     }
     let lab = VethPair::create();
     let (mut cap, link) =
-        sensor::capture::open_live(lab.local, 256).expect("open live capture on the test veth");
+        sensor::source::pcap::open_live(lab.local, 256).expect("open live capture on the test veth");
     let mut table = FlowTable::new(FlowConfig::default());
     let done = std::sync::atomic::AtomicBool::new(false);
     let st = std::thread::scope(|s| {
         let reader = s.spawn(|| {
-            let mut sink = sensor::capture::TableSink {
+            let mut sink = sensor::source::pcap::TableSink {
                 table: &mut table,
                 out: |_| {},
             };
-            sensor::capture::feed(
+            sensor::source::pcap::feed(
                 &mut cap,
                 link,
                 &mut sink,
@@ -208,47 +207,4 @@ fn live_pcap_capture_feeds_the_same_flow_table() {
         udp.iat_us.n == 19,
         "per-packet inter-arrival times on the pcap path"
     );
-}
-
-#[test]
-fn the_poll_loop_keeps_its_interval_and_stops_on_request() {
-    let Some(mut prog) = load_or_skip("poller", TEST_SIZES) else {
-        return;
-    };
-    let _d = with_dispatcher(&mut prog);
-    let mut table = FlowTable::new(FlowConfig::default());
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let mut polls = 0u32;
-    let mut packets = 0u64;
-    let f = tcp4(
-        Ipv4Addr::new(10, 1, 1, 1),
-        Ipv4Addr::new(10, 1, 1, 2),
-        1,
-        2,
-        tcp_flags::SYN,
-        0,
-    );
-    for _ in 0..5 {
-        assert_eq!(run(&mut prog, &f.bytes), XDP_PASS);
-    }
-    Poller::new()
-        .run(
-            &mut prog,
-            &mut table,
-            std::time::Duration::from_millis(20),
-            &stop,
-            |s, _, _| {
-                polls += 1;
-                packets += s.packets;
-                if polls == 3 {
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            },
-        )
-        .expect("poll loop");
-    assert_eq!(
-        polls, 4,
-        "three polls, then the final one after the stop request"
-    );
-    assert_eq!(packets, 5, "every packet drained exactly once");
 }

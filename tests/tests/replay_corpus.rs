@@ -5,34 +5,23 @@
 use std::{fs, path::PathBuf};
 
 use sensor::{
-    detect::RuleConfig,
-    flow::FlowConfig,
-    replay::{JsonlSink, ReplayError, ReplayOptions, ReplaySummary, replay},
+    config::Config,
+    source::replay::{ReplayError, ReplayOptions, ReplaySummary, replay},
 };
 
 /// Replays with detection on and no output files.
 fn run(files: &[PathBuf]) -> Result<ReplaySummary, ReplayError> {
     replay(
         files,
-        ReplayOptions {
-            flow: FlowConfig::default(),
-            rules: Some(RuleConfig::default()),
-            model: None,
-            collect_features: false,
-            flows_out: &mut JsonlSink::None,
-            alerts_out: &mut JsonlSink::None,
-            store: None,
-            webhook: None,
-        },
+        ReplayOptions::new(&Config::default()),
+        Vec::new(),
     )
 }
 
 #[test]
 fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
     let Some(dir) = sensor_tests::corpora() else {
-        eprintln!(
-            "SKIPPED every_tcpdump_test_file_gives_flows_or_a_clear_error: ../shared/corpora is absent"
-        );
+        sensor_tests::skip("every_tcpdump_test_file_gives_flows_or_a_clear_error", "../shared/corpora is absent");
         return;
     };
     let mut files: Vec<PathBuf> = fs::read_dir(dir.join("tcpdump-tests"))
@@ -75,9 +64,7 @@ fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
 #[test]
 fn a_truncated_capture_keeps_the_flows_before_the_cut() {
     let Some(dir) = sensor_tests::corpora() else {
-        eprintln!(
-            "SKIPPED a_truncated_capture_keeps_the_flows_before_the_cut: ../shared/corpora is absent"
-        );
+        sensor_tests::skip("a_truncated_capture_keeps_the_flows_before_the_cut", "../shared/corpora is absent");
         return;
     };
     let full = fs::read(dir.join("zeek/web.pcap")).expect("web.pcap");

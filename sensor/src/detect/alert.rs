@@ -1,80 +1,11 @@
-//! Alerts: the contract shared by JSONL output, the store and the API, and the bookkeeping
-//! that turns a rule firing thousands of times into one open alert that is updated, then
-//! closed after a quiet period.
+//! Alert bookkeeping: turns a rule firing thousands of times into one open alert that is
+//! updated, then closed after a quiet period. The alert's output form (kinds, severities,
+//! [`AlertRecord`]) is in [`crate::record`], shared with the store and the API.
 
 use std::{collections::HashMap, net::IpAddr};
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::record::{AlertKind, AlertRecord, DetectorKind, Severity};
 use crate::record::rfc3339_us;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    PortScan,
-    HostSweep,
-    SynFlood,
-    UdpFlood,
-    IcmpFlood,
-    TrafficSpike,
-    Ddos,
-    MlAnomaly,
-}
-
-impl AlertKind {
-    pub const ALL: [Self; 8] = [
-        Self::PortScan,
-        Self::HostSweep,
-        Self::SynFlood,
-        Self::UdpFlood,
-        Self::IcmpFlood,
-        Self::TrafficSpike,
-        Self::Ddos,
-        Self::MlAnomaly,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PortScan => "port_scan",
-            Self::HostSweep => "host_sweep",
-            Self::SynFlood => "syn_flood",
-            Self::UdpFlood => "udp_flood",
-            Self::IcmpFlood => "icmp_flood",
-            Self::TrafficSpike => "traffic_spike",
-            Self::Ddos => "ddos",
-            Self::MlAnomaly => "ml_anomaly",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Normal,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    /// Severity of a rule from how far past its threshold the observation is.
-    pub fn from_ratio(observed_over_threshold: f64) -> Self {
-        match observed_over_threshold {
-            r if r >= 10.0 => Self::Critical,
-            r if r >= 3.0 => Self::High,
-            r if r >= 1.5 => Self::Medium,
-            _ => Self::Low,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DetectorKind {
-    Rule,
-    Ml,
-}
 
 /// One alert, as stored and as written (`first_seen`/`last_seen` in RFC 3339 on output).
 #[derive(Clone, Debug, PartialEq)]
@@ -95,22 +26,6 @@ pub struct Alert {
     pub score: Option<f64>,
     /// Highest rate seen (packets/s or probes/s, per kind).
     pub peak_rate: f64,
-    pub evidence: serde_json::Value,
-}
-
-/// The JSON form of an [`Alert`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct AlertRecord {
-    pub id: u64,
-    pub kind: AlertKind,
-    pub severity: Severity,
-    pub detector: DetectorKind,
-    pub src_ip: Option<IpAddr>,
-    pub dst_ip: Option<IpAddr>,
-    pub first_seen: String,
-    pub last_seen: String,
-    pub count: u64,
-    pub score: Option<f64>,
     pub evidence: serde_json::Value,
 }
 
@@ -160,6 +75,10 @@ pub struct AlertBook {
     open: HashMap<AlertKey, Alert>,
     next_id: u64,
     quiet_ns: u64,
+    /// Most alerts open at once: state stays bounded whatever the traffic.
+    max_open: usize,
+    /// Firings that would have opened an alert while `max_open` were open.
+    pub suppressed: u64,
     /// Alerts opened since the last `take_opened` (live consumers push these at once).
     opened: Vec<Alert>,
     /// Alerts closed (quiet) or flushed, in closing order.
@@ -167,11 +86,13 @@ pub struct AlertBook {
 }
 
 impl AlertBook {
-    pub fn new(quiet_ns: u64) -> Self {
+    pub fn new(quiet_ns: u64, max_open: usize) -> Self {
         Self {
             open: HashMap::new(),
             next_id: 1,
             quiet_ns,
+            max_open: max_open.max(1),
+            suppressed: 0,
             opened: Vec::new(),
             closed: Vec::new(),
         }
@@ -185,6 +106,7 @@ impl AlertBook {
         } else {
             (f.kind, f.src_ip, f.dst_ip)
         };
+        let full = self.open.len() >= self.max_open;
         match self.open.get_mut(&key) {
             Some(a) => {
                 if a.dst_ip != f.dst_ip {
@@ -201,6 +123,7 @@ impl AlertBook {
                     a.score = Some(s.max(prev));
                 }
             }
+            None if full => self.suppressed += 1,
             None => {
                 let a = Alert {
                     id: self.next_id,

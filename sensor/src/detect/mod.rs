@@ -2,9 +2,7 @@
 //! reporting into one book of alerts.
 
 pub mod alert;
-pub mod features;
-pub mod iforest;
-pub mod model;
+pub mod ml;
 pub mod rules;
 
 use sensor_common::{HostKey, HostStats};
@@ -13,11 +11,18 @@ pub use self::{
     alert::{Alert, AlertBook, AlertKind, AlertRecord, Severity},
     rules::{RuleConfig, Rules},
 };
-use self::{
+use self::ml::{
     features::{N_FEATURES, SourceContext, features},
     model::Model,
 };
-use crate::flow::{Flow, FlowEvent};
+use crate::{
+    flow::{Flow, FlowEvent},
+    record::AnomalyRow,
+};
+
+/// Anomalies held between two drains at most; the pipeline drains after every batch, so only a
+/// consumer that stopped draining reaches it (the excess is counted, not kept).
+const MAX_PENDING_ANOMALIES: usize = 100_000;
 
 /// Everything that turns flows into alerts.
 pub struct Detector {
@@ -28,7 +33,9 @@ pub struct Detector {
     /// Raw feature rows of finished flows, when collecting for training.
     collected: Option<Vec<[f64; N_FEATURES]>>,
     /// Anomalous flows judged since the last `take_anomalies`, for the store.
-    anomalies: Vec<crate::store::AnomalyRow>,
+    anomalies: Vec<AnomalyRow>,
+    /// Anomalies not kept because `MAX_PENDING_ANOMALIES` were waiting.
+    pub anomalies_dropped: u64,
     last_ns: u64,
     next_close_ns: u64,
 }
@@ -40,11 +47,12 @@ impl Detector {
         let cap = cfg.max_tracked;
         Self {
             rules: Rules::new(cfg),
-            book: AlertBook::new(quiet),
+            book: AlertBook::new(quiet, cap),
             model: None,
             context: SourceContext::new(window, cap),
             collected: None,
             anomalies: Vec::new(),
+            anomalies_dropped: 0,
             last_ns: 0,
             next_close_ns: 0,
         }
@@ -66,12 +74,18 @@ impl Detector {
         self.collected.take().unwrap_or_default()
     }
 
-    pub fn take_anomalies(&mut self) -> Vec<crate::store::AnomalyRow> {
+    pub fn take_anomalies(&mut self) -> Vec<AnomalyRow> {
         std::mem::take(&mut self.anomalies)
     }
 
     pub fn model(&self) -> Option<&Model> {
         self.model.as_ref()
+    }
+
+    /// Replaces the model (training from the dashboard): flows finished from now on are judged
+    /// by the new one; open alerts stay open.
+    pub fn set_model(&mut self, model: Option<Model>) {
+        self.model = model;
     }
 
     pub fn on_event(&mut self, ev: &FlowEvent) {
@@ -111,20 +125,24 @@ impl Detector {
                 })
             })
             .collect();
-        self.anomalies.push(crate::store::AnomalyRow {
+        if self.anomalies.len() >= MAX_PENDING_ANOMALIES {
+            self.anomalies_dropped += 1;
+        } else {
+            self.anomalies.push(AnomalyRow {
             ts: f.last_seen_ns,
             src_ip: f.src.to_string(),
             dst_ip: f.dst.to_string(),
             score: v.score,
-            severity: format!("{:?}", v.severity).to_lowercase(),
+            severity: v.severity.as_str().to_owned(),
             record: serde_json::json!({
                 "flow": crate::record::FlowRecord::from(f),
                 "top_features": top.clone(),
                 "score": v.score,
-                "severity": format!("{:?}", v.severity).to_lowercase(),
+                "severity": v.severity.as_str().to_owned(),
                 "threshold": model.threshold,
             }),
-        });
+            });
+        }
         self.book.fire(alert::Firing {
             kind: AlertKind::MlAnomaly,
             detector: alert::DetectorKind::Ml,

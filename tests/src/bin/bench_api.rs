@@ -15,12 +15,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use sensor::{
     api::ApiState,
-    detect::{
-        AlertRecord, Severity,
-        alert::{AlertKind, DetectorKind},
-    },
-    record::{FlowRecord, rfc3339_us},
-    store::{Retention, Store, open_ro},
+    record::{AlertKind, AlertRecord, DetectorKind, FlowRecord, Severity, rfc3339_us},
+    sink::store::{Retention, Store, open_ro},
 };
 
 const ALERTS: u64 = 100_000;
@@ -143,14 +139,11 @@ fn main() -> Result<()> {
         })
     };
 
-    let state = Arc::new(ApiState {
-        db: db.clone(),
-        data_dir: dir.clone(),
-        token: "bench-token-0123456789abcdef".into(),
-        started: Instant::now(),
-        capture: std::sync::RwLock::new("bench".into()),
-        live: None,
-    });
+    let state = Arc::new(ApiState::read_only(
+        db.clone(),
+        dir.clone(),
+        "bench-token-0123456789abcdef".into(),
+    ));
     let server = sensor_tests::TestServer::start(state);
     let url = format!("http://{}/api/alerts?limit=100", server.addr);
     let mut results = Vec::new();

@@ -15,13 +15,12 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use ndarray::Array2;
 use sensor::{
-    detect::{
-        RuleConfig,
+    config::Config,
+    detect::ml::{
         features::N_FEATURES,
         iforest::{ForestParams, IsolationForest},
     },
-    flow::FlowConfig,
-    replay::{JsonlSink, ReplayOptions, replay},
+    source::replay::{ReplayOptions, replay},
 };
 
 const BENIGN: &[&str] = &[
@@ -44,16 +43,8 @@ fn rows(corpora: &Path, files: &[&str]) -> Result<Vec<[f64; N_FEATURES]>> {
     for p in paths {
         let s = replay(
             std::slice::from_ref(&p),
-            ReplayOptions {
-                flow: FlowConfig::default(),
-                rules: Some(RuleConfig::default()),
-                model: None,
-                collect_features: true,
-                flows_out: &mut JsonlSink::None,
-                alerts_out: &mut JsonlSink::None,
-                store: None,
-                webhook: None,
-            },
+            ReplayOptions::new(&Config::default()).collecting(),
+            Vec::new(),
         )?;
         out.extend(s.features);
     }

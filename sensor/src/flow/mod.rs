@@ -11,9 +11,11 @@ use std::{
 
 use sensor_common::{FlowKey, family, proto};
 
+pub mod map;
+
 use crate::{
-    flowmap::FlowMap,
-    packet::{Parsed, tcp},
+    flow::map::FlowMap,
+    source::packet::{Parsed, tcp},
 };
 
 /// Flow-table limits.
@@ -701,7 +703,7 @@ fn apply(f: &mut Flow, d: &Delta, from_fwd: bool, per_packet: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::Parsed;
+    use crate::source::packet::Parsed;
 
     const S: u64 = 1_000_000_000;
 

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
         mpsc,
     },
     thread::JoinHandle,
@@ -21,7 +21,13 @@ use std::{
 use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize};
 
-use crate::{detect::AlertRecord, record::FlowRecord};
+pub mod read;
+mod schema;
+
+pub use self::schema::SCHEMA_VERSION;
+use self::schema::MIGRATIONS;
+pub use crate::record::{AnomalyRow, StatsRow};
+use crate::record::{AlertRecord, FlowRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,145 +49,6 @@ pub enum StoreError {
     Newer { path: PathBuf, found: i64 },
     #[error("the database writer has stopped")]
     WriterGone,
-}
-
-/// Current schema version; `MIGRATIONS[i]` takes a database from version i to i + 1.
-pub const SCHEMA_VERSION: i64 = 2;
-
-const MIGRATIONS: &[&str] = &[
-    // 0 -> 1
-    "CREATE TABLE flows (
-        id INTEGER PRIMARY KEY,
-        first_seen INTEGER NOT NULL,
-        last_seen INTEGER NOT NULL,
-        src_ip TEXT NOT NULL,
-        dst_ip TEXT NOT NULL,
-        src_port INTEGER NOT NULL,
-        dst_port INTEGER NOT NULL,
-        proto INTEGER NOT NULL,
-        packets INTEGER NOT NULL,
-        bytes INTEGER NOT NULL,
-        session_id INTEGER,
-        record TEXT NOT NULL
-    );
-    CREATE INDEX flows_last_seen ON flows(last_seen);
-    CREATE INDEX flows_src ON flows(src_ip, last_seen);
-    CREATE INDEX flows_dst ON flows(dst_ip, last_seen);
-    CREATE TABLE alerts (
-        id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL,
-        severity TEXT NOT NULL,
-        detector TEXT NOT NULL,
-        src_ip TEXT,
-        dst_ip TEXT,
-        first_seen INTEGER NOT NULL,
-        last_seen INTEGER NOT NULL,
-        count INTEGER NOT NULL,
-        score REAL,
-        session_id INTEGER,
-        record TEXT NOT NULL
-    );
-    CREATE INDEX alerts_last_seen ON alerts(last_seen);
-    CREATE INDEX alerts_kind ON alerts(kind, last_seen);
-    CREATE INDEX alerts_src ON alerts(src_ip, last_seen);
-    CREATE INDEX alerts_dst ON alerts(dst_ip, last_seen);
-    CREATE TABLE anomalies (
-        id INTEGER PRIMARY KEY,
-        ts INTEGER NOT NULL,
-        src_ip TEXT NOT NULL,
-        dst_ip TEXT NOT NULL,
-        score REAL NOT NULL,
-        severity TEXT NOT NULL,
-        session_id INTEGER,
-        record TEXT NOT NULL
-    );
-    CREATE INDEX anomalies_ts ON anomalies(ts);
-    CREATE TABLE statistics (
-        id INTEGER PRIMARY KEY,
-        ts INTEGER NOT NULL,
-        seconds INTEGER NOT NULL,
-        packets INTEGER NOT NULL,
-        bytes INTEGER NOT NULL,
-        tcp INTEGER NOT NULL,
-        udp INTEGER NOT NULL,
-        icmp INTEGER NOT NULL,
-        other INTEGER NOT NULL,
-        flows INTEGER NOT NULL,
-        session_id INTEGER
-    );
-    CREATE INDEX statistics_ts ON statistics(ts);
-    CREATE TABLE capture_sessions (
-        id INTEGER PRIMARY KEY,
-        started INTEGER NOT NULL,
-        ended INTEGER,
-        kind TEXT NOT NULL,
-        source TEXT NOT NULL,
-        packets INTEGER,
-        flows INTEGER
-    );
-    CREATE TABLE model_versions (
-        id INTEGER PRIMARY KEY,
-        created INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        threshold REAL NOT NULL,
-        flows INTEGER NOT NULL,
-        metadata TEXT NOT NULL
-    );",
-    // 1 -> 2: live alerts are written when they open and updated as they grow and close; the
-    // key (session and run-local alert id) makes that one row.
-    "ALTER TABLE alerts ADD COLUMN alert_key TEXT;
-    CREATE UNIQUE INDEX alerts_key ON alerts(alert_key);",
-];
-
-/// One second (or interval) of traffic, for the charts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatsRow {
-    /// Start of the interval, ns since the epoch.
-    pub ts: u64,
-    pub seconds: u64,
-    pub packets: u64,
-    pub bytes: u64,
-    pub tcp: u64,
-    pub udp: u64,
-    pub icmp: u64,
-    pub other: u64,
-    pub flows: u64,
-}
-
-impl StatsRow {
-    /// Counts one packet of IP protocol `proto` (0 for non-IP) and `len` bytes.
-    pub fn count(&mut self, proto: u8, len: u32) {
-        self.packets += 1;
-        self.bytes += u64::from(len);
-        match proto {
-            6 => self.tcp += 1,
-            17 => self.udp += 1,
-            1 | 58 => self.icmp += 1,
-            _ => self.other += 1,
-        }
-    }
-
-    /// Adds the kernel's counters of one poll.
-    pub fn add_counters(&mut self, d: &sensor_common::GlobalCounters) {
-        self.packets += d.packets;
-        self.bytes += d.bytes;
-        self.tcp += d.tcp_packets;
-        self.udp += d.udp_packets;
-        self.icmp += d.icmp_packets;
-        self.other += d.other_ip_packets + d.non_ip_packets;
-    }
-}
-
-/// One anomalous flow as the model judged it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AnomalyRow {
-    pub ts: u64,
-    pub src_ip: String,
-    pub dst_ip: String,
-    pub score: f64,
-    pub severity: String,
-    /// The flow and the top features, as JSON.
-    pub record: serde_json::Value,
 }
 
 /// Retention limits (`[store]` in the config file).
@@ -230,7 +97,8 @@ pub struct Store {
     tx: Option<mpsc::SyncSender<Msg>>,
     stats: Arc<WriterStats>,
     join: Option<JoinHandle<()>>,
-    session: Option<i64>,
+    /// Capture session later rows belong to (0: none).
+    session: AtomicI64,
 }
 
 /// Creates the file with mode 0600 (it holds who talked to whom) before SQLite opens it.
@@ -326,7 +194,7 @@ impl Store {
             tx: Some(tx),
             stats,
             join: Some(join),
-            session: None,
+            session: AtomicI64::new(0),
         })
     }
 
@@ -362,23 +230,24 @@ impl Store {
     }
 
     /// Starts a capture session (a replay, or a live capture) that later rows belong to.
-    pub fn start_session(&mut self, kind: &str, source: &str) -> Result<i64, StoreError> {
+    pub fn start_session(&self, kind: &str, source: &str) -> Result<i64, StoreError> {
         let (tx, rx) = mpsc::channel();
         self.send(Msg::SessionStart(kind.into(), source.into(), tx), true)?;
         let id = rx.recv().map_err(|_| StoreError::WriterGone)?;
-        self.session = Some(id);
+        self.session.store(id, Ordering::Relaxed);
         Ok(id)
     }
 
-    pub fn end_session(&mut self, packets: u64, flows: u64) -> Result<(), StoreError> {
-        if let Some(id) = self.session.take() {
+    pub fn end_session(&self, packets: u64, flows: u64) -> Result<(), StoreError> {
+        let id = self.session.swap(0, Ordering::Relaxed);
+        if id > 0 {
             self.send(Msg::SessionEnd(id, packets, flows), true)?;
         }
         Ok(())
     }
 
     fn sid(&self) -> u64 {
-        self.session.map_or(0, |s| s as u64)
+        self.session.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// Queues a finished flow; `block` waits for queue space (replay) instead of counting a drop
@@ -598,6 +467,58 @@ pub fn apply_retention(c: &Connection, r: Retention, now_ns: u64) -> rusqlite::R
         )? as u64;
     }
     Ok(deleted)
+}
+
+/// The store as a pipeline output, for one capture session.
+pub struct StoreSink<'a> {
+    store: &'a Store,
+    /// Replay waits for queue space; live ingest counts a drop instead of waiting on the disk.
+    block: bool,
+}
+
+impl<'a> StoreSink<'a> {
+    /// Starts a capture session (`kind` "replay" or "live", `source` what it reads).
+    pub fn new(store: &'a Store, kind: &str, source: &str, block: bool) -> Result<Self, StoreError> {
+        store.start_session(kind, source)?;
+        Ok(Self { store, block })
+    }
+}
+
+impl crate::sink::Sink for StoreSink<'_> {
+    fn wants_flows(&self) -> bool {
+        true
+    }
+    fn wants_stats(&self) -> bool {
+        true
+    }
+    fn flow(&mut self, rec: &FlowRecord, last_seen_ns: u64) -> Result<(), crate::sink::SinkError> {
+        Ok(self.store.flow(rec.clone(), last_seen_ns, self.block)?)
+    }
+    fn alert_opened(
+        &mut self,
+        rec: &AlertRecord,
+        last_seen_ns: u64,
+    ) -> Result<(), crate::sink::SinkError> {
+        Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
+    }
+    /// The same row as at open (upsert on the session's alert key), now in its final state.
+    fn alert_closed(
+        &mut self,
+        rec: &AlertRecord,
+        last_seen_ns: u64,
+    ) -> Result<(), crate::sink::SinkError> {
+        Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
+    }
+    fn anomaly(&mut self, a: &AnomalyRow) -> Result<(), crate::sink::SinkError> {
+        Ok(self.store.anomaly(a.clone(), self.block)?)
+    }
+    fn stats(&mut self, s: &StatsRow) -> Result<(), crate::sink::SinkError> {
+        Ok(self.store.stats_row(*s, self.block)?)
+    }
+    fn finish(&mut self, t: crate::sink::EndTotals) -> Result<(), crate::sink::SinkError> {
+        self.store.end_session(t.packets, t.flows)?;
+        Ok(self.store.sync()?)
+    }
 }
 
 #[cfg(test)]

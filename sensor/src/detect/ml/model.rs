@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use serde::{Deserialize, Serialize};
 
+use crate::record::Severity;
+
 use super::{
-    alert::Severity,
     features::{FEATURE_NAMES, N_FEATURES},
     iforest::{ForestParams, IsolationForest},
 };

@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::AlertRecord;
+use crate::record::AlertRecord;
 
 /// `[webhook]` in the config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,6 +138,20 @@ fn deliver(agent: &ureq::Agent, cfg: &WebhookConfig, alert: &AlertRecord, st: &W
                 backoff = (backoff * 2).min(cfg.max_backoff_ms);
             }
         }
+    }
+}
+
+/// The webhook as a pipeline output: each alert is POSTed once, when it opens.
+pub struct WebhookSink<'a>(pub &'a Webhook);
+
+impl crate::sink::Sink for WebhookSink<'_> {
+    fn alert_opened(
+        &mut self,
+        rec: &AlertRecord,
+        _last_seen_ns: u64,
+    ) -> Result<(), crate::sink::SinkError> {
+        self.0.send(rec);
+        Ok(())
     }
 }
 

@@ -7,25 +7,21 @@
 //! this parser side by side on crafted frames, random garbage and real captures and require
 //! identical results. It is also allocation-free, which the replay throughput needs.
 
-use sensor_common::{FlowKey, family, proto};
+use sensor_common::{
+    FlowKey, MAX_IPV6_EXT_HEADERS as MAX_IPV6_EXT, MAX_VLAN_TAGS,
+    ether_type::{self, is_vlan},
+    family, ppp, proto, v4_mapped,
+};
 
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_PPPOE_SESSION: u16 = 0x8864;
-const PPP_IPV4: u16 = 0x0021;
-const PPP_IPV6: u16 = 0x0057;
-const MAX_IPV6_EXT: usize = 6;
+/// TCP flag bits, as the kernel side names them.
+pub use sensor_common::tcp_flags as tcp;
 
-/// TCP flag bits.
-pub mod tcp {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-    pub const URG: u8 = 0x20;
-}
+const ETH_P_IPV4: u16 = ether_type::IPV4;
+const ETH_P_IPV6: u16 = ether_type::IPV6;
+const ETH_P_ARP: u16 = ether_type::ARP;
+const ETH_P_PPPOE_SESSION: u16 = ether_type::PPPOE_SESSION;
+const PPP_IPV4: u16 = ppp::IPV4;
+const PPP_IPV6: u16 = ppp::IPV6;
 
 /// What one parsed frame contributes to its flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +55,7 @@ pub fn parse_ethernet(frame: &[u8]) -> Outcome {
 /// Parses from an EtherType whose payload starts at `off` (after Ethernet, Linux cooked, ...),
 /// looking through up to two VLAN tags and a PPPoE session header like the kernel.
 pub fn parse_ether_type(mut ether_type: u16, data: &[u8], mut off: usize) -> Outcome {
-    for _ in 0..2 {
+    for _ in 0..MAX_VLAN_TAGS {
         if !is_vlan(ether_type) {
             break;
         }
@@ -98,18 +94,8 @@ pub fn parse_ip(data: &[u8]) -> Outcome {
     }
 }
 
-fn is_vlan(et: u16) -> bool {
-    matches!(et, 0x8100 | 0x88A8 | 0x9100)
-}
-
 fn be16(d: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*d.get(off)?, *d.get(off + 1)?]))
-}
-
-fn v4_mapped(a: &[u8]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-    ]
 }
 
 fn parse_ipv4(d: &[u8], off: usize) -> Outcome {
@@ -122,8 +108,8 @@ fn parse_ipv4(d: &[u8], off: usize) -> Outcome {
     }
     let frag = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
     let key = FlowKey {
-        src_addr: v4_mapped(&h[12..16]),
-        dst_addr: v4_mapped(&h[16..20]),
+        src_addr: v4_mapped([h[12], h[13], h[14], h[15]]),
+        dst_addr: v4_mapped([h[16], h[17], h[18], h[19]]),
         proto: h[9],
         family: family::IPV4,
         ..FlowKey::default()
@@ -225,8 +211,8 @@ fn parse_arp(d: &[u8], off: usize) -> Outcome {
         return Outcome::NonIp;
     }
     let key = FlowKey {
-        src_addr: v4_mapped(&a[14..18]),
-        dst_addr: v4_mapped(&a[24..28]),
+        src_addr: v4_mapped([a[14], a[15], a[16], a[17]]),
+        dst_addr: v4_mapped([a[24], a[25], a[26], a[27]]),
         dst_port: u16::from_be_bytes([a[6], a[7]]),
         family: family::ARP,
         ..FlowKey::default()

@@ -13,7 +13,7 @@ use sensor_common::{FlowKey, FlowStats, GlobalCounters, HostKey, HostStats, fami
 
 use crate::{
     flow::{Delta, Flow, FlowTable},
-    kernel::{DrainBuffers, KernelError, SensorProgram},
+    source::xdp::{DrainBuffers, KernelError, SensorProgram},
 };
 
 /// Offset that turns `CLOCK_MONOTONIC` nanoseconds (kernel timestamps) into Unix nanoseconds.
@@ -78,43 +78,6 @@ impl Poller {
     /// Whether the kernel's batch lookup-and-delete is in use (it is from Linux 5.6 on).
     pub fn batched(&self) -> bool {
         self.flows.batched()
-    }
-
-    /// Polls every `interval` (default 250 ms in the agent) until `stop` is set, handing each
-    /// poll's statistics, the table and the flows it finished to `on_poll`; a final poll after
-    /// `stop` takes what is left.
-    pub fn run(
-        &mut self,
-        prog: &mut SensorProgram,
-        table: &mut FlowTable,
-        interval: Duration,
-        stop: &std::sync::atomic::AtomicBool,
-        mut on_poll: impl FnMut(&PollStats, &mut FlowTable, &mut Vec<Flow>),
-    ) -> Result<(), KernelError> {
-        let mut next = Instant::now();
-        let mut finished = Vec::new();
-        loop {
-            let stopping = stop.load(std::sync::atomic::Ordering::Relaxed);
-            let stats = self.poll(prog, table, &mut |f| finished.push(f))?;
-            on_poll(&stats, table, &mut finished);
-            finished.clear();
-            if stopping {
-                return Ok(());
-            }
-            next += interval;
-            if next <= Instant::now() {
-                // Fell behind (a huge drain): do not try to catch up with a burst of polls.
-                next = Instant::now();
-            }
-            // Sleep in short steps so a stop request is honoured quickly.
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let left = next.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                std::thread::sleep(left.min(Duration::from_millis(20)));
-            }
-        }
     }
 
     /// One poll: drain the maps, merge flows into `table`, finished flows into `out`.

@@ -1,0 +1,314 @@
+//! Control endpoints (bearer token): capture start/stop and interfaces (live in `sensor run`,
+//! 409 in `sensor serve`), replay of a capture in the data directory, and model training from
+//! a capture or a time range of stored flows, swapped into the running pipeline live.
+
+use std::path::{Path, PathBuf};
+
+use axum::{
+    Json,
+    extract::{State, rejection::JsonRejection},
+    http::{HeaderMap, header},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, Shared, read::parse_time};
+use crate::{
+    detect::ml::model::Model,
+    record::rfc3339_us,
+    sink::store::{Store, StoreSink, open_ro, read as q},
+    source::{
+        live::CaptureMode,
+        replay::{ReplayError, ReplayOptions, replay as replay_files},
+    },
+};
+
+pub(super) fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    // Constant-time comparison: the token is a secret.
+    let (a, b) = (given.as_bytes(), st.token.as_bytes());
+    let diff = a.len() ^ b.len()
+        | a.iter()
+            .zip(b)
+            .fold(0usize, |d, (x, y)| d | usize::from(x ^ y));
+    if diff == 0 {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn body<T: DeserializeOwned>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+fn read_only() -> ApiError {
+    ApiError::Conflict(
+        "this server only reads the database (sensor serve); live capture is controlled by \
+         `sensor run` (start it without --iface to attach from here)"
+            .into(),
+    )
+}
+
+/// Interfaces of the sensor's network namespace, and which of them this sensor watches.
+pub(super) async fn interfaces(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let attached = st
+        .live
+        .as_ref()
+        .map(|l| l.control.attachments())
+        .unwrap_or_default();
+    let items: Vec<Value> = interface_names()
+        .into_iter()
+        .map(|name| {
+            let a = attached.iter().find(|a| a.iface == name);
+            json!({ "name": name, "attached": a.is_some(), "mode": a.map(|a| a.mode) })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items, "live": st.live.is_some() })))
+}
+
+/// Interface names from the kernel (`if_nameindex`): those of this process's network
+/// namespace, which /sys/class/net does not always show.
+fn interface_names() -> Vec<String> {
+    let mut names = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return names;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    names.sort();
+    names
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StartBody {
+    iface: String,
+    #[serde(default = "auto")]
+    mode: CaptureMode,
+}
+
+fn auto() -> CaptureMode {
+    CaptureMode::Auto
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StopBody {
+    iface: String,
+}
+
+fn iface_name(name: &str) -> Result<(), ApiError> {
+    // IFNAMSIZ - 1, no separators: anything else cannot be an interface.
+    if name.is_empty() || name.len() > 15 || name.contains(['/', '\0']) || name.contains(char::is_whitespace) {
+        return Err(ApiError::BadRequest(format!("{name:?} is not an interface name")));
+    }
+    Ok(())
+}
+
+/// `{"iface": "eth1", "mode": "auto|driver|skb|pcap"}`: starts watching an interface.
+pub(super) async fn capture_start(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    b: Result<Json<StartBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let live = st.live.as_ref().ok_or_else(read_only)?;
+    let b = body(b)?;
+    iface_name(&b.iface)?;
+    let a = live.control.start(b.iface, b.mode).await?;
+    Ok(Json(json!({ "attached": a, "capture": live.control.attachments() })))
+}
+
+/// `{"iface": "eth1"}`: stops watching it (XDP detached, or the libpcap capture closed).
+pub(super) async fn capture_stop(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    b: Result<Json<StopBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let live = st.live.as_ref().ok_or_else(read_only)?;
+    let b = body(b)?;
+    iface_name(&b.iface)?;
+    let a = live.control.stop(b.iface).await?;
+    Ok(Json(json!({ "detached": a, "capture": live.control.attachments() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PathBody {
+    path: String,
+}
+
+/// Resolves a client-supplied path inside the data directory, refusing anything outside it.
+fn inside_data_dir(data_dir: &Path, rel: &str) -> Result<PathBuf, ApiError> {
+    let base = data_dir
+        .canonicalize()
+        .map_err(|_| ApiError::NotFound("the data directory does not exist".into()))?;
+    let candidate = base.join(rel);
+    let resolved = candidate
+        .canonicalize()
+        .map_err(|_| ApiError::NotFound(format!("{rel}: no such file in the data directory")))?;
+    if !resolved.starts_with(&base) || !resolved.is_file() {
+        return Err(ApiError::Forbidden(format!(
+            "{rel}: only files inside the data directory can be used"
+        )));
+    }
+    Ok(resolved)
+}
+
+/// Replays a capture from the data directory into the database, with the loaded config.
+pub(super) async fn replay(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    b: Result<Json<PathBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let file = inside_data_dir(&st.data_dir, &body(b)?.path)?;
+    let state = st.clone();
+    let summary = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+        let store = Store::open(&state.db, state.config.store).map_err(|e| internal(&e))?;
+        let sink = StoreSink::new(&store, "replay", &file.display().to_string(), true)
+            .map_err(|e| internal(&e))?;
+        let s = replay_files(
+            std::slice::from_ref(&file),
+            ReplayOptions::new(&state.config),
+            vec![Box::new(sink)],
+        )
+        .map_err(|e| match e {
+            ReplayError::BadInput(e) => ApiError::BadRequest(e.to_string()),
+            other => internal(&other),
+        })?;
+        Ok(json!({
+            "packets": s.read.packets,
+            "flows": s.flows,
+            "alerts": s.alerts.iter().map(|(k, n)| (k.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        }))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(summary))
+}
+
+/// Training input: a capture in the data directory, or a time range of stored flows.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrainBody {
+    path: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// Trains the model with the config's `[model]` settings, writes DATA_DIR/model.json, records
+/// the version, and (in `sensor run`) swaps it into the running pipeline.
+pub(super) async fn train(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    b: Result<Json<TrainBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let b = body(b)?;
+    enum Source {
+        File(PathBuf),
+        Range(i64, i64),
+    }
+    let source = match (b.path, b.since, b.until) {
+        (Some(p), None, None) => Source::File(inside_data_dir(&st.data_dir, &p)?),
+        (None, Some(s), Some(u)) => {
+            let (s, u) = (parse_time("since", &s)?, parse_time("until", &u)?);
+            if s > u {
+                return Err(ApiError::BadRequest("since is after until".into()));
+            }
+            Source::Range(s, u)
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give either {\"path\"} or {\"since\", \"until\"}".into(),
+            ));
+        }
+    };
+    let out = st.data_dir.join("model.json");
+    let state = st.clone();
+    let (model, reply) = tokio::task::spawn_blocking(move || -> Result<(Model, Value), ApiError> {
+        let cfg = &state.config;
+        let (rows, what) = match source {
+            Source::File(file) => {
+                let s = replay_files(
+                    std::slice::from_ref(&file),
+                    ReplayOptions::new(cfg).collecting(),
+                    Vec::new(),
+                )
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                (s.features, file.display().to_string())
+            }
+            Source::Range(since, until) => {
+                let c = open_ro(&state.db).map_err(|e| ApiError::Internal(e.to_string()))?;
+                let rows = q::training_rows(
+                    &c,
+                    since,
+                    until,
+                    cfg.rules.port_scan_window_s,
+                    cfg.rules.max_tracked,
+                )?;
+                (
+                    rows,
+                    format!(
+                        "stored flows {} .. {}",
+                        rfc3339_us(since.max(0) as u64),
+                        rfc3339_us(until.max(0) as u64)
+                    ),
+                )
+            }
+        };
+        let m = Model::train(&rows, cfg.model.forest(), cfg.model.contamination, vec![what])
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        m.save(&out).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let store = Store::open(&state.db, cfg.store).map_err(|e| ApiError::Internal(e.to_string()))?;
+        store
+            .model_version(
+                &out.display().to_string(),
+                m.threshold,
+                m.training.flows as u64,
+                serde_json::to_string(&m.training).unwrap_or_default(),
+            )
+            .and_then(|()| store.sync())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let reply = json!({ "model": out.display().to_string(), "flows": m.training.flows, "threshold": m.threshold });
+        Ok((m, reply))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let mut reply = reply;
+    let loaded = match &st.live {
+        Some(live) => {
+            let path = reply["model"].as_str().map(str::to_owned);
+            live.control.set_model(Some(model), path).await?;
+            true
+        }
+        None => false,
+    };
+    reply["loaded"] = json!(loaded);
+    Ok(Json(reply))
+}

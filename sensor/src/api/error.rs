@@ -1,0 +1,86 @@
+//! What goes wrong in a request, and what the client is told: a status and a short JSON
+//! message. Internal causes are logged, never sent.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::{
+    live::ControlError,
+    source::{
+        live::SourceError,
+        xdp::{KernelError, attach::AttachError},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "API request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Capture control failures: the same messages as on the command line, with a status that
+/// says whose move it is.
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ControlError::Stopped => Self::Unavailable(msg),
+            ControlError::Source(s) => match s {
+                SourceError::Attach(AttachError::NoInterface(_)) => Self::NotFound(msg),
+                SourceError::Attach(AttachError::Busy(_))
+                | SourceError::AlreadyWatched { .. }
+                | SourceError::NotWatched(_) => Self::Conflict(msg),
+                SourceError::Kernel(KernelError::Program { .. })
+                | SourceError::Attach(AttachError::Kernel(KernelError::Program { .. })) => {
+                    Self::Forbidden(msg)
+                }
+                SourceError::Attach(AttachError::Attach { .. }) | SourceError::Capture { .. } => {
+                    Self::BadRequest(msg)
+                }
+                SourceError::Kernel(_) | SourceError::Attach(AttachError::Kernel(_)) => {
+                    Self::Internal(msg)
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Server-sent events: new alerts as they are stored (polled every second), and statistics
+//! every 5 s.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    response::sse::{Event, KeepAlive, Sse},
+};
+
+use super::{Shared, read};
+use crate::sink::store::read::{self as q, Filter};
+
+pub(super) async fn events(
+    State(st): State<Shared>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    Sse::new(stream(st)).keep_alive(KeepAlive::default())
+}
+
+fn stream(st: Shared) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let mut last_id: i64 = read(&st, |c| Ok(q::max_alert_id(c)?)).await.unwrap_or(0);
+        let mut tick = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tick += 1;
+            let since = last_id;
+            let new = read(&st, move |c| Ok(q::alerts_after(c, since, 500)?))
+                .await
+                .unwrap_or_default();
+            for (id, v) in new {
+                last_id = id;
+                if tx
+                    .send(Event::default().event("alert").data(v.to_string()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            if tick.is_multiple_of(5) {
+                let f = Filter {
+                    limit: 60,
+                    ..Filter::default()
+                };
+                if let Ok(v) = read(&st, move |c| Ok(q::stats(c, &f)?)).await
+                    && tx
+                        .send(Event::default().event("stats").data(v.to_string()))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
+}

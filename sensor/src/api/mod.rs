@@ -1,0 +1,161 @@
+//! HTTP API and dashboard (axum), over the SQLite store.
+//!
+//! Read endpoints ([`read`], [`events`], [`metrics`]) are open (bind to loopback by default);
+//! control endpoints ([`control`]) need the bearer token kept in the data directory. Handlers
+//! validate their parameters into typed values first, so bad input is a 400 with a JSON
+//! message ([`error`]); internal failures are logged and answered with a message that leaks
+//! nothing. In `sensor run` the state carries a [`LiveApi`]: capture control, the live model
+//! and the live loop's metrics.
+
+mod control;
+mod dashboard;
+pub mod error;
+mod events;
+mod metrics;
+mod read;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use rusqlite::Connection;
+use tokio::net::TcpListener;
+
+pub use self::error::ApiError;
+use crate::{
+    config::Config,
+    live::{Control, LiveMetrics},
+    sink::{store::open_ro, webhook::WebhookStats},
+};
+
+/// Shared state of the server.
+pub struct ApiState {
+    pub db: PathBuf,
+    pub data_dir: PathBuf,
+    pub token: String,
+    pub started: Instant,
+    /// The loaded config: the API's replay and training use it as the command line does.
+    pub config: Config,
+    /// The live sensor (`sensor run`); `None` in `sensor serve`.
+    pub live: Option<LiveApi>,
+}
+
+/// What `sensor run` adds to the API.
+pub struct LiveApi {
+    pub metrics: Arc<LiveMetrics>,
+    pub control: Control,
+    pub webhook: Option<Arc<WebhookStats>>,
+}
+
+impl ApiState {
+    /// A read-only server over `db` (`sensor serve`) with the default config.
+    pub fn read_only(db: PathBuf, data_dir: PathBuf, token: String) -> Self {
+        Self {
+            db,
+            data_dir,
+            token,
+            started: Instant::now(),
+            config: Config::default(),
+            live: None,
+        }
+    }
+
+    pub fn with_config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+}
+
+pub type Shared = Arc<ApiState>;
+
+/// Reads the API token from `data_dir/api-token`, creating it (mode 0600) on first start.
+/// Returns the token and whether it was just created (so the caller prints it once).
+pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<(String, bool)> {
+    let path = data_dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if t.len() >= 16 {
+            return Ok((t, false));
+        }
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let bytes: [u8; 24] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    Ok((token, true))
+}
+
+/// The router: API, metrics, events, dashboard.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/", get(dashboard::html))
+        .route("/app.js", get(dashboard::js))
+        .route("/style.css", get(dashboard::css))
+        .route("/vendor/chart.umd.min.js", get(dashboard::chart_js))
+        .route("/api/status", get(read::status))
+        .route("/api/stats", get(read::stats))
+        .route("/api/alerts", get(read::alerts))
+        .route("/api/anomalies", get(read::anomalies))
+        .route("/api/flows", get(read::flows))
+        .route("/api/top-talkers", get(read::top_talkers))
+        .route("/api/suspicious-ips", get(read::suspicious_ips))
+        .route("/api/events", get(events::events))
+        .route("/api/interfaces", get(control::interfaces))
+        .route("/api/capture/start", post(control::capture_start))
+        .route("/api/capture/stop", post(control::capture_stop))
+        .route("/api/replay", post(control::replay))
+        .route("/api/model/train", post(control::train))
+        .route("/metrics", get(metrics::metrics))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds `addr`.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Runs a read against the database off the async threads.
+async fn read<T: Send + 'static>(
+    st: &Shared,
+    f: impl FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let db = st.db.clone();
+    tokio::task::spawn_blocking(move || {
+        if !db.exists() {
+            return Err(ApiError::NotFound(
+                "no database yet: replay a capture or start a capture first".into(),
+            ));
+        }
+        let c = open_ro(&db).map_err(|e| ApiError::Internal(e.to_string()))?;
+        f(&c)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}

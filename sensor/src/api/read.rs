@@ -1,0 +1,224 @@
+//! Read endpoints: lists with filters and cursor pagination, statistics, status. Parameters
+//! are validated into typed values first; the SQL is in [`crate::sink::store::read`].
+
+use axum::{
+    Json,
+    extract::{Query, State, rejection::QueryRejection},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, Shared, read};
+use crate::{
+    record::AlertKind,
+    sink::store::read::{self as q, Filter, Table},
+};
+
+/// Query parameters shared by the list endpoints, as received.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    since: Option<String>,
+    until: Option<String>,
+    kind: Option<String>,
+    severity: Option<String>,
+    ip: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// RFC 3339 or Unix seconds, to ns.
+pub(super) fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(secs) = v.parse::<f64>()
+        && secs.is_finite()
+        && (0.0..4.0e9).contains(&secs)
+    {
+        return Ok((secs * 1e9) as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .and_then(|d| d.timestamp_nanos_opt())
+        .ok_or_else(|| ApiError::BadRequest(format!("{name} must be RFC 3339 or Unix seconds")))
+}
+
+impl ListQuery {
+    fn validate(self, kinds: &[&str]) -> Result<Filter, ApiError> {
+        let limit = match self.limit.as_deref() {
+            None => 100,
+            Some(l) => match l.parse::<i64>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "limit must be an integer from 1 to 1000".into(),
+                    ));
+                }
+            },
+        };
+        let cursor =
+            match self.cursor.as_deref() {
+                None => None,
+                Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    ApiError::BadRequest("cursor must be a positive integer".into())
+                })?),
+            };
+        if let Some(k) = &self.kind
+            && !kinds.contains(&k.as_str())
+        {
+            return Err(ApiError::BadRequest(format!(
+                "kind must be one of {kinds:?}"
+            )));
+        }
+        if let Some(s) = &self.severity
+            && !["low", "medium", "high", "critical"].contains(&s.as_str())
+        {
+            return Err(ApiError::BadRequest(
+                "severity must be low, medium, high or critical".into(),
+            ));
+        }
+        if let Some(ip) = &self.ip
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(ApiError::BadRequest(
+                "ip must be an IPv4 or IPv6 address".into(),
+            ));
+        }
+        Ok(Filter {
+            since: self
+                .since
+                .as_deref()
+                .map(|v| parse_time("since", v))
+                .transpose()?,
+            until: self
+                .until
+                .as_deref()
+                .map(|v| parse_time("until", v))
+                .transpose()?,
+            kind: self.kind,
+            severity: self.severity,
+            ip: self.ip,
+            limit,
+            cursor,
+        })
+    }
+}
+
+/// The kinds an alert filter accepts.
+fn alert_kinds() -> Vec<&'static str> {
+    AlertKind::ALL.iter().map(|k| k.as_str()).collect()
+}
+
+fn query(q: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+pub(super) async fn alerts(
+    State(st): State<Shared>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let f = query(q)?.validate(&alert_kinds())?;
+    Ok(Json(read(&st, move |c| Ok(q::list(c, Table::Alerts, &f)?)).await?))
+}
+
+pub(super) async fn anomalies(
+    State(st): State<Shared>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let f = query(q)?.validate(&[])?;
+    if f.kind.is_some() {
+        return Err(ApiError::BadRequest("anomalies have no kind filter".into()));
+    }
+    Ok(Json(read(&st, move |c| Ok(q::list(c, Table::Anomalies, &f)?)).await?))
+}
+
+pub(super) async fn flows(
+    State(st): State<Shared>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let f = query(q)?.validate(&[])?;
+    if f.kind.is_some() || f.severity.is_some() {
+        return Err(ApiError::BadRequest(
+            "flows have no kind or severity filter".into(),
+        ));
+    }
+    Ok(Json(read(&st, move |c| Ok(q::list(c, Table::Flows, &f)?)).await?))
+}
+
+pub(super) async fn top_talkers(
+    State(st): State<Shared>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let f = query(q)?.validate(&[])?;
+    Ok(Json(read(&st, move |c| Ok(q::top_talkers(c, &f)?)).await?))
+}
+
+pub(super) async fn suspicious_ips(
+    State(st): State<Shared>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let f = query(q)?.validate(&[])?;
+    Ok(Json(read(&st, move |c| Ok(q::suspicious_ips(c, &f)?)).await?))
+}
+
+pub(super) async fn stats(
+    State(st): State<Shared>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let f = query(q)?.validate(&[])?;
+    Ok(Json(read(&st, move |c| Ok(q::stats(c, &f)?)).await?))
+}
+
+/// What the sensor is doing: capture state (what is attached, live), model, database, kernel
+/// counters.
+pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let uptime = st.started.elapsed().as_secs();
+    let db = st.db.display().to_string();
+    let model = read(&st, |c| Ok(q::latest_model(c)?)).await.unwrap_or(None);
+    let (capture, attached, kernel, loaded) = match &st.live {
+        None => (
+            "read-only (sensor serve reads the database; live capture is `sensor run`)".to_owned(),
+            Vec::new(),
+            None,
+            None,
+        ),
+        Some(live) => {
+            let attached = live.control.attachments();
+            let capture = if attached.is_empty() {
+                "idle".to_owned()
+            } else {
+                format!(
+                    "live on {}",
+                    attached
+                        .iter()
+                        .map(|a| format!("{} ({})", a.iface, a.mode))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let m = &live.metrics;
+            let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let kernel = json!({
+                "packets": g(&m.kernel_packets),
+                "bytes": g(&m.kernel_bytes),
+                "parse_errors": g(&m.kernel_parse_errors),
+                "flow_map_insert_full": g(&m.kernel_insert_full),
+                "flow_map_insert_other": g(&m.kernel_insert_other),
+                "overflow_lost": g(&m.kernel_overflow_lost),
+                "flows_active": g(&m.flows_active),
+                "poll_latency_us": g(&m.poll_latency_us),
+                "pcap_packets": g(&m.pcap_packets),
+            });
+            (capture, attached, Some(kernel), Some(live.control.model()))
+        }
+    };
+    Ok(Json(json!({
+        "capture": capture,
+        "live": st.live.is_some(),
+        "attached": attached,
+        "database": db,
+        "model": model,
+        "model_loaded": loaded.flatten(),
+        "uptime_s": uptime,
+        "kernel": kernel,
+    })))
+}

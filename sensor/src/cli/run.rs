@@ -1,0 +1,56 @@
+//! `sensor run`: the live sensor (see [`crate::agent`]).
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use super::{CaptureKind, DbArgs, XdpMode, api_token, stop_on_signals};
+use crate::{
+    agent::AgentOptions, config::Config, detect::ml::model::Model, source::live::CaptureMode,
+    source::xdp::KernelConfig,
+};
+
+pub(super) struct RunArgs {
+    pub ifaces: Vec<String>,
+    pub capture: CaptureKind,
+    pub xdp_mode: XdpMode,
+    pub force: bool,
+    pub poll_ms: u64,
+    pub kernel: KernelConfig,
+    pub config: Config,
+    pub model: Option<PathBuf>,
+    pub listen: std::net::SocketAddr,
+    pub token: Option<String>,
+    pub db: DbArgs,
+}
+
+pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
+    let model = a.model.as_deref().map(Model::load).transpose()?;
+    let token = api_token(&a.db, a.token)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_signals(Arc::clone(&stop))?;
+    let mode = match (a.capture, a.xdp_mode) {
+        (CaptureKind::Pcap, _) => CaptureMode::Pcap,
+        (CaptureKind::Xdp, XdpMode::Auto) => CaptureMode::Auto,
+        (CaptureKind::Xdp, XdpMode::Driver) => CaptureMode::Driver,
+        (CaptureKind::Xdp, XdpMode::Skb) => CaptureMode::Skb,
+    };
+    let opts = AgentOptions {
+        ifaces: a.ifaces,
+        mode,
+        force: a.force,
+        kernel: a.kernel,
+        poll: Duration::from_millis(a.poll_ms.max(10)),
+        config: a.config,
+        model,
+        model_path: a.model,
+        db: a.db.path(),
+        data_dir: a.db.data_dir.clone(),
+        listen: a.listen,
+        token,
+    };
+    crate::agent::run(opts, stop)?;
+    Ok(())
+}

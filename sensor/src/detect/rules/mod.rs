@@ -1,0 +1,200 @@
+//! Threshold rules on flow events, in data time: port scan, host sweep, SYN flood, UDP/ICMP
+//! flood, DDoS, traffic spike. Thresholds come from the TOML config (defaults as the old tool).
+//!
+//! Principles rather than tuning: a scan is many *distinct* targets from one initiator (new
+//! flows, so answers never count as probes); a flood is a rate into one victim that gets almost
+//! nothing back; a DDoS is such a rate from many sources; a spike is a rate above the host's own
+//! recent baseline.
+
+mod flood;
+mod scan;
+mod spike;
+mod window;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use sensor_common::{HostKey, family};
+use serde::{Deserialize, Serialize};
+
+use self::{
+    flood::{HostState, SynState},
+    scan::{Probe, Sweep},
+    window::Distinct,
+};
+use super::alert::AlertBook;
+use crate::flow::FlowEvent;
+
+/// Rule thresholds (`[rules]` in the config file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Distinct destination ports on one host from one source...
+    pub port_scan_ports: usize,
+    /// ...within this many seconds.
+    pub port_scan_window_s: u64,
+    /// Distinct destination hosts probed by one source...
+    pub host_sweep_hosts: usize,
+    pub host_sweep_window_s: u64,
+    /// SYNs to one destination port without handshake completion...
+    pub syn_flood_syns: u64,
+    pub syn_flood_window_s: u64,
+    /// ...while fewer than this share of the attempts in the window completed.
+    pub syn_flood_max_completion_ratio: f64,
+    /// UDP or ICMP packets per second into one host for a flood...
+    pub flood_pps: u64,
+    pub flood_window_s: u64,
+    /// ...while it answers fewer than this share of them.
+    pub flood_max_reply_ratio: f64,
+    /// Packets per second into one host, from at least `ddos_sources` sources, for a DDoS.
+    pub ddos_pps: u64,
+    pub ddos_sources: usize,
+    pub ddos_window_s: u64,
+    /// Packets per second to or from a host for a spike...
+    pub spike_pps: u64,
+    /// ...and this many times its recent baseline (an exponential average of its past seconds).
+    pub spike_factor: f64,
+    pub spike_baseline_alpha: f64,
+    /// An alert closes after this many seconds without firing.
+    pub quiet_close_s: u64,
+    /// Most keys each tracker holds; beyond it new keys are not tracked (counted).
+    pub max_tracked: usize,
+}
+
+impl Default for RuleConfig {
+    fn default() -> Self {
+        Self {
+            port_scan_ports: 20,
+            port_scan_window_s: 60,
+            host_sweep_hosts: 50,
+            host_sweep_window_s: 60,
+            syn_flood_syns: 100,
+            syn_flood_window_s: 10,
+            syn_flood_max_completion_ratio: 0.2,
+            flood_pps: 1000,
+            flood_window_s: 2,
+            flood_max_reply_ratio: 0.05,
+            ddos_pps: 1000,
+            ddos_sources: 20,
+            ddos_window_s: 10,
+            spike_pps: 1000,
+            spike_factor: 3.0,
+            spike_baseline_alpha: 0.3,
+            quiet_close_s: 30,
+            max_tracked: 200_000,
+        }
+    }
+}
+
+const NS: u64 = 1_000_000_000;
+
+/// Overflow packets (in one poll) before an untracked host gets per-host state.
+const OVERFLOW_MIN_PACKETS: u64 = 8;
+
+/// The rule engine.
+pub struct Rules {
+    cfg: RuleConfig,
+    scans: HashMap<(IpAddr, IpAddr), (Distinct<u16>, u8)>,
+    sweeps: HashMap<(IpAddr, Probe), Sweep>,
+    syn: HashMap<(IpAddr, u16), SynState>,
+    hosts: HashMap<IpAddr, HostState>,
+    next_prune_ns: u64,
+    /// New keys refused because a tracker held `max_tracked`.
+    pub untracked: u64,
+}
+
+fn packet_dst(ev: &FlowEvent) -> (IpAddr, IpAddr) {
+    if ev.from_src {
+        (ev.src, ev.dst)
+    } else {
+        (ev.dst, ev.src)
+    }
+}
+
+impl Rules {
+    pub fn new(cfg: RuleConfig) -> Self {
+        Self {
+            cfg,
+            scans: HashMap::new(),
+            sweeps: HashMap::new(),
+            syn: HashMap::new(),
+            hosts: HashMap::new(),
+            next_prune_ns: 0,
+            untracked: 0,
+        }
+    }
+
+    pub fn config(&self) -> &RuleConfig {
+        &self.cfg
+    }
+
+    /// Feeds one flow event.
+    pub fn on_event(&mut self, ev: &FlowEvent, book: &mut AlertBook) {
+        let now = ev.ts_ns;
+        let sec = now / NS;
+        if now >= self.next_prune_ns {
+            self.prune(now);
+            self.next_prune_ns = now + 10 * NS;
+        }
+
+        self.port_scan(ev, now, book);
+        self.host_sweep(ev, now, book);
+        if ev.family == family::ARP {
+            return;
+        }
+        self.syn_flood(ev, now, sec, book);
+        self.host_rates(ev, now, sec, book);
+    }
+    /// Ends every open second (end of data): spikes in the last second are judged too.
+    pub fn flush(&mut self, now: u64, book: &mut AlertBook) {
+        let keys: Vec<(IpAddr, Probe)> = self.sweeps.keys().copied().collect();
+        for key in keys {
+            self.eval_sweep(key, now, true, book);
+        }
+        let cfg = self.cfg.clone();
+        for (host, h) in &mut self.hosts {
+            if h.spike.started {
+                Self::close_second(&cfg, *host, &mut h.spike, now, book);
+                h.spike.rx = 0;
+                h.spike.tx = 0;
+            }
+        }
+    }
+
+    fn prune(&mut self, now: u64) {
+        let ps = self.cfg.port_scan_window_s * NS;
+        let hs = self.cfg.host_sweep_window_s * NS;
+        let long = 2
+            * self
+                .cfg
+                .ddos_window_s
+                .max(self.cfg.syn_flood_window_s)
+                .max(60)
+            * NS;
+        self.scans.retain(|_, (d, _)| {
+            d.seen.retain(|_, t| now.saturating_sub(*t) < ps);
+            !d.seen.is_empty()
+        });
+        self.sweeps.retain(|_, d| {
+            d.hosts.retain(|_, (t, _)| now.saturating_sub(*t) < hs);
+            !d.hosts.is_empty()
+        });
+        self.syn
+            .retain(|_, s| now / NS <= s.syns.last_sec + 2 * self.cfg.syn_flood_window_s);
+        self.hosts
+            .retain(|_, h| now.saturating_sub(h.last_ns) < long);
+    }
+}
+
+fn host_ip(k: &HostKey) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(k.addr);
+    match k.family {
+        family::IPV6 => IpAddr::V6(v6),
+        _ => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
+    }
+}
+

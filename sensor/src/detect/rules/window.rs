@@ -1,0 +1,125 @@
+//! Windows over data time that the rules count in.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Counts per second of data time over the last `len` seconds.
+#[derive(Clone, Debug)]
+pub(super) struct SecWindow {
+    pub(super) first_sec: u64,
+    pub(super) last_sec: u64,
+    buckets: VecDeque<u64>,
+    pub(super) sum: u64,
+    len: usize,
+}
+
+impl SecWindow {
+    pub(super) fn new(len: u64) -> Self {
+        Self {
+            first_sec: 0,
+            last_sec: 0,
+            buckets: VecDeque::new(),
+            sum: 0,
+            len: len.max(1) as usize,
+        }
+    }
+
+    pub(super) fn advance(&mut self, sec: u64) {
+        if self.buckets.is_empty() {
+            self.first_sec = sec;
+            self.last_sec = sec;
+            self.buckets.push_back(0);
+            return;
+        }
+        if sec <= self.last_sec {
+            return;
+        }
+        let gap = (sec - self.last_sec).min(self.len as u64 + 1);
+        for _ in 0..gap {
+            self.buckets.push_back(0);
+            if self.buckets.len() > self.len {
+                self.sum -= self.buckets.pop_front().unwrap_or(0);
+            }
+        }
+        self.last_sec = sec;
+    }
+
+    pub(super) fn add(&mut self, sec: u64, n: u64) {
+        self.advance(sec);
+        let back = (self.last_sec - sec.min(self.last_sec)) as usize;
+        if back < self.buckets.len() {
+            let i = self.buckets.len() - 1 - back;
+            self.buckets[i] += n;
+            self.sum += n;
+        }
+    }
+
+    pub(super) fn sum_at(&mut self, sec: u64) -> u64 {
+        self.advance(sec);
+        self.sum
+    }
+
+    /// Seconds the window really covers (short captures do not fill it).
+    pub(super) fn span(&self) -> u64 {
+        (self.last_sec - self.first_sec + 1).min(self.len as u64)
+    }
+
+    pub(super) fn rate(&self) -> f64 {
+        self.sum as f64 / self.span() as f64
+    }
+}
+
+/// Last-seen times of distinct items, pruned to a window.
+///
+/// Pruning walks every item, so it runs only when the oldest item may have left the window
+/// and at most every 1/16 of the window: counting on every event of a random-source flood
+/// (thousands of items) would otherwise be quadratic. A count may therefore include items
+/// up to 1/16 of the window older than it.
+#[derive(Clone, Debug)]
+pub(super) struct Distinct<T: std::hash::Hash + Eq + Copy> {
+    pub(super) seen: HashMap<T, u64>,
+    oldest: u64,
+    pruned_at: u64,
+}
+
+impl<T: std::hash::Hash + Eq + Copy> Default for Distinct<T> {
+    fn default() -> Self {
+        Self {
+            seen: HashMap::new(),
+            oldest: u64::MAX,
+            pruned_at: 0,
+        }
+    }
+}
+
+impl<T: std::hash::Hash + Eq + Copy> Distinct<T> {
+    pub(super) fn add(&mut self, item: T, ts: u64, cap: usize) {
+        if self.seen.len() < cap || self.seen.contains_key(&item) {
+            self.seen.insert(item, ts);
+            self.oldest = self.oldest.min(ts);
+        }
+    }
+
+    /// Distinct items seen within `window_ns` before `now`.
+    pub(super) fn count(&mut self, now: u64, window_ns: u64, threshold: usize) -> usize {
+        if self.seen.len() >= threshold
+            && now.saturating_sub(self.oldest) >= window_ns
+            && now.saturating_sub(self.pruned_at) >= window_ns / 16
+        {
+            self.seen.retain(|_, t| now.saturating_sub(*t) < window_ns);
+            self.oldest = self.seen.values().copied().min().unwrap_or(u64::MAX);
+            self.pruned_at = now;
+        }
+        self.seen.len()
+    }
+
+    pub(super) fn sample(&self, n: usize) -> Vec<T>
+    where
+        T: Ord,
+    {
+        let mut v: Vec<T> = self.seen.keys().copied().collect();
+        v.sort_unstable();
+        v.truncate(n);
+        v
+    }
+}
+

@@ -1,0 +1,358 @@
+//! The live loop: one thread owns the flow table, the pipeline and the capture sources. Every
+//! poll interval it drains the XDP maps; in between it takes the libpcap readers' packets and
+//! the API's control commands (attach, detach, swap the model), so everything that touches the
+//! table or the detectors happens on this one thread and needs no lock.
+
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{
+    detect::ml::model::Model,
+    flow::FlowTable,
+    pipeline::{Pipeline, Totals},
+    sink::{SinkError, store::WriterStats},
+    source::{
+        live::{Attachment, Batch, CaptureMode, SourceError, Sources},
+        xdp::{KernelError, PollStats, Poller},
+    },
+};
+
+/// Live numbers for `/metrics` and `/api/status`, written by the live loop.
+#[derive(Debug, Default)]
+pub struct LiveMetrics {
+    pub flows_active: AtomicU64,
+    pub polls: AtomicU64,
+    pub poll_latency_us: AtomicU64,
+    pub kernel_packets: AtomicU64,
+    pub kernel_bytes: AtomicU64,
+    pub kernel_parse_errors: AtomicU64,
+    pub kernel_insert_full: AtomicU64,
+    pub kernel_insert_other: AtomicU64,
+    pub kernel_overflow_lost: AtomicU64,
+    /// Packets the libpcap readers delivered.
+    pub pcap_packets: AtomicU64,
+    pub db_queue: AtomicU64,
+    pub db_dropped: AtomicU64,
+    /// Records a sink could not take (database writer gone, ...).
+    pub sink_errors: AtomicU64,
+    /// Anomalies not kept because the detector's buffer was full.
+    pub anomalies_dropped: AtomicU64,
+    /// Firings that found the alert book full (no new alert opened).
+    pub alerts_suppressed: AtomicU64,
+    /// New keys the rules did not track because a tracker was full.
+    pub rules_untracked: AtomicU64,
+}
+
+/// What the API asks of the live loop.
+pub enum ControlCmd {
+    Start {
+        iface: String,
+        mode: CaptureMode,
+        reply: tokio::sync::oneshot::Sender<Result<Attachment, SourceError>>,
+    },
+    Stop {
+        iface: String,
+        reply: tokio::sync::oneshot::Sender<Result<Attachment, SourceError>>,
+    },
+    SetModel {
+        model: Option<Box<Model>>,
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("the live loop has stopped")]
+    Stopped,
+}
+
+/// The API's handle on a running live loop.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::Sender<ControlCmd>,
+    attachments: Arc<RwLock<Vec<Attachment>>>,
+    model: Arc<RwLock<Option<String>>>,
+}
+
+impl Control {
+    /// Attaches to `iface` (answered by the loop within one poll interval).
+    pub async fn start(&self, iface: String, mode: CaptureMode) -> Result<Attachment, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(ControlCmd::Start { iface, mode, reply })
+            .map_err(|_| ControlError::Stopped)?;
+        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+    }
+
+    pub async fn stop(&self, iface: String) -> Result<Attachment, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(ControlCmd::Stop { iface, reply })
+            .map_err(|_| ControlError::Stopped)?;
+        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+    }
+
+    /// Swaps the model the pipeline scores flows with; `path` is what `/api/status` shows.
+    pub async fn set_model(&self, model: Option<Model>, path: Option<String>) -> Result<(), ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(ControlCmd::SetModel {
+                model: model.map(Box::new),
+                reply,
+            })
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)?;
+        if let Ok(mut m) = self.model.write() {
+            *m = path;
+        }
+        Ok(())
+    }
+
+    /// Interfaces watched now.
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.attachments.read().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    /// The model the pipeline uses now, if any.
+    pub fn model(&self) -> Option<String> {
+        self.model.read().ok().and_then(|m| m.clone())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// The live loop's state.
+pub struct LiveLoop<'a> {
+    sources: Sources,
+    table: FlowTable,
+    pipeline: Pipeline<'a>,
+    poller: Poller,
+    poll: Duration,
+    control: mpsc::Receiver<ControlCmd>,
+    packets: mpsc::Receiver<Batch>,
+    metrics: Arc<LiveMetrics>,
+    store: Option<Arc<WriterStats>>,
+    errors_logged: Option<Instant>,
+}
+
+/// Batches of libpcap packets waiting for the loop at most (64 packets each).
+const PACKET_QUEUE: usize = 4096;
+
+/// Builds a loop and the handle the API uses to control it. `model` names the model the
+/// pipeline starts with (for `/api/status`).
+pub fn new<'a>(
+    kernel: crate::source::xdp::KernelConfig,
+    force: bool,
+    table: FlowTable,
+    pipeline: Pipeline<'a>,
+    poll: Duration,
+    metrics: Arc<LiveMetrics>,
+    store: Option<Arc<WriterStats>>,
+    model: Option<String>,
+) -> (LiveLoop<'a>, Control) {
+    let (ctl_tx, ctl_rx) = mpsc::channel();
+    let (pkt_tx, pkt_rx) = mpsc::sync_channel(PACKET_QUEUE);
+    let shared = Arc::new(RwLock::new(Vec::new()));
+    let sources = Sources::new(kernel, force, pkt_tx, Arc::clone(&shared));
+    let control = Control {
+        tx: ctl_tx,
+        attachments: shared,
+        model: Arc::new(RwLock::new(model)),
+    };
+    (
+        LiveLoop {
+            sources,
+            table,
+            pipeline,
+            poller: Poller::new(),
+            poll,
+            control: ctl_rx,
+            packets: pkt_rx,
+            metrics,
+            store,
+            errors_logged: None,
+        },
+        control,
+    )
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl LiveLoop<'_> {
+    /// Attaches at start-up (`sensor run --iface`); errors are the caller's to report.
+    pub fn start(&mut self, iface: &str, mode: CaptureMode) -> Result<Attachment, SourceError> {
+        self.sources.start(iface, mode)
+    }
+
+    /// Runs until `stop` is set, then takes a last poll. Returns when the loop has stopped;
+    /// [`LiveLoop::finish`] flushes what it holds.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), LiveError> {
+        let mut next_poll = Instant::now();
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            while let Ok(cmd) = self.control.try_recv() {
+                self.command(cmd);
+            }
+            while let Ok(batch) = self.packets.try_recv() {
+                self.pipeline.packets(&mut self.table, &batch);
+            }
+            let now = Instant::now();
+            if now >= next_poll || stopping {
+                self.poll_once()?;
+                next_poll += self.poll;
+                if next_poll <= now {
+                    // Fell behind (a huge drain): no burst of polls to catch up.
+                    next_poll = now + self.poll;
+                }
+            }
+            if stopping {
+                return Ok(());
+            }
+            // Packets or the next poll, whichever comes first; short steps so that a stop
+            // request or a control command is honoured quickly.
+            let wait = next_poll
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(20));
+            if let Ok(batch) = self.packets.recv_timeout(wait) {
+                self.pipeline.packets(&mut self.table, &batch);
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: ControlCmd) {
+        match cmd {
+            ControlCmd::Start { iface, mode, reply } => {
+                let r = self.sources.start(&iface, mode);
+                if let Err(e) = &r {
+                    tracing::warn!(iface, error = %e, "capture start refused");
+                }
+                let _ignored = reply.send(r);
+            }
+            ControlCmd::Stop { iface, reply } => {
+                // Take what XDP counted on it before it goes.
+                if let Err(e) = self.poll_once() {
+                    tracing::error!(error = %e, "poll before detaching failed");
+                }
+                let _ignored = reply.send(self.sources.stop(&iface));
+            }
+            ControlCmd::SetModel { model, reply } => {
+                self.pipeline.set_model(model.map(|m| *m));
+                tracing::info!("model swapped into the running pipeline");
+                let _ignored = reply.send(());
+            }
+        }
+    }
+
+    /// One poll: XDP maps (once the program is loaded), time forward, detection, metrics.
+    fn poll_once(&mut self) -> Result<(), LiveError> {
+        let now = unix_now_ns();
+        if let Some(prog) = self.sources.program() {
+            let finished = self.pipeline.finished();
+            let stats = self
+                .poller
+                .poll(prog, &mut self.table, &mut |f| finished.push(f))?;
+            self.pipeline.kernel_counters(now, &stats.counters_delta);
+            self.pipeline.process(&mut self.table);
+            self.pipeline.overflow(now, &stats.dst_overflow);
+            self.kernel_metrics(&stats);
+        } else {
+            // libpcap only (or idle): time still passes, so idle flows end.
+            let finished = self.pipeline.finished();
+            self.table.advance_to(now, &mut |f| finished.push(f));
+            self.pipeline.process(&mut self.table);
+        }
+        self.pipeline.tick(now);
+        self.metrics();
+        Ok(())
+    }
+
+    fn kernel_metrics(&self, s: &PollStats) {
+        let m = &self.metrics;
+        let c = &s.counters;
+        m.polls.fetch_add(1, Ordering::Relaxed);
+        m.poll_latency_us
+            .store(s.duration.as_micros() as u64, Ordering::Relaxed);
+        m.kernel_packets.store(c.packets, Ordering::Relaxed);
+        m.kernel_bytes.store(c.bytes, Ordering::Relaxed);
+        m.kernel_parse_errors
+            .store(c.parse_errors, Ordering::Relaxed);
+        m.kernel_insert_full
+            .store(c.flow_insert_full, Ordering::Relaxed);
+        m.kernel_insert_other
+            .store(c.flow_insert_other, Ordering::Relaxed);
+        m.kernel_overflow_lost.store(
+            c.dst_insert_failures + c.src_insert_failures,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn metrics(&mut self) {
+        let m = &self.metrics;
+        m.flows_active
+            .store(self.table.len() as u64, Ordering::Relaxed);
+        m.pcap_packets.store(
+            self.sources.pcap_packets.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if let Some(st) = &self.store {
+            m.db_queue
+                .store(st.queued.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+            m.db_dropped
+                .store(st.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        m.sink_errors
+            .store(self.pipeline.totals().sink_errors, Ordering::Relaxed);
+        if let Some(d) = self.pipeline.detector() {
+            m.anomalies_dropped
+                .store(d.anomalies_dropped, Ordering::Relaxed);
+            m.alerts_suppressed
+                .store(d.book.suppressed, Ordering::Relaxed);
+            m.rules_untracked
+                .store(d.rules.untracked, Ordering::Relaxed);
+        }
+        // A failing sink is logged once a minute, not once per record.
+        if let Some(e) = self.pipeline.take_error()
+            && self
+                .errors_logged
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.errors_logged = Some(Instant::now());
+            tracing::error!(
+                error = %e,
+                source = ?std::error::Error::source(&e),
+                total = self.pipeline.totals().sink_errors,
+                "an output failed (further failures are counted in sensor_sink_errors_total)"
+            );
+        }
+    }
+
+    /// Shutdown: a last poll, every flow and alert finished and written, then everything
+    /// detached. Returns what went through the pipeline.
+    pub fn finish(mut self) -> Result<Totals, SinkError> {
+        if let Err(e) = self.poll_once() {
+            tracing::error!(error = %e, "last poll failed");
+        }
+        while let Ok(batch) = self.packets.try_recv() {
+            self.pipeline.packets(&mut self.table, &batch);
+        }
+        let totals = self.pipeline.finish(&mut self.table);
+        self.sources.stop_all();
+        totals
+    }
+}

@@ -1,0 +1,284 @@
+//! The one pipeline: flow events and finished flows in; rules, the model, per-second
+//! statistics and every output out. Replay, the XDP poll loop and the libpcap live loop all
+//! drive this same type, so an alert, an anomaly or a statistics row means the same thing on
+//! every path (docs/DESIGN.md, "One pipeline").
+//!
+//! Time is the data's: packet timestamps in replay and live libpcap, kernel timestamps (turned
+//! into Unix time) on the XDP path. The caller owns the flow table and hands it in, because the
+//! XDP poller merges kernel deltas into it directly.
+
+use std::collections::BTreeMap;
+
+use sensor_common::{GlobalCounters, HostKey, HostStats};
+
+use crate::{
+    detect::{AlertKind, AlertRecord, Detector, ml::model::Model},
+    flow::{Flow, FlowTable},
+    record::{FlowRecord, StatsRow},
+    sink::{EndTotals, Sink, SinkError},
+    source::packet::Parsed,
+};
+
+const NS: u64 = 1_000_000_000;
+
+/// What went through the pipeline so far.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    /// Packets counted into the statistics (parsed packets on the pcap paths, every packet the
+    /// kernel saw on the XDP path).
+    pub packets: u64,
+    pub flows: u64,
+    /// Alerts opened, by kind.
+    pub alerts: BTreeMap<AlertKind, u64>,
+    pub anomalies: u64,
+    /// Records a sink failed to take (the first error is kept for the caller).
+    pub sink_errors: u64,
+}
+
+/// Flow table output through detection into the sinks.
+pub struct Pipeline<'a> {
+    detector: Option<Detector>,
+    sinks: Vec<Box<dyn Sink + 'a>>,
+    wants_flows: bool,
+    wants_stats: bool,
+    /// The second being counted; written once a later second starts.
+    second: StatsRow,
+    /// Flows the table finished, waiting for `process`.
+    finished: Vec<Flow>,
+    totals: Totals,
+    first_error: Option<SinkError>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// `detector` None runs flows only (no rules, no model).
+    pub fn new(detector: Option<Detector>, sinks: Vec<Box<dyn Sink + 'a>>) -> Self {
+        let wants_flows = sinks.iter().any(|s| s.wants_flows());
+        let wants_stats = sinks.iter().any(|s| s.wants_stats());
+        Self {
+            detector,
+            sinks,
+            wants_flows,
+            wants_stats,
+            second: StatsRow::default(),
+            finished: Vec::new(),
+            totals: Totals::default(),
+            first_error: None,
+        }
+    }
+
+    pub fn detector(&self) -> Option<&Detector> {
+        self.detector.as_ref()
+    }
+
+    pub fn detector_mut(&mut self) -> Option<&mut Detector> {
+        self.detector.as_mut()
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Replaces the model in the running pipeline (training from the dashboard).
+    pub fn set_model(&mut self, model: Option<Model>) {
+        if let Some(d) = &mut self.detector {
+            d.set_model(model);
+        }
+    }
+
+    /// The first error a sink returned since the last call (live paths log it and go on; replay
+    /// fails with it at the end).
+    pub fn take_error(&mut self) -> Option<SinkError> {
+        self.first_error.take()
+    }
+
+    /// Where the table puts the flows it finishes; `process` takes them from here.
+    pub fn finished(&mut self) -> &mut Vec<Flow> {
+        &mut self.finished
+    }
+
+    /// Packets parsed in userspace (replay, live libpcap): counted into the statistics, added to
+    /// the table, and processed.
+    pub fn packets(&mut self, table: &mut FlowTable, batch: &[(Parsed, u32, u64)]) {
+        self.totals.packets += batch.len() as u64;
+        if self.wants_stats {
+            for (p, len, ts) in batch {
+                self.at(*ts).count(p.key.proto, *len);
+            }
+        }
+        let finished = &mut self.finished;
+        table.packets(batch, &mut |f| finished.push(f));
+        self.process(table);
+    }
+
+    /// The kernel's counters of one poll (XDP path), counted into the second of `now_ns`.
+    pub fn kernel_counters(&mut self, now_ns: u64, delta: &GlobalCounters) {
+        self.totals.packets += delta.packets;
+        if self.wants_stats {
+            self.at(now_ns).add_counters(delta);
+        }
+    }
+
+    /// Per-destination counters of packets the kernel's flow map could not take.
+    pub fn overflow(&mut self, now_ns: u64, dst: &[(HostKey, HostStats)]) {
+        if let Some(d) = &mut self.detector {
+            for (k, h) in dst {
+                d.on_overflow(now_ns, k, h);
+            }
+        }
+        self.emit_detections();
+    }
+
+    /// Data time moved on to `now_ns` without traffic: quiet alerts close.
+    pub fn tick(&mut self, now_ns: u64) {
+        if let Some(d) = &mut self.detector {
+            d.tick(now_ns);
+        }
+        self.emit_detections();
+    }
+
+    /// Table events to the rules, finished flows to the model and the sinks, then whatever
+    /// detection opened, closed or judged.
+    pub fn process(&mut self, table: &mut FlowTable) {
+        if let Some(d) = &mut self.detector {
+            for ev in table.take_events() {
+                d.on_event(&ev);
+            }
+        }
+        let finished = std::mem::take(&mut self.finished);
+        if self.wants_stats && !finished.is_empty() {
+            self.second.flows += finished.len() as u64;
+        }
+        for f in &finished {
+            self.flow(f);
+        }
+        self.finished = finished;
+        self.finished.clear();
+        self.emit_detections();
+    }
+
+    /// End of the data (end of a replay, shutdown): every flow the table holds is finished,
+    /// every alert closed, the last second written, the sinks flushed. Returns the totals, or
+    /// the first error a sink returned.
+    pub fn finish(&mut self, table: &mut FlowTable) -> Result<Totals, SinkError> {
+        self.process(table);
+        let mut held = Vec::new();
+        table.flush(&mut |f| held.push(f));
+        if self.wants_stats {
+            self.second.flows += held.len() as u64;
+        }
+        for f in &held {
+            self.flow(f);
+        }
+        if let Some(d) = &mut self.detector {
+            d.flush();
+        }
+        self.emit_detections();
+        self.write_second();
+        let end = EndTotals {
+            packets: self.totals.packets,
+            flows: self.totals.flows,
+        };
+        for s in &mut self.sinks {
+            if let Err(e) = s.finish(end) {
+                self.totals.sink_errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+        match self.first_error.take() {
+            Some(e) => Err(e),
+            None => Ok(self.totals.clone()),
+        }
+    }
+
+    fn flow(&mut self, f: &Flow) {
+        self.totals.flows += 1;
+        if let Some(d) = &mut self.detector {
+            d.on_flow(f);
+        }
+        if !self.wants_flows {
+            return;
+        }
+        let rec = FlowRecord::from(f);
+        for s in &mut self.sinks {
+            if s.wants_flows()
+                && let Err(e) = s.flow(&rec, f.last_seen_ns)
+            {
+                self.totals.sink_errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Alerts opened and closed, anomalies judged: to every sink, in that order.
+    fn emit_detections(&mut self) {
+        let Some(d) = &mut self.detector else { return };
+        let opened = d.book.take_opened();
+        let closed = d.book.take_closed();
+        let anomalies = d.take_anomalies();
+        let mut fail = |e: SinkError, totals: &mut Totals| {
+            totals.sink_errors += 1;
+            self.first_error.get_or_insert(e);
+        };
+        for a in &opened {
+            *self.totals.alerts.entry(a.kind).or_default() += 1;
+            let rec = AlertRecord::from(a);
+            for s in &mut self.sinks {
+                if let Err(e) = s.alert_opened(&rec, a.last_seen_ns) {
+                    fail(e, &mut self.totals);
+                }
+            }
+        }
+        for a in &closed {
+            let rec = AlertRecord::from(a);
+            for s in &mut self.sinks {
+                if let Err(e) = s.alert_closed(&rec, a.last_seen_ns) {
+                    fail(e, &mut self.totals);
+                }
+            }
+        }
+        for an in &anomalies {
+            self.totals.anomalies += 1;
+            for s in &mut self.sinks {
+                if let Err(e) = s.anomaly(an) {
+                    fail(e, &mut self.totals);
+                }
+            }
+        }
+    }
+
+    /// The statistics row of the second holding `ts_ns`; the previous one is written once it
+    /// has ended, so a row never claims more time than it covers.
+    fn at(&mut self, ts_ns: u64) -> &mut StatsRow {
+        let sec = ts_ns / NS * NS;
+        if sec != self.second.ts {
+            self.write_second();
+            self.second.ts = sec;
+        }
+        &mut self.second
+    }
+
+    /// Writes the current row (if it counted anything) and empties it.
+    fn write_second(&mut self) {
+        let ts = self.second.ts;
+        let row = std::mem::replace(
+            &mut self.second,
+            StatsRow {
+                ts,
+                seconds: 1,
+                ..StatsRow::default()
+            },
+        );
+        if row.packets == 0 && row.flows == 0 {
+            return;
+        }
+        let row = StatsRow { seconds: 1, ..row };
+        for s in &mut self.sinks {
+            if s.wants_stats()
+                && let Err(e) = s.stats(&row)
+            {
+                self.totals.sink_errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+}

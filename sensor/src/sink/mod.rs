@@ -1,0 +1,73 @@
+//! Outputs of the pipeline. Each implements [`Sink`]; the pipeline hands every sink the same
+//! records at the same moments, on every path (replay, XDP, libpcap):
+//!
+//! - a finished flow when the table finishes it;
+//! - an alert when it opens (so live consumers see it within one poll) and again, in its final
+//!   state, when it closes;
+//! - an anomaly when the model judges a flow anomalous;
+//! - a per-second statistics row when its second has ended.
+//!
+//! What a sink does with them is its own: the store writes an alert at open and updates the
+//! same row at close, the webhook and the log act at open, an alerts JSONL file holds each
+//! alert once, in its final state.
+
+pub mod jsonl;
+pub mod log;
+pub mod store;
+pub mod webhook;
+
+use std::{io, path::PathBuf};
+
+use crate::record::{AlertRecord, AnomalyRow, FlowRecord, StatsRow};
+
+/// Why a sink could not take a record.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("writing {path}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("database")]
+    Store(#[from] store::StoreError),
+}
+
+/// Totals a sink may want when the pipeline ends (a capture session's summary).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EndTotals {
+    pub packets: u64,
+    pub flows: u64,
+}
+
+/// One output of the pipeline. Every method has a do-nothing default, so a sink implements
+/// only what it takes.
+pub trait Sink {
+    /// Whether this sink takes flow records (building one costs more than counting the flow).
+    fn wants_flows(&self) -> bool {
+        false
+    }
+    /// Whether this sink takes per-second statistics (counting them costs a little per packet).
+    fn wants_stats(&self) -> bool {
+        false
+    }
+    fn flow(&mut self, _rec: &FlowRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn alert_opened(&mut self, _rec: &AlertRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn alert_closed(&mut self, _rec: &AlertRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn anomaly(&mut self, _a: &AnomalyRow) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn stats(&mut self, _s: &StatsRow) -> Result<(), SinkError> {
+        Ok(())
+    }
+    /// End of the data: flush what is buffered.
+    fn finish(&mut self, _totals: EndTotals) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

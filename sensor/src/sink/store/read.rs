@@ -1,0 +1,377 @@
+//! Read side of the store: the queries the API answers with. Every value from a client is a
+//! bound parameter; only column and table names chosen here are formatted into SQL.
+
+use rusqlite::{Connection, ToSql, params_from_iter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    detect::ml::features::{FlowNumbers, N_FEATURES, SourceContext, number_features},
+    record::rfc3339_us,
+};
+
+/// Validated list parameters (times in ns since the epoch).
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub kind: Option<String>,
+    pub severity: Option<String>,
+    pub ip: Option<String>,
+    pub limit: i64,
+    pub cursor: Option<i64>,
+}
+
+/// The tables a list can read, with their time column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Alerts,
+    Anomalies,
+    Flows,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Alerts => "alerts",
+            Self::Anomalies => "anomalies",
+            Self::Flows => "flows",
+        }
+    }
+    fn time_col(self) -> &'static str {
+        match self {
+            Self::Anomalies => "ts",
+            Self::Alerts | Self::Flows => "last_seen",
+        }
+    }
+}
+
+/// Rows of `table` matching `f`, newest first, with a cursor to the next page.
+pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value> {
+    let (table, time_col, with_kind) = (table.name(), table.time_col(), table == Table::Alerts);
+    let mut sql = format!("SELECT id, record FROM {table} WHERE 1=1");
+    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+    if let Some(v) = f.since {
+        sql.push_str(&format!(" AND {time_col} >= ?"));
+        args.push(Box::new(v));
+    }
+    if let Some(v) = f.until {
+        sql.push_str(&format!(" AND {time_col} <= ?"));
+        args.push(Box::new(v));
+    }
+    if with_kind && let Some(k) = &f.kind {
+        sql.push_str(" AND kind = ?");
+        args.push(Box::new(k.clone()));
+    }
+    if let Some(s) = &f.severity {
+        sql.push_str(" AND severity = ?");
+        args.push(Box::new(s.clone()));
+    }
+    if let Some(ip) = &f.ip {
+        sql.push_str(" AND (src_ip = ? OR dst_ip = ?)");
+        args.push(Box::new(ip.clone()));
+        args.push(Box::new(ip.clone()));
+    }
+    if let Some(cur) = f.cursor {
+        sql.push_str(" AND id < ?");
+        args.push(Box::new(cur));
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push(Box::new(f.limit + 1));
+    let mut stmt = c.prepare(&sql)?;
+    let mut rows: Vec<(i64, String)> = stmt
+        .query_map(params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let more = rows.len() as i64 > f.limit;
+    rows.truncate(f.limit as usize);
+    let next = if more {
+        rows.last().map(|(id, _)| *id)
+    } else {
+        None
+    };
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(id, rec)| with_id(&rec, id))
+        .collect();
+    Ok(json!({ "items": items, "next_cursor": next }))
+}
+
+
+fn range(f: &Filter, col: &str) -> (String, Vec<i64>) {
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    if let Some(v) = f.since {
+        sql.push_str(&format!(" AND {col} >= ?"));
+        args.push(v);
+    }
+    if let Some(v) = f.until {
+        sql.push_str(&format!(" AND {col} <= ?"));
+        args.push(v);
+    }
+    (sql, args)
+}
+
+
+/// Sources by bytes sent.
+pub fn top_talkers(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
+    let (cond, args) = range(&f, "last_seen");
+    let sql = format!(
+        "SELECT src_ip, sum(bytes), sum(packets), count(*) FROM flows WHERE 1=1{cond}
+         GROUP BY src_ip ORDER BY sum(bytes) DESC LIMIT ?"
+    );
+    let mut stmt = c.prepare(&sql)?;
+    let mut p: Vec<i64> = args;
+    p.push(f.limit);
+    let items: Vec<Value> = stmt
+        .query_map(params_from_iter(p), |r| {
+            Ok(json!({"ip": r.get::<_, String>(0)?, "bytes": r.get::<_, i64>(1)?, "packets": r.get::<_, i64>(2)?, "flows": r.get::<_, i64>(3)?}))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(json!({ "items": items }))
+}
+
+/// Sources of attack alerts, worst first.
+pub fn suspicious_ips(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
+    let (cond, args) = range(&f, "last_seen");
+    // Sources of attack alerts, worst first.
+    let sql = format!(
+        "SELECT src_ip, count(*), group_concat(DISTINCT kind),
+                max(CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2 WHEN 'low' THEN 1 ELSE 0 END),
+                max(last_seen)
+         FROM alerts WHERE src_ip IS NOT NULL AND kind != 'traffic_spike'{cond}
+         GROUP BY src_ip ORDER BY 4 DESC, 2 DESC LIMIT ?"
+    );
+    let mut p: Vec<i64> = args;
+    p.push(f.limit);
+    let mut stmt = c.prepare(&sql)?;
+    let names = ["normal", "low", "medium", "high", "critical"];
+    let items: Vec<Value> = stmt
+        .query_map(params_from_iter(p), |r| {
+            let sev: i64 = r.get(3)?;
+            Ok(json!({
+                "ip": r.get::<_, String>(0)?,
+                "alerts": r.get::<_, i64>(1)?,
+                "kinds": r.get::<_, String>(2)?.split(',').collect::<Vec<_>>(),
+                "max_severity": names[sev.clamp(0, 4) as usize],
+                "last_seen": rfc3339_us(r.get::<_, i64>(4)?.max(0) as u64),
+            }))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(json!({ "items": items }))
+}
+
+/// Totals, per-protocol counts, alert counts by kind, and a time series for charts.
+pub fn stats(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
+    let (cond, args) = range(f, "ts");
+    let (packets, bytes, tcp, udp, icmp, other): (i64, i64, i64, i64, i64, i64) = c.query_row(
+        &format!("SELECT coalesce(sum(packets),0), coalesce(sum(bytes),0), coalesce(sum(tcp),0), coalesce(sum(udp),0), coalesce(sum(icmp),0), coalesce(sum(other),0) FROM statistics WHERE 1=1{cond}"),
+        params_from_iter(args.clone()),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+    )?;
+    let (fcond, fargs) = range(f, "last_seen");
+    let flows: i64 = c.query_row(
+        &format!("SELECT count(*) FROM flows WHERE 1=1{fcond}"),
+        params_from_iter(fargs.clone()),
+        |r| r.get(0),
+    )?;
+    let anomalies: i64 = c.query_row(
+        &format!(
+            "SELECT count(*) FROM anomalies WHERE 1=1{}",
+            range(f, "ts").0
+        ),
+        params_from_iter(args.clone()),
+        |r| r.get(0),
+    )?;
+    let mut by_kind = serde_json::Map::new();
+    let mut stmt = c.prepare(&format!(
+        "SELECT kind, count(*) FROM alerts WHERE 1=1{fcond} GROUP BY kind"
+    ))?;
+    for row in stmt.query_map(params_from_iter(fargs.clone()), |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (k, n) = row?;
+        by_kind.insert(k, json!(n));
+    }
+    let alerts: i64 = by_kind.values().filter_map(Value::as_i64).sum();
+    // Time series: at most `limit` points, bucketed evenly over the range present.
+    let (lo, hi): (Option<i64>, Option<i64>) = c.query_row(
+        &format!("SELECT min(ts), max(ts) FROM statistics WHERE 1=1{cond}"),
+        params_from_iter(args.clone()),
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut series = Vec::new();
+    if let (Some(lo), Some(hi)) = (lo, hi) {
+        let points = f.limit.clamp(1, 1000);
+        let step = ((hi - lo) / points + 1).max(1_000_000_000);
+        let mut p: Vec<i64> = vec![lo, step];
+        p.extend(args.iter().copied());
+        let mut stmt = c.prepare(&format!(
+            "SELECT (ts - ?1) / ?2 AS b, min(ts), sum(packets), sum(bytes), sum(seconds) FROM statistics WHERE 1=1{} GROUP BY b ORDER BY b",
+            cond
+        ))?;
+        // SQLite numbers the bare `?` of `cond` after ?1 and ?2, so its values follow them.
+        let rows = stmt.query_map(params_from_iter(p), |r| {
+            let secs = r.get::<_, i64>(4)?.max(1) as f64;
+            Ok(json!({
+                "ts": rfc3339_us(r.get::<_, i64>(1)?.max(0) as u64),
+                "packets": r.get::<_, i64>(2)?,
+                "bytes": r.get::<_, i64>(3)?,
+                "pps": r.get::<_, i64>(2)? as f64 / secs,
+            }))
+        })?;
+        for row in rows {
+            series.push(row?);
+        }
+    }
+    Ok(json!({
+        "totals": { "packets": packets, "bytes": bytes, "flows": flows, "alerts": alerts, "anomalies": anomalies },
+        "protocols": { "tcp": tcp, "udp": udp, "icmp": icmp, "other": other },
+        "alerts_by_kind": by_kind,
+        "series": series,
+        "alert_series": alert_series(c, f)?,
+    }))
+}
+
+/// Alerts per kind over time (by last_seen), in at most `limit` buckets over their range.
+fn alert_series(c: &Connection, f: &Filter) -> rusqlite::Result<Vec<Value>> {
+    let (cond, args) = range(f, "last_seen");
+    let (lo, hi): (Option<i64>, Option<i64>) = c.query_row(
+        &format!("SELECT min(last_seen), max(last_seen) FROM alerts WHERE 1=1{cond}"),
+        params_from_iter(args.clone()),
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(Vec::new());
+    };
+    let step = ((hi - lo) / f.limit.clamp(1, 1000) + 1).max(1_000_000_000);
+    let mut p: Vec<i64> = vec![lo, step];
+    p.extend(args);
+    // SQLite numbers the bare `?` of `cond` after ?1 and ?2.
+    let mut stmt = c.prepare(&format!(
+        "SELECT (last_seen - ?1) / ?2 AS b, kind, count(*) FROM alerts WHERE 1=1{cond} GROUP BY b, kind ORDER BY b, kind"
+    ))?;
+    let rows = stmt.query_map(params_from_iter(p), |r| {
+        let b: i64 = r.get(0)?;
+        Ok(json!({
+            "ts": rfc3339_us((lo + b * step).max(0) as u64),
+            "kind": r.get::<_, String>(1)?,
+            "count": r.get::<_, i64>(2)?,
+        }))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+
+/// The newest model version recorded.
+pub fn latest_model(c: &Connection) -> rusqlite::Result<Option<Value>> {
+    let r = c.query_row(
+        "SELECT path, threshold, flows, created FROM model_versions ORDER BY id DESC LIMIT 1",
+        [],
+        |r| {
+            Ok(json!({"path": r.get::<_, String>(0)?, "threshold": r.get::<_, f64>(1)?, "flows": r.get::<_, i64>(2)?,
+                      "trained": rfc3339_us(r.get::<_, i64>(3)?.max(0) as u64)}))
+        },
+    );
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Highest alert id (0 when there is none).
+pub fn max_alert_id(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT coalesce(max(id), 0) FROM alerts", [], |r| r.get(0))
+}
+
+/// Alerts with an id above `after`, oldest first, with the id in each record.
+pub fn alerts_after(c: &Connection, after: i64, limit: i64) -> rusqlite::Result<Vec<(i64, Value)>> {
+    let mut s = c.prepare("SELECT id, record FROM alerts WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    let rows: Vec<(i64, String)> = s
+        .query_map([after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, rec)| (id, with_id(&rec, id)))
+        .collect())
+}
+
+fn with_id(rec: &str, id: i64) -> Value {
+    let mut v: Value = serde_json::from_str(rec).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(id));
+    }
+    v
+}
+
+/// Totals for `/metrics`: (packets, bytes, stored flows, alerts by kind).
+pub fn metric_totals(c: &Connection) -> rusqlite::Result<(i64, i64, i64, Vec<(String, i64)>)> {
+    let (packets, bytes): (i64, i64) = c.query_row(
+        "SELECT coalesce(sum(packets),0), coalesce(sum(bytes),0) FROM statistics",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let flows: i64 = c.query_row("SELECT count(*) FROM flows", [], |r| r.get(0))?;
+    let mut stmt = c.prepare("SELECT kind, count(*) FROM alerts GROUP BY kind")?;
+    let kinds: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok((packets, bytes, flows, kinds))
+}
+
+/// Feature rows of the stored flows that ended in `[since, until]`, oldest first, with the
+/// source fan-out rebuilt from the same flows as it would have been live.
+pub fn training_rows(
+    c: &Connection,
+    since: i64,
+    until: i64,
+    window_s: u64,
+    cap: usize,
+) -> rusqlite::Result<Vec<[f64; N_FEATURES]>> {
+    #[derive(Deserialize)]
+    struct Stored {
+        src_ip: std::net::IpAddr,
+        dst_ip: std::net::IpAddr,
+        dst_port: u16,
+        #[serde(flatten)]
+        numbers: FlowNumbers,
+    }
+    let mut stmt = c.prepare(
+        "SELECT first_seen, last_seen, record FROM flows WHERE last_seen >= ?1 AND last_seen <= ?2 ORDER BY first_seen LIMIT 2000000",
+    )?;
+    let rows: Vec<(i64, i64, String)> = stmt
+        .query_map([since, until], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut ctx = SourceContext::new(window_s * 1_000_000_000, cap);
+    let mut out = Vec::with_capacity(rows.len());
+    for (first, last, rec) in rows {
+        let Ok(f) = serde_json::from_str::<Stored>(&rec) else {
+            continue;
+        };
+        ctx.on_event(&crate::flow::FlowEvent {
+            ts_ns: first.max(0) as u64,
+            src: f.src_ip,
+            dst: f.dst_ip,
+            dst_port: f.dst_port,
+            proto: 0,
+            family: 0,
+            key_dst_port: f.dst_port,
+            new_flow: true,
+            from_src: true,
+            packets: 1,
+            bytes: 0,
+            syn: 0,
+            syn_ack: 0,
+            rst: 0,
+            completed: false,
+        });
+        out.push(number_features(
+            &f.numbers,
+            ctx.fan_out(f.src_ip, last.max(0) as u64),
+        ));
+    }
+    Ok(out)
+}
+

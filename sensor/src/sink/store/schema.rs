@@ -1,0 +1,91 @@
+//! The schema, as numbered migrations: `MIGRATIONS[i]` takes a database from version i to
+//! i + 1; `PRAGMA user_version` says where a file is.
+
+/// Current schema version; `MIGRATIONS[i]` takes a database from version i to i + 1.
+pub const SCHEMA_VERSION: i64 = 2;
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE flows (
+        id INTEGER PRIMARY KEY,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        src_ip TEXT NOT NULL,
+        dst_ip TEXT NOT NULL,
+        src_port INTEGER NOT NULL,
+        dst_port INTEGER NOT NULL,
+        proto INTEGER NOT NULL,
+        packets INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        session_id INTEGER,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX flows_last_seen ON flows(last_seen);
+    CREATE INDEX flows_src ON flows(src_ip, last_seen);
+    CREATE INDEX flows_dst ON flows(dst_ip, last_seen);
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        detector TEXT NOT NULL,
+        src_ip TEXT,
+        dst_ip TEXT,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        score REAL,
+        session_id INTEGER,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX alerts_last_seen ON alerts(last_seen);
+    CREATE INDEX alerts_kind ON alerts(kind, last_seen);
+    CREATE INDEX alerts_src ON alerts(src_ip, last_seen);
+    CREATE INDEX alerts_dst ON alerts(dst_ip, last_seen);
+    CREATE TABLE anomalies (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        src_ip TEXT NOT NULL,
+        dst_ip TEXT NOT NULL,
+        score REAL NOT NULL,
+        severity TEXT NOT NULL,
+        session_id INTEGER,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX anomalies_ts ON anomalies(ts);
+    CREATE TABLE statistics (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        seconds INTEGER NOT NULL,
+        packets INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        tcp INTEGER NOT NULL,
+        udp INTEGER NOT NULL,
+        icmp INTEGER NOT NULL,
+        other INTEGER NOT NULL,
+        flows INTEGER NOT NULL,
+        session_id INTEGER
+    );
+    CREATE INDEX statistics_ts ON statistics(ts);
+    CREATE TABLE capture_sessions (
+        id INTEGER PRIMARY KEY,
+        started INTEGER NOT NULL,
+        ended INTEGER,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        packets INTEGER,
+        flows INTEGER
+    );
+    CREATE TABLE model_versions (
+        id INTEGER PRIMARY KEY,
+        created INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        threshold REAL NOT NULL,
+        flows INTEGER NOT NULL,
+        metadata TEXT NOT NULL
+    );",
+    // 1 -> 2: live alerts are written when they open and updated as they grow and close; the
+    // key (session and run-local alert id) makes that one row.
+    "ALTER TABLE alerts ADD COLUMN alert_key TEXT;
+    CREATE UNIQUE INDEX alerts_key ON alerts(alert_key);",
+];
+

@@ -1,0 +1,191 @@
+//! Capture files as a source: read in order, through one flow table and the pipeline, with a
+//! progress bar and a summary.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, IsTerminal as _},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::{
+    config::Config,
+    detect::{AlertKind, Detector, RuleConfig, ml::features::N_FEATURES, ml::model::Model},
+    flow::{FlowConfig, FlowTable, TableStats},
+    pipeline::Pipeline,
+    sink::{Sink, SinkError},
+    source::{
+        packet::Parsed,
+        pcap::{self, CaptureError, PacketSink, ReadStats},
+    },
+};
+
+/// Why a replay failed. `BadInput` is the user's to fix (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    BadInput(#[from] CaptureError),
+    #[error(transparent)]
+    Output(#[from] SinkError),
+}
+
+/// Result of a whole replay.
+#[derive(Debug, Default)]
+pub struct ReplaySummary {
+    pub files: usize,
+    pub read: ReadStats,
+    pub flows: u64,
+    pub table: TableStats,
+    pub alerts: BTreeMap<AlertKind, u64>,
+    /// Feature rows of finished flows, when `collect_features` was set.
+    pub features: Vec<[f64; N_FEATURES]>,
+    pub elapsed: Duration,
+    /// (file, reason) for files cut short.
+    pub truncated: Vec<(PathBuf, String)>,
+}
+
+impl ReplaySummary {
+    pub fn packets_per_second(&self) -> f64 {
+        self.read.packets as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// What a replay runs; where its results go are the sinks handed to [`replay`].
+pub struct ReplayOptions {
+    pub flow: FlowConfig,
+    /// Rule thresholds; `None` replays flows only.
+    pub rules: Option<RuleConfig>,
+    /// Model that scores finished flows (with `rules` set).
+    pub model: Option<Model>,
+    /// Keep every finished flow's feature row (training).
+    pub collect_features: bool,
+}
+
+impl ReplayOptions {
+    /// Detection as `config` sets it (flow timeouts, rule thresholds), no model.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            flow: config.flow.table(),
+            rules: Some(config.rules.clone()),
+            model: None,
+            collect_features: false,
+        }
+    }
+
+    /// Flows only: no rules, no model.
+    pub fn flows_only(config: &Config) -> Self {
+        Self {
+            rules: None,
+            ..Self::new(config)
+        }
+    }
+
+    pub fn with_model(mut self, model: Option<Model>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Keep the feature row of every finished flow (for training).
+    pub fn collecting(mut self) -> Self {
+        self.collect_features = true;
+        self
+    }
+}
+
+/// The pipeline as the packet reader's sink.
+struct Feed<'p, 'a> {
+    table: &'p mut FlowTable,
+    pipe: &'p mut Pipeline<'a>,
+}
+
+impl PacketSink for Feed<'_, '_> {
+    fn packets(&mut self, batch: &[(Parsed, u32, u64)]) {
+        self.pipe.packets(self.table, batch);
+    }
+}
+
+/// Replays `files` in order through one flow table (timeouts run on packet time) and, unless
+/// `rules` is `None`, the detector. A progress bar is drawn when stderr is a terminal.
+pub fn replay<'a>(
+    files: &[PathBuf],
+    opts: ReplayOptions,
+    sinks: Vec<Box<dyn Sink + 'a>>,
+) -> Result<ReplaySummary, ReplayError> {
+    // Open every file first: a bad path fails before any output is written.
+    let mut opened = Vec::with_capacity(files.len());
+    for path in files {
+        opened.push((path, pcap::open_file(path)?));
+    }
+    let total: u64 = files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = if io::stderr().is_terminal() {
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+        {
+            b.set_style(style);
+        }
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let start = Instant::now();
+    let mut table = FlowTable::new(opts.flow);
+    table.record_events(opts.rules.is_some());
+    let detector = opts.rules.map(|r| {
+        let d = Detector::new(r).with_model(opts.model);
+        if opts.collect_features {
+            d.collecting()
+        } else {
+            d
+        }
+    });
+    let mut pipe = Pipeline::new(detector, sinks);
+    let mut summary = ReplaySummary {
+        files: files.len(),
+        ..ReplaySummary::default()
+    };
+    for (path, (mut cap, link)) in opened {
+        bar.set_message(path.display().to_string());
+        let mut pending = 0u64;
+        let st = pcap::feed(
+            &mut cap,
+            link,
+            &mut Feed {
+                table: &mut table,
+                pipe: &mut pipe,
+            },
+            |n| {
+                pending += n;
+                if pending >= 1 << 20 {
+                    bar.inc(pending);
+                    pending = 0;
+                }
+            },
+            || false,
+        );
+        bar.inc(pending);
+        if let Some(reason) = &st.truncated {
+            tracing::warn!(file = %path.display(), %reason, "capture ends mid-record; keeping the packets read before it");
+            summary.truncated.push((path.clone(), reason.clone()));
+        }
+        summary.read.add(&st);
+    }
+    let totals = pipe.finish(&mut table);
+    bar.finish_and_clear();
+    let totals = totals?;
+    summary.flows = totals.flows;
+    summary.alerts = totals.alerts;
+    if let Some(d) = pipe.detector_mut() {
+        summary.features = d.take_collected();
+    }
+    summary.table = table.stats();
+    summary.elapsed = start.elapsed();
+    Ok(summary)
+}
