@@ -120,6 +120,7 @@ async function loadTables() {
 async function loadStatus() {
   const s = await api("/api/status");
   $("st-capture").textContent = s.capture || "idle";
+  $("st-capture").dataset.attached = (s.attached || []).map((a) => a.iface).join(" ");
   $("st-model").textContent = s.model ? `${s.model.flows} flows, threshold ${s.model.threshold.toFixed(3)}` : "none";
   $("st-uptime").textContent = `${Math.floor(s.uptime_s / 60)} min`;
 }
@@ -148,13 +149,43 @@ function live() {
   es.addEventListener("stats", (ev) => showStats(JSON.parse(ev.data)));
 }
 
-function token() {
+function token(ask = true) {
   let t = sessionStorage.getItem("sensor-token");
-  if (!t) {
+  if (!t && ask) {
     t = prompt("API token (printed at first start, stored in DATA_DIR/api-token):");
     if (t) sessionStorage.setItem("sensor-token", t);
   }
   return t;
+}
+
+function authHeaders(t) {
+  return { "Content-Type": "application/json", Authorization: "Bearer " + t };
+}
+
+// The interface list needs the token; it is filled once one is known, and after every start
+// or stop, with each interface marked when this sensor watches it.
+async function loadInterfaces(ask = false) {
+  const t = token(ask);
+  if (!t) return;
+  try {
+    const r = await api("/api/interfaces", { headers: authHeaders(t) });
+    const sel = $("ctl-iface");
+    const keep = sel.value;
+    sel.replaceChildren(new Option("interface...", ""));
+    for (const i of r.items) {
+      const o = new Option(i.attached ? `${i.name} (watching, ${i.mode})` : i.name, i.name);
+      o.dataset.attached = i.attached ? "1" : "0";
+      sel.appendChild(o);
+    }
+    sel.value = keep;
+    const live = r.live;
+    $("ctl-start").disabled = !live;
+    $("ctl-stop").disabled = !live;
+    if (!live) $("ctl-start").title = $("ctl-stop").title = "read-only server: capture is controlled by `sensor run`";
+  } catch (e) {
+    if (/token/.test(e.message)) sessionStorage.removeItem("sensor-token");
+    $("ctl-msg").textContent = e.message;
+  }
 }
 
 async function control(path, body) {
@@ -162,19 +193,42 @@ async function control(path, body) {
   if (!t) return;
   $("ctl-msg").textContent = "working...";
   try {
-    const r = await api(path, { method: "POST", headers: { "Content-Type": "application/json", Authorization: "Bearer " + t },
-      body: JSON.stringify(body) });
-    $("ctl-msg").textContent = JSON.stringify(r);
-    refresh();
+    const r = await api(path, { method: "POST", headers: authHeaders(t), body: JSON.stringify(body) });
+    await refresh();
+    $("ctl-msg").textContent = describe(r);
+    await loadInterfaces();
   } catch (e) {
     if (/token/.test(e.message)) sessionStorage.removeItem("sensor-token");
     $("ctl-msg").textContent = e.message;
   }
 }
+
+// One line for the outcome of a control request.
+function describe(r) {
+  if (r.attached) return `watching ${r.attached.iface} (${r.attached.mode})`;
+  if (r.detached) return `stopped watching ${r.detached.iface}`;
+  if (r.threshold !== undefined) return `model trained on ${fmt(r.flows)} flows, threshold ${r.threshold.toFixed(3)}${r.loaded ? ", now scoring live flows" : ""}`;
+  if (r.packets !== undefined) return `replayed ${fmt(r.packets)} packets, ${fmt(r.flows)} flows, alerts: ${Object.entries(r.alerts || {}).map(([k, n]) => `${n} ${k}`).join(", ") || "none"}`;
+  return JSON.stringify(r);
+}
+
+function pickedIface() {
+  const i = $("ctl-iface").value;
+  if (!i) $("ctl-msg").textContent = "pick an interface first";
+  return i;
+}
+
 $("ctl-replay").onclick = () => control("/api/replay", { path: $("ctl-path").value });
-$("ctl-train").onclick = () => control("/api/model/train", { path: $("ctl-path").value });
-$("ctl-start").onclick = () => control("/api/capture/start", {});
-$("ctl-stop").onclick = () => control("/api/capture/stop", {});
+$("ctl-train").onclick = () => {
+  const path = $("ctl-path").value;
+  if (path) return control("/api/model/train", { path });
+  const now = Date.now() / 1000;
+  return control("/api/model/train", { since: String(Math.floor(now - 3600)), until: String(Math.ceil(now)) });
+};
+$("ctl-start").onclick = () => { const iface = pickedIface(); if (iface) control("/api/capture/start", { iface, mode: $("ctl-mode").value }); };
+$("ctl-stop").onclick = () => { const iface = pickedIface(); if (iface) control("/api/capture/stop", { iface }); };
+$("ctl-iface").onfocus = () => { if ($("ctl-iface").options.length <= 1) loadInterfaces(true); };
+loadInterfaces();
 
 refresh();
 // `?live=0` gives a static page (reports, screenshots, headless tests): no event stream, no

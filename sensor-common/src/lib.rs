@@ -69,7 +69,9 @@ pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 /// An IPv4 address in the IPv4-mapped IPv6 form (`::ffff:a.b.c.d`) that keys store.
 #[inline(always)]
 pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
 }
 
 /// Names of the kernel maps, shared so that loader and program cannot drift apart.
@@ -266,12 +268,17 @@ impl GlobalCounters {
 #[cfg(feature = "user")]
 mod user {
     use super::*;
-    // SAFETY: all types are repr(C), integer/byte-array fields only, padding explicit, so every
-    // bit pattern is valid and there are no uninitialised bytes.
+    // SAFETY (each impl): the type is repr(C) with integer and byte-array fields only and its
+    // padding spelled out as fields, so every bit pattern is valid and no byte is uninitialised.
+    // SAFETY: see above.
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for FlowStats {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for HostKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for HostStats {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for GlobalCounters {}
 }
 
@@ -295,12 +302,9 @@ mod tests {
         sum.add(&one);
         let q = (&raw const sum).cast::<u64>();
         for i in 0..words {
-            // SAFETY: as above.
-            assert_eq!(
-                unsafe { q.add(i).read() },
-                2 * (i as u64 + 1),
-                "field {i} not summed"
-            );
+            // SAFETY: as above: `sum` is `words` u64 fields.
+            let v = unsafe { q.add(i).read() };
+            assert_eq!(v, 2 * (i as u64 + 1), "field {i} not summed");
         }
     }
 

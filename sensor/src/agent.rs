@@ -146,12 +146,11 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     };
 
     if opts.ifaces.is_empty() {
-        eprintln!("run: idle; attach with POST /api/capture/start or the dashboard; Ctrl-C to stop");
-    } else {
         eprintln!(
-            "run: watching {}; Ctrl-C to stop",
-            opts.ifaces.join(", ")
+            "run: idle; attach with POST /api/capture/start or the dashboard; Ctrl-C to stop"
         );
+    } else {
+        eprintln!("run: watching {}; Ctrl-C to stop", opts.ifaces.join(", "));
     }
     let outcome = lp.run(&stop);
     // Shutdown order: flush and store (in `finish`), detach, then the API and the webhook.

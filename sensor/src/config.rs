@@ -173,6 +173,30 @@ mod tests {
     }
 
     #[test]
+    fn out_of_range_values_are_refused_with_the_file_named() {
+        let dir = std::env::temp_dir().join(format!("sensor-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "[model]\ncontamination = 0.9\n").expect("write");
+        let e = Config::load(&p).expect_err("contamination 0.9");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("bad.toml") && msg.contains("contamination"),
+            "{msg}"
+        );
+        std::fs::write(&p, "[flow]\nidle_timeout_s = 30\n[model]\ntrees = 7\n").expect("write");
+        let c = Config::load(&p).expect("valid");
+        assert_eq!(
+            (
+                c.flow.table().idle_timeout.as_secs(),
+                c.model.forest().trees
+            ),
+            (30, 7)
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn the_shipped_sample_config_parses_and_documents_the_defaults() {
         let sample: Config = toml::from_str(include_str!("../../deploy/sensor.toml"))
             .expect("deploy/sensor.toml parses");

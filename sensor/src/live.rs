@@ -84,7 +84,11 @@ pub struct Control {
 
 impl Control {
     /// Attaches to `iface` (answered by the loop within one poll interval).
-    pub async fn start(&self, iface: String, mode: CaptureMode) -> Result<Attachment, ControlError> {
+    pub async fn start(
+        &self,
+        iface: String,
+        mode: CaptureMode,
+    ) -> Result<Attachment, ControlError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(ControlCmd::Start { iface, mode, reply })
@@ -101,7 +105,11 @@ impl Control {
     }
 
     /// Swaps the model the pipeline scores flows with; `path` is what `/api/status` shows.
-    pub async fn set_model(&self, model: Option<Model>, path: Option<String>) -> Result<(), ControlError> {
+    pub async fn set_model(
+        &self,
+        model: Option<Model>,
+        path: Option<String>,
+    ) -> Result<(), ControlError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(ControlCmd::SetModel {
@@ -118,7 +126,10 @@ impl Control {
 
     /// Interfaces watched now.
     pub fn attachments(&self) -> Vec<Attachment> {
-        self.attachments.read().map(|a| a.clone()).unwrap_or_default()
+        self.attachments
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_default()
     }
 
     /// The model the pipeline uses now, if any.
@@ -152,6 +163,10 @@ const PACKET_QUEUE: usize = 4096;
 
 /// Builds a loop and the handle the API uses to control it. `model` names the model the
 /// pipeline starts with (for `/api/status`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the loop's parts, each handed over once by the agent"
+)]
 pub fn new<'a>(
     kernel: crate::source::xdp::KernelConfig,
     force: bool,

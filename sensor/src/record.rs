@@ -154,7 +154,6 @@ pub struct AnomalyRow {
     pub record: serde_json::Value,
 }
 
-
 /// One finished flow, as written one per line by `--flows-jsonl`.
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowRecord {

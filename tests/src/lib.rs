@@ -9,6 +9,7 @@ use etherparse::PacketBuilder;
 use sensor::source::xdp::{KernelConfig, KernelError, SensorProgram};
 use sensor_common::{FlowKey, HostKey, family};
 
+pub mod agent;
 pub mod netns;
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];

@@ -270,9 +270,9 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
     assert!(
         code == 200
             && v["live"] == false
-            && v["items"]
-                .as_array()
-                .is_some_and(|i| i.iter().any(|x| x["name"] == "lo" && x["attached"] == false)),
+            && v["items"].as_array().is_some_and(|i| i
+                .iter()
+                .any(|x| x["name"] == "lo" && x["attached"] == false)),
         "{body}"
     );
     let outside =
@@ -305,7 +305,10 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
         t,
         Some("{\"iface\": \"eth9\"}"),
     );
-    assert!(code == 409 && body.contains("sensor run"), "serve is read-only: {code} {body}");
+    assert!(
+        code == 409 && body.contains("sensor run"),
+        "serve is read-only: {code} {body}"
+    );
 
     // A real replay through the API lands in the database the read endpoints serve.
     let Some(corpora) = sensor_tests::corpora() else {

@@ -43,8 +43,12 @@ fn dashboard_renders_cards_charts_and_alerts() {
     let summary = {
         let store = Store::open(&db, Retention::default()).expect("store");
         let sink = StoreSink::new(&store, "replay", "dashboard test", true).expect("session");
-        replay(&files, ReplayOptions::new(&Config::default()), vec![Box::new(sink)])
-            .expect("replay")
+        replay(
+            &files,
+            ReplayOptions::new(&Config::default()),
+            vec![Box::new(sink)],
+        )
+        .expect("replay")
     };
     let state = Arc::new(ApiState::read_only(
         db,

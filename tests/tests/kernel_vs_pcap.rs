@@ -95,7 +95,10 @@ fn compare(what: &str, prog: &mut SensorProgram, frames: &[Vec<u8>]) {
 #[test]
 fn kernel_and_fallback_agree_on_real_captures() {
     let Some(dir) = sensor_tests::corpora() else {
-        sensor_tests::skip("kernel_and_fallback_agree_on_real_captures", "../shared/corpora is absent");
+        sensor_tests::skip(
+            "kernel_and_fallback_agree_on_real_captures",
+            "../shared/corpora is absent",
+        );
         return;
     };
     let Some(mut prog) = load_or_skip(

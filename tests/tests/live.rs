@@ -3,121 +3,15 @@
 //! clean stop that leaves no XDP program attached. Also: capture attached and detached at
 //! runtime through the API, checked with the kernel.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, atomic::AtomicBool},
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::time::Duration;
 
-use sensor::{
-    agent::{AgentError, AgentOptions, run},
-    config::Config,
-    source::{live::CaptureMode, xdp::KernelConfig},
-};
+use sensor::source::{live::CaptureMode, xdp::KernelConfig};
 use sensor_tests::{
+    agent::{Agent, TOKEN, xdp_on},
     get_json, http, load_or_skip,
-    netns::{VethPair, sh},
-    try_http,
+    netns::VethPair,
 };
 use serde_json::Value;
-
-const TOKEN: &str = "live-test-token-0123456789";
-
-/// A running agent on 127.0.0.1 (in the test's namespace); stopped on drop.
-struct Agent {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<u64, AgentError>>>,
-    dir: PathBuf,
-}
-
-impl Agent {
-    fn start(name: &str, ifaces: Vec<String>, mode: CaptureMode) -> Self {
-        let dir = std::env::temp_dir().join(format!("sensor-live-{}-{name}", std::process::id()));
-        let _ignored = std::fs::remove_dir_all(&dir);
-        // A free port inside the namespace (bound, then released).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let opts = AgentOptions {
-            ifaces,
-            mode,
-            force: false,
-            kernel: KernelConfig {
-                flows: 65_536,
-                hosts: 4096,
-                coarse_time: false,
-            },
-            poll: Duration::from_millis(100),
-            config: Config::default(),
-            model: None,
-            model_path: None,
-            db: Some(dir.join("sensor.db")),
-            data_dir: dir.clone(),
-            listen: ([127, 0, 0, 1], port).into(),
-            token: TOKEN.into(),
-        };
-        let thread = {
-            let stop = Arc::clone(&stop);
-            // Spawned from the test thread, the agent's threads live in the test's namespace.
-            std::thread::spawn(move || run(opts, stop))
-        };
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut agent = Self {
-            addr,
-            stop,
-            thread: Some(thread),
-            dir,
-        };
-        for _ in 0..100 {
-            if try_http(addr, "GET", "/api/status", None, None).is_ok() {
-                return agent;
-            }
-            if agent.thread.as_ref().is_some_and(JoinHandle::is_finished) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "agent API did not come up; agent returned {:?}",
-            agent.join().map_err(|e| e.to_string())
-        );
-    }
-
-    /// Stops the agent and returns its result (alerts raised).
-    fn join(&mut self) -> Result<u64, AgentError> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("agent thread panicked"))
-            .unwrap_or(Ok(0))
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let (code, text) = http(self.addr, "POST", path, Some(TOKEN), Some(body));
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")),
-        )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            let _ignored = self.join();
-        }
-        let _ignored = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn xdp_on(iface: &str) -> bool {
-    sh(&["ip", "-d", "link", "show", "dev", iface]).contains("prog/xdp")
-}
 
 fn have_nmap() -> bool {
     if std::path::Path::new("/usr/bin/nmap").exists() {
@@ -226,19 +120,24 @@ fn capture_starts_and_stops_through_the_api() {
     let (code, v) = agent.post("/api/capture/start", &start);
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["attached"]["mode"], "skb", "{v}");
-    assert!(xdp_on(lab.local), "the kernel shows no XDP program after start");
+    assert!(
+        xdp_on(lab.local),
+        "the kernel shows no XDP program after start"
+    );
     let attached = sensor::source::xdp::attach::attached_interfaces();
     assert!(
-        attached.iter().any(|(i, m, _)| i == lab.local && *m == "skb"),
+        attached
+            .iter()
+            .any(|(i, m, _)| i == lab.local && *m == "skb"),
         "{attached:?}"
     );
     let (code, text) = http(agent.addr, "GET", "/api/interfaces", Some(TOKEN), None);
     let ifs: Value = serde_json::from_str(&text).expect("json");
     assert!(
         code == 200
-            && ifs["items"]
-                .as_array()
-                .is_some_and(|i| i.iter().any(|x| x["name"] == lab.local && x["attached"] == true)),
+            && ifs["items"].as_array().is_some_and(|i| i
+                .iter()
+                .any(|x| x["name"] == lab.local && x["attached"] == true)),
         "{text}"
     );
     let status = get_json(agent.addr, "/api/status");
@@ -250,7 +149,8 @@ fn capture_starts_and_stops_through_the_api() {
     );
 
     // Traffic while attached is counted and stored.
-    lab.peer.send_udp(lab.peer_addr, lab.local_addr, 40000, 9, 50, 100);
+    lab.peer
+        .send_udp(lab.peer_addr, lab.local_addr, 40000, 9, 50, 100);
     let mut packets = 0;
     for _ in 0..50 {
         packets = get_json(agent.addr, "/api/status")["kernel"]["packets"]
@@ -266,22 +166,22 @@ fn capture_starts_and_stops_through_the_api() {
     // Bad requests: clear 4xx, nothing changes.
     let (code, v) = agent.post("/api/capture/start", &start);
     assert_eq!(code, 409, "double start: {v}");
-    assert!(v["error"].as_str().is_some_and(|e| e.contains("already")), "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("already")),
+        "{v}"
+    );
     let (code, v) = agent.post("/api/capture/start", "{\"iface\": \"nosuch0\"}");
     assert_eq!(code, 404, "unknown interface: {v}");
-    let (code, v) = agent.post("/api/capture/start", "{\"iface\": \"lo\", \"mode\": \"warp\"}");
+    let (code, v) = agent.post(
+        "/api/capture/start",
+        "{\"iface\": \"lo\", \"mode\": \"warp\"}",
+    );
     assert_eq!(code, 400, "bad mode: {v}");
     let (code, v) = agent.post("/api/capture/start", "{\"iface\": \"../../x\"}");
     assert_eq!(code, 400, "not an interface name: {v}");
     let (code, v) = agent.post("/api/capture/stop", "{\"iface\": \"lo\"}");
     assert_eq!(code, 409, "stop of an interface not watched: {v}");
-    let (code, _) = http(
-        agent.addr,
-        "POST",
-        "/api/capture/start",
-        None,
-        Some(&start),
-    );
+    let (code, _) = http(agent.addr, "POST", "/api/capture/start", None, Some(&start));
     assert_eq!(code, 401, "no token");
 
     let (code, v) = agent.post(
@@ -300,7 +200,8 @@ fn capture_starts_and_stops_through_the_api() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["attached"]["mode"], "pcap");
     assert!(!xdp_on(lab.local), "pcap mode must not attach XDP");
-    lab.peer.send_udp(lab.peer_addr, lab.local_addr, 40001, 9, 30, 100);
+    lab.peer
+        .send_udp(lab.peer_addr, lab.local_addr, 40001, 9, 30, 100);
     let mut got = 0;
     for _ in 0..50 {
         got = get_json(agent.addr, "/api/status")["kernel"]["pcap_packets"]

@@ -169,8 +169,8 @@ fn live_pcap_capture_feeds_the_same_flow_table() {
         return; // same privileges needed (raw sockets in a namespace)
     }
     let lab = VethPair::create();
-    let (mut cap, link) =
-        sensor::source::pcap::open_live(lab.local, 256).expect("open live capture on the test veth");
+    let (mut cap, link) = sensor::source::pcap::open_live(lab.local, 256)
+        .expect("open live capture on the test veth");
     let mut table = FlowTable::new(FlowConfig::default());
     let done = std::sync::atomic::AtomicBool::new(false);
     let st = std::thread::scope(|s| {

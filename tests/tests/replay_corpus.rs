@@ -11,17 +11,16 @@ use sensor::{
 
 /// Replays with detection on and no output files.
 fn run(files: &[PathBuf]) -> Result<ReplaySummary, ReplayError> {
-    replay(
-        files,
-        ReplayOptions::new(&Config::default()),
-        Vec::new(),
-    )
+    replay(files, ReplayOptions::new(&Config::default()), Vec::new())
 }
 
 #[test]
 fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
     let Some(dir) = sensor_tests::corpora() else {
-        sensor_tests::skip("every_tcpdump_test_file_gives_flows_or_a_clear_error", "../shared/corpora is absent");
+        sensor_tests::skip(
+            "every_tcpdump_test_file_gives_flows_or_a_clear_error",
+            "../shared/corpora is absent",
+        );
         return;
     };
     let mut files: Vec<PathBuf> = fs::read_dir(dir.join("tcpdump-tests"))
@@ -64,7 +63,10 @@ fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
 #[test]
 fn a_truncated_capture_keeps_the_flows_before_the_cut() {
     let Some(dir) = sensor_tests::corpora() else {
-        sensor_tests::skip("a_truncated_capture_keeps_the_flows_before_the_cut", "../shared/corpora is absent");
+        sensor_tests::skip(
+            "a_truncated_capture_keeps_the_flows_before_the_cut",
+            "../shared/corpora is absent",
+        );
         return;
     };
     let full = fs::read(dir.join("zeek/web.pcap")).expect("web.pcap");
@@ -95,4 +97,92 @@ fn a_file_that_is_not_a_capture_is_bad_input_naming_it() {
     }
     let missing = run(&[PathBuf::from("/nonexistent/x.pcap")]);
     assert!(matches!(missing, Err(ReplayError::BadInput(_))));
+}
+
+/// Records what the pipeline hands a sink, in order.
+#[derive(Default)]
+struct Recorder {
+    events: std::rc::Rc<std::cell::RefCell<Vec<(String, u64)>>>,
+    stats_packets: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl sensor::sink::Sink for Recorder {
+    fn wants_stats(&self) -> bool {
+        true
+    }
+    fn alert_opened(
+        &mut self,
+        a: &sensor::record::AlertRecord,
+        _: u64,
+    ) -> Result<(), sensor::sink::SinkError> {
+        self.events
+            .borrow_mut()
+            .push((format!("open {}", a.kind.as_str()), a.id));
+        Ok(())
+    }
+    fn alert_closed(
+        &mut self,
+        a: &sensor::record::AlertRecord,
+        _: u64,
+    ) -> Result<(), sensor::sink::SinkError> {
+        self.events
+            .borrow_mut()
+            .push((format!("close {}", a.kind.as_str()), a.id));
+        Ok(())
+    }
+    fn stats(&mut self, s: &sensor::record::StatsRow) -> Result<(), sensor::sink::SinkError> {
+        assert_eq!(s.seconds, 1, "a row covers one second");
+        self.stats_packets.set(self.stats_packets.get() + s.packets);
+        Ok(())
+    }
+}
+
+/// The alert contract every path shares: each alert reaches a sink when it opens, then once
+/// more, with the same id, when it closes; the per-second rows add up to the packets.
+#[test]
+fn sinks_see_each_alert_open_then_close_and_every_packet_in_a_second() {
+    let Some(c) = sensor_tests::corpora() else {
+        sensor_tests::skip(
+            "sinks_see_each_alert_open_then_close",
+            "../shared/corpora is absent",
+        );
+        return;
+    };
+    let rec = Recorder::default();
+    let (events, packets) = (rec.events.clone(), rec.stats_packets.clone());
+    let s = replay(
+        &[c.join("generated/nmap_sS_top1000.pcap")],
+        ReplayOptions::new(&Config::default()),
+        vec![Box::new(rec)],
+    )
+    .expect("replay");
+    let ev = events.borrow();
+    let opened: Vec<u64> = ev
+        .iter()
+        .filter(|(k, _)| k.starts_with("open"))
+        .map(|x| x.1)
+        .collect();
+    assert!(!opened.is_empty(), "the scan opened no alert");
+    for id in &opened {
+        let o = ev
+            .iter()
+            .position(|(k, i)| k.starts_with("open") && i == id);
+        let cl = ev
+            .iter()
+            .position(|(k, i)| k.starts_with("close") && i == id);
+        assert!(
+            matches!((o, cl), (Some(o), Some(cl)) if o < cl),
+            "alert {id}: open then close expected, got {ev:?}"
+        );
+    }
+    assert_eq!(
+        ev.len(),
+        2 * opened.len(),
+        "one open and one close each: {ev:?}"
+    );
+    assert_eq!(
+        packets.get(),
+        s.read.flow_packets,
+        "statistics rows hold every packet"
+    );
 }

@@ -269,8 +269,9 @@ fn test(args: &[String]) -> Result<()> {
         .unwrap_or(0);
     passed = passed.saturating_sub(skipped);
     ignored += skipped;
-    // The oracle checks and the lab end-to-end test run only on a full run (no filter).
+    // The oracle checks, clippy and the lab end-to-end test run only on a full run (no filter).
     let full = args.is_empty() && status.success();
+    let lint = full.then(clippy);
     let oracle = full.then(|| {
         release_sensor().and_then(|sensor| {
             corpus::corpus_check(&sensor, &corpora())?;
@@ -307,11 +308,34 @@ fn test(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("cargo test failed with {status}");
     }
+    lint.transpose()?;
     oracle.transpose()?;
     e2e.transpose()?;
     if e2e_failed {
         bail!("the lab end-to-end test failed (logs in target/lab/e2e)");
     }
+    Ok(())
+}
+
+/// clippy over the host crates with warnings denied (`[workspace.lints]` in Cargo.toml).
+fn clippy() -> Result<()> {
+    let status = cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "sensor-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .status()
+        .context("cannot start cargo clippy")?;
+    if !status.success() {
+        bail!("cargo clippy found warnings ({status}); they are errors here");
+    }
+    println!("clippy: clean");
     Ok(())
 }
 

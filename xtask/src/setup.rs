@@ -24,8 +24,10 @@ const APT_PACKAGES: &[&str] = &[
     "hping3",
     "iperf3",
     "tcpreplay",
-    // Headless browser for the dashboard test, and a font for its screenshot.
+    // Headless browser (and its WebDriver, for clicking through the controls) for the
+    // dashboard tests, and a font for their screenshots.
     "chromium",
+    "chromium-driver",
     "fonts-dejavu-core",
     // wrk for the API benchmark.
     "wrk",
@@ -39,6 +41,26 @@ pub fn setup() -> Result<()> {
     apt_packages().context("setup step 'Debian packages'")?;
     nightly_rust_src().context("setup step 'nightly toolchain with rust-src'")?;
     bpf_linker().context("setup step 'bpf-linker'")?;
+    clippy().context("setup step 'clippy'")?;
+    Ok(())
+}
+
+/// clippy for the stable toolchain (`cargo xtask test` lints with it).
+fn clippy() -> Result<()> {
+    let present = Command::new("cargo")
+        .args(["clippy", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("setup: installing clippy");
+    let st = Command::new("rustup")
+        .args(["component", "add", "clippy"])
+        .status()?;
+    if !st.success() {
+        bail!("rustup component add clippy failed ({st})");
+    }
     Ok(())
 }
 

@@ -121,8 +121,14 @@ pub(super) struct StopBody {
 
 fn iface_name(name: &str) -> Result<(), ApiError> {
     // IFNAMSIZ - 1, no separators: anything else cannot be an interface.
-    if name.is_empty() || name.len() > 15 || name.contains(['/', '\0']) || name.contains(char::is_whitespace) {
-        return Err(ApiError::BadRequest(format!("{name:?} is not an interface name")));
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains(['/', '\0'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{name:?} is not an interface name"
+        )));
     }
     Ok(())
 }
@@ -138,7 +144,9 @@ pub(super) async fn capture_start(
     let b = body(b)?;
     iface_name(&b.iface)?;
     let a = live.control.start(b.iface, b.mode).await?;
-    Ok(Json(json!({ "attached": a, "capture": live.control.attachments() })))
+    Ok(Json(
+        json!({ "attached": a, "capture": live.control.attachments() }),
+    ))
 }
 
 /// `{"iface": "eth1"}`: stops watching it (XDP detached, or the libpcap capture closed).
@@ -152,7 +160,9 @@ pub(super) async fn capture_stop(
     let b = body(b)?;
     iface_name(&b.iface)?;
     let a = live.control.stop(b.iface).await?;
-    Ok(Json(json!({ "detached": a, "capture": live.control.attachments() })))
+    Ok(Json(
+        json!({ "detached": a, "capture": live.control.attachments() }),
+    ))
 }
 
 #[derive(Deserialize)]

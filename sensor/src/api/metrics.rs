@@ -14,16 +14,40 @@ use crate::{record::AlertKind, sink::store::read as q};
 
 /// One metric family with a single sample.
 fn family(out: &mut String, name: &str, help: &str, kind: &str, v: u64) {
-    let _ignored = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
+    let _ignored = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+    );
 }
 
 pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiError> {
-    let (packets, bytes, flows, kinds) = read(&st, |c| Ok(q::metric_totals(c)?)).await?;
+    let t = read(&st, |c| Ok(q::metric_totals(c)?)).await?;
+    let (packets, bytes, flows, kinds) = (t.packets, t.bytes, t.flows, t.alerts);
     let mut out = String::new();
-    family(&mut out, "sensor_packets_total", "Packets counted.", "counter", packets.max(0) as u64);
-    family(&mut out, "sensor_bytes_total", "Bytes counted.", "counter", bytes.max(0) as u64);
-    family(&mut out, "sensor_flows_total", "Finished flows stored.", "counter", flows.max(0) as u64);
-    out.push_str("# HELP sensor_alerts_total Alerts by kind.\n# TYPE sensor_alerts_total counter\n");
+    family(
+        &mut out,
+        "sensor_packets_total",
+        "Packets counted.",
+        "counter",
+        packets.max(0) as u64,
+    );
+    family(
+        &mut out,
+        "sensor_bytes_total",
+        "Bytes counted.",
+        "counter",
+        bytes.max(0) as u64,
+    );
+    family(
+        &mut out,
+        "sensor_flows_total",
+        "Finished flows stored.",
+        "counter",
+        flows.max(0) as u64,
+    );
+    out.push_str(
+        "# HELP sensor_alerts_total Alerts by kind.\n# TYPE sensor_alerts_total counter\n",
+    );
     for k in AlertKind::ALL {
         let n = kinds
             .iter()
@@ -35,31 +59,122 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
         let m = &live.metrics;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         for (name, help, kind, v) in [
-            ("sensor_flows_active", "Flows held in the flow table.", "gauge", g(&m.flows_active)),
-            ("sensor_kernel_packets_total", "Packets the XDP program saw.", "counter", g(&m.kernel_packets)),
-            ("sensor_kernel_parse_errors_total", "Frames the XDP program could not parse.", "counter", g(&m.kernel_parse_errors)),
-            ("sensor_kernel_flow_map_full_total", "Flow inserts refused: map full.", "counter", g(&m.kernel_insert_full)),
-            ("sensor_kernel_flow_map_errors_total", "Flow inserts refused: other errors.", "counter", g(&m.kernel_insert_other)),
-            ("sensor_kernel_overflow_lost_total", "Packets lost by the per-host overflow maps too.", "counter", g(&m.kernel_overflow_lost)),
-            ("sensor_pcap_packets_total", "Packets the libpcap captures delivered.", "counter", g(&m.pcap_packets)),
-            ("sensor_poll_latency_microseconds", "Duration of the last map poll.", "gauge", g(&m.poll_latency_us)),
+            (
+                "sensor_flows_active",
+                "Flows held in the flow table.",
+                "gauge",
+                g(&m.flows_active),
+            ),
+            (
+                "sensor_kernel_packets_total",
+                "Packets the XDP program saw.",
+                "counter",
+                g(&m.kernel_packets),
+            ),
+            (
+                "sensor_kernel_parse_errors_total",
+                "Frames the XDP program could not parse.",
+                "counter",
+                g(&m.kernel_parse_errors),
+            ),
+            (
+                "sensor_kernel_flow_map_full_total",
+                "Flow inserts refused: map full.",
+                "counter",
+                g(&m.kernel_insert_full),
+            ),
+            (
+                "sensor_kernel_flow_map_errors_total",
+                "Flow inserts refused: other errors.",
+                "counter",
+                g(&m.kernel_insert_other),
+            ),
+            (
+                "sensor_kernel_overflow_lost_total",
+                "Packets lost by the per-host overflow maps too.",
+                "counter",
+                g(&m.kernel_overflow_lost),
+            ),
+            (
+                "sensor_pcap_packets_total",
+                "Packets the libpcap captures delivered.",
+                "counter",
+                g(&m.pcap_packets),
+            ),
+            (
+                "sensor_poll_latency_microseconds",
+                "Duration of the last map poll.",
+                "gauge",
+                g(&m.poll_latency_us),
+            ),
             ("sensor_polls_total", "Map polls.", "counter", g(&m.polls)),
-            ("sensor_db_queue_depth", "Rows waiting for the database writer.", "gauge", g(&m.db_queue)),
-            ("sensor_db_dropped_total", "Rows the full database queue refused.", "counter", g(&m.db_dropped)),
-            ("sensor_sink_errors_total", "Records an output failed to take.", "counter", g(&m.sink_errors)),
-            ("sensor_anomalies_dropped_total", "Anomalies not kept: the detector's buffer was full.", "counter", g(&m.anomalies_dropped)),
-            ("sensor_alerts_suppressed_total", "Firings that could not open an alert: too many open.", "counter", g(&m.alerts_suppressed)),
-            ("sensor_rules_untracked_total", "New keys the rules did not track: a tracker was full.", "counter", g(&m.rules_untracked)),
-            ("sensor_attached_interfaces", "Interfaces watched now.", "gauge", live.control.attachments().len() as u64),
+            (
+                "sensor_db_queue_depth",
+                "Rows waiting for the database writer.",
+                "gauge",
+                g(&m.db_queue),
+            ),
+            (
+                "sensor_db_dropped_total",
+                "Rows the full database queue refused.",
+                "counter",
+                g(&m.db_dropped),
+            ),
+            (
+                "sensor_sink_errors_total",
+                "Records an output failed to take.",
+                "counter",
+                g(&m.sink_errors),
+            ),
+            (
+                "sensor_anomalies_dropped_total",
+                "Anomalies not kept: the detector's buffer was full.",
+                "counter",
+                g(&m.anomalies_dropped),
+            ),
+            (
+                "sensor_alerts_suppressed_total",
+                "Firings that could not open an alert: too many open.",
+                "counter",
+                g(&m.alerts_suppressed),
+            ),
+            (
+                "sensor_rules_untracked_total",
+                "New keys the rules did not track: a tracker was full.",
+                "counter",
+                g(&m.rules_untracked),
+            ),
+            (
+                "sensor_attached_interfaces",
+                "Interfaces watched now.",
+                "gauge",
+                live.control.attachments().len() as u64,
+            ),
         ] {
             family(&mut out, name, help, kind, v);
         }
         if let Some(w) = &live.webhook {
             for (name, help, v) in [
-                ("sensor_webhook_sent_total", "Alerts the webhook delivered.", g(&w.sent)),
-                ("sensor_webhook_retries_total", "Webhook delivery retries.", g(&w.retries)),
-                ("sensor_webhook_failed_total", "Alerts the webhook gave up on after every attempt.", g(&w.failed)),
-                ("sensor_webhook_dropped_total", "Alerts the full webhook queue refused.", g(&w.dropped)),
+                (
+                    "sensor_webhook_sent_total",
+                    "Alerts the webhook delivered.",
+                    g(&w.sent),
+                ),
+                (
+                    "sensor_webhook_retries_total",
+                    "Webhook delivery retries.",
+                    g(&w.retries),
+                ),
+                (
+                    "sensor_webhook_failed_total",
+                    "Alerts the webhook gave up on after every attempt.",
+                    g(&w.failed),
+                ),
+                (
+                    "sensor_webhook_dropped_total",
+                    "Alerts the full webhook queue refused.",
+                    g(&w.dropped),
+                ),
             ] {
                 family(&mut out, name, help, "counter", v);
             }

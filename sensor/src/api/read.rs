@@ -117,7 +117,9 @@ pub(super) async fn alerts(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let f = query(q)?.validate(&alert_kinds())?;
-    Ok(Json(read(&st, move |c| Ok(q::list(c, Table::Alerts, &f)?)).await?))
+    Ok(Json(
+        read(&st, move |c| Ok(q::list(c, Table::Alerts, &f)?)).await?,
+    ))
 }
 
 pub(super) async fn anomalies(
@@ -128,7 +130,9 @@ pub(super) async fn anomalies(
     if f.kind.is_some() {
         return Err(ApiError::BadRequest("anomalies have no kind filter".into()));
     }
-    Ok(Json(read(&st, move |c| Ok(q::list(c, Table::Anomalies, &f)?)).await?))
+    Ok(Json(
+        read(&st, move |c| Ok(q::list(c, Table::Anomalies, &f)?)).await?,
+    ))
 }
 
 pub(super) async fn flows(
@@ -141,7 +145,9 @@ pub(super) async fn flows(
             "flows have no kind or severity filter".into(),
         ));
     }
-    Ok(Json(read(&st, move |c| Ok(q::list(c, Table::Flows, &f)?)).await?))
+    Ok(Json(
+        read(&st, move |c| Ok(q::list(c, Table::Flows, &f)?)).await?,
+    ))
 }
 
 pub(super) async fn top_talkers(
@@ -157,7 +163,9 @@ pub(super) async fn suspicious_ips(
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let f = query(q)?.validate(&[])?;
-    Ok(Json(read(&st, move |c| Ok(q::suspicious_ips(c, &f)?)).await?))
+    Ok(Json(
+        read(&st, move |c| Ok(q::suspicious_ips(c, &f)?)).await?,
+    ))
 }
 
 pub(super) async fn stats(

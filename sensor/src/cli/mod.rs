@@ -336,7 +336,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// SIGINT/SIGTERM set `stop` (the agent finishes cleanly); a second one exits at once.
-pub(super) fn stop_on_signals(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+pub(super) fn stop_on_signals(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

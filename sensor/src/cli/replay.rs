@@ -35,18 +35,21 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     for p in &a.pcaps {
         pcap::open_file(p).map_err(ReplayError::from)?;
     }
-    let store = a
-        .db
-        .path()
-        .map(|p| Store::open(&p, a.config.store))
-        .transpose()?;
+    let store =
+        a.db.path()
+            .map(|p| Store::open(&p, a.config.store))
+            .transpose()?;
     let webhook = Webhook::start(&a.config.webhook);
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     if let Some(p) = &a.flows_jsonl {
-        sinks.push(Box::new(JsonlSink::create(p, Content::Flows).map_err(ReplayError::from)?));
+        sinks.push(Box::new(
+            JsonlSink::create(p, Content::Flows).map_err(ReplayError::from)?,
+        ));
     }
     if let Some(p) = &a.alerts_jsonl {
-        sinks.push(Box::new(JsonlSink::create(p, Content::Alerts).map_err(ReplayError::from)?));
+        sinks.push(Box::new(
+            JsonlSink::create(p, Content::Alerts).map_err(ReplayError::from)?,
+        ));
     }
     if let Some(st) = &store {
         let source = a

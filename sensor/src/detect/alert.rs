@@ -4,8 +4,8 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-pub use crate::record::{AlertKind, AlertRecord, DetectorKind, Severity};
 use crate::record::rfc3339_us;
+pub use crate::record::{AlertKind, AlertRecord, DetectorKind, Severity};
 
 /// One alert, as stored and as written (`first_seen`/`last_seen` in RFC 3339 on output).
 #[derive(Clone, Debug, PartialEq)]

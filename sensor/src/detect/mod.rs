@@ -7,13 +7,13 @@ pub mod rules;
 
 use sensor_common::{HostKey, HostStats};
 
-pub use self::{
-    alert::{Alert, AlertBook, AlertKind, AlertRecord, Severity},
-    rules::{RuleConfig, Rules},
-};
 use self::ml::{
     features::{N_FEATURES, SourceContext, features},
     model::Model,
+};
+pub use self::{
+    alert::{Alert, AlertBook, AlertKind, AlertRecord, Severity},
+    rules::{RuleConfig, Rules},
 };
 use crate::{
     flow::{Flow, FlowEvent},
@@ -129,18 +129,18 @@ impl Detector {
             self.anomalies_dropped += 1;
         } else {
             self.anomalies.push(AnomalyRow {
-            ts: f.last_seen_ns,
-            src_ip: f.src.to_string(),
-            dst_ip: f.dst.to_string(),
-            score: v.score,
-            severity: v.severity.as_str().to_owned(),
-            record: serde_json::json!({
-                "flow": crate::record::FlowRecord::from(f),
-                "top_features": top.clone(),
-                "score": v.score,
-                "severity": v.severity.as_str().to_owned(),
-                "threshold": model.threshold,
-            }),
+                ts: f.last_seen_ns,
+                src_ip: f.src.to_string(),
+                dst_ip: f.dst.to_string(),
+                score: v.score,
+                severity: v.severity.as_str().to_owned(),
+                record: serde_json::json!({
+                    "flow": crate::record::FlowRecord::from(f),
+                    "top_features": top.clone(),
+                    "score": v.score,
+                    "severity": v.severity.as_str().to_owned(),
+                    "threshold": model.threshold,
+                }),
             });
         }
         self.book.fire(alert::Firing {

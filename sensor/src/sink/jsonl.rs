@@ -20,7 +20,10 @@ pub enum Content {
 }
 
 enum Out {
-    Open { path: PathBuf, out: Box<dyn Write> },
+    Open {
+        path: PathBuf,
+        out: Box<dyn Write>,
+    },
     /// The reader went away: nothing more is written.
     Closed,
 }

@@ -255,7 +255,11 @@ impl Sources {
                             |_| {},
                             || flag.load(Ordering::Relaxed),
                         );
-                        tracing::info!(iface = name, packets = st.packets, "libpcap capture stopped");
+                        tracing::info!(
+                            iface = name,
+                            packets = st.packets,
+                            "libpcap capture stopped"
+                        );
                     })
                     .map_err(|e| SourceError::Capture {
                         iface: iface.to_owned(),
@@ -298,9 +302,8 @@ impl Sources {
         if self.xdp.remove(iface).is_some() {
             tracing::info!(iface, "XDP detached");
         }
-        if self.pcap.remove(iface).is_some() {
-            tracing::info!(iface, "libpcap capture stopped");
-        }
+        // Dropping a reader stops and joins its thread, which logs what it read.
+        self.pcap.remove(iface);
         self.publish();
         Ok(before)
     }

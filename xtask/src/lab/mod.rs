@@ -336,26 +336,47 @@ pub fn with_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
     })
 }
 
-/// A plain HTTP GET to `port` on 127.0.0.1 inside `ns`; the body, or `None` when the
-/// connection fails.
-pub fn http_get(ns: &str, port: u16, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
+/// One HTTP request to `port` on 127.0.0.1 inside `ns`: (status, body), or `None` when the
+/// connection fails. `token` is sent as a bearer token, `body` as JSON.
+pub fn http(
+    ns: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     with_ns(ns, || {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let (head, body) = out.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut resp = if method == "POST" {
+            let mut r = agent.post(&url).header("Content-Type", "application/json");
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(body.unwrap_or("{}")).ok()?
+        } else {
+            let mut r = agent.get(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call().ok()?
+        };
+        let code = resp.status().as_u16();
+        Some((code, resp.body_mut().read_to_string().ok()?))
     })
     .ok()
     .flatten()
+}
+
+/// GET `path` from the sensor's API in `ns`; the body when the answer is 200.
+pub fn http_get(ns: &str, port: u16, path: &str) -> Option<String> {
+    http(ns, port, "GET", path, None, None).and_then(|(c, b)| (c == 200).then_some(b))
 }
 
 /// Where the lab writes its logs and data (under the target directory).

@@ -29,16 +29,27 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// tcpdump on the gateway's WAN interface, stopped (and flushed) on `finish`.
-struct Capture {
+/// tcpdump in the gateway namespace, stopped (and flushed) on `finish`.
+pub struct Capture {
     child: Child,
     path: PathBuf,
 }
 
 impl Capture {
-    fn start(path: &Path, log: &Path) -> Result<Self> {
+    /// The gateway's WAN interface, both directions: every packet between the networks once.
+    pub fn start(path: &Path, log: &Path) -> Result<Self> {
+        Self::start_with(path, log, &["-i", GW_IFACES[0]])
+    }
+
+    /// What the sensor sees: packets arriving on any gateway interface (XDP is ingress-only),
+    /// without the loopback traffic of the sensor's own API.
+    pub fn ingress(path: &Path, log: &Path) -> Result<Self> {
+        Self::start_with(path, log, &["-i", "any", "-Q", "in", "not net 127.0.0.0/8"])
+    }
+
+    fn start_with(path: &Path, log: &Path, args: &[&str]) -> Result<Self> {
         let mut c = in_ns(GW, "tcpdump");
-        c.args(["-i", GW_IFACES[0], "-U", "-w"]).arg(path);
+        c.args(["-U", "-w"]).arg(path).args(args);
         let child = spawn_logged(c, log)?;
         // tcpdump needs a moment to open the interface; wait until it created the file.
         for _ in 0..100 {
@@ -54,7 +65,7 @@ impl Capture {
         bail!("tcpdump did not start (see {})", log.display())
     }
 
-    fn finish(mut self) -> Result<PathBuf> {
+    pub fn finish(mut self) -> Result<PathBuf> {
         // SAFETY: SIGINT to our own child; tcpdump flushes and exits on it.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let status = self.child.wait()?;

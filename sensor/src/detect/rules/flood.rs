@@ -8,8 +8,8 @@ use sensor_common::{HostKey, HostStats, proto};
 use serde_json::json;
 
 use super::{
-    spike::Spike,
     NS, OVERFLOW_MIN_PACKETS, RuleConfig, Rules, host_ip, packet_dst,
+    spike::Spike,
     window::{Distinct, SecWindow},
 };
 use crate::{
@@ -52,7 +52,6 @@ impl HostState {
         }
     }
 }
-
 
 impl Rules {
     /// SYN flood: SYNs to one port that do not turn into connections.
@@ -113,7 +112,6 @@ impl Rules {
                 }
             }
         }
-
     }
 
     /// Per-host rates: floods, DDoS, spikes.
@@ -275,5 +273,4 @@ impl Rules {
             });
         }
     }
-
 }

@@ -9,9 +9,9 @@
 mod flood;
 mod scan;
 mod spike;
-mod window;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::{
     collections::HashMap,
@@ -197,4 +197,3 @@ fn host_ip(k: &HostKey) -> IpAddr {
         _ => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED)),
     }
 }
-

@@ -50,7 +50,6 @@ impl Sweep {
 /// How long a TCP/UDP probe may go unanswered before it counts towards a sweep.
 const ANSWER_GRACE_NS: u64 = NS;
 
-
 impl Rules {
     fn probe(ev: &FlowEvent) -> Option<Probe> {
         if !ev.new_flow || !ev.from_src {
@@ -119,7 +118,6 @@ impl Rules {
                 }
             }
         }
-
     }
 
     /// Host sweep: distinct hosts probed the same way by one source.
@@ -149,12 +147,17 @@ impl Rules {
         {
             s.answer(ev.dst);
         }
-
     }
 
     /// Judges one source's sweep. ICMP echo and ARP requests count at once; TCP/UDP probes
     /// count once they went unanswered for `ANSWER_GRACE_NS` (or at the end of the data).
-    pub(super) fn eval_sweep(&mut self, key: (IpAddr, Probe), now: u64, end: bool, book: &mut AlertBook) {
+    pub(super) fn eval_sweep(
+        &mut self,
+        key: (IpAddr, Probe),
+        now: u64,
+        end: bool,
+        book: &mut AlertBook,
+    ) {
         let window = self.cfg.host_sweep_window_s * NS;
         let Some(sweep) = self.sweeps.get_mut(&key) else {
             return;
@@ -225,5 +228,4 @@ impl Rules {
             self.eval_sweep(key, now, false, book);
         }
     }
-
 }

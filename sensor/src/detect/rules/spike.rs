@@ -18,7 +18,6 @@ pub(super) struct Spike {
     pub(super) started: bool,
 }
 
-
 impl Rules {
     pub(super) fn spike(
         cfg: &RuleConfig,
@@ -50,7 +49,13 @@ impl Rules {
     }
 
     /// Judges a finished second of one host against its baseline, then folds it in.
-    pub(super) fn close_second(cfg: &RuleConfig, host: IpAddr, s: &mut Spike, now: u64, book: &mut AlertBook) {
+    pub(super) fn close_second(
+        cfg: &RuleConfig,
+        host: IpAddr,
+        s: &mut Spike,
+        now: u64,
+        book: &mut AlertBook,
+    ) {
         // A host already in an attack alert needs no second alert for the same packets.
         let explained = book.involves(
             &[
@@ -100,5 +105,4 @@ impl Rules {
         s.base_rx = a * s.rx as f64 + (1.0 - a) * s.base_rx;
         s.base_tx = a * s.tx as f64 + (1.0 - a) * s.base_tx;
     }
-
 }

@@ -222,9 +222,8 @@ fn packets_the_flow_map_refused_still_make_a_ddos() {
     let a = book.take_closed();
     assert!(
         !a.is_empty()
-            && a.iter().all(|a| a.kind == AlertKind::Ddos
-                && a.dst_ip == Some(B)
-                && a.src_ip.is_none()),
+            && a.iter()
+                .all(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B) && a.src_ip.is_none()),
         "{a:?}"
     );
 }

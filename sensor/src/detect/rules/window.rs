@@ -122,4 +122,3 @@ impl<T: std::hash::Hash + Eq + Copy> Distinct<T> {
         v
     }
 }
-

@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 pub mod read;
 mod schema;
 
-pub use self::schema::SCHEMA_VERSION;
 use self::schema::MIGRATIONS;
-pub use crate::record::{AnomalyRow, StatsRow};
+pub use self::schema::SCHEMA_VERSION;
 use crate::record::{AlertRecord, FlowRecord};
+pub use crate::record::{AnomalyRow, StatsRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -478,7 +478,12 @@ pub struct StoreSink<'a> {
 
 impl<'a> StoreSink<'a> {
     /// Starts a capture session (`kind` "replay" or "live", `source` what it reads).
-    pub fn new(store: &'a Store, kind: &str, source: &str, block: bool) -> Result<Self, StoreError> {
+    pub fn new(
+        store: &'a Store,
+        kind: &str,
+        source: &str,
+        block: bool,
+    ) -> Result<Self, StoreError> {
         store.start_session(kind, source)?;
         Ok(Self { store, block })
     }

@@ -98,7 +98,6 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
     Ok(json!({ "items": items, "next_cursor": next }))
 }
 
-
 fn range(f: &Filter, col: &str) -> (String, Vec<i64>) {
     let mut sql = String::new();
     let mut args = Vec::new();
@@ -113,10 +112,9 @@ fn range(f: &Filter, col: &str) -> (String, Vec<i64>) {
     (sql, args)
 }
 
-
 /// Sources by bytes sent.
 pub fn top_talkers(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
-    let (cond, args) = range(&f, "last_seen");
+    let (cond, args) = range(f, "last_seen");
     let sql = format!(
         "SELECT src_ip, sum(bytes), sum(packets), count(*) FROM flows WHERE 1=1{cond}
          GROUP BY src_ip ORDER BY sum(bytes) DESC LIMIT ?"
@@ -134,7 +132,7 @@ pub fn top_talkers(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
 
 /// Sources of attack alerts, worst first.
 pub fn suspicious_ips(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
-    let (cond, args) = range(&f, "last_seen");
+    let (cond, args) = range(f, "last_seen");
     // Sources of attack alerts, worst first.
     let sql = format!(
         "SELECT src_ip, count(*), group_concat(DISTINCT kind),
@@ -260,9 +258,8 @@ fn alert_series(c: &Connection, f: &Filter) -> rusqlite::Result<Vec<Value>> {
             "count": r.get::<_, i64>(2)?,
         }))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    rows.collect()
 }
-
 
 /// The newest model version recorded.
 pub fn latest_model(c: &Connection) -> rusqlite::Result<Option<Value>> {
@@ -306,8 +303,16 @@ fn with_id(rec: &str, id: i64) -> Value {
     v
 }
 
-/// Totals for `/metrics`: (packets, bytes, stored flows, alerts by kind).
-pub fn metric_totals(c: &Connection) -> rusqlite::Result<(i64, i64, i64, Vec<(String, i64)>)> {
+/// Stored totals for `/metrics`.
+pub struct MetricTotals {
+    pub packets: i64,
+    pub bytes: i64,
+    pub flows: i64,
+    /// Alerts by kind.
+    pub alerts: Vec<(String, i64)>,
+}
+
+pub fn metric_totals(c: &Connection) -> rusqlite::Result<MetricTotals> {
     let (packets, bytes): (i64, i64) = c.query_row(
         "SELECT coalesce(sum(packets),0), coalesce(sum(bytes),0) FROM statistics",
         [],
@@ -318,7 +323,12 @@ pub fn metric_totals(c: &Connection) -> rusqlite::Result<(i64, i64, i64, Vec<(St
     let kinds: Vec<(String, i64)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    Ok((packets, bytes, flows, kinds))
+    Ok(MetricTotals {
+        packets,
+        bytes,
+        flows,
+        alerts: kinds,
+    })
 }
 
 /// Feature rows of the stored flows that ended in `[since, until]`, oldest first, with the
@@ -374,4 +384,3 @@ pub fn training_rows(
     }
     Ok(out)
 }
-

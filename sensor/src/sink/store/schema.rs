@@ -88,4 +88,3 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE alerts ADD COLUMN alert_key TEXT;
     CREATE UNIQUE INDEX alerts_key ON alerts(alert_key);",
 ];
-

@@ -124,11 +124,13 @@ pub fn attach(
         match xdp.attach(iface, *xdp_mode) {
             Ok(id) => {
                 let link = xdp.take_link(id).map_err(fail)?;
-                let link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| {
-                    fail(aya::programs::ProgramError::IOError(std::io::Error::other(
-                        e.to_string(),
-                    )))
-                })?;
+                let link: FdLink =
+                    link.try_into()
+                        .map_err(|e: aya::programs::links::LinkError| {
+                            fail(aya::programs::ProgramError::IOError(std::io::Error::other(
+                                e.to_string(),
+                            )))
+                        })?;
                 if i > 0 {
                     tracing::warn!(
                         iface,

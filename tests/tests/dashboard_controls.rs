@@ -1,0 +1,244 @@
+//! The dashboard's capture controls in a real browser, the old tool's main workflow: open the
+//! page of an idle `sensor run`, pick an interface, Start capture, see it attached (on the page
+//! and in the kernel), Stop. Headless Chromium is driven over the W3C WebDriver protocol
+//! (chromedriver); a screenshot goes to target/dashboard-controls.png.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use sensor::source::{live::CaptureMode, xdp::KernelConfig};
+use sensor_tests::{
+    agent::{Agent, TOKEN, xdp_on},
+    load_or_skip,
+    netns::VethPair,
+    try_http,
+};
+use serde_json::{Value, json};
+
+/// The W3C name of an element reference in WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// chromedriver with one headless Chromium session; both end on drop.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    profile: PathBuf,
+}
+
+impl Browser {
+    fn start() -> Option<Self> {
+        let (Ok(_), Ok(_)) = (
+            std::fs::metadata("/usr/bin/chromedriver"),
+            std::fs::metadata("/usr/bin/chromium"),
+        ) else {
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let base = format!("http://{addr}");
+        let up = Instant::now();
+        while try_http(addr, "GET", "/status", None, None).is_err() {
+            assert!(
+                up.elapsed() < Duration::from_secs(20),
+                "chromedriver did not answer on {base}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = std::env::temp_dir().join(format!("sensor-webdriver-{}", std::process::id()));
+        let _ignored = std::fs::remove_dir_all(&profile);
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--window-size=1400,1600",
+                         format!("--user-data-dir={}", profile.display())],
+            }
+        }}});
+        let mut b = Self {
+            driver,
+            base,
+            session: String::new(),
+            profile,
+        };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_owned();
+        Some(b)
+    }
+
+    /// One WebDriver command; its `value`.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let url = format!("{}{path}", self.base);
+        let mut resp = match method {
+            "GET" => agent.get(&url).call(),
+            "DELETE" => agent.delete(&url).call(),
+            _ => agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body.unwrap_or_else(|| json!({})).to_string()),
+        }
+        .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let text = resp.body_mut().read_to_string().expect("WebDriver body");
+        let v: Value = serde_json::from_str(&text).expect("WebDriver JSON");
+        assert!(
+            resp.status().is_success(),
+            "WebDriver {method} {path}: {text}"
+        );
+        v["value"].clone()
+    }
+
+    fn cmd(&self, method: &str, what: &str, body: Option<Value>) -> Value {
+        self.call(method, &format!("/session/{}/{what}", self.session), body)
+    }
+
+    fn script(&self, js: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "execute/sync",
+            Some(json!({"script": js, "args": args})),
+        )
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.cmd("POST", &format!("element/{id}/click"), None);
+    }
+
+    fn text(&self, css: &str) -> String {
+        let id = self.element(css);
+        self.cmd("GET", &format!("element/{id}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Waits (at most 20 s) until `ok` holds, re-reading through the browser.
+    fn wait_for(&self, what: &str, mut ok: impl FnMut(&Self) -> bool) {
+        let start = Instant::now();
+        while !ok(self) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}; page says: capture {:?}, message {:?}",
+                self.text("#st-capture"),
+                self.text("#ctl-msg")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ignored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.call("DELETE", &format!("/session/{}", self.session), None)
+            }));
+        }
+        let _ignored = self.driver.kill();
+        let _ignored = self.driver.wait();
+        let _ignored = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+#[test]
+fn dashboard_starts_and_stops_a_capture() {
+    if load_or_skip("dashboard capture controls", KernelConfig::default()).is_none() {
+        return;
+    }
+    let lab = VethPair::create();
+    let agent = Agent::start("dash-controls", Vec::new(), CaptureMode::Auto);
+    let Some(browser) = Browser::start() else {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "chromium or chromedriver is missing (cargo xtask setup installs them)"
+        );
+        sensor_tests::skip("dashboard capture controls", "no chromium/chromedriver");
+        return;
+    };
+    let url = format!("http://{}/", agent.addr);
+    browser.cmd("POST", "url", Some(json!({ "url": url })));
+    // The token an operator types at the prompt, stored the way the page stores it.
+    browser.script(
+        "sessionStorage.setItem('sensor-token', arguments[0]); return true;",
+        json!([TOKEN]),
+    );
+    browser.cmd("POST", "refresh", None);
+    browser.wait_for("the idle status", |b| b.text("#st-capture") == "idle");
+
+    let option = format!("#ctl-iface option[value='{}']", lab.local);
+    browser.wait_for("the interface list", |b| {
+        b.script(
+            "return document.querySelector(arguments[0]) !== null;",
+            json!([option]),
+        ) == json!(true)
+    });
+    browser.click(&option);
+    browser.click("#ctl-mode option[value='skb']");
+    browser.click("#ctl-start");
+    browser.wait_for("the attached status", |b| {
+        b.text("#st-capture").contains(lab.local)
+    });
+    assert!(
+        xdp_on(lab.local),
+        "the page says attached, the kernel does not"
+    );
+    assert!(
+        browser.text("#st-capture").contains("skb"),
+        "{}",
+        browser.text("#st-capture")
+    );
+    browser.wait_for("the interface marked as watched", |b| {
+        b.text(&option).contains("watching")
+    });
+    let shot = browser.cmd("GET", "screenshot", None);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().unwrap_or_default())
+        .expect("screenshot is base64");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-controls.png");
+    std::fs::write(&path, &png).expect("write screenshot");
+
+    browser.click("#ctl-stop");
+    browser.wait_for("the idle status after stop", |b| {
+        b.text("#st-capture") == "idle"
+    });
+    assert!(!xdp_on(lab.local), "XDP still attached after Stop");
+    drop(browser);
+    drop(agent);
+}
