@@ -435,9 +435,10 @@ pub fn e2e(sensor: &Path, benign: Duration) -> Result<Cases> {
     ));
 
     // One pipeline, one result: the recorded traffic through `sensor replay` (same config,
-    // same model) gives the rule alerts the live sensor gave, kind by kind. Model alerts are
+    // same model) gives the attack alerts the live sensor gave, kind by kind. Model alerts are
     // compared by presence only: replay scores the benign start too, which live did before the
-    // model was trained.
+    // model was trained. Traffic spikes (not attack verdicts) are shown, not compared: a spike
+    // at a second's edge can fall either side of it when the kernel's counts arrive per poll.
     let recorded = capture.finish()?;
     cases.push(replay_matches_live(
         sensor,
@@ -496,14 +497,14 @@ fn replay_matches_live(
         .collect();
     let rules = |v: &std::collections::BTreeMap<String, u64>| {
         v.iter()
-            .filter(|(k, _)| *k != "ml_anomaly")
+            .filter(|(k, _)| *k != "ml_anomaly" && *k != "traffic_spike")
             .map(|(k, n)| (k.clone(), *n))
             .collect::<std::collections::BTreeMap<_, _>>()
     };
     let (live, replay) = (by_kind(live_alerts.iter()), by_kind(replayed.iter()));
     let ml_both = live.contains_key("ml_anomaly") == replay.contains_key("ml_anomaly");
     Ok((
-        "replay of the recorded traffic gives the live alert kinds and counts".into(),
+        "replay of the recorded traffic gives the live attack alert kinds and counts".into(),
         rules(&live) == rules(&replay) && ml_both,
         format!("live {live:?}, replay {replay:?}"),
     ))
