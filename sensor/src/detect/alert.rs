@@ -146,6 +146,11 @@ impl AlertBook {
         }
     }
 
+    /// Whether an alert of `kind` between exactly these endpoints is open.
+    pub fn is_open(&self, kind: AlertKind, src: Option<IpAddr>, dst: Option<IpAddr>) -> bool {
+        self.open.contains_key(&(kind, src, dst))
+    }
+
     /// Whether an alert of one of `kinds` is open with `ip` as source or destination.
     pub fn involves(&self, kinds: &[AlertKind], ip: IpAddr) -> bool {
         self.open

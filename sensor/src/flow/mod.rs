@@ -283,6 +283,8 @@ pub struct FlowEvent {
     pub ts_ns: u64,
     pub src: IpAddr,
     pub dst: IpAddr,
+    /// The initiator's port (0 for ICMP, ARP and non-first fragments).
+    pub src_port: u16,
     pub dst_port: u16,
     pub proto: u8,
     pub family: u8,
@@ -469,10 +471,13 @@ impl FlowTable {
         let new_flow = flow.packets() == 0;
         apply(flow, d, from_fwd, per_packet);
         // The initiator's ACK (or data) after the responder's SYN-ACK completes a handshake.
+        // Where only the initiator's side is seen (asymmetric routing, one interface watched),
+        // its ACK after its own SYN is the proof: a client proceeds only once answered.
+        let answered = flow.syn_ack > 0 || (flow.rev.packets == 0 && flow.fwd_sent_syn);
         let completed = from_fwd
             && flow.proto == proto::TCP
             && !flow.handshake_done
-            && flow.syn_ack > 0
+            && answered
             && (d.ack_only > 0 || d.psh > 0 || (d.packets > d.syn + d.syn_ack + d.rst + d.fin));
         if completed {
             flow.handshake_done = true;
@@ -482,6 +487,7 @@ impl FlowTable {
                 ts_ns: d.last_ns,
                 src: flow.src,
                 dst: flow.dst,
+                src_port: flow.src_port,
                 dst_port: flow.dst_port,
                 proto: flow.proto,
                 family: flow.family,
@@ -740,6 +746,30 @@ mod tests {
     fn drain(mut t: FlowTable, mut out: Vec<Flow>) -> Vec<Flow> {
         t.flush(&mut |f| out.push(f));
         out
+    }
+
+    /// Completion events: with both sides in view the SYN-ACK is needed; with only the
+    /// client's side in view (asymmetric routing, one interface watched), its ACK after its SYN
+    /// is the proof that it was answered.
+    #[test]
+    fn handshakes_complete_on_the_answer_or_on_the_clients_ack_when_alone() {
+        let completed = |packets: &[(u64, Parsed)]| {
+            let mut t = FlowTable::new(FlowConfig::default());
+            t.record_events(true);
+            for (ts, p) in packets {
+                t.packet(p, 60, *ts, &mut |_| {});
+            }
+            t.take_events().filter(|e| e.completed).count()
+        };
+        let syn = pkt(1, 2, 40000, 443, proto::TCP, tcp::SYN);
+        let ack = pkt(1, 2, 40000, 443, proto::TCP, tcp::ACK);
+        let syn_ack = pkt(2, 1, 443, 40000, proto::TCP, tcp::SYN | tcp::ACK);
+        let rst = pkt(2, 1, 443, 40000, proto::TCP, tcp::RST | tcp::ACK);
+        assert_eq!(completed(&[(S, syn), (S + 1, syn_ack), (S + 2, ack)]), 1);
+        assert_eq!(completed(&[(S, syn), (S + 2, ack)]), 1, "client side only");
+        assert_eq!(completed(&[(S, syn), (S + 1, rst), (S + 2, ack)]), 0, "refused");
+        assert_eq!(completed(&[(S, syn), (S + 1, syn)]), 0, "a retransmission");
+        assert_eq!(completed(&[(S, ack)]), 0, "an ACK probe");
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! Floods and DDoS: a rate into one victim that gets almost nothing back (SYN attempts that
 //! never complete, UDP that is not answered, ICMP requests), from one source or many, and the
 //! kernel's overflow counters when a flood fills the flow map.
+//!
+//! Reflection: replies nobody asked for. A flow the remote side started, from a service's port
+//! to a client-side port (`scan::reply_shaped`), or carrying no ports at all (the non-first
+//! fragments of large replies), or opening with a SYN-ACK, is an unsolicited reply; many
+//! sources sending them from one port to one host is a reflected flood of that service. The
+//! DDoS verdict needs the victim not to answer (RSTs and ICMP errors are not answers): a host
+//! trading answered traffic with hundreds of peers is busy, not attacked.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -8,7 +15,7 @@ use sensor_common::{HostKey, HostStats, proto};
 use serde_json::json;
 
 use super::{
-    NS, OVERFLOW_MIN_PACKETS, RuleConfig, Rules, host_ip, packet_dst,
+    NS, OVERFLOW_MIN_PACKETS, RuleConfig, Rules, host_ip, packet_dst, scan,
     spike::Spike,
     window::{Distinct, SecWindow},
 };
@@ -34,6 +41,115 @@ pub(super) struct HostState {
     pub(super) overflow: SecWindow,
     pub(super) spike: Spike,
     pub(super) last_ns: u64,
+    /// Packets the host sent that answer something (RSTs and ICMP errors excluded).
+    pub(super) tx_answers: SecWindow,
+    /// Unsolicited replies received (see the module notes).
+    pub(super) unsolicited: SecWindow,
+    /// Of those, SYN-ACKs.
+    pub(super) unsolicited_syn_ack: SecWindow,
+    /// Sources of unsolicited replies.
+    pub(super) reflectors: Distinct<IpAddr>,
+    /// The service ports unsolicited replies came from, with packet counts.
+    pub(super) reflected_ports: PortTally,
+    /// The long window, once unsolicited replies arrive (low-and-slow reflection).
+    pub(super) slow: Option<Box<SlowReflection>>,
+}
+
+/// The few most frequent ports of a stream (space-saving: a new port replaces the smallest).
+#[derive(Default)]
+pub(super) struct PortTally {
+    slots: [(u16, u64); 4],
+}
+
+impl PortTally {
+    fn add(&mut self, port: u16, n: u64) {
+        if let Some(s) = self.slots.iter_mut().find(|s| s.0 == port && s.1 > 0) {
+            s.1 += n;
+            return;
+        }
+        if let Some(min) = self.slots.iter_mut().min_by_key(|s| s.1) {
+            *min = (port, min.1 + n);
+        }
+    }
+
+    /// The top port and its share of all counted.
+    fn top(&self) -> Option<(u16, f64)> {
+        let total: u64 = self.slots.iter().map(|s| s.1).sum();
+        let best = self.slots.iter().max_by_key(|s| s.1)?;
+        (best.1 > 0).then(|| (best.0, best.1 as f64 / total as f64))
+    }
+}
+
+/// Unsolicited replies over the long window, in one-minute buckets.
+pub(super) struct SlowReflection {
+    packets: SecWindow,
+    /// UDP the host sent in the same minutes (a victim asked nothing).
+    tx_udp: SecWindow,
+    sources: Distinct<IpAddr>,
+}
+
+/// A service's name, for evidence only (detection never looks at it).
+fn service_name(port: u16) -> Option<&'static str> {
+    Some(match port {
+        17 => "qotd",
+        19 => "chargen",
+        53 => "dns",
+        69 => "tftp",
+        80 => "http",
+        111 => "portmap",
+        123 => "ntp",
+        137 => "netbios",
+        161 => "snmp",
+        389 => "cldap",
+        443 => "https",
+        520 => "rip",
+        1900 => "ssdp",
+        3702 => "ws-discovery",
+        5353 => "mdns",
+        11211 => "memcached",
+        _ => return None,
+    })
+}
+
+/// ICMP types that report an error (unreachable, time exceeded, parameter problem, ...): a
+/// host sending these is refusing traffic, not answering it.
+fn icmp_error(proto_: u8, key_dst_port: u16) -> bool {
+    let t = key_dst_port >> 8;
+    match proto_ {
+        proto::ICMP => matches!(t, 3 | 4 | 5 | 11 | 12),
+        proto::ICMPV6 => matches!(t, 1..=4),
+        _ => false,
+    }
+}
+
+/// Whether `ev`, received by `host` (`ev` from the other side), is an unsolicited reply, and
+/// from which service port (0: unknown, as in a fragment).
+fn unsolicited(ev: &FlowEvent) -> Option<u16> {
+    match ev.proto {
+        // The remote started the flow (it is the flow's source).
+        proto::UDP if ev.from_src && scan::reply_shaped(ev.src_port, ev.dst_port) => {
+            Some(ev.src_port)
+        }
+        proto::UDP if ev.from_src && ev.src_port == 0 && ev.dst_port == 0 => Some(0),
+        // A flow that opened with a SYN-ACK: the table made the receiver its initiator.
+        proto::TCP if !ev.from_src && ev.new_flow && ev.syn_ack > 0 && ev.syn == 0 => {
+            Some(ev.dst_port)
+        }
+        _ => None,
+    }
+}
+
+impl HostState {
+    /// The port many reflectors flood this host from, once at least `min_sources` did.
+    pub(super) fn reflection_port(&self, min_sources: usize) -> Option<u16> {
+        if self.reflectors.seen.len() < min_sources {
+            return None;
+        }
+        self.reflected_ports
+            .top()
+            .filter(|(p, share)| *p != 0 && *share >= 0.5)
+            .map(|(p, _)| p)
+    }
 }
 
 impl HostState {
@@ -49,6 +165,12 @@ impl HostState {
             overflow: SecWindow::new(dw),
             spike: Spike::default(),
             last_ns: now,
+            tx_answers: SecWindow::new(dw),
+            unsolicited: SecWindow::new(dw),
+            unsolicited_syn_ack: SecWindow::new(dw),
+            reflectors: Distinct::default(),
+            reflected_ports: PortTally::default(),
+            slow: None,
         }
     }
 }
@@ -143,6 +265,31 @@ impl Rules {
                 if h.rx_all.sum >= self.cfg.ddos_pps {
                     h.sources.add(pkt_src, now, 100_000);
                 }
+                if let Some(port) = unsolicited(ev) {
+                    h.unsolicited.add(sec, n);
+                    if ev.proto == proto::TCP {
+                        h.unsolicited_syn_ack.add(sec, n);
+                    }
+                    if port != 0 {
+                        h.reflected_ports.add(port, n);
+                    }
+                    h.reflectors.add(pkt_src, now, 4096);
+                    if ev.proto == proto::UDP {
+                        Self::slow_reflection(&self.cfg, host, pkt_src, h, ev, now, book);
+                    }
+                }
+            } else {
+                let errors = match ev.proto {
+                    proto::TCP => ev.rst.min(n),
+                    p if icmp_error(p, ev.key_dst_port) => n,
+                    _ => 0,
+                };
+                h.tx_answers.add(sec, n - errors);
+                if ev.proto == proto::UDP
+                    && let Some(slow) = &mut h.slow
+                {
+                    slow.tx_udp.add(sec / 60, n);
+                }
             }
             Self::spike(
                 &self.cfg,
@@ -184,6 +331,17 @@ impl Rules {
                 || (replies as f64) < cfg.flood_max_reply_ratio * inbound as f64;
             if inbound >= flood_min && one_sided {
                 let rate = rx.rate();
+                let mut evidence = json!({
+                    "vector": vector,
+                    "packets": inbound,
+                    "replies": replies,
+                    "sources": sources,
+                    "rate_pps": rate.round(),
+                    "window_s": cfg.flood_window_s,
+                });
+                if kind == AlertKind::UdpFlood {
+                    reflection_evidence(&mut evidence, h.unsolicited.sum_at(sec), inbound, &h.reflected_ports, h.reflectors.seen.len(), "udp_reflection");
+                }
                 book.fire(Firing {
                     kind: if many { AlertKind::Ddos } else { kind },
                     detector: DetectorKind::Rule,
@@ -193,21 +351,34 @@ impl Rules {
                     severity: Severity::from_ratio(rate / cfg.flood_pps as f64),
                     rate,
                     score: None,
-                    evidence: json!({
-                        "vector": vector,
-                        "packets": inbound,
-                        "replies": replies,
-                        "sources": sources,
-                        "rate_pps": rate.round(),
-                        "window_s": cfg.flood_window_s,
-                    }),
+                    evidence,
                 });
             }
         }
-        // DDoS of any protocol: a high rate from many sources (or one that fills the flow map).
-        let total = h.rx_all.sum_at(sec) + h.overflow.sum_at(sec);
+        // DDoS of any protocol: a high rate from many sources that the victim does not answer
+        // (or one that fills the flow map). Answers are what a busy server is made of.
+        let received = h.rx_all.sum_at(sec);
+        let total = received + h.overflow.sum_at(sec);
         let rate = total as f64 / h.rx_all.span().max(h.overflow.span()) as f64;
-        if rate >= cfg.ddos_pps as f64 && (many || h.overflow.sum > 0) {
+        let answers = h.tx_answers.sum_at(sec);
+        let unanswered = (answers as f64) < cfg.ddos_max_answer_ratio * received as f64;
+        if rate >= cfg.ddos_pps as f64 && ((many && unanswered) || h.overflow.sum > 0) {
+            let syn_acks = h.unsolicited_syn_ack.sum_at(sec);
+            let mut evidence = json!({
+                "vector": "any",
+                "packets": total,
+                "answers": answers,
+                "sources": sources,
+                "overflow_packets": h.overflow.sum,
+                "rate_pps": rate.round(),
+                "window_s": cfg.ddos_window_s,
+            });
+            let vector = if 2 * syn_acks >= received {
+                "tcp_syn_ack_reflection"
+            } else {
+                "udp_reflection"
+            };
+            reflection_evidence(&mut evidence, h.unsolicited.sum_at(sec), received, &h.reflected_ports, h.reflectors.seen.len(), vector);
             book.fire(Firing {
                 kind: AlertKind::Ddos,
                 detector: DetectorKind::Rule,
@@ -217,16 +388,69 @@ impl Rules {
                 severity: Severity::from_ratio(rate / cfg.ddos_pps as f64),
                 rate,
                 score: None,
-                evidence: json!({
-                    "vector": "any",
-                    "packets": total,
-                    "sources": sources,
-                    "overflow_packets": h.overflow.sum,
-                    "rate_pps": rate.round(),
-                    "window_s": cfg.ddos_window_s,
-                }),
+                evidence,
             });
         }
+    }
+
+    /// Low-and-slow reflection: unsolicited replies from many sources over the long window,
+    /// at rates far below the flood thresholds, to a host that sent (almost) no UDP back.
+    #[allow(clippy::too_many_arguments, reason = "the caller's parts, borrowed apart")]
+    fn slow_reflection(
+        cfg: &RuleConfig,
+        host: IpAddr,
+        src: IpAddr,
+        h: &mut HostState,
+        ev: &FlowEvent,
+        now: u64,
+        book: &mut AlertBook,
+    ) {
+        let buckets = cfg.slow_window_s.div_ceil(60).max(1);
+        let slow = h.slow.get_or_insert_with(|| {
+            Box::new(SlowReflection {
+                packets: SecWindow::new(buckets),
+                tx_udp: SecWindow::new(buckets),
+                sources: Distinct::default(),
+            })
+        });
+        let minute = now / NS / 60;
+        slow.packets.add(minute, ev.packets);
+        slow.sources.add(src, now, 1024);
+        let packets = slow.packets.sum_at(minute);
+        if packets < cfg.slow_reflection_packets {
+            return;
+        }
+        let sources = slow.sources.count(
+            now,
+            cfg.slow_window_s * NS,
+            cfg.slow_reflection_sources,
+        );
+        let replies = slow.tx_udp.sum_at(minute);
+        if sources < cfg.slow_reflection_sources
+            || (replies as f64) >= cfg.flood_max_reply_ratio * packets as f64
+        {
+            return;
+        }
+        let mut evidence = json!({
+            "vector": "udp_reflection",
+            "packets": packets,
+            "replies": replies,
+            "sources": sources,
+            "window_s": cfg.slow_window_s,
+            "slow": true,
+        });
+        reflection_evidence(&mut evidence, packets, packets, &h.reflected_ports, sources, "udp_reflection");
+        book.fire(Firing {
+            kind: AlertKind::Ddos,
+            detector: DetectorKind::Rule,
+            src_ip: None,
+            dst_ip: Some(host),
+            ts_ns: now,
+            severity: Severity::Low,
+            rate: packets as f64 / (cfg.slow_window_s.max(1) as f64),
+            score: None,
+            evidence,
+        });
     }
 
     /// Packets the kernel's flow map could not take, counted per destination: they still make
@@ -272,5 +496,36 @@ impl Rules {
                 evidence: json!({ "vector": "tcp_syn", "overflow_syns": s.syn, "sources": "unknown (flow map full)" }),
             });
         }
+    }
+}
+
+/// Adds what is known of a reflection to a flood's evidence: the reflected service (the port
+/// most unsolicited replies came from) when unsolicited replies are most of what arrived.
+fn reflection_evidence(
+    evidence: &mut serde_json::Value,
+    unsolicited: u64,
+    received: u64,
+    ports: &PortTally,
+    reflectors: usize,
+    vector: &str,
+) {
+    if received == 0 || 2 * unsolicited < received {
+        return;
+    }
+    let serde_json::Value::Object(m) = evidence else {
+        return;
+    };
+    m.insert("vector".into(), json!(vector));
+    m.insert("unsolicited_packets".into(), json!(unsolicited));
+    m.insert("reflectors".into(), json!(reflectors));
+    if let Some((port, share)) = ports.top() {
+        m.insert(
+            "reflected_service".into(),
+            json!({
+                "port": port,
+                "name": service_name(port),
+                "share": (share * 100.0).round() / 100.0,
+            }),
+        );
     }
 }

@@ -8,6 +8,7 @@
 
 mod flood;
 mod scan;
+mod slow;
 mod spike;
 #[cfg(test)]
 mod tests;
@@ -50,10 +51,24 @@ pub struct RuleConfig {
     pub flood_window_s: u64,
     /// ...while it answers fewer than this share of them.
     pub flood_max_reply_ratio: f64,
-    /// Packets per second into one host, from at least `ddos_sources` sources, for a DDoS.
+    /// Packets per second into one host, from at least `ddos_sources` sources, for a DDoS...
     pub ddos_pps: u64,
     pub ddos_sources: usize,
     pub ddos_window_s: u64,
+    /// ...while the host answers fewer than this share of them (RSTs and ICMP errors are not
+    /// answers).
+    pub ddos_max_answer_ratio: f64,
+    /// Slow scans and sweeps: unanswered probes of distinct ports of one host, or of distinct
+    /// hosts, from one source within the long window...
+    pub slow_scan_ports: usize,
+    pub slow_sweep_hosts: usize,
+    /// ...of this many seconds (also the window of low-and-slow reflection).
+    pub slow_window_s: u64,
+    /// Low-and-slow reflection: unsolicited replies to one host from at least this many
+    /// sources...
+    pub slow_reflection_sources: usize,
+    /// ...and this many packets within the long window, with (almost) no UDP sent back.
+    pub slow_reflection_packets: u64,
     /// Packets per second to or from a host for a spike...
     pub spike_pps: u64,
     /// ...and this many times its recent baseline (an exponential average of its past seconds).
@@ -81,6 +96,12 @@ impl Default for RuleConfig {
             ddos_pps: 1000,
             ddos_sources: 20,
             ddos_window_s: 10,
+            ddos_max_answer_ratio: 0.2,
+            slow_scan_ports: 100,
+            slow_sweep_hosts: 100,
+            slow_window_s: 900,
+            slow_reflection_sources: 10,
+            slow_reflection_packets: 300,
             spike_pps: 1000,
             spike_factor: 3.0,
             spike_baseline_alpha: 0.3,
@@ -102,6 +123,7 @@ pub struct Rules {
     sweeps: HashMap<(IpAddr, Probe), Sweep>,
     syn: HashMap<(IpAddr, u16), SynState>,
     hosts: HashMap<IpAddr, HostState>,
+    slow: slow::Slow,
     next_prune_ns: u64,
     /// New keys refused because a tracker held `max_tracked`.
     pub untracked: u64,
@@ -123,6 +145,7 @@ impl Rules {
             sweeps: HashMap::new(),
             syn: HashMap::new(),
             hosts: HashMap::new(),
+            slow: slow::Slow::default(),
             next_prune_ns: 0,
             untracked: 0,
         }
@@ -155,6 +178,7 @@ impl Rules {
         for key in keys {
             self.eval_sweep(key, now, true, book);
         }
+        self.slow_judge(now, true, book);
         let cfg = self.cfg.clone();
         for (host, h) in &mut self.hosts {
             if h.spike.started {
@@ -187,6 +211,7 @@ impl Rules {
             .retain(|_, s| now / NS <= s.syns.last_sec + 2 * self.cfg.syn_flood_window_s);
         self.hosts
             .retain(|_, h| now.saturating_sub(h.last_ns) < long);
+        self.slow_prune(now);
     }
 }
 

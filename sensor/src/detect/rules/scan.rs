@@ -21,7 +21,7 @@ pub(super) enum Probe {
 }
 
 impl Probe {
-    fn label(self) -> String {
+    pub(super) fn label(self) -> String {
         match self {
             Self::IcmpEcho => "icmp_echo".into(),
             Self::Arp => "arp".into(),
@@ -48,10 +48,37 @@ impl Sweep {
 }
 
 /// How long a TCP/UDP probe may go unanswered before it counts towards a sweep.
-const ANSWER_GRACE_NS: u64 = NS;
+pub(super) const ANSWER_GRACE_NS: u64 = NS;
+
+/// Reflectors sending unsolicited replies from one port to a host before that port's traffic
+/// to it stops counting as probes (whatever its ports look like).
+const REFLECTORS_MIN: usize = 3;
+
+/// The shape of a reply, never of a probe: sent from a service's port (well-known or
+/// registered, below the dynamic range) to a higher, client-side port. Reflected floods arrive
+/// like this, one reflector hitting many of the victim's ports from one service port; counted
+/// as probes they would make every reflector a "port scanner".
+pub(super) fn reply_shaped(src_port: u16, dst_port: u16) -> bool {
+    src_port != 0 && src_port < 49_152 && src_port < dst_port && dst_port >= 1024
+}
+
+/// A TCP packet that probes: a SYN, or a lone packet without payload (FIN, NULL, Xmas and ACK
+/// scans send one, twice at most with a retransmission), never a SYN-ACK (always a reply).
+/// Data-bearing packets are a connection we joined mid-way.
+pub(super) fn tcp_probe(ev: &FlowEvent) -> bool {
+    ev.syn_ack == 0 && (ev.syn > 0 || (ev.packets <= 2 && ev.bytes <= ev.packets * PROBE_MAX_FRAME))
+}
+
+/// Largest frame of a header-only TCP probe: Ethernet, two VLAN tags, IPv6, TCP with options.
+const PROBE_MAX_FRAME: u64 = 14 + 8 + 40 + 60;
+
+/// A UDP packet that probes: addressed to a service rather than shaped as a reply.
+pub(super) fn udp_probe(ev: &FlowEvent) -> bool {
+    !reply_shaped(ev.src_port, ev.dst_port)
+}
 
 impl Rules {
-    fn probe(ev: &FlowEvent) -> Option<Probe> {
+    pub(super) fn probe(ev: &FlowEvent) -> Option<Probe> {
         if !ev.new_flow || !ev.from_src {
             return None;
         }
@@ -61,9 +88,9 @@ impl Rules {
         match ev.proto {
             proto::ICMP if ev.key_dst_port >> 8 == 8 => Some(Probe::IcmpEcho),
             proto::ICMPV6 if ev.key_dst_port >> 8 == 128 => Some(Probe::IcmpEcho),
-            // A SYN, or a bare ACK (an "ACK ping"): not the middle of a connection we joined.
-            proto::TCP if ev.syn > 0 || ev.packets == 1 => Some(Probe::Tcp(ev.dst_port)),
-            proto::UDP => Some(Probe::Udp(ev.dst_port)),
+            // A SYN, or a lone header-only packet (an "ACK ping"): not a connection we joined.
+            proto::TCP if tcp_probe(ev) => Some(Probe::Tcp(ev.dst_port)),
+            proto::UDP if udp_probe(ev) => Some(Probe::Udp(ev.dst_port)),
             _ => None,
         }
     }
@@ -74,9 +101,10 @@ impl Rules {
         let probing_ports = ev.new_flow
             && ev.from_src
             && ev.family != family::ARP
-            && ((ev.proto == proto::TCP && (ev.syn > 0 || ev.packets == 1))
-                || ev.proto == proto::UDP);
+            && ((ev.proto == proto::TCP && tcp_probe(ev))
+                || (ev.proto == proto::UDP && udp_probe(ev) && !self.reflected(ev)));
         if probing_ports {
+            self.slow_probe_port(ev, now);
             let tracked = self.scans.len() < cap;
             // Only a port not probed before continues a scan; repeats to a known port do not.
             let fresh = self
@@ -124,6 +152,7 @@ impl Rules {
     pub(super) fn host_sweep(&mut self, ev: &FlowEvent, now: u64, book: &mut AlertBook) {
         let cap = self.cfg.max_tracked;
         if let Some(probe) = Self::probe(ev) {
+            self.slow_probe_host(ev, probe, now);
             let key = (ev.src, probe);
             if !self.sweeps.contains_key(&key) && self.sweeps.len() >= cap {
                 self.untracked += 1;
@@ -147,6 +176,16 @@ impl Rules {
         {
             s.answer(ev.dst);
         }
+        self.slow_answer(ev);
+    }
+
+    /// Whether `ev` comes from the port this host is being flooded from by many reflectors:
+    /// part of a reflection, not a probe, whatever its ports look like.
+    fn reflected(&self, ev: &FlowEvent) -> bool {
+        self.hosts
+            .get(&ev.dst)
+            .and_then(|h| h.reflection_port(REFLECTORS_MIN))
+            .is_some_and(|p| p == ev.src_port)
     }
 
     /// Judges one source's sweep. ICMP echo and ARP requests count at once; TCP/UDP probes
@@ -227,5 +266,6 @@ impl Rules {
         for key in pending {
             self.eval_sweep(key, now, false, book);
         }
+        self.slow_tick(now, book);
     }
 }

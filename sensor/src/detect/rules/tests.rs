@@ -3,7 +3,7 @@
 use super::*;
 use sensor_common::{HostStats, proto};
 
-use crate::detect::alert::{Alert, AlertKind};
+use crate::detect::alert::{Alert, AlertKind, Severity};
 
 const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
@@ -13,6 +13,7 @@ fn ev(ts_ms: u64, src: IpAddr, dst: IpAddr, port: u16, proto_: u8) -> FlowEvent 
         ts_ns: ts_ms * 1_000_000,
         src,
         dst,
+        src_port: 40000,
         dst_port: port,
         proto: proto_,
         family: family::IPV4,
@@ -263,4 +264,239 @@ fn backscatter_to_spoofed_addresses_does_not_grow_host_state() {
     };
     r.on_overflow(NS, &victim, &s, &mut book);
     assert_eq!(r.hosts.len(), 1);
+}
+
+fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+/// An unsolicited UDP reply: from `src`'s service `port` to a high port of the victim, in a
+/// flow the reflector started.
+fn reply(ts_ms: u64, src: IpAddr, port: u16, victim_port: u16) -> FlowEvent {
+    FlowEvent {
+        src_port: port,
+        bytes: 1200,
+        ..ev(ts_ms, src, B, victim_port, proto::UDP)
+    }
+}
+
+#[test]
+fn reflected_floods_are_ddos_with_the_service_and_never_port_scans() {
+    // 50 DNS reflectors, 40 replies each within 2 s, to random high ports of B.
+    let mut events = Vec::new();
+    for i in 0..2000u64 {
+        let src = ip(192, 0, 2, (i % 50) as u8 + 1);
+        events.push(reply(i, src, 53, 1024 + (i * 7919 % 60_000) as u16));
+    }
+    let alerts = run(&events);
+    assert!(
+        !kinds(&alerts).contains(&AlertKind::PortScan),
+        "a reflector is not a scanner: {alerts:?}"
+    );
+    let d = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
+        .unwrap_or_else(|| panic!("no ddos on the victim: {alerts:?}"));
+    assert_eq!(d.evidence["vector"], "udp_reflection", "{}", d.evidence);
+    assert_eq!(d.evidence["reflected_service"]["port"], 53, "{}", d.evidence);
+    assert_eq!(d.evidence["reflected_service"]["name"], "dns");
+    // A high-port service (memcached) from a handful of reflectors: still no port scan, even
+    // for the replies that happen to reach ports below the service's.
+    let events: Vec<_> = (0..3000u64)
+        .map(|i| reply(i, ip(198, 51, 100, (i % 5) as u8 + 1), 11211, 1024 + (i * 104_729 % 64_000) as u16))
+        .collect();
+    let alerts = run(&events);
+    assert!(!kinds(&alerts).contains(&AlertKind::PortScan), "{alerts:?}");
+    assert!(
+        alerts.iter().any(|a| matches!(a.kind, AlertKind::UdpFlood | AlertKind::Ddos)
+            && a.dst_ip == Some(B)
+            && a.evidence["reflected_service"]["port"] == 11211),
+        "{alerts:?}"
+    );
+}
+
+#[test]
+fn non_first_fragments_count_toward_the_victim_without_ports() {
+    // Large replies arrive mostly as non-first fragments: UDP with ports 0.
+    let events: Vec<_> = (0..3000u64)
+        .map(|i| FlowEvent {
+            src_port: 0,
+            dst_port: 0,
+            key_dst_port: 0,
+            new_flow: i < 30,
+            ..ev(i, ip(203, 0, 113, (i % 30) as u8 + 1), B, 0, proto::UDP)
+        })
+        .collect();
+    let alerts = run(&events);
+    assert!(!kinds(&alerts).contains(&AlertKind::PortScan), "{alerts:?}");
+    assert!(
+        alerts.iter().any(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B)),
+        "fragments from 30 sources at 1,000/s are a DDoS: {alerts:?}"
+    );
+}
+
+#[test]
+fn low_and_slow_reflection_surfaces_at_low_severity() {
+    // 20 reflectors, one reply every 2 s in all, for 15 minutes: far below any flood rate.
+    let events: Vec<_> = (0..450u64)
+        .map(|i| reply(i * 2000, ip(192, 0, 2, (i % 20) as u8 + 1), 123, 30_000 + i as u16))
+        .collect();
+    let alerts = run(&events);
+    let d = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::Ddos)
+        .unwrap_or_else(|| panic!("low-and-slow reflection missed: {alerts:?}"));
+    assert_eq!((d.severity, d.dst_ip), (Severity::Low, Some(B)));
+    assert_eq!(d.evidence["slow"], true);
+    assert_eq!(d.evidence["reflected_service"]["name"], "ntp");
+    // The same replies to a host that asked for them (it sends UDP back) are no reflection.
+    let mut asked = events.clone();
+    for i in 0..450u64 {
+        asked.push(FlowEvent {
+            src: B,
+            dst: ip(192, 0, 2, (i % 20) as u8 + 1),
+            src_port: 30_000 + i as u16,
+            dst_port: 123,
+            key_dst_port: 123,
+            ..ev(i * 2000 + 1, B, A, 123, proto::UDP)
+        });
+    }
+    asked.sort_by_key(|e| e.ts_ns);
+    assert!(kinds(&run(&asked)).is_empty(), "{:?}", run(&asked));
+}
+
+#[test]
+fn slow_scans_and_sweeps_count_unanswered_probes_over_the_long_window() {
+    // 150 ports, one every 5 s (12.5 minutes): under 20 per minute, so only the long window
+    // sees it.
+    let scan: Vec<_> = (0..150u64)
+        .map(|p| ev(p * 5000, A, B, 1 + p as u16, proto::TCP))
+        .collect();
+    let alerts = run(&scan);
+    assert_eq!(kinds(&alerts), vec![AlertKind::PortScan], "{alerts:?}");
+    assert_eq!(alerts[0].evidence["slow"], true);
+    assert_eq!(alerts[0].severity, Severity::Low);
+    // The same connections, each completed: a client, not a scanner.
+    let mut served = Vec::new();
+    for p in 0..150u64 {
+        served.push(ev(p * 5000, A, B, 1 + p as u16, proto::TCP));
+        served.push(FlowEvent {
+            new_flow: false,
+            syn: 0,
+            completed: true,
+            ..ev(p * 5000 + 1, A, B, 1 + p as u16, proto::TCP)
+        });
+    }
+    assert!(kinds(&run(&served)).is_empty(), "{:?}", run(&served));
+    // A slow sweep: 150 hosts on one port, one every 5 s, unanswered.
+    let sweep: Vec<_> = (0..150u64)
+        .map(|h| ev(h * 5000, A, ip(10, 1, (h / 200) as u8, (h % 200) as u8 + 1), 445, proto::TCP))
+        .collect();
+    let alerts = run(&sweep);
+    assert_eq!(kinds(&alerts), vec![AlertKind::HostSweep], "{alerts:?}");
+    assert_eq!(alerts[0].evidence["slow"], true);
+}
+
+#[test]
+fn a_client_completing_every_handshake_with_many_servers_is_no_sweep() {
+    // A crawler: 100 servers within a minute, each handshake completed.
+    let mut events = Vec::new();
+    for h in 0..100u64 {
+        let server = ip(10, 2, 0, h as u8 + 1);
+        events.push(ev(h * 500, A, server, 443, proto::TCP));
+        events.push(FlowEvent {
+            new_flow: false,
+            syn: 0,
+            completed: true,
+            ..ev(h * 500 + 20, A, server, 443, proto::TCP)
+        });
+    }
+    assert!(kinds(&run(&events)).is_empty(), "{:?}", run(&events));
+}
+
+#[test]
+fn answered_udp_with_many_peers_is_no_ddos_and_unanswered_is() {
+    // 150 peers send B 20 packets/s each (3,000/s); B answers every one of them.
+    let mut exchange = Vec::new();
+    for i in 0..6000u64 {
+        let peer = ip(100, 64, (i % 150 / 100) as u8, (i % 150 % 100) as u8 + 1);
+        let mut q = ev(i / 3, peer, B, 27015, proto::UDP);
+        q.new_flow = i < 150;
+        exchange.push(q);
+        exchange.push(FlowEvent {
+            from_src: false,
+            new_flow: false,
+            ..ev(i / 3, peer, B, 27015, proto::UDP)
+        });
+    }
+    let alerts = run(&exchange);
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| matches!(a.kind, AlertKind::Ddos | AlertKind::UdpFlood | AlertKind::PortScan)),
+        "a game server with 150 players: {alerts:?}"
+    );
+    let unanswered: Vec<_> = exchange.iter().filter(|e| e.from_src).copied().collect();
+    assert!(
+        kinds(&run(&unanswered)).contains(&AlertKind::Ddos),
+        "the same traffic unanswered is a DDoS"
+    );
+}
+
+#[test]
+fn syn_ack_reflection_is_a_ddos_not_a_scan() {
+    // 40 reflectors' SYN-ACKs (flows that open with one) to B's random ports; B sends RSTs.
+    let mut events = Vec::new();
+    for i in 0..3000u64 {
+        let refl = ip(192, 0, 2, (i % 40) as u8 + 1);
+        let port = 1024 + (i * 7919 % 60_000) as u16;
+        // The table makes B the initiator of a flow that opened with a SYN-ACK.
+        events.push(FlowEvent {
+            from_src: false,
+            syn: 0,
+            syn_ack: 1,
+            src_port: port,
+            ..ev(i / 3, B, refl, 80, proto::TCP)
+        });
+        events.push(FlowEvent {
+            new_flow: false,
+            syn: 0,
+            rst: 1,
+            src_port: port,
+            ..ev(i / 3, B, refl, 80, proto::TCP)
+        });
+    }
+    let alerts = run(&events);
+    assert!(
+        !kinds(&alerts).iter().any(|k| matches!(k, AlertKind::PortScan | AlertKind::HostSweep)),
+        "{alerts:?}"
+    );
+    let d = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
+        .unwrap_or_else(|| panic!("no ddos: {alerts:?}"));
+    assert_eq!(d.evidence["vector"], "tcp_syn_ack_reflection", "{}", d.evidence);
+    assert_eq!(d.evidence["reflected_service"]["port"], 80);
+}
+
+#[test]
+fn stealth_probes_count_and_data_does_not() {
+    // FIN/NULL/Xmas/ACK probes: one header-only packet, no SYN.
+    let fin: Vec<_> = (0..100u64)
+        .map(|p| FlowEvent {
+            syn: 0,
+            bytes: 54,
+            ..ev(p * 10, A, B, 1 + p as u16, proto::TCP)
+        })
+        .collect();
+    assert_eq!(kinds(&run(&fin)), vec![AlertKind::PortScan]);
+    // Joining 100 established connections mid-way (data, no SYN) is not a scan.
+    let joined: Vec<_> = (0..100u64)
+        .map(|p| FlowEvent {
+            syn: 0,
+            bytes: 1400,
+            ..ev(p * 10, A, B, 1 + p as u16, proto::TCP)
+        })
+        .collect();
+    assert!(kinds(&run(&joined)).is_empty());
 }

@@ -364,6 +364,7 @@ pub fn training_rows(
             ts_ns: first.max(0) as u64,
             src: f.src_ip,
             dst: f.dst_ip,
+            src_port: 0,
             dst_port: f.dst_port,
             proto: 0,
             family: 0,
