@@ -134,6 +134,12 @@ impl<'a> Pipeline<'a> {
             d.tick(now_ns);
         }
         self.emit_detections();
+        for s in &mut self.sinks {
+            if let Err(e) = s.tick() {
+                self.totals.sink_errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
     }
 
     /// Table events to the rules, finished flows to the model and the sinks, then whatever

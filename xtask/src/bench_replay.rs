@@ -105,6 +105,47 @@ pub fn synthetic(path: &Path, flows: u32, per_flow: u32) -> Result<()> {
     Ok(())
 }
 
+/// Writes `copies` copies of a classic (microsecond, little-endian) pcap one after another,
+/// each shifted to start a second after the previous one ends: the same real traffic, as many
+/// times over, with time moving forward (zeek's echo trace x12 is the ~1M-packet file of the
+/// detection-path benchmark).
+pub fn repeated(src: &Path, dst: &Path, copies: u32) -> Result<()> {
+    let data = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    if data.len() < 24 || data[0..4] != [0xd4, 0xc3, 0xb2, 0xa1] {
+        bail!("{}: not a little-endian microsecond pcap", src.display());
+    }
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    // Records: (offset, length) and the time span.
+    let mut recs = Vec::new();
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    let mut off = 24;
+    while off + 16 <= data.len() {
+        let caplen = u32_at(&data, off + 8) as usize;
+        if off + 16 + caplen > data.len() {
+            break;
+        }
+        let ts = u64::from(u32_at(&data, off)) * 1_000_000 + u64::from(u32_at(&data, off + 4));
+        first = first.min(ts);
+        last = last.max(ts);
+        recs.push((off, caplen, ts));
+        off += 16 + caplen;
+    }
+    let span = last.saturating_sub(first) + 1_000_000;
+    let mut w =
+        BufWriter::new(File::create(dst).with_context(|| format!("creating {}", dst.display()))?);
+    w.write_all(&data[..24])?;
+    for c in 0..u64::from(copies) {
+        for (o, caplen, ts) in &recs {
+            let t = ts + c * span;
+            w.write_all(&((t / 1_000_000) as u32).to_le_bytes())?;
+            w.write_all(&((t % 1_000_000) as u32).to_le_bytes())?;
+            w.write_all(&data[o + 8..o + 16 + caplen])?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
 const NFSTREAM: &str = "import sys, time\nfrom nfstream import NFStreamer\n\
 s = NFStreamer(source=sys.argv[1], n_dissections=0, statistical_analysis=False, n_meters=1)\n\
 t = time.perf_counter(); n = sum(1 for _ in s); print(n, time.perf_counter() - t)\n";
@@ -126,7 +167,89 @@ fn nfstream_seconds(pcap: &Path) -> Option<(u64, f64)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
+/// The path users run: `sensor replay FILE --db X --model M` (rules, the model and the store
+/// all on) against `tcpdump -r FILE -w /dev/null`, alternating, medians of `runs`.
+fn detection_path(sensor: &Path, file: &Path, scratch: &Path, runs: usize) -> Result<()> {
+    let model = scratch.join("bench-model.json");
+    // Benign captures of the corpora: a realistic model, not one fitted to the file replayed.
+    let c = crate::corpora();
+    let baseline = [
+        c.join("zeek/wikipedia.pcap"),
+        c.join("zeek/web.pcap"),
+        c.join("generated/benign_http_200req.pcap"),
+    ];
+    if !model.is_file() {
+        let st = Command::new(sensor)
+            .arg("train")
+            .args(&baseline)
+            .arg("--model")
+            .arg(&model)
+            .stderr(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("training the benchmark model on {baseline:?} failed");
+        }
+    }
+    let packets = count_packets(file)?;
+    let db = scratch.join("bench-detect.db");
+    let (mut t_dump, mut t_sensor) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        t_dump.push(time_median(
+            || {
+                let mut c = Command::new("tcpdump");
+                c.args(["-r"]).arg(file).args(["-w", "/dev/null"]);
+                c
+            },
+            1,
+        )?);
+        for ext in ["", "-wal", "-shm"] {
+            let _ignored = fs::remove_file(format!("{}{ext}", db.display()));
+        }
+        t_sensor.push(time_median(
+            || {
+                let mut c = Command::new(sensor);
+                c.arg("replay")
+                    .arg(file)
+                    .arg("--db")
+                    .arg(&db)
+                    .arg("--model")
+                    .arg(&model);
+                c
+            },
+            1,
+        )?);
+    }
+    t_dump.sort();
+    t_sensor.sort();
+    let (tcpdump, sensor_t) = (t_dump[runs / 2], t_sensor[runs / 2]);
+    let pps = |d: Duration| packets as f64 / d.as_secs_f64();
+    println!(
+        "{}: {packets} packets, rules + model + store; sensor {:.3} s, tcpdump {:.3} s (median of {runs})",
+        file.display(),
+        sensor_t.as_secs_f64(),
+        tcpdump.as_secs_f64()
+    );
+    println!(
+        "replay+detect pkts/s: sensor={:.0} tcpdump={:.0} ratio={:.2}",
+        pps(sensor_t),
+        pps(tcpdump),
+        pps(sensor_t) / pps(tcpdump)
+    );
+    Ok(())
+}
+
 pub fn bench_replay(sensor: &Path, files: &[PathBuf], scratch: &Path) -> Result<()> {
+    if files.is_empty() {
+        let echo = crate::corpora().join("zeek/echo-connections.pcap");
+        if echo.is_file() {
+            fs::create_dir_all(scratch)?;
+            let x12 = scratch.join("echo-connections-x12.pcap");
+            if !x12.is_file() {
+                repeated(&echo, &x12, 12)?;
+            }
+            detection_path(sensor, &x12, scratch, 7)?;
+        }
+    }
     let mut files = files.to_vec();
     if files.is_empty() {
         let echo = crate::corpora().join("zeek/echo-connections.pcap");

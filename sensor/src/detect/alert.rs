@@ -2,7 +2,9 @@
 //! updated, then closed after a quiet period. The alert's output form (kinds, severities,
 //! [`AlertRecord`]) is in [`crate::record`], shared with the store and the API.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use crate::detect::FastMap;
 
 use crate::record::rfc3339_us;
 pub use crate::record::{AlertKind, AlertRecord, DetectorKind, Severity};
@@ -72,7 +74,7 @@ type AlertKey = (AlertKind, Option<IpAddr>, Option<IpAddr>);
 
 /// Open alerts, keyed by kind and endpoints.
 pub struct AlertBook {
-    open: HashMap<AlertKey, Alert>,
+    open: FastMap<AlertKey, Alert>,
     next_id: u64,
     quiet_ns: u64,
     /// Most alerts open at once: state stays bounded whatever the traffic.
@@ -88,7 +90,7 @@ pub struct AlertBook {
 impl AlertBook {
     pub fn new(quiet_ns: u64, max_open: usize) -> Self {
         Self {
-            open: HashMap::new(),
+            open: FastMap::default(),
             next_id: 1,
             quiet_ns,
             max_open: max_open.max(1),

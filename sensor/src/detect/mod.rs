@@ -20,6 +20,11 @@ use crate::{
     record::AnomalyRow,
 };
 
+/// Detector state keyed by addresses and ports: std's map with foldhash, several times
+/// faster than SipHash on such small keys, seeded per map so that crafted collisions stay out
+/// of an attacker's reach.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Anomalies held between two drains at most; the pipeline drains after every batch, so only a
 /// consumer that stopped draining reaches it (the excess is counted, not kept).
 const MAX_PENDING_ANOMALIES: usize = 100_000;

@@ -767,7 +767,11 @@ mod tests {
         let rst = pkt(2, 1, 443, 40000, proto::TCP, tcp::RST | tcp::ACK);
         assert_eq!(completed(&[(S, syn), (S + 1, syn_ack), (S + 2, ack)]), 1);
         assert_eq!(completed(&[(S, syn), (S + 2, ack)]), 1, "client side only");
-        assert_eq!(completed(&[(S, syn), (S + 1, rst), (S + 2, ack)]), 0, "refused");
+        assert_eq!(
+            completed(&[(S, syn), (S + 1, rst), (S + 2, ack)]),
+            0,
+            "refused"
+        );
         assert_eq!(completed(&[(S, syn), (S + 1, syn)]), 0, "a retransmission");
         assert_eq!(completed(&[(S, ack)]), 0, "an ACK probe");
     }

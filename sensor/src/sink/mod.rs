@@ -66,6 +66,10 @@ pub trait Sink {
     fn stats(&mut self, _s: &StatsRow) -> Result<(), SinkError> {
         Ok(())
     }
+    /// Data time moved on (every live poll): hand over what is buffered.
+    fn tick(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// End of the data: flush what is buffered.
     fn finish(&mut self, _totals: EndTotals) -> Result<(), SinkError> {
         Ok(())

@@ -1,7 +1,9 @@
 //! Flow features for the model: the old tool's 13 statistics plus direction balance and the
 //! source's recent fan-out, every one finite (a NaN or infinity never reaches the model).
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use crate::detect::FastMap;
 
 use crate::flow::{Flow, FlowEvent};
 
@@ -34,15 +36,82 @@ const MIN_DURATION_S: f64 = 1e-3;
 /// What a source did recently: distinct (host, port) targets of its new flows.
 #[derive(Default)]
 pub struct SourceContext {
-    targets: HashMap<IpAddr, HashMap<(IpAddr, u16), u64>>,
+    targets: FastMap<IpAddr, Targets>,
     window_ns: u64,
     cap: usize,
+}
+
+/// One source's targets, with the distinct ports and hosts among them counted as they come
+/// and go, so a fan-out costs O(1) rather than a sort of everything the source touched (a
+/// source opening thousands of flows made that quadratic).
+struct Targets {
+    seen: FastMap<(IpAddr, u16), u64>,
+    ports: FastMap<u16, u32>,
+    hosts: FastMap<IpAddr, u32>,
+    oldest: u64,
+    pruned_at: u64,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Self {
+            seen: FastMap::default(),
+            ports: FastMap::default(),
+            hosts: FastMap::default(),
+            oldest: u64::MAX,
+            pruned_at: 0,
+        }
+    }
+}
+
+impl Targets {
+    fn insert(&mut self, key: (IpAddr, u16), ts: u64) {
+        if self.seen.insert(key, ts).is_none() {
+            *self.ports.entry(key.1).or_default() += 1;
+            *self.hosts.entry(key.0).or_default() += 1;
+        }
+        self.oldest = self.oldest.min(ts);
+    }
+
+    /// Drops targets older than the window. Walks every target, so it runs only when the
+    /// oldest may have expired, and at most every 1/16 of the window unless `force`: a count
+    /// may include targets up to 1/16 of the window older than it.
+    fn prune(&mut self, now: u64, window_ns: u64, force: bool) {
+        if now.saturating_sub(self.oldest) < window_ns
+            || (!force && now.saturating_sub(self.pruned_at) < window_ns / 16)
+        {
+            return;
+        }
+        self.pruned_at = now;
+        let (ports, hosts) = (&mut self.ports, &mut self.hosts);
+        let mut oldest = u64::MAX;
+        self.seen.retain(|(h, p), ts| {
+            if now.saturating_sub(*ts) < window_ns {
+                oldest = oldest.min(*ts);
+                return true;
+            }
+            release(ports, p);
+            release(hosts, h);
+            false
+        });
+        self.oldest = oldest;
+    }
+}
+
+/// Drops one reference to `k`, and the entry at zero.
+fn release<K: std::hash::Hash + Eq>(m: &mut FastMap<K, u32>, k: &K) {
+    if let Some(n) = m.get_mut(k) {
+        *n -= 1;
+        if *n == 0 {
+            m.remove(k);
+        }
+    }
 }
 
 impl SourceContext {
     pub fn new(window_ns: u64, cap: usize) -> Self {
         Self {
-            targets: HashMap::new(),
+            targets: FastMap::default(),
             window_ns,
             cap,
         }
@@ -56,7 +125,7 @@ impl SourceContext {
             return;
         }
         let t = self.targets.entry(ev.src).or_default();
-        if t.len() < 65_536 {
+        if t.seen.len() < 65_536 {
             t.insert((ev.dst, ev.dst_port), ev.ts_ns);
         }
     }
@@ -66,22 +135,15 @@ impl SourceContext {
         let Some(t) = self.targets.get_mut(&src) else {
             return (0, 0);
         };
-        let w = self.window_ns;
-        t.retain(|_, ts| now.saturating_sub(*ts) < w);
-        let mut ports: Vec<u16> = t.keys().map(|k| k.1).collect();
-        ports.sort_unstable();
-        ports.dedup();
-        let mut hosts: Vec<IpAddr> = t.keys().map(|k| k.0).collect();
-        hosts.sort_unstable();
-        hosts.dedup();
-        (ports.len(), hosts.len())
+        t.prune(now, self.window_ns, false);
+        (t.ports.len(), t.hosts.len())
     }
 
     pub fn prune(&mut self, now: u64) {
         let w = self.window_ns;
         self.targets.retain(|_, t| {
-            t.retain(|_, ts| now.saturating_sub(*ts) < w);
-            !t.is_empty()
+            t.prune(now, w, true);
+            !t.seen.is_empty()
         });
     }
 }

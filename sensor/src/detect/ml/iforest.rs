@@ -199,8 +199,9 @@ impl IsolationForest {
     /// on its ordinary features halve its company at most.
     pub fn attribution(&self, row: ArrayView1<'_, f64>) -> Vec<f64> {
         let mut total = vec![0.0; self.features];
+        let mut per = vec![0.0; self.features];
         for tree in &self.trees {
-            let mut per = vec![0.0; self.features];
+            per.fill(0.0);
             let mut sum = 0.0;
             let mut i = 0usize;
             loop {
@@ -217,7 +218,7 @@ impl IsolationForest {
                 i = next;
             }
             if sum > 0.0 {
-                for (t, p) in total.iter_mut().zip(per) {
+                for (t, p) in total.iter_mut().zip(&per) {
                     *t += p / sum;
                 }
             }

@@ -173,6 +173,15 @@ impl Model {
     pub fn judge(&self, raw: &[f64; N_FEATURES]) -> Verdict {
         let x = self.scaler.transform(raw);
         let score = self.forest.score(x.view());
+        let severity = self.severity(score);
+        // Attribution explains an anomaly; a normal flow needs none (most flows are normal).
+        if severity == Severity::Normal {
+            return Verdict {
+                score,
+                severity,
+                top: Vec::new(),
+            };
+        }
         let share = self.forest.attribution(x.view());
         let mut top: Vec<(&'static str, f64, f64, f64)> = (0..N_FEATURES)
             .map(|i| (FEATURE_NAMES[i], share[i], raw[i], x[i]))
@@ -181,7 +190,7 @@ impl Model {
         top.truncate(3);
         Verdict {
             score,
-            severity: self.severity(score),
+            severity,
             top,
         }
     }

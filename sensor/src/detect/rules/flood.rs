@@ -53,7 +53,13 @@ pub(super) struct HostState {
     pub(super) reflected_ports: PortTally,
     /// The long window, once unsolicited replies arrive (low-and-slow reflection).
     pub(super) slow: Option<Box<SlowReflection>>,
+    /// When the flood rules last judged this host, and packets received since.
+    judged_sec: u64,
+    since_judged: u64,
 }
+
+/// Packets a host receives between two judgements of the flood rules within one second.
+const JUDGE_EVERY: u64 = 64;
 
 /// The few most frequent ports of a stream (space-saving: a new port replaces the smallest).
 #[derive(Default)]
@@ -171,6 +177,8 @@ impl HostState {
             reflectors: Distinct::default(),
             reflected_ports: PortTally::default(),
             slow: None,
+            judged_sec: 0,
+            since_judged: 0,
         }
     }
 }
@@ -300,8 +308,19 @@ impl Rules {
                 now,
                 book,
             );
+            // Judged on each new second and every JUDGE_EVERY packets between: enough for
+            // sub-second detection, and a flood of a million packets is not judged a million
+            // times. A host below every flood floor (its packets in the longest window, an
+            // upper bound of any rule's count) is not judged at all.
             if rx {
-                Self::floods(&self.cfg, host, pkt_src, h, sec, now, book);
+                h.since_judged += n;
+                let floor = (self.cfg.flood_pps * self.cfg.flood_window_s).min(self.cfg.ddos_pps);
+                let busy = h.rx_all.sum >= floor || h.overflow.sum > 0;
+                if busy && (sec != h.judged_sec || h.since_judged >= JUDGE_EVERY) {
+                    h.judged_sec = sec;
+                    h.since_judged = 0;
+                    Self::floods(&self.cfg, host, pkt_src, h, sec, now, book);
+                }
             }
         }
     }
@@ -340,7 +359,14 @@ impl Rules {
                     "window_s": cfg.flood_window_s,
                 });
                 if kind == AlertKind::UdpFlood {
-                    reflection_evidence(&mut evidence, h.unsolicited.sum_at(sec), inbound, &h.reflected_ports, h.reflectors.seen.len(), "udp_reflection");
+                    reflection_evidence(
+                        &mut evidence,
+                        h.unsolicited.sum_at(sec),
+                        inbound,
+                        &h.reflected_ports,
+                        h.reflectors.seen.len(),
+                        "udp_reflection",
+                    );
                 }
                 book.fire(Firing {
                     kind: if many { AlertKind::Ddos } else { kind },
@@ -378,7 +404,14 @@ impl Rules {
             } else {
                 "udp_reflection"
             };
-            reflection_evidence(&mut evidence, h.unsolicited.sum_at(sec), received, &h.reflected_ports, h.reflectors.seen.len(), vector);
+            reflection_evidence(
+                &mut evidence,
+                h.unsolicited.sum_at(sec),
+                received,
+                &h.reflected_ports,
+                h.reflectors.seen.len(),
+                vector,
+            );
             book.fire(Firing {
                 kind: AlertKind::Ddos,
                 detector: DetectorKind::Rule,
@@ -395,7 +428,10 @@ impl Rules {
 
     /// Low-and-slow reflection: unsolicited replies from many sources over the long window,
     /// at rates far below the flood thresholds, to a host that sent (almost) no UDP back.
-    #[allow(clippy::too_many_arguments, reason = "the caller's parts, borrowed apart")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the caller's parts, borrowed apart"
+    )]
     fn slow_reflection(
         cfg: &RuleConfig,
         host: IpAddr,
@@ -420,11 +456,9 @@ impl Rules {
         if packets < cfg.slow_reflection_packets {
             return;
         }
-        let sources = slow.sources.count(
-            now,
-            cfg.slow_window_s * NS,
-            cfg.slow_reflection_sources,
-        );
+        let sources = slow
+            .sources
+            .count(now, cfg.slow_window_s * NS, cfg.slow_reflection_sources);
         let replies = slow.tx_udp.sum_at(minute);
         if sources < cfg.slow_reflection_sources
             || (replies as f64) >= cfg.flood_max_reply_ratio * packets as f64
@@ -439,7 +473,14 @@ impl Rules {
             "window_s": cfg.slow_window_s,
             "slow": true,
         });
-        reflection_evidence(&mut evidence, packets, packets, &h.reflected_ports, sources, "udp_reflection");
+        reflection_evidence(
+            &mut evidence,
+            packets,
+            packets,
+            &h.reflected_ports,
+            sources,
+            "udp_reflection",
+        );
         book.fire(Firing {
             kind: AlertKind::Ddos,
             detector: DetectorKind::Rule,

@@ -14,10 +14,9 @@ mod spike;
 mod tests;
 mod window;
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::detect::FastMap;
 
 use sensor_common::{HostKey, family};
 use serde::{Deserialize, Serialize};
@@ -119,10 +118,10 @@ const OVERFLOW_MIN_PACKETS: u64 = 8;
 /// The rule engine.
 pub struct Rules {
     cfg: RuleConfig,
-    scans: HashMap<(IpAddr, IpAddr), (Distinct<u16>, u8)>,
-    sweeps: HashMap<(IpAddr, Probe), Sweep>,
-    syn: HashMap<(IpAddr, u16), SynState>,
-    hosts: HashMap<IpAddr, HostState>,
+    scans: FastMap<(IpAddr, IpAddr), (Distinct<u16>, u8)>,
+    sweeps: FastMap<(IpAddr, Probe), Sweep>,
+    syn: FastMap<(IpAddr, u16), SynState>,
+    hosts: FastMap<IpAddr, HostState>,
     slow: slow::Slow,
     next_prune_ns: u64,
     /// New keys refused because a tracker held `max_tracked`.
@@ -141,10 +140,10 @@ impl Rules {
     pub fn new(cfg: RuleConfig) -> Self {
         Self {
             cfg,
-            scans: HashMap::new(),
-            sweeps: HashMap::new(),
-            syn: HashMap::new(),
-            hosts: HashMap::new(),
+            scans: FastMap::default(),
+            sweeps: FastMap::default(),
+            syn: FastMap::default(),
+            hosts: FastMap::default(),
             slow: slow::Slow::default(),
             next_prune_ns: 0,
             untracked: 0,

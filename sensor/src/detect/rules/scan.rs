@@ -1,7 +1,9 @@
 //! Scans and sweeps: many *distinct* targets from one initiator, counted among new flows only
 //! (answers never count as probes); TCP/UDP probes count once they went unanswered.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use crate::detect::FastMap;
 
 use sensor_common::{family, proto};
 use serde_json::json;
@@ -34,7 +36,7 @@ impl Probe {
 /// Hosts one source probed one way: when, and whether they answered.
 #[derive(Default)]
 pub(super) struct Sweep {
-    pub(super) hosts: HashMap<IpAddr, (u64, bool)>,
+    pub(super) hosts: FastMap<IpAddr, (u64, bool)>,
     /// Hosts counted when the rule last fired: it fires again only when the sweep grows.
     pub(super) fired_at: usize,
 }

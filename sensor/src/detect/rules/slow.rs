@@ -9,7 +9,9 @@
 //! at most `max_tracked / 4` source keys per tracker, and per key no more items than the
 //! threshold needs (a key that reached it has fired; more items add nothing but a count).
 
-use std::{collections::HashMap, hash::Hash, net::IpAddr};
+use std::{hash::Hash, net::IpAddr};
+
+use crate::detect::FastMap;
 
 use sensor_common::{family, proto};
 use serde_json::json;
@@ -25,7 +27,7 @@ use crate::{
 
 /// Unanswered probes of one key: item -> time of the probe.
 pub(super) struct Unanswered<T: Hash + Eq + Copy> {
-    items: HashMap<T, u64>,
+    items: FastMap<T, u64>,
     /// Probes counted when the rule last fired: it fires again only when the count grows.
     fired_at: usize,
     /// Items refused because the key held its cap.
@@ -35,7 +37,7 @@ pub(super) struct Unanswered<T: Hash + Eq + Copy> {
 impl<T: Hash + Eq + Copy + Ord> Unanswered<T> {
     fn new() -> Self {
         Self {
-            items: HashMap::new(),
+            items: FastMap::default(),
             fired_at: 0,
             over: 0,
         }
@@ -78,9 +80,9 @@ impl<T: Hash + Eq + Copy + Ord> Unanswered<T> {
 #[derive(Default)]
 pub(super) struct Slow {
     /// (source, host) -> unanswered destination ports.
-    scans: HashMap<(IpAddr, IpAddr), Unanswered<u16>>,
+    scans: FastMap<(IpAddr, IpAddr), Unanswered<u16>>,
     /// (source, probe kind) -> unanswered hosts.
-    sweeps: HashMap<(IpAddr, Probe), Unanswered<IpAddr>>,
+    sweeps: FastMap<(IpAddr, Probe), Unanswered<IpAddr>>,
 }
 
 impl Rules {
@@ -122,6 +124,9 @@ impl Rules {
 
     /// Answers take probes out: a completed handshake, any reply of the probed host.
     pub(super) fn slow_answer(&mut self, ev: &FlowEvent) {
+        if self.slow.scans.is_empty() && self.slow.sweeps.is_empty() {
+            return;
+        }
         let replied = !ev.from_src && ev.rst == 0;
         let answered = match ev.proto {
             _ if ev.family == family::ARP => replied,

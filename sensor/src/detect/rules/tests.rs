@@ -298,19 +298,32 @@ fn reflected_floods_are_ddos_with_the_service_and_never_port_scans() {
         .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
         .unwrap_or_else(|| panic!("no ddos on the victim: {alerts:?}"));
     assert_eq!(d.evidence["vector"], "udp_reflection", "{}", d.evidence);
-    assert_eq!(d.evidence["reflected_service"]["port"], 53, "{}", d.evidence);
+    assert_eq!(
+        d.evidence["reflected_service"]["port"], 53,
+        "{}",
+        d.evidence
+    );
     assert_eq!(d.evidence["reflected_service"]["name"], "dns");
     // A high-port service (memcached) from a handful of reflectors: still no port scan, even
     // for the replies that happen to reach ports below the service's.
     let events: Vec<_> = (0..3000u64)
-        .map(|i| reply(i, ip(198, 51, 100, (i % 5) as u8 + 1), 11211, 1024 + (i * 104_729 % 64_000) as u16))
+        .map(|i| {
+            reply(
+                i,
+                ip(198, 51, 100, (i % 5) as u8 + 1),
+                11211,
+                1024 + (i * 104_729 % 64_000) as u16,
+            )
+        })
         .collect();
     let alerts = run(&events);
     assert!(!kinds(&alerts).contains(&AlertKind::PortScan), "{alerts:?}");
     assert!(
-        alerts.iter().any(|a| matches!(a.kind, AlertKind::UdpFlood | AlertKind::Ddos)
-            && a.dst_ip == Some(B)
-            && a.evidence["reflected_service"]["port"] == 11211),
+        alerts
+            .iter()
+            .any(|a| matches!(a.kind, AlertKind::UdpFlood | AlertKind::Ddos)
+                && a.dst_ip == Some(B)
+                && a.evidence["reflected_service"]["port"] == 11211),
         "{alerts:?}"
     );
 }
@@ -330,7 +343,9 @@ fn non_first_fragments_count_toward_the_victim_without_ports() {
     let alerts = run(&events);
     assert!(!kinds(&alerts).contains(&AlertKind::PortScan), "{alerts:?}");
     assert!(
-        alerts.iter().any(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B)),
+        alerts
+            .iter()
+            .any(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B)),
         "fragments from 30 sources at 1,000/s are a DDoS: {alerts:?}"
     );
 }
@@ -339,7 +354,14 @@ fn non_first_fragments_count_toward_the_victim_without_ports() {
 fn low_and_slow_reflection_surfaces_at_low_severity() {
     // 20 reflectors, one reply every 2 s in all, for 15 minutes: far below any flood rate.
     let events: Vec<_> = (0..450u64)
-        .map(|i| reply(i * 2000, ip(192, 0, 2, (i % 20) as u8 + 1), 123, 30_000 + i as u16))
+        .map(|i| {
+            reply(
+                i * 2000,
+                ip(192, 0, 2, (i % 20) as u8 + 1),
+                123,
+                30_000 + i as u16,
+            )
+        })
         .collect();
     let alerts = run(&events);
     let d = alerts
@@ -390,7 +412,15 @@ fn slow_scans_and_sweeps_count_unanswered_probes_over_the_long_window() {
     assert!(kinds(&run(&served)).is_empty(), "{:?}", run(&served));
     // A slow sweep: 150 hosts on one port, one every 5 s, unanswered.
     let sweep: Vec<_> = (0..150u64)
-        .map(|h| ev(h * 5000, A, ip(10, 1, (h / 200) as u8, (h % 200) as u8 + 1), 445, proto::TCP))
+        .map(|h| {
+            ev(
+                h * 5000,
+                A,
+                ip(10, 1, (h / 200) as u8, (h % 200) as u8 + 1),
+                445,
+                proto::TCP,
+            )
+        })
         .collect();
     let alerts = run(&sweep);
     assert_eq!(kinds(&alerts), vec![AlertKind::HostSweep], "{alerts:?}");
@@ -431,9 +461,10 @@ fn answered_udp_with_many_peers_is_no_ddos_and_unanswered_is() {
     }
     let alerts = run(&exchange);
     assert!(
-        !alerts
-            .iter()
-            .any(|a| matches!(a.kind, AlertKind::Ddos | AlertKind::UdpFlood | AlertKind::PortScan)),
+        !alerts.iter().any(|a| matches!(
+            a.kind,
+            AlertKind::Ddos | AlertKind::UdpFlood | AlertKind::PortScan
+        )),
         "a game server with 150 players: {alerts:?}"
     );
     let unanswered: Vec<_> = exchange.iter().filter(|e| e.from_src).copied().collect();
@@ -468,14 +499,20 @@ fn syn_ack_reflection_is_a_ddos_not_a_scan() {
     }
     let alerts = run(&events);
     assert!(
-        !kinds(&alerts).iter().any(|k| matches!(k, AlertKind::PortScan | AlertKind::HostSweep)),
+        !kinds(&alerts)
+            .iter()
+            .any(|k| matches!(k, AlertKind::PortScan | AlertKind::HostSweep)),
         "{alerts:?}"
     );
     let d = alerts
         .iter()
         .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
         .unwrap_or_else(|| panic!("no ddos: {alerts:?}"));
-    assert_eq!(d.evidence["vector"], "tcp_syn_ack_reflection", "{}", d.evidence);
+    assert_eq!(
+        d.evidence["vector"], "tcp_syn_ack_reflection",
+        "{}",
+        d.evidence
+    );
     assert_eq!(d.evidence["reflected_service"]["port"], 80);
 }
 

@@ -1,6 +1,8 @@
 //! Windows over data time that the rules count in.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::detect::FastMap;
 
 /// Counts per second of data time over the last `len` seconds.
 #[derive(Clone, Debug)]
@@ -76,7 +78,7 @@ impl SecWindow {
 /// up to 1/16 of the window older than it.
 #[derive(Clone, Debug)]
 pub(super) struct Distinct<T: std::hash::Hash + Eq + Copy> {
-    pub(super) seen: HashMap<T, u64>,
+    pub(super) seen: FastMap<T, u64>,
     oldest: u64,
     pruned_at: u64,
 }
@@ -84,7 +86,7 @@ pub(super) struct Distinct<T: std::hash::Hash + Eq + Copy> {
 impl<T: std::hash::Hash + Eq + Copy> Default for Distinct<T> {
     fn default() -> Self {
         Self {
-            seen: HashMap::new(),
+            seen: FastMap::default(),
             oldest: u64::MAX,
             pruned_at: 0,
         }

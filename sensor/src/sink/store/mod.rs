@@ -71,14 +71,18 @@ impl Default for Retention {
 }
 
 enum Msg {
-    Flow(FlowRecord, u64, u64),
-    Alert(AlertRecord, u64, u64),
-    Anomaly(AnomalyRow),
+    // Boxed: rows cross to the writer thread, and a small message keeps the batches that
+    // carry them in the allocator's small, cached size classes.
+    Flow(Box<FlowRecord>, u64, u64),
+    Alert(Box<AlertRecord>, u64, u64),
+    Anomaly(Box<AnomalyRow>),
     Stats(StatsRow),
     SessionStart(String, String, mpsc::Sender<i64>),
     SessionEnd(i64, u64, u64),
     Model(String, f64, u64, String),
     Sync(mpsc::Sender<()>),
+    /// Many rows in one message: one wake-up of the writer for all of them.
+    Batch(Vec<Msg>),
 }
 
 /// Counters of the writer, for `/metrics` and status.
@@ -207,8 +211,13 @@ impl Store {
     }
 
     fn send(&self, m: Msg, block: bool) -> Result<(), StoreError> {
+        let n = match &m {
+            Msg::Batch(v) if v.is_empty() => return Ok(()),
+            Msg::Batch(v) => v.len(),
+            _ => 1,
+        };
         let tx = self.tx.as_ref().ok_or(StoreError::WriterGone)?;
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        self.stats.queued.fetch_add(n, Ordering::Relaxed);
         let r = if block {
             tx.send(m).map_err(|_| StoreError::WriterGone)
         } else {
@@ -216,15 +225,15 @@ impl Store {
                 Ok(()) => Ok(()),
                 Err(mpsc::TrySendError::Full(_)) => {
                     // Live ingest never waits on the disk; what the queue cannot take is counted.
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                    self.stats.queued.fetch_sub(n, Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(mpsc::TrySendError::Disconnected(_)) => Err(StoreError::WriterGone),
             }
         };
         if r.is_err() {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.queued.fetch_sub(n, Ordering::Relaxed);
         }
         r
     }
@@ -253,15 +262,15 @@ impl Store {
     /// Queues a finished flow; `block` waits for queue space (replay) instead of counting a drop
     /// (live).
     pub fn flow(&self, f: FlowRecord, last_seen_ns: u64, block: bool) -> Result<(), StoreError> {
-        self.send(Msg::Flow(f, last_seen_ns, self.sid()), block)
+        self.send(Msg::Flow(Box::new(f), last_seen_ns, self.sid()), block)
     }
 
     pub fn alert(&self, a: AlertRecord, last_seen_ns: u64, block: bool) -> Result<(), StoreError> {
-        self.send(Msg::Alert(a, last_seen_ns, self.sid()), block)
+        self.send(Msg::Alert(Box::new(a), last_seen_ns, self.sid()), block)
     }
 
     pub fn anomaly(&self, a: AnomalyRow, block: bool) -> Result<(), StoreError> {
-        self.send(Msg::Anomaly(a), block)
+        self.send(Msg::Anomaly(Box::new(a)), block)
     }
 
     pub fn stats_row(&self, s: StatsRow, block: bool) -> Result<(), StoreError> {
@@ -310,12 +319,22 @@ fn writer(
 ) {
     let mut last_retention = Instant::now();
     let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let add = |batch: &mut Vec<Msg>, m: Msg| match m {
+        Msg::Batch(v) => batch.extend(v),
+        m => batch.push(m),
+    };
+    // Someone waits for these: commit now rather than at the end of the gathering time.
+    let awaited = |m: &Msg| matches!(m, Msg::Sync(_) | Msg::SessionStart(..));
     while let Ok(first) = rx.recv() {
-        batch.push(first);
+        let mut urgent = awaited(&first);
+        add(&mut batch, first);
         let deadline = Instant::now() + BATCH_TIME;
-        while batch.len() < BATCH_ROWS {
+        while batch.len() < BATCH_ROWS && !urgent {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(m) => batch.push(m),
+                Ok(m) => {
+                    urgent = awaited(&m);
+                    add(&mut batch, m);
+                }
                 Err(_) => break,
             }
         }
@@ -438,6 +457,8 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                     )?;
                 }
                 Msg::Sync(done) => syncs.push(done),
+                // Flattened by the writer before a commit.
+                Msg::Batch(_) => {}
             }
             st.written.fetch_add(1, Ordering::Relaxed);
         }
@@ -469,11 +490,32 @@ pub fn apply_retention(c: &Connection, r: Retention, now_ns: u64) -> rusqlite::R
     Ok(deleted)
 }
 
-/// The store as a pipeline output, for one capture session.
+/// The store as a pipeline output, for one capture session. Flows, anomalies and statistics
+/// are handed to the writer in batches (a wake-up per row cost more than the row); alerts go
+/// at once, and the batch goes at every tick (each live poll) and at the end.
 pub struct StoreSink<'a> {
     store: &'a Store,
     /// Replay waits for queue space; live ingest counts a drop instead of waiting on the disk.
     block: bool,
+    buf: Vec<Msg>,
+}
+
+/// Rows a sink gathers before it hands them over.
+const SINK_BATCH: usize = 256;
+
+impl StoreSink<'_> {
+    fn push(&mut self, m: Msg) -> Result<(), crate::sink::SinkError> {
+        self.buf.push(m);
+        if self.buf.len() >= SINK_BATCH {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    fn hand_over(&mut self) -> Result<(), crate::sink::SinkError> {
+        let rows = std::mem::replace(&mut self.buf, Vec::with_capacity(SINK_BATCH));
+        Ok(self.store.send(Msg::Batch(rows), self.block)?)
+    }
 }
 
 impl<'a> StoreSink<'a> {
@@ -485,7 +527,11 @@ impl<'a> StoreSink<'a> {
         block: bool,
     ) -> Result<Self, StoreError> {
         store.start_session(kind, source)?;
-        Ok(Self { store, block })
+        Ok(Self {
+            store,
+            block,
+            buf: Vec::with_capacity(SINK_BATCH),
+        })
     }
 }
 
@@ -497,13 +543,16 @@ impl crate::sink::Sink for StoreSink<'_> {
         true
     }
     fn flow(&mut self, rec: &FlowRecord, last_seen_ns: u64) -> Result<(), crate::sink::SinkError> {
-        Ok(self.store.flow(rec.clone(), last_seen_ns, self.block)?)
+        let sid = self.store.sid();
+        self.push(Msg::Flow(Box::new(rec.clone()), last_seen_ns, sid))
     }
     fn alert_opened(
         &mut self,
         rec: &AlertRecord,
         last_seen_ns: u64,
     ) -> Result<(), crate::sink::SinkError> {
+        // Rows of the same flows first, so the database never shows an alert before them.
+        self.hand_over()?;
         Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
     }
     /// The same row as at open (upsert on the session's alert key), now in its final state.
@@ -512,15 +561,20 @@ impl crate::sink::Sink for StoreSink<'_> {
         rec: &AlertRecord,
         last_seen_ns: u64,
     ) -> Result<(), crate::sink::SinkError> {
+        self.hand_over()?;
         Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
     }
     fn anomaly(&mut self, a: &AnomalyRow) -> Result<(), crate::sink::SinkError> {
-        Ok(self.store.anomaly(a.clone(), self.block)?)
+        self.push(Msg::Anomaly(Box::new(a.clone())))
     }
     fn stats(&mut self, s: &StatsRow) -> Result<(), crate::sink::SinkError> {
-        Ok(self.store.stats_row(*s, self.block)?)
+        self.push(Msg::Stats(*s))
+    }
+    fn tick(&mut self) -> Result<(), crate::sink::SinkError> {
+        self.hand_over()
     }
     fn finish(&mut self, t: crate::sink::EndTotals) -> Result<(), crate::sink::SinkError> {
+        self.hand_over()?;
         self.store.end_session(t.packets, t.flows)?;
         Ok(self.store.sync()?)
     }
