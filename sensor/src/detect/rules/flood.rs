@@ -308,19 +308,8 @@ impl Rules {
                 now,
                 book,
             );
-            // Judged on each new second and every JUDGE_EVERY packets between: enough for
-            // sub-second detection, and a flood of a million packets is not judged a million
-            // times. A host below every flood floor (its packets in the longest window, an
-            // upper bound of any rule's count) is not judged at all.
             if rx {
-                h.since_judged += n;
-                let floor = (self.cfg.flood_pps * self.cfg.flood_window_s).min(self.cfg.ddos_pps);
-                let busy = h.rx_all.sum >= floor || h.overflow.sum > 0;
-                if busy && (sec != h.judged_sec || h.since_judged >= JUDGE_EVERY) {
-                    h.judged_sec = sec;
-                    h.since_judged = 0;
-                    Self::floods(&self.cfg, host, pkt_src, h, sec, now, book);
-                }
+                Self::floods(&self.cfg, host, pkt_src, h, sec, now, book);
             }
         }
     }
