@@ -53,13 +53,7 @@ pub(super) struct HostState {
     pub(super) reflected_ports: PortTally,
     /// The long window, once unsolicited replies arrive (low-and-slow reflection).
     pub(super) slow: Option<Box<SlowReflection>>,
-    /// When the flood rules last judged this host, and packets received since.
-    judged_sec: u64,
-    since_judged: u64,
 }
-
-/// Packets a host receives between two judgements of the flood rules within one second.
-const JUDGE_EVERY: u64 = 64;
 
 /// The few most frequent ports of a stream (space-saving: a new port replaces the smallest).
 #[derive(Default)]
@@ -177,8 +171,6 @@ impl HostState {
             reflectors: Distinct::default(),
             reflected_ports: PortTally::default(),
             slow: None,
-            judged_sec: 0,
-            since_judged: 0,
         }
     }
 }
