@@ -410,8 +410,9 @@ fn server_sent_events_push_new_alerts() {
     );
 }
 
-/// `/api/replay` runs with the server's config: a port-scan threshold above the 1,000 ports
-/// nmap probes turns the scan alert off, the default finds it.
+/// `/api/replay` runs with the server's config: port-scan thresholds (the 60 s window and the
+/// slow 15-minute one) above the 1,000 ports nmap probes turn the scan alert off, the default
+/// finds it.
 #[test]
 fn the_loaded_config_decides_what_api_replay_finds() {
     let Some(corpora) = sensor_tests::corpora() else {
@@ -420,6 +421,7 @@ fn the_loaded_config_decides_what_api_replay_finds() {
     };
     let mut strict = sensor::config::Config::default();
     strict.rules.port_scan_ports = 5000;
+    strict.rules.slow_scan_ports = 5000;
     for (name, config, expected) in [
         ("cfg-default", sensor::config::Config::default(), Some(1)),
         ("cfg-strict", strict, None),
