@@ -20,6 +20,9 @@ use crate::{
 };
 
 const NS: u64 = 1_000_000_000;
+/// Pending flow events that make the rules run before their second is over (a second of a
+/// million busy flows stays bounded).
+const MAX_PENDING_EVENTS: usize = 1 << 16;
 
 /// What went through the pipeline so far.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -107,7 +110,17 @@ impl<'a> Pipeline<'a> {
         }
         let finished = &mut self.finished;
         table.packets(batch, &mut |f| finished.push(f));
-        self.process(table);
+        // Events wait until their second is over (the table merges each flow's packets of one
+        // second into one event) or until there are many: the rules see the same counts with
+        // a fraction of the calls.
+        let now_s = batch.last().map_or(0, |(_, _, ts)| ts / NS);
+        let due = table.pending_events() >= MAX_PENDING_EVENTS
+            || table.pending_since_s().is_some_and(|s| s != now_s);
+        if due {
+            self.process(table);
+        } else {
+            self.finished_flows();
+        }
     }
 
     /// The kernel's counters of one poll (XDP path), counted into the second of `now_ns`.
@@ -150,6 +163,12 @@ impl<'a> Pipeline<'a> {
                 d.on_event(&ev);
             }
         }
+        self.finished_flows();
+    }
+
+    /// Finished flows to the model and the sinks, then whatever detection opened, closed or
+    /// judged.
+    fn finished_flows(&mut self) {
         let finished = std::mem::take(&mut self.finished);
         if self.wants_stats && !finished.is_empty() {
             self.second.flows += finished.len() as u64;

@@ -150,8 +150,8 @@ pub struct AnomalyRow {
     pub dst_ip: String,
     pub score: f64,
     pub severity: String,
-    /// The flow and the top features, as JSON.
-    pub record: serde_json::Value,
+    /// The flow and the top features, as JSON text (serialized once, where judged).
+    pub record: String,
 }
 
 /// One finished flow, as written one per line by `--flows-jsonl`.

@@ -148,6 +148,17 @@ impl AlertBook {
         }
     }
 
+    /// The peak rate of the open alert under this key (`MlAnomaly` keys have no destination),
+    /// whose evidence a firing replaces only by reaching it.
+    pub fn peak_rate(
+        &self,
+        kind: AlertKind,
+        src: Option<IpAddr>,
+        dst: Option<IpAddr>,
+    ) -> Option<f64> {
+        self.open.get(&(kind, src, dst)).map(|a| a.peak_rate)
+    }
+
     /// Whether an alert of `kind` between exactly these endpoints is open.
     pub fn is_open(&self, kind: AlertKind, src: Option<IpAddr>, dst: Option<IpAddr>) -> bool {
         self.open.contains_key(&(kind, src, dst))

@@ -25,6 +25,45 @@ use crate::{
 /// of an attacker's reach.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// One of the features that isolated an anomalous flow.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+struct TopFeature {
+    feature: &'static str,
+    /// Share of the isolation credited to it (shares of all features sum to 1).
+    share: f64,
+    value: f64,
+    /// Standard deviations from the training mean.
+    z: f64,
+}
+
+/// An anomaly as stored: the flow, why it stood out, and against what threshold.
+#[derive(serde::Serialize)]
+struct AnomalyDoc<'a> {
+    flow: crate::record::FlowRecord,
+    top_features: &'a [TopFeature],
+    score: f64,
+    severity: &'static str,
+    threshold: f64,
+}
+
+/// The evidence of an `ml_anomaly` alert.
+#[derive(serde::Serialize)]
+struct AnomalyEvidence<'a> {
+    top_features: &'a [TopFeature],
+    threshold: f64,
+    flow: EvidenceFlow,
+}
+
+#[derive(serde::Serialize)]
+struct EvidenceFlow {
+    proto: u8,
+    src_port: u16,
+    dst_port: u16,
+    packets: u64,
+    bytes: u64,
+    duration_s: f64,
+}
+
 /// Anomalies held between two drains at most; the pipeline drains after every batch, so only a
 /// consumer that stopped draining reaches it (the excess is counted, not kept).
 const MAX_PENDING_ANOMALIES: usize = 100_000;
@@ -118,36 +157,59 @@ impl Detector {
         if v.severity == Severity::Normal {
             return;
         }
-        let top: Vec<serde_json::Value> = v
+        let top: Vec<TopFeature> = v
             .top
             .iter()
-            .map(|(name, share, value, z)| {
-                serde_json::json!({
-                    "feature": name,
-                    "share": (share * 1000.0).round() / 1000.0,
-                    "value": (value * 1000.0).round() / 1000.0,
-                    "z": (z * 100.0).round() / 100.0,
-                })
+            .map(|&(feature, share, value, z)| TopFeature {
+                feature,
+                share: (share * 1000.0).round() / 1000.0,
+                value: (value * 1000.0).round() / 1000.0,
+                z: (z * 100.0).round() / 100.0,
             })
             .collect();
+        let severity = v.severity.as_str();
         if self.anomalies.len() >= MAX_PENDING_ANOMALIES {
             self.anomalies_dropped += 1;
         } else {
+            let doc = AnomalyDoc {
+                flow: crate::record::FlowRecord::from(f),
+                top_features: &top,
+                score: v.score,
+                severity,
+                threshold: model.threshold,
+            };
             self.anomalies.push(AnomalyRow {
                 ts: f.last_seen_ns,
                 src_ip: f.src.to_string(),
                 dst_ip: f.dst.to_string(),
                 score: v.score,
-                severity: v.severity.as_str().to_owned(),
-                record: serde_json::json!({
-                    "flow": crate::record::FlowRecord::from(f),
-                    "top_features": top.clone(),
-                    "score": v.score,
-                    "severity": v.severity.as_str().to_owned(),
-                    "threshold": model.threshold,
-                }),
+                severity: severity.to_owned(),
+                record: serde_json::to_string(&doc).unwrap_or_default(),
             });
         }
+        // An aggregated anomaly alert keeps the evidence of its most anomalous flow: build it
+        // only when this flow is that one.
+        let evidence = if self
+            .book
+            .peak_rate(AlertKind::MlAnomaly, Some(f.src), None)
+            .is_some_and(|peak| v.score < peak)
+        {
+            serde_json::Value::Null
+        } else {
+            serde_json::to_value(AnomalyEvidence {
+                top_features: &top,
+                threshold: (model.threshold * 10_000.0).round() / 10_000.0,
+                flow: EvidenceFlow {
+                    proto: f.proto,
+                    src_port: f.src_port,
+                    dst_port: f.dst_port,
+                    packets: f.packets(),
+                    bytes: f.bytes(),
+                    duration_s: f.duration().as_secs_f64(),
+                },
+            })
+            .unwrap_or_default()
+        };
         self.book.fire(alert::Firing {
             kind: AlertKind::MlAnomaly,
             detector: alert::DetectorKind::Ml,
@@ -157,18 +219,7 @@ impl Detector {
             severity: v.severity,
             rate: v.score,
             score: Some((v.score * 10_000.0).round() / 10_000.0),
-            evidence: serde_json::json!({
-                "top_features": top,
-                "threshold": (model.threshold * 10_000.0).round() / 10_000.0,
-                "flow": {
-                    "proto": f.proto,
-                    "src_port": f.src_port,
-                    "dst_port": f.dst_port,
-                    "packets": f.packets(),
-                    "bytes": f.bytes(),
-                    "duration_s": f.duration().as_secs_f64(),
-                },
-            }),
+            evidence,
         });
     }
 

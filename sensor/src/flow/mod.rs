@@ -191,6 +191,25 @@ pub struct Flow {
     fin_fwd: bool,
     fin_rev: bool,
     handshake_done: bool,
+    /// Where this flow's pending events sit in the table's event list.
+    ev: EventSlot,
+}
+
+/// The events of one flow not yet taken by the detector, one per direction: later packets of
+/// the same second merge into them. Bookkeeping of the table, not part of a flow's value, so
+/// it compares equal always (a flow's identity and counters decide equality).
+#[derive(Clone, Copy, Debug, Default)]
+struct EventSlot {
+    /// The table's event generation these indexes belong to (0: none).
+    generation: u32,
+    /// Index + 1 into the event list, per direction (forward, reverse); 0: none.
+    at: [u32; 2],
+}
+
+impl PartialEq for EventSlot {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Why a flow record was emitted.
@@ -323,6 +342,8 @@ pub struct FlowTable {
     stats: TableStats,
     record_events: bool,
     events: Vec<FlowEvent>,
+    /// Bumped each time the events are taken, which invalidates every flow's [`EventSlot`].
+    event_generation: u32,
 }
 
 /// Shortest data-time interval between timeout sweeps. Sweeps only free memory and emit
@@ -341,6 +362,7 @@ impl FlowTable {
             stats: TableStats::default(),
             record_events: false,
             events: Vec::new(),
+            event_generation: 1,
         }
     }
 
@@ -483,7 +505,7 @@ impl FlowTable {
             flow.handshake_done = true;
         }
         if self.record_events {
-            self.events.push(FlowEvent {
+            let ev = FlowEvent {
                 ts_ns: d.last_ns,
                 src: flow.src,
                 dst: flow.dst,
@@ -500,7 +522,8 @@ impl FlowTable {
                 syn_ack: d.syn_ack,
                 rst: d.rst,
                 completed,
-            });
+            };
+            record_event(&mut self.events, self.event_generation, &mut flow.ev, ev);
         }
     }
 
@@ -509,9 +532,20 @@ impl FlowTable {
         self.record_events = on;
     }
 
-    /// Events recorded since the last call, in order.
+    /// Events recorded since the last call, in the order of their first packet.
     pub fn take_events(&mut self) -> std::vec::Drain<'_, FlowEvent> {
+        self.event_generation = self.event_generation.wrapping_add(1).max(1);
         self.events.drain(..)
+    }
+
+    /// Events waiting to be taken.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Data second of the oldest pending event.
+    pub fn pending_since_s(&self) -> Option<u64> {
+        self.events.first().map(|e| e.ts_ns / NS)
     }
 
     fn sweep_interval_ns(&self) -> u64 {
@@ -592,6 +626,39 @@ impl FlowTable {
     }
 }
 
+/// Adds `ev` to the pending `events`, merged into the same flow's pending event of the same
+/// direction and second when there is one: the rules count per second, and a busy flow then
+/// costs them one event per second instead of one per packet (the kernel path's polled
+/// deltas arrive merged the same way).
+fn record_event(events: &mut Vec<FlowEvent>, generation: u32, slot: &mut EventSlot, ev: FlowEvent) {
+    let dir = usize::from(!ev.from_src);
+    if ev.new_flow || slot.generation != generation {
+        *slot = EventSlot {
+            generation,
+            at: [0, 0],
+        };
+    } else if let Some(e) = slot.at[dir]
+        .checked_sub(1)
+        .and_then(|i| events.get_mut(i as usize))
+        && e.ts_ns / NS == ev.ts_ns / NS
+        && e.key_dst_port == ev.key_dst_port
+        && e.from_src == ev.from_src
+    {
+        e.ts_ns = e.ts_ns.max(ev.ts_ns);
+        e.packets += ev.packets;
+        e.bytes += ev.bytes;
+        e.syn += ev.syn;
+        e.syn_ack += ev.syn_ack;
+        e.rst += ev.rst;
+        e.completed |= ev.completed;
+        return;
+    }
+    events.push(ev);
+    slot.at[dir] = u32::try_from(events.len()).unwrap_or(0);
+}
+
+const NS: u64 = 1_000_000_000;
+
 fn new_flow(k: &BiKey, fwd_is_lo: bool, ts: u64) -> Flow {
     let (s, d, sp, dp) = if fwd_is_lo {
         (k.lo_addr, k.hi_addr, k.lo_port, k.hi_port)
@@ -628,11 +695,14 @@ fn new_flow(k: &BiKey, fwd_is_lo: bool, ts: u64) -> Flow {
         fin_fwd: false,
         fin_rev: false,
         handshake_done: false,
+        ev: EventSlot::default(),
     }
 }
 
 /// The responder turned out to be the initiator (its SYN arrived after our first packet).
 fn flip(f: &mut Flow) {
+    // Pending events were oriented the old way round.
+    f.ev = EventSlot::default();
     std::mem::swap(&mut f.src, &mut f.dst);
     if f.family != family::ARP && f.proto != proto::ICMP && f.proto != proto::ICMPV6 {
         std::mem::swap(&mut f.src_port, &mut f.dst_port);
@@ -774,6 +844,57 @@ mod tests {
         );
         assert_eq!(completed(&[(S, syn), (S + 1, syn)]), 0, "a retransmission");
         assert_eq!(completed(&[(S, ack)]), 0, "an ACK probe");
+    }
+
+    /// A flow's packets of one second and one direction become one event with their sums;
+    /// a new second, the other direction, a new flow or taking the events starts another.
+    #[test]
+    fn events_merge_per_flow_direction_and_second() {
+        let mut t = FlowTable::new(FlowConfig::default());
+        t.record_events(true);
+        let syn = pkt(1, 2, 40000, 80, proto::TCP, tcp::SYN);
+        let syn_ack = pkt(2, 1, 80, 40000, proto::TCP, tcp::SYN | tcp::ACK);
+        let ack = pkt(1, 2, 40000, 80, proto::TCP, tcp::ACK);
+        let other = pkt(3, 2, 40001, 80, proto::TCP, tcp::SYN);
+        for (ts, p) in [
+            (S, syn),
+            (S + 1, other),
+            (S + 2, syn_ack),
+            (S + 3, ack),
+            (S + 4, ack),
+            (2 * S, ack),
+        ] {
+            t.packet(&p, 60, ts, &mut |_| {});
+        }
+        let got: Vec<(u64, bool, bool, u64, u64, bool)> = t
+            .take_events()
+            .map(|e| {
+                (
+                    e.ts_ns,
+                    e.new_flow,
+                    e.from_src,
+                    e.packets,
+                    e.syn,
+                    e.completed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // SYN and two ACKs of the first second, one event; the handshake completed.
+                (S + 4, true, true, 3, 1, true),
+                (S + 1, true, true, 1, 1, false),
+                (S + 2, false, false, 1, 0, false),
+                (2 * S, false, true, 1, 0, false),
+            ]
+        );
+        t.packet(&ack, 60, 2 * S + 1, &mut |_| {});
+        assert_eq!(
+            t.take_events().map(|e| e.packets).collect::<Vec<_>>(),
+            [1],
+            "events already taken are never merged into"
+        );
     }
 
     #[test]

@@ -211,8 +211,7 @@ impl IsolationForest {
                 }
                 let next =
                     node.left as usize + usize::from(row[node.feature as usize] >= node.value);
-                let bits =
-                    (f64::from(tree.sizes[i].max(1)) / f64::from(tree.sizes[next].max(1))).log2();
+                let bits = log2_count(tree.sizes[i]) - log2_count(tree.sizes[next]);
                 per[node.feature as usize] += bits;
                 sum += bits;
                 i = next;
@@ -226,6 +225,20 @@ impl IsolationForest {
         let n = self.trees.len().max(1) as f64;
         total.iter().map(|t| t / n).collect()
     }
+}
+
+/// Node sizes up to this have their log2 in a table (the usual sample sizes are 256-4096).
+const LOG2_TABLE: usize = 4096;
+
+/// log2 of a node's training-point count (at least 1): attribution takes two per split,
+/// thousands per flow, so the common sizes are looked up.
+fn log2_count(n: u32) -> f64 {
+    static TABLE: std::sync::LazyLock<Vec<f64>> =
+        std::sync::LazyLock::new(|| (0..=LOG2_TABLE).map(|n| (n.max(1) as f64).log2()).collect());
+    TABLE
+        .get(n as usize)
+        .copied()
+        .unwrap_or_else(|| f64::from(n.max(1)).log2())
 }
 
 /// Fills node `me` (already allocated) for the points `idx` at `depth`: a leaf, or a split

@@ -175,6 +175,10 @@ pub fn open_ro(path: &Path) -> Result<Connection, StoreError> {
 }
 
 const BATCH_ROWS: usize = 10_000;
+/// Messages the writer's queue holds. Rows travel in batches of up to [`SINK_BATCH`], so this
+/// is up to ~260k rows of backlog; the channel preallocates its slots, so a bigger bound costs
+/// memory (and page faults) at every open.
+const QUEUE_MESSAGES: usize = 1024;
 const BATCH_TIME: Duration = Duration::from_millis(100);
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
@@ -182,7 +186,7 @@ impl Store {
     /// Opens the database and starts the writer thread.
     pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
         let conn = open_rw(path)?;
-        let (tx, rx) = mpsc::sync_channel(1 << 16);
+        let (tx, rx) = mpsc::sync_channel(QUEUE_MESSAGES);
         let stats = Arc::new(WriterStats::default());
         let st = Arc::clone(&stats);
         let p = path.to_path_buf();
@@ -418,7 +422,7 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                     tx.prepare_cached(
                         "INSERT INTO anomalies (ts, src_ip, dst_ip, score, severity, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
-                    .execute(params![a.ts as i64, a.src_ip, a.dst_ip, a.score, a.severity, a.record.to_string()])?;
+                    .execute(params![a.ts as i64, a.src_ip, a.dst_ip, a.score, a.severity, a.record])?;
                 }
                 Msg::Stats(s) => {
                     tx.prepare_cached(
