@@ -3,7 +3,9 @@
 //! Attack captures must raise an alert of the right kind with the right attacker and victim;
 //! benign captures must raise no attack alert (traffic spikes and model anomalies are not
 //! attack verdicts and are reported, not counted). Ground truth is
-//! `../shared/corpora/README.md`; the table below transcribes it.
+//! `../shared/corpora/README.md` (the tables below transcribe it) and, for the captures the lab
+//! records (`cargo xtask lab record --eval`), their `eval_truth.json`. The closing table gives
+//! detected/total per attack family and false alerts per benign family.
 
 use std::{
     fs,
@@ -13,78 +15,142 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-/// (file under the corpora, kind, attacker, victim); `None` = not checked (many or n/a).
-const ATTACKS: &[(&str, &str, Option<&str>, Option<&str>)] = &[
+/// One attack capture: file, family (a row of the quality table), the alert kind it must
+/// raise, attacker and victim the alert must name (`None`: not checked, many or n/a).
+struct Attack {
+    file: String,
+    family: String,
+    kind: String,
+    src: Option<String>,
+    dst: Option<String>,
+}
+
+/// Attack captures of the shared corpora: (file, family, kind, attacker, victim).
+const CORPUS_ATTACKS: &[(&str, &str, &str, Option<&str>, Option<&str>)] = &[
     (
         "generated/nmap_sS_top1000.pcap",
+        "port scan (SYN, connect, UDP)",
         "port_scan",
         Some("10.99.0.1"),
         Some("10.99.0.2"),
     ),
     (
         "generated/nmap_sT_connect.pcap",
+        "port scan (SYN, connect, UDP)",
         "port_scan",
         Some("10.99.0.1"),
         Some("10.99.0.2"),
     ),
     (
         "generated/nmap_sU_udp100.pcap",
+        "port scan (SYN, connect, UDP)",
         "port_scan",
         Some("10.99.0.1"),
         Some("10.99.0.2"),
     ),
     (
         "generated/nmap_sn_sweep_arp.pcap",
+        "host sweep (ARP; ICMP + TCP)",
         "host_sweep",
         Some("10.99.0.1"),
         None,
     ),
     (
         "generated/nmap_sn_sweep_ip.pcap",
+        "host sweep (ARP; ICMP + TCP)",
         "host_sweep",
         Some("10.99.0.1"),
         None,
     ),
     (
         "generated/hping3_synflood_20k.pcap",
+        "SYN flood",
         "syn_flood",
-        Some("10.99.0.1"),
-        Some("10.99.0.2"),
-    ),
-    (
-        "generated/hping3_udpflood_20k.pcap",
-        "udp_flood",
-        Some("10.99.0.1"),
-        Some("10.99.0.2"),
-    ),
-    (
-        "generated/hping3_icmpflood_20k.pcap",
-        "icmp_flood",
         Some("10.99.0.1"),
         Some("10.99.0.2"),
     ),
     (
         "suricata-verify/firewall/tcp-session-syn-flood-drop-precedence/input.pcap",
+        "SYN flood",
         "syn_flood",
         Some("192.0.2.10"),
         Some("198.51.100.5"),
     ),
     (
+        "generated/hping3_udpflood_20k.pcap",
+        "UDP flood",
+        "udp_flood",
+        Some("10.99.0.1"),
+        Some("10.99.0.2"),
+    ),
+    (
         "suricata-verify/dhcp-request-flood/test.pcap",
+        "UDP flood",
         "udp_flood",
         Some("0.0.0.0"),
         Some("255.255.255.255"),
     ),
+    (
+        "generated/hping3_icmpflood_20k.pcap",
+        "ICMP flood",
+        "icmp_flood",
+        Some("10.99.0.1"),
+        Some("10.99.0.2"),
+    ),
 ];
 
-/// Benign captures named one by one; every zeek and nDPI capture is benign as well.
-const BENIGN: &[&str] = &[
-    "generated/benign_http_200req.pcap",
-    "generated/iperf3_tcp_3s_20k.pcap",
-    "suricata-verify/bug-4376/syn_retransmit_with_ts.pcap",
-    "suricata-verify/detection_filter-distinct-dstport/input.pcap",
-    "suricata-verify/detection_filter-distinct-srcport/input.pcap",
+/// Benign captures named one by one, with their family; every zeek and nDPI capture is
+/// benign as well.
+const BENIGN: &[(&str, &str)] = &[
+    (
+        "generated/benign_http_200req.pcap",
+        "benign: generated (HTTP, iperf3 bulk)",
+    ),
+    (
+        "generated/iperf3_tcp_3s_20k.pcap",
+        "benign: generated (HTTP, iperf3 bulk)",
+    ),
+    (
+        "suricata-verify/bug-4376/syn_retransmit_with_ts.pcap",
+        "benign: suricata-verify",
+    ),
+    (
+        "suricata-verify/detection_filter-distinct-dstport/input.pcap",
+        "benign: suricata-verify",
+    ),
+    (
+        "suricata-verify/detection_filter-distinct-srcport/input.pcap",
+        "benign: suricata-verify",
+    ),
 ];
+
+/// Directories of the corpora whose every capture is benign.
+const BENIGN_DIRS: &[(&str, &str)] = &[
+    ("zeek", "benign: zeek traces"),
+    ("ndpi/pcap", "benign: nDPI application captures"),
+];
+
+/// The lab's evaluation set under the target directory, recorded when absent or made by an
+/// older recorder (`record`: root, the lab's tools installed), else `None` with the reason.
+pub fn lab_set_dir(record: bool) -> Result<Option<PathBuf>> {
+    let dir = crate::target_dir().join("lab/eval-set");
+    let current = fs::read_to_string(dir.join(crate::lab::evalset::TRUTH))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["version"] == crate::lab::evalset::VERSION);
+    if current {
+        return Ok(Some(dir));
+    }
+    if !record {
+        return Ok(None);
+    }
+    eprintln!(
+        "eval: recording the lab evaluation set into {}",
+        dir.display()
+    );
+    crate::lab::evalset::record(&dir).context("recording the lab evaluation set")?;
+    Ok(Some(dir))
+}
 
 /// Kinds that are a verdict of attack.
 const ATTACK_KINDS: &[&str] = &[
@@ -139,29 +205,114 @@ fn kinds(v: &[Seen]) -> String {
     }
 }
 
-pub fn eval(sensor: &Path, corpora: &Path) -> Result<()> {
-    if !corpora.is_dir() {
-        println!("eval: SKIPPED: {} is absent", corpora.display());
+/// Attack and benign captures of a lab evaluation set (`cargo xtask lab record --eval`).
+fn lab_set(dir: &Path) -> Result<(Vec<Attack>, Vec<(PathBuf, String)>)> {
+    let path = dir.join(crate::lab::evalset::TRUTH);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let (mut attacks, mut benign) = (Vec::new(), Vec::new());
+    for c in doc["cases"].as_array().into_iter().flatten() {
+        let s = |k: &str| c[k].as_str().map(str::to_owned);
+        let file = dir.join(s("file").context("a case without a file")?);
+        let family = format!("{} (lab)", s("family").unwrap_or_default());
+        match s("expected_alert") {
+            Some(kind) => attacks.push(Attack {
+                file: file.display().to_string(),
+                family,
+                kind,
+                src: s("attacker"),
+                dst: s("victim"),
+            }),
+            None => benign.push((file, family)),
+        }
+    }
+    Ok((attacks, benign))
+}
+
+/// Per-family counts of the quality table, in first-seen order.
+#[derive(Default)]
+struct Families(Vec<(String, usize, usize)>);
+
+impl Families {
+    fn add(&mut self, family: &str, good: bool) {
+        if let Some(f) = self.0.iter_mut().find(|f| f.0 == family) {
+            f.1 += usize::from(good);
+            f.2 += 1;
+        } else {
+            self.0.push((family.to_owned(), usize::from(good), 1));
+        }
+    }
+}
+
+/// Runs every attack and benign capture through `sensor replay` and prints the verdicts and
+/// the per-family table; `lab` adds a recorded evaluation set.
+pub fn eval(sensor: &Path, corpora: &Path, lab: Option<&Path>) -> Result<()> {
+    let mut attacks: Vec<Attack> = Vec::new();
+    let mut benign: Vec<(PathBuf, String)> = Vec::new();
+    if corpora.is_dir() {
+        attacks.extend(CORPUS_ATTACKS.iter().map(|(f, fam, k, s, d)| Attack {
+            file: corpora.join(f).display().to_string(),
+            family: (*fam).to_owned(),
+            kind: (*k).to_owned(),
+            src: s.map(str::to_owned),
+            dst: d.map(str::to_owned),
+        }));
+        benign.extend(
+            BENIGN
+                .iter()
+                .map(|(f, fam)| (corpora.join(f), (*fam).to_owned())),
+        );
+        for (dir, fam) in BENIGN_DIRS {
+            if let Ok(rd) = fs::read_dir(corpora.join(dir)) {
+                let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                files.sort();
+                benign.extend(files.into_iter().map(|p| (p, (*fam).to_owned())));
+            }
+        }
+    } else {
+        println!("eval: {} is absent: corpus rows skipped", corpora.display());
+    }
+    match lab {
+        Some(dir) => {
+            let (a, b) = lab_set(dir)?;
+            attacks.extend(a);
+            benign.extend(b);
+        }
+        None => println!(
+            "eval: no lab evaluation set (cargo xtask lab record --eval): lab rows skipped"
+        ),
+    }
+    if attacks.is_empty() && benign.is_empty() {
+        println!("eval: SKIPPED: nothing to evaluate");
         return Ok(());
     }
     let tmp = std::env::temp_dir().join(format!("sensor-eval-{}.jsonl", std::process::id()));
-    let (mut detected, mut attacks) = (0, 0);
+    let (mut detected, mut total) = (0, 0);
+    let mut table = Families::default();
     println!("{:70} {:12} detected", "attack capture", "expected");
-    for (file, kind, src, dst) in ATTACKS {
-        let path = corpora.join(file);
+    for a in &attacks {
+        let path = Path::new(&a.file);
         if !path.is_file() {
             continue;
         }
-        attacks += 1;
-        let seen = alerts(sensor, &path, &tmp)?;
-        let hit = seen.iter().any(|a| {
-            a.kind == *kind
-                && src.is_none_or(|s| a.src.as_deref() == Some(s))
-                && dst.is_none_or(|d| a.dst.as_deref() == Some(d))
+        total += 1;
+        let seen = alerts(sensor, path, &tmp)?;
+        let hit = seen.iter().any(|s| {
+            s.kind == a.kind
+                && a.src.as_ref().is_none_or(|x| s.src.as_ref() == Some(x))
+                && a.dst.as_ref().is_none_or(|x| s.dst.as_ref() == Some(x))
         });
         detected += usize::from(hit);
+        table.add(&a.family, hit);
+        let shown = path
+            .strip_prefix(corpora)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         println!(
-            "{file:70} {kind:12} {} {}",
+            "{shown:70} {:12} {} {}",
+            a.kind,
             kinds(&seen),
             if hit {
                 "ok"
@@ -171,50 +322,59 @@ pub fn eval(sensor: &Path, corpora: &Path) -> Result<()> {
         );
     }
 
-    let mut benign: Vec<PathBuf> = BENIGN
-        .iter()
-        .map(|f| corpora.join(f))
-        .filter(|p| p.is_file())
-        .collect();
-    for dir in ["zeek", "ndpi/pcap"] {
-        if let Ok(rd) = fs::read_dir(corpora.join(dir)) {
-            let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            files.sort();
-            benign.extend(files);
-        }
-    }
     let mut false_alerts = 0;
     let mut other = 0;
-    for path in &benign {
+    let mut benign_files = 0;
+    let mut benign_table: Vec<(String, usize, usize)> = Vec::new();
+    for (path, family) in &benign {
+        if !path.is_file() {
+            continue;
+        }
+        benign_files += 1;
         let seen = alerts(sensor, path, &tmp)?;
         let bad: Vec<&Seen> = seen
             .iter()
             .filter(|a| ATTACK_KINDS.contains(&a.kind.as_str()))
             .collect();
         other += seen.len() - bad.len();
-        if !bad.is_empty() {
-            false_alerts += bad.len();
-            for a in bad {
-                println!(
-                    "FALSE ALERT on benign {}: {} {:?} -> {:?}",
-                    path.display(),
-                    a.kind,
-                    a.src,
-                    a.dst
-                );
+        false_alerts += bad.len();
+        match benign_table.iter_mut().find(|f| &f.0 == family) {
+            Some(f) => {
+                f.1 += 1;
+                f.2 += bad.len();
             }
+            None => benign_table.push((family.clone(), 1, bad.len())),
+        }
+        for a in bad {
+            println!(
+                "FALSE ALERT on benign {}: {} {:?} -> {:?}",
+                path.display(),
+                a.kind,
+                a.src,
+                a.dst
+            );
         }
     }
     let _ignored = fs::remove_file(&tmp);
+    println!();
+    println!("{:58} {:>9}", "attack family", "detected");
+    for (family, good, n) in &table.0 {
+        println!("{family:58} {:>9}", format!("{good}/{n}"));
+    }
     println!(
-        "benign captures: {} ({other} non-attack alerts: traffic spikes, model anomalies)",
-        benign.len()
+        "{:58} {:>9} {:>12}",
+        "benign family", "captures", "false alerts"
+    );
+    for (family, n, bad) in &benign_table {
+        println!("{family:58} {n:>9} {bad:>12}");
+    }
+    println!(
+        "benign captures: {benign_files} ({other} non-attack alerts: traffic spikes, model anomalies)"
     );
     println!(
-        "eval: detected {detected}/{attacks} attack captures, false alerts {false_alerts} on {} benign captures",
-        benign.len()
+        "eval: detected {detected}/{total} attack captures, false alerts {false_alerts} on {benign_files} benign captures"
     );
-    if detected < attacks || false_alerts > 0 {
+    if detected < total || false_alerts > 0 {
         bail!("detection quality below the bar");
     }
     Ok(())

@@ -168,11 +168,12 @@ pub fn matches(a: &Value, kind: Kind, t: Target) -> bool {
     if a["kind"] != kind.alert() {
         return false;
     }
-    let src_ok = !kind.names_attacker() || a["src_ip"] == t.src.to_string();
+    let (src, victim) = kind.endpoints(t);
+    let src_ok = !kind.names_attacker() || a["src_ip"] == src.to_string();
     let dst_ok = match kind {
         // A sweep has no single victim.
         Kind::PingSweep => true,
-        _ => a["dst_ip"] == t.victim.to_string(),
+        _ => a["dst_ip"] == victim.to_string(),
     };
     src_ok && dst_ok
 }

@@ -83,7 +83,12 @@ enum Task {
     /// a generated 1M-packet, 100k-flow capture).
     BenchReplay { pcaps: Vec<PathBuf> },
     /// Detection quality on the corpora: attack captures detected, false alerts on benign ones.
-    Eval,
+    Eval {
+        /// A lab evaluation set (`cargo xtask lab record --eval --out DIR`); default: the one
+        /// under target/lab/eval-set, recorded first when absent (needs root).
+        #[arg(long)]
+        lab: Option<PathBuf>,
+    },
     /// This Isolation Forest vs scikit-learn's: scoring time per flow and ROC AUC, same run.
     BenchIforest,
     /// wrk against /api/alerts?limit=100 on 100k alerts and 1M flows while ingest runs.
@@ -113,10 +118,14 @@ enum LabCommand {
         seconds: u64,
     },
     /// Record baseline_traffic.pcap, attacks_only.pcap, demo_traffic.pcap and
-    /// ground_truth.json into DIR (brings a fresh lab up and down).
+    /// ground_truth.json into DIR (brings a fresh lab up and down); with `--eval`, the labelled
+    /// one-case-per-file captures of `cargo xtask eval` and eval_truth.json instead.
     Record {
         #[arg(long)]
         out: PathBuf,
+        /// Record the evaluation set (what `cargo xtask eval --lab DIR` reads).
+        #[arg(long)]
+        eval: bool,
         /// Seconds of benign traffic in the baseline capture.
         #[arg(long, default_value_t = 60)]
         baseline_seconds: u64,
@@ -167,8 +176,12 @@ fn lab_command(cmd: &LabCommand) -> Result<()> {
             Ok(())
         }
         LabCommand::Record {
+            out, eval: true, ..
+        } => lab::evalset::record(out),
+        LabCommand::Record {
             out,
             baseline_seconds,
+            eval: false,
         } => lab::record::record(out, *baseline_seconds),
     }
 }
@@ -275,7 +288,11 @@ fn test(args: &[String]) -> Result<()> {
     let oracle = full.then(|| {
         release_sensor().and_then(|sensor| {
             corpus::corpus_check(&sensor, &corpora())?;
-            eval::eval(&sensor, &corpora())
+            let lab = eval::lab_set_dir(is_root())?;
+            if lab.is_none() && ci {
+                bail!("the lab evaluation set needs root to be recorded");
+            }
+            eval::eval(&sensor, &corpora(), lab.as_deref())
         })
     });
     let e2e = if !full {
@@ -440,7 +457,14 @@ fn main() -> ExitCode {
             bench_bin("bench_iforest", &[])
         }
         Task::CorpusCheck => corpus::corpus_check(&release_sensor()?, &corpora()),
-        Task::Eval => eval::eval(&release_sensor()?, &corpora()),
+        Task::Eval { lab } => {
+            let sensor = release_sensor()?;
+            let lab = match lab {
+                Some(d) => Some(d.clone()),
+                None => eval::lab_set_dir(is_root())?,
+            };
+            eval::eval(&sensor, &corpora(), lab.as_deref())
+        }
         Task::BenchReplay { pcaps } => {
             // nfstream is measured when it installs; the bench says so when it does not.
             if let Err(e) = setup::python_package("nfstream", "nfstream") {

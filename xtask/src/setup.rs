@@ -24,6 +24,10 @@ const APT_PACKAGES: &[&str] = &[
     "hping3",
     "iperf3",
     "tcpreplay",
+    // The evaluation set's servers and clients: DNS reflectors and servers, DNS load, HTTP.
+    "dnsmasq-base",
+    "dnsperf",
+    "curl",
     // Headless browser (and its WebDriver, for clicking through the controls) for the
     // dashboard tests, and a font for their screenshots.
     "chromium",

@@ -1,14 +1,14 @@
 //! Real attacks with Debian's tools, only between the lab's namespaces.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     process::{Child, Command},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{ATTACKER, BOTS, HOST_IF, WEB, in_ns, spawn_logged};
+use super::{ATTACKER, BOTS, HOST_IF, WEB, in_ns, spawn_logged, v6};
 
 /// The attacks the lab can launch, each with the alert kind the sensor must raise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -19,6 +19,16 @@ pub enum Kind {
     ConnectScan,
     /// nmap UDP scan of 200 ports.
     UdpScan,
+    /// nmap FIN scan (-sF) of 1,000 ports: lone FINs, closed ports answer RST.
+    FinScan,
+    /// nmap Xmas scan (-sX): FIN+PSH+URG probes.
+    XmasScan,
+    /// nmap NULL scan (-sN): probes without any flag.
+    NullScan,
+    /// nmap ACK scan (-sA): lone ACKs, every port answers RST.
+    AckScan,
+    /// nmap SYN scan of 1,000 ports over IPv6.
+    Ipv6Scan,
     /// nmap ping sweep (-sn) of the server network.
     PingSweep,
     /// hping3 SYN flood to port 80 from one source.
@@ -34,10 +44,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 14] = [
         Self::SynScan,
         Self::ConnectScan,
         Self::UdpScan,
+        Self::FinScan,
+        Self::XmasScan,
+        Self::NullScan,
+        Self::AckScan,
+        Self::Ipv6Scan,
         Self::PingSweep,
         Self::SynFlood,
         Self::UdpFlood,
@@ -51,6 +66,11 @@ impl Kind {
             Self::SynScan => "syn-scan",
             Self::ConnectScan => "connect-scan",
             Self::UdpScan => "udp-scan",
+            Self::FinScan => "fin-scan",
+            Self::XmasScan => "xmas-scan",
+            Self::NullScan => "null-scan",
+            Self::AckScan => "ack-scan",
+            Self::Ipv6Scan => "ipv6-scan",
             Self::PingSweep => "ping-sweep",
             Self::SynFlood => "syn-flood",
             Self::UdpFlood => "udp-flood",
@@ -63,7 +83,14 @@ impl Kind {
     /// The alert kind (as the API names it) the sensor must raise.
     pub fn alert(self) -> &'static str {
         match self {
-            Self::SynScan | Self::ConnectScan | Self::UdpScan => "port_scan",
+            Self::SynScan
+            | Self::ConnectScan
+            | Self::UdpScan
+            | Self::FinScan
+            | Self::XmasScan
+            | Self::NullScan
+            | Self::AckScan
+            | Self::Ipv6Scan => "port_scan",
             Self::PingSweep => "host_sweep",
             Self::SynFlood => "syn_flood",
             Self::UdpFlood => "udp_flood",
@@ -79,10 +106,16 @@ impl Kind {
 
     /// Whether the attack ends by itself (scans) or runs until stopped (floods).
     pub fn ends_by_itself(self) -> bool {
-        matches!(
-            self,
-            Self::SynScan | Self::ConnectScan | Self::UdpScan | Self::PingSweep
-        )
+        self.alert() == "port_scan" || self == Self::PingSweep
+    }
+
+    /// Attacker and victim addresses the alert must name: the target's, or their IPv6 twins.
+    pub fn endpoints(self, t: Target) -> (IpAddr, IpAddr) {
+        if self == Self::Ipv6Scan {
+            (IpAddr::V6(v6(t.src)), IpAddr::V6(v6(t.victim)))
+        } else {
+            (IpAddr::V4(t.src), IpAddr::V4(t.victim))
+        }
     }
 }
 
@@ -193,6 +226,42 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
             "nmap",
             &nmap("1", &["-sS", "-p", "1-1000", &victim]),
         )],
+        Kind::FinScan | Kind::XmasScan | Kind::NullScan | Kind::AckScan => {
+            let flag = match kind {
+                Kind::FinScan => "-sF",
+                Kind::XmasScan => "-sX",
+                Kind::NullScan => "-sN",
+                _ => "-sA",
+            };
+            vec![cmd(
+                ATTACKER.ns,
+                "nmap",
+                &nmap("1", &[flag, "-p", "1-1000", &victim]),
+            )]
+        }
+        Kind::Ipv6Scan => {
+            let (s6, v6) = kind.endpoints(target);
+            vec![cmd(
+                ATTACKER.ns,
+                "nmap",
+                &strings(&[
+                    "-6",
+                    "-n",
+                    "-Pn",
+                    "-T4",
+                    "--max-retries",
+                    "1",
+                    "-S",
+                    &s6.to_string(),
+                    "-e",
+                    HOST_IF,
+                    "-sS",
+                    "-p",
+                    "1-1000",
+                    &v6.to_string(),
+                ]),
+            )]
+        }
         Kind::ConnectScan => vec![cmd(
             ATTACKER.ns,
             "nmap",

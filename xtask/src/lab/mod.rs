@@ -13,12 +13,13 @@
 //! lab left by a crashed run is cleaned up by the next `up`.
 
 pub mod attack;
+pub mod evalset;
 pub mod record;
 pub mod traffic;
 
 use std::{
     fs::{self, File},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::Path,
     process::{Child, Command, Stdio},
@@ -90,11 +91,38 @@ impl Host {
     fn gateway(&self) -> &'static str {
         if self.wan { "10.77.0.1" } else { "10.77.1.1" }
     }
+    fn gateway6(&self) -> &'static str {
+        if self.wan { "fd77::1" } else { "fd77:0:0:1::1" }
+    }
     /// Addresses of a bot (its own and the next ones).
     pub fn bot_addrs(&self) -> impl Iterator<Item = Ipv4Addr> {
         let o = self.addr.octets();
         (0..BOT_ADDRS).map(move |i| Ipv4Addr::new(o[0], o[1], o[2], o[3] + i))
     }
+}
+
+/// The IPv6 twin of a lab address: 10.77.N.H is fd77:0:0:N::H (each side is one /64), so
+/// every host, bot and alias speaks both families.
+pub fn v6(a: Ipv4Addr) -> Ipv6Addr {
+    let o = a.octets();
+    Ipv6Addr::new(0xfd77, 0, 0, u16::from(o[2]), 0, 0, 0, u16::from(o[3]))
+}
+
+/// Adds `a` and its IPv6 twin to `dev` in `ns` (without duplicate address detection, so the
+/// address works at once).
+fn add_addrs(ns: &str, dev: &str, a: Ipv4Addr) -> Result<()> {
+    ip(&["-n", ns, "addr", "add", &format!("{a}/24"), "dev", dev])?;
+    ip(&[
+        "-n",
+        ns,
+        "-6",
+        "addr",
+        "add",
+        &format!("{}/64", v6(a)),
+        "dev",
+        dev,
+        "nodad",
+    ])
 }
 
 pub fn hosts() -> Vec<Host> {
@@ -238,8 +266,8 @@ fn build() -> Result<()> {
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }
     for (side, gw_if, gw_addr) in [
-        (WAN, GW_IFACES[0], "10.77.0.1/24"),
-        (LAN, GW_IFACES[1], "10.77.1.1/24"),
+        (WAN, GW_IFACES[0], "10.77.0.1"),
+        (LAN, GW_IFACES[1], "10.77.1.1"),
     ] {
         ip(&["-n", side, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", side, "link", "set", "br0", "up"])?;
@@ -247,17 +275,17 @@ fn build() -> Result<()> {
             "-n", GW, "link", "add", gw_if, "type", "veth", "peer", "name", "up0", "netns", side,
         ])?;
         ip(&["-n", side, "link", "set", "up0", "master", "br0", "up"])?;
-        ip(&["-n", GW, "addr", "add", gw_addr, "dev", gw_if])?;
+        add_addrs(GW, gw_if, gw_addr.parse()?)?;
         ip(&["-n", GW, "link", "set", gw_if, "up"])?;
     }
-    let out = in_ns(GW, "sysctl")
-        .args(["-qw", "net.ipv4.ip_forward=1"])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "enabling forwarding in {GW}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for knob in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+        let out = in_ns(GW, "sysctl").args(["-qw", knob]).output()?;
+        if !out.status.success() {
+            bail!(
+                "enabling forwarding in {GW} ({knob}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     for h in &hosts {
         let side = if h.wan { WAN } else { LAN };
@@ -266,42 +294,39 @@ fn build() -> Result<()> {
             h.ns,
         ])?;
         ip(&["-n", side, "link", "set", h.port, "master", "br0", "up"])?;
+        add_addrs(h.ns, HOST_IF, h.addr)?;
+        ip(&["-n", h.ns, "link", "set", HOST_IF, "up"])?;
+        ip(&["-n", h.ns, "route", "add", "default", "via", h.gateway()])?;
         ip(&[
             "-n",
             h.ns,
-            "addr",
+            "-6",
+            "route",
             "add",
-            &format!("{}/24", h.addr),
-            "dev",
-            HOST_IF,
+            "default",
+            "via",
+            h.gateway6(),
         ])?;
-        ip(&["-n", h.ns, "link", "set", HOST_IF, "up"])?;
-        ip(&["-n", h.ns, "route", "add", "default", "via", h.gateway()])?;
     }
     for bot in BOTS {
         for a in bot.bot_addrs().skip(1) {
-            ip(&[
-                "-n",
-                bot.ns,
-                "addr",
-                "add",
-                &format!("{a}/24"),
-                "dev",
-                HOST_IF,
-            ])?;
+            add_addrs(bot.ns, HOST_IF, a)?;
         }
     }
     for i in 0..ALIASES {
-        let a = format!("{}/24", attacker_alias(i));
-        ip(&["-n", ATTACKER.ns, "addr", "add", &a, "dev", HOST_IF])?;
-        let v = format!("{}/24", victim_alias(i));
-        ip(&["-n", WEB.ns, "addr", "add", &v, "dev", HOST_IF])?;
+        add_addrs(ATTACKER.ns, HOST_IF, attacker_alias(i))?;
+        add_addrs(WEB.ns, HOST_IF, victim_alias(i))?;
     }
     // Wait until the gateway answers from both sides (bridges, ARP and routes in place).
-    for h in [CLIENT1, WEB] {
+    for (h, gw) in [
+        (CLIENT1, CLIENT1.gateway()),
+        (WEB, WEB.gateway()),
+        (CLIENT1, CLIENT1.gateway6()),
+        (WEB, WEB.gateway6()),
+    ] {
         let ok = (0..50).any(|_| {
             let up = in_ns(h.ns, "ping")
-                .args(["-c1", "-W1", "-q", h.gateway()])
+                .args(["-c1", "-W1", "-q", gw])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -312,7 +337,7 @@ fn build() -> Result<()> {
             up
         });
         if !ok {
-            bail!("lab: {} cannot reach its gateway {}", h.ns, h.gateway());
+            bail!("lab: {} cannot reach its gateway {gw}", h.ns);
         }
     }
     Ok(())

@@ -41,6 +41,11 @@ impl Capture {
         Self::start_with(path, log, &["-i", GW_IFACES[0]])
     }
 
+    /// The WAN interface, only packets to or from `host` (a capture whose span is one tool's).
+    pub fn host(path: &Path, log: &Path, host: &str) -> Result<Self> {
+        Self::start_with(path, log, &["-i", GW_IFACES[0], "host", host])
+    }
+
     /// What the sensor sees: packets arriving on any gateway interface (XDP is ingress-only),
     /// without the loopback traffic of the sensor's own API.
     pub fn ingress(path: &Path, log: &Path) -> Result<Self> {
@@ -90,13 +95,14 @@ fn attacks(file: &str, gap: Duration, log: &Path, truth: &mut Vec<Value>) -> Res
             drop(running);
         }
         let end = unix_now();
+        let (src, victim) = kind.endpoints(target);
         eprintln!("lab record: {file}: {} done", kind.name());
         truth.push(json!({
             "file": file,
             "attack": kind.name(),
             "expected_alert": kind.alert(),
-            "attacker": if kind.names_attacker() { Value::from(target.src.to_string()) } else { Value::Null },
-            "victim": target.victim.to_string(),
+            "attacker": if kind.names_attacker() { Value::from(src.to_string()) } else { Value::Null },
+            "victim": victim.to_string(),
             "start_unix": start,
             "end_unix": end,
             "commands": commands,

@@ -168,7 +168,15 @@ impl Rules {
         }
         // Answers take TCP/UDP probes out of a sweep: a P2P client that reaches 50 peers is not
         // sweeping; a sweep is mostly met with silence, RSTs, or handshakes it never finishes.
-        if ev.proto == proto::TCP && ev.completed {
+        // An ARP request its target answers is neighbour resolution (a router resolving the
+        // hosts it forwards to asks for every one of them); a sweep asks mostly for nobody.
+        if ev.family == family::ARP {
+            if !ev.from_src
+                && let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Arp))
+            {
+                s.answer(ev.dst);
+            }
+        } else if ev.proto == proto::TCP && ev.completed {
             if let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Tcp(ev.dst_port))) {
                 s.answer(ev.dst);
             }
@@ -190,7 +198,7 @@ impl Rules {
             .is_some_and(|p| p == ev.src_port)
     }
 
-    /// Judges one source's sweep. ICMP echo and ARP requests count at once; TCP/UDP probes
+    /// Judges one source's sweep. ICMP echo requests count at once; ARP, TCP and UDP probes
     /// count once they went unanswered for `ANSWER_GRACE_NS` (or at the end of the data).
     pub(super) fn eval_sweep(
         &mut self,
@@ -203,7 +211,7 @@ impl Rules {
         let Some(sweep) = self.sweeps.get_mut(&key) else {
             return;
         };
-        let immediate = matches!(key.1, Probe::IcmpEcho | Probe::Arp);
+        let immediate = key.1 == Probe::IcmpEcho;
         if sweep.hosts.len() < self.cfg.host_sweep_hosts {
             return;
         }
@@ -259,10 +267,7 @@ impl Rules {
         let pending: Vec<(IpAddr, Probe)> = self
             .sweeps
             .iter()
-            .filter(|(k, s)| {
-                matches!(k.1, Probe::Tcp(_) | Probe::Udp(_))
-                    && s.hosts.len() >= self.cfg.host_sweep_hosts
-            })
+            .filter(|(k, s)| k.1 != Probe::IcmpEcho && s.hosts.len() >= self.cfg.host_sweep_hosts)
             .map(|(k, _)| *k)
             .collect();
         for key in pending {

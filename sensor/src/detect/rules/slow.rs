@@ -7,7 +7,8 @@
 //! completed handshake, a UDP reply, an echo reply, an ARP reply), so memory holds the failures
 //! only, and a busy but healthy client never accumulates anything. Memory is bounded twice:
 //! at most `max_tracked / 4` source keys per tracker, and per key no more items than the
-//! threshold needs (a key that reached it has fired; more items add nothing but a count).
+//! threshold needs (a key that reached it has fired; more items add nothing but a count:
+//! `probes` in the evidence, which keeps the alert open and growing while the scan goes on).
 
 use std::{hash::Hash, net::IpAddr};
 
@@ -170,25 +171,29 @@ impl Rules {
                 continue;
             }
             let (n, newest) = u.settled(now, end);
+            // Probes past the key's cap are counted, not kept: the alert still grows with them.
+            let probes = n + u.over as usize;
             // A fast scan's own alert already tells it; the long window is for what it missed.
+            // Its own alert, once open, grows with the scan.
             if n < ports_min
-                || n <= u.fired_at
-                || book.is_open(AlertKind::PortScan, Some(*src), Some(*dst))
+                || probes <= u.fired_at
+                || (u.fired_at == 0 && book.is_open(AlertKind::PortScan, Some(*src), Some(*dst)))
             {
                 continue;
             }
-            u.fired_at = n;
+            u.fired_at = probes;
             book.fire(Firing {
                 kind: AlertKind::PortScan,
                 detector: DetectorKind::Rule,
                 src_ip: Some(*src),
                 dst_ip: Some(*dst),
                 ts_ns: newest,
-                severity: slow_severity(n, ports_min),
-                rate: n as f64,
+                severity: slow_severity(probes, ports_min),
+                rate: probes as f64,
                 score: None,
                 evidence: json!({
                     "ports": n,
+                    "probes": probes,
                     "unanswered": true,
                     "sample_ports": u.sample(10),
                     "window_s": window,
@@ -201,24 +206,26 @@ impl Rules {
                 continue;
             }
             let (n, newest) = u.settled(now, end);
+            let probes = n + u.over as usize;
             if n < hosts_min
-                || n <= u.fired_at
-                || book.is_open(AlertKind::HostSweep, Some(*src), None)
+                || probes <= u.fired_at
+                || (u.fired_at == 0 && book.is_open(AlertKind::HostSweep, Some(*src), None))
             {
                 continue;
             }
-            u.fired_at = n;
+            u.fired_at = probes;
             book.fire(Firing {
                 kind: AlertKind::HostSweep,
                 detector: DetectorKind::Rule,
                 src_ip: Some(*src),
                 dst_ip: None,
                 ts_ns: newest,
-                severity: slow_severity(n, hosts_min),
-                rate: n as f64,
+                severity: slow_severity(probes, hosts_min),
+                rate: probes as f64,
                 score: None,
                 evidence: json!({
                     "hosts": n,
+                    "probes": probes,
                     "unanswered": true,
                     "sample_hosts": u.sample(10),
                     "probe": probe.label(),

@@ -114,6 +114,36 @@ fn host_sweep_counts_unanswered_probes_only() {
     assert!(kinds(&run(&with_answers)).is_empty());
 }
 
+/// ARP requests for 60 addresses nobody holds are a sweep; a router resolving 60 neighbours
+/// that all answer is not.
+#[test]
+fn arp_requests_answered_by_their_targets_are_no_sweep() {
+    let hosts = |i: u32| IpAddr::V4(Ipv4Addr::from(0x0a01_0000 + i));
+    let arp = |ts: u64, i: u32, request: bool| FlowEvent {
+        family: family::ARP,
+        proto: 0,
+        src_port: 0,
+        dst_port: 0,
+        key_dst_port: if request { 1 } else { 2 },
+        new_flow: request,
+        from_src: request,
+        syn: 0,
+        ..ev(ts, A, hosts(i), 0, 0)
+    };
+    let asks: Vec<_> = (0..60).map(|i| arp(u64::from(i) * 5, i, true)).collect();
+    let alerts = run(&asks);
+    assert_eq!(kinds(&alerts), vec![AlertKind::HostSweep], "60 unanswered");
+    let mut answered = Vec::new();
+    for i in 0..60u32 {
+        answered.push(arp(u64::from(i) * 5, i, true));
+        answered.push(arp(u64::from(i) * 5 + 1, i, false));
+    }
+    assert!(
+        kinds(&run(&answered)).is_empty(),
+        "answered neighbour resolution"
+    );
+}
+
 #[test]
 fn syn_flood_needs_attempts_that_fail() {
     let flood: Vec<_> = (0..150)
@@ -398,6 +428,12 @@ fn slow_scans_and_sweeps_count_unanswered_probes_over_the_long_window() {
     assert_eq!(kinds(&alerts), vec![AlertKind::PortScan], "{alerts:?}");
     assert_eq!(alerts[0].evidence["slow"], true);
     assert_eq!(alerts[0].severity, Severity::Low);
+    // One alert that grows with the scan, not one frozen at the threshold.
+    assert!(
+        alerts[0].evidence["probes"].as_u64() > Some(100) && alerts[0].count > 1,
+        "{:?}",
+        alerts[0]
+    );
     // The same connections, each completed: a client, not a scanner.
     let mut served = Vec::new();
     for p in 0..150u64 {

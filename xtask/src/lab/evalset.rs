@@ -1,0 +1,548 @@
+//! `cargo xtask lab record --eval --out DIR`: labelled captures for `cargo xtask eval`, each
+//! made in the lab with real tools, one case per file, and `eval_truth.json` saying what each
+//! is (attack family and the alert it must raise, or a benign family that must raise none).
+//!
+//! Attacks: nmap's stealth scans (FIN, Xmas, NULL, ACK) and an IPv6 SYN scan; DNS reflection
+//! through 25 dnsmasq reflectors answering spoofed EDNS queries with a 2 KB TXT record (every
+//! answer is an IP fragment pair); the same reflection low and slow (10 packets/s); a slow port
+//! scan and a slow ping sweep (real nmap packets, timestamps stretched to 25 and 15 minutes:
+//! nmap's own slow timings would take that long to record). Benign: a client fetching from 100
+//! web servers, a client exchanging DNS with 100 servers at 1,500 queries/s, and a DNS server
+//! answering 125 clients at 1,250 queries/s.
+//!
+//! Captured by tcpdump on the gateway's WAN side (both directions), without background traffic,
+//! so each file holds its case alone.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::{
+    ALIASES, ATTACKER, BOTS, CLIENT1, GW, GW_IFACES, HOST_IF, WEB,
+    attack::{self, Kind, Target},
+    attacker_alias, in_ns,
+    record::Capture,
+    spawn_logged, victim_alias,
+};
+
+/// Bumped whenever a case changes, so `cargo xtask test` records the set again.
+pub const VERSION: u32 = 1;
+
+/// The truth file's name inside the set's directory.
+pub const TRUTH: &str = "eval_truth.json";
+
+/// One recorded case, as `eval_truth.json` lists it.
+struct Case {
+    file: String,
+    family: &'static str,
+    /// The alert kind the sensor must raise; `None`: benign, no attack alert allowed.
+    expected: Option<&'static str>,
+    attacker: Option<String>,
+    victim: Option<String>,
+    commands: Vec<String>,
+    note: String,
+}
+
+impl Case {
+    fn json(&self) -> Value {
+        json!({
+            "file": self.file,
+            "family": self.family,
+            "benign": self.expected.is_none(),
+            "expected_alert": self.expected,
+            "attacker": self.attacker,
+            "victim": self.victim,
+            "commands": self.commands,
+            "note": self.note,
+        })
+    }
+}
+
+/// An EDNS0 query for `name` (type `qtype`), advertising a 4,096-byte UDP buffer so the
+/// server answers large records without truncation, as amplification attacks ask.
+fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.push(0);
+    q.extend(qtype.to_be_bytes());
+    q.extend(1u16.to_be_bytes());
+    // OPT pseudo-record: root name, type 41, class = UDP payload size, no flags, no data.
+    q.push(0);
+    q.extend(41u16.to_be_bytes());
+    q.extend(4096u16.to_be_bytes());
+    q.extend([0; 6]);
+    q
+}
+
+/// dnsmasq answering on every address of `ns`: `lab` names resolve to the web host, and
+/// `big.lab` is a ~2.2 KB TXT record (12 strings of 180 bytes).
+fn dnsmasq(ns: &str, log: &Path) -> Result<()> {
+    let strings: Vec<String> = (0..12)
+        .map(|i| format!("\"{}\"", format!("r{i:02}").repeat(60)))
+        .collect();
+    let mut c = in_ns(ns, "dnsmasq");
+    c.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--user=root",
+        "--pid-file=",
+        "--port=53",
+        "--edns-packet-max=4096",
+        &format!("--address=/lab/{}", WEB.addr),
+        &format!("--txt-record=big.lab,{}", strings.join(",")),
+        &format!("--log-facility={}", log.display()),
+    ]);
+    spawn_logged(c, log)?;
+    Ok(())
+}
+
+/// Waits until `server` answers a DNS query sent from `ns`.
+fn wait_dns(ns: &str, server: Ipv4Addr) -> Result<()> {
+    let q = dns_query("www.lab", 1);
+    let answered = super::with_ns(ns, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+        let mut buf = [0u8; 4096];
+        (0..50).find_map(|_| {
+            s.send_to(&q, (server, 53)).ok()?;
+            s.recv_from(&mut buf).ok().map(|_| ())
+        })
+    })?;
+    answered.with_context(|| format!("dnsmasq at {server} does not answer from {ns}"))
+}
+
+fn every_reflector() -> Vec<(&'static str, Ipv4Addr)> {
+    BOTS.iter()
+        .flat_map(|b| b.bot_addrs().map(move |a| (b.ns, a)))
+        .collect()
+}
+
+/// Spoofed queries from the attacker (source: the victim) to every reflector, `interval` apart
+/// from each, for `secs`. Returns the commands run.
+fn reflect(interval: &str, secs: u64, query: &Path, log: &Path) -> Result<Vec<String>> {
+    let victim = WEB.addr.to_string();
+    let len = fs::metadata(query)?.len().to_string();
+    let mut children = Vec::new();
+    let mut commands = Vec::new();
+    for (_, r) in every_reflector() {
+        let args = [
+            "-q",
+            "--udp",
+            "-a",
+            &victim,
+            "-p",
+            "53",
+            "-E",
+            query.to_str().context("query path is not UTF-8")?,
+            "-d",
+            &len,
+            "-i",
+            interval,
+            &r.to_string(),
+        ];
+        let mut c = in_ns(ATTACKER.ns, "hping3");
+        c.args(args);
+        commands.push(format!("[{}] hping3 {}", ATTACKER.ns, args.join(" ")));
+        children.push(spawn_logged(c, log)?);
+    }
+    thread::sleep(Duration::from_secs(secs));
+    stop(children);
+    Ok(commands)
+}
+
+fn stop(children: Vec<std::process::Child>) {
+    for mut c in children {
+        // SAFETY: SIGINT to a child we own.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        let _ignored = c.wait();
+    }
+}
+
+/// Runs `c` to its end (at most `limit`), as a tool the case is made of.
+fn run(mut c: Command, limit: Duration, log: &Path) -> Result<()> {
+    let mut child = {
+        let out = fs::File::options().create(true).append(true).open(log)?;
+        c.stdout(out.try_clone()?).stderr(out);
+        c.spawn().with_context(|| format!("starting {c:?}"))?
+    };
+    let end = std::time::Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > end {
+            let _ignored = child.kill();
+            let _ignored = child.wait();
+            bail!("{c:?} did not end within {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Rewrites a classic pcap file's timestamps so the capture lasts `secs`: every gap between
+/// packets grows by the same factor, so bursts, order and reply latencies keep their shape.
+pub fn stretch(src: &Path, dst: &Path, secs: f64) -> Result<()> {
+    let mut b = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    if b.len() < 24 {
+        bail!("{}: not a pcap file", src.display());
+    }
+    let magic = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let (le, nanos) = match magic {
+        0xa1b2_c3d4 => (true, false),
+        0xa1b2_3c4d => (true, true),
+        0xd4c3_b2a1 => (false, false),
+        0x4d3c_b2a1 => (false, true),
+        _ => bail!("{}: not a classic pcap file", src.display()),
+    };
+    let rd = |b: &[u8], at: usize| {
+        let w = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if le {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
+    };
+    let unit = if nanos { 1e9 } else { 1e6 };
+    let mut at = 24;
+    let mut stamps = Vec::new();
+    while at + 16 <= b.len() {
+        let t = f64::from(rd(&b, at)) + f64::from(rd(&b, at + 4)) / unit;
+        stamps.push((at, t));
+        at += 16 + rd(&b, at + 8) as usize;
+    }
+    let (Some(&(_, first)), Some(&(_, last))) = (stamps.first(), stamps.last()) else {
+        bail!("{}: no packets", src.display());
+    };
+    let k = secs / (last - first).max(1e-6);
+    for (at, t) in stamps {
+        let t2 = first + (t - first) * k;
+        let s = t2.floor();
+        let frac = (((t2 - s) * unit) as u32).min(unit as u32 - 1);
+        for (off, v) in [(0, s as u32), (4, frac)] {
+            let w = if le { v.to_le_bytes() } else { v.to_be_bytes() };
+            b[at + off..at + off + 4].copy_from_slice(&w);
+        }
+    }
+    fs::write(dst, b).with_context(|| format!("writing {}", dst.display()))
+}
+
+/// Records one case into `out/<file>` while `make` runs; `make` returns the commands it ran.
+/// `only` keeps packets to or from that host alone.
+fn capture(
+    out: &Path,
+    file: &str,
+    log: &Path,
+    only: Option<&str>,
+    make: impl FnOnce() -> Result<Vec<String>>,
+) -> Result<(PathBuf, Vec<String>)> {
+    let path = out.join(file);
+    let cap = match only {
+        Some(h) => Capture::host(&path, log, h)?,
+        None => Capture::start(&path, log)?,
+    };
+    let commands = make();
+    // Late replies and retransmissions still land in the file.
+    thread::sleep(Duration::from_millis(1500));
+    cap.finish()?;
+    eprintln!("lab record --eval: {file}");
+    Ok((path, commands?))
+}
+
+/// Brings up a fresh lab (no background traffic), records every case into `out`, tears down.
+pub fn record(out: &Path) -> Result<()> {
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let out = fs::canonicalize(out)?;
+    let _ignored = fs::remove_file(out.join(TRUTH));
+    let logs = super::work_dir("record-eval")?;
+    let log = logs.join("tools.log");
+    super::up()?;
+    let result = cases(&out, &logs, &log);
+    let down = super::down();
+    let cases = result?;
+    down?;
+    let doc = json!({
+        "generator": "cargo xtask lab record --eval",
+        "version": VERSION,
+        "capture_point": format!("{GW}:{}", GW_IFACES[0]),
+        "cases": cases.iter().map(Case::json).collect::<Vec<_>>(),
+    });
+    let path = out.join(TRUTH);
+    fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "lab record --eval: {} cases in {}",
+        cases.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
+    let mut all = Vec::new();
+    let web = WEB.addr.to_string();
+
+    // nmap's stealth scans and an IPv6 scan, as the e2e test launches them.
+    for (kind, family) in [
+        (Kind::FinScan, "port scan, stealth (FIN/Xmas/NULL/ACK)"),
+        (Kind::XmasScan, "port scan, stealth (FIN/Xmas/NULL/ACK)"),
+        (Kind::NullScan, "port scan, stealth (FIN/Xmas/NULL/ACK)"),
+        (Kind::AckScan, "port scan, stealth (FIN/Xmas/NULL/ACK)"),
+        (Kind::Ipv6Scan, "port scan, IPv6"),
+    ] {
+        let t = Target::default();
+        let file = format!("{}.pcap", kind.name());
+        let (_, commands) = capture(out, &file, log, None, || {
+            let running = attack::launch(kind, t, log)?;
+            let commands = running.commands.clone();
+            running.wait(Duration::from_secs(60));
+            Ok(commands)
+        })?;
+        let (src, dst) = kind.endpoints(t);
+        all.push(Case {
+            file,
+            family,
+            expected: Some(kind.alert()),
+            attacker: Some(src.to_string()),
+            victim: Some(dst.to_string()),
+            commands,
+            note: "1,000 ports of the web host, one retry".into(),
+        });
+    }
+
+    // DNS reflection: 25 reflectors, the attacker spoofing the victim's address.
+    for b in BOTS {
+        dnsmasq(b.ns, &logs.join(format!("dnsmasq-{}.log", b.ns)))?;
+    }
+    // Every reflector answers before the attack starts (asked from a neighbour on the bridge).
+    for (_, r) in every_reflector() {
+        wait_dns(CLIENT1.ns, r)?;
+    }
+    let query = logs.join("edns-txt-query.bin");
+    fs::write(&query, dns_query("big.lab", 16))?;
+    let (_, commands) = capture(out, "dns-reflection.pcap", log, None, || {
+        reflect("u10000", 5, &query, log)
+    })?;
+    all.push(Case {
+        file: "dns-reflection.pcap".into(),
+        family: "reflection/amplification (DNS, fragmented answers)",
+        expected: Some("ddos"),
+        attacker: None,
+        victim: Some(web.clone()),
+        commands,
+        note: "25 reflectors x 100 spoofed EDNS TXT queries/s for 5 s; every 2.2 KB answer \
+               arrives as two IP fragments, the second without ports"
+            .into(),
+    });
+    let (_, commands) = capture(out, "dns-reflection-slow.pcap", log, None, || {
+        reflect("5", 45, &query, log)
+    })?;
+    all.push(Case {
+        file: "dns-reflection-slow.pcap".into(),
+        family: "reflection, low and slow",
+        expected: Some("ddos"),
+        attacker: None,
+        victim: Some(web.clone()),
+        commands,
+        note: "25 reflectors x one query per 5 s for 45 s: 10 packets/s at the victim".into(),
+    });
+
+    // Slow scan and sweep: real nmap packets (only the scanner's, so the file spans the scan
+    // alone), stretched in time.
+    let att = ATTACKER.addr.to_string();
+    let scan_args = [
+        "-n",
+        "-Pn",
+        "-T4",
+        "--max-retries",
+        "0",
+        "-S",
+        &att,
+        "-e",
+        HOST_IF,
+        "-sS",
+        "--max-rate",
+        "100",
+        "-p",
+        "1-250",
+        &web,
+    ];
+    let (raw, _) = capture(out, "slow-port-scan.raw.pcap", log, Some(&att), || {
+        let mut c = in_ns(ATTACKER.ns, "nmap");
+        c.args(scan_args);
+        run(c, Duration::from_secs(60), log)?;
+        Ok(Vec::new())
+    })?;
+    stretch(&raw, &out.join("slow-port-scan.pcap"), 1500.0)?;
+    fs::remove_file(&raw)?;
+    all.push(Case {
+        file: "slow-port-scan.pcap".into(),
+        family: "slow scan (below the 60 s windows)",
+        expected: Some("port_scan"),
+        attacker: Some(att.clone()),
+        victim: Some(web.clone()),
+        commands: vec![format!("[{}] nmap {}", ATTACKER.ns, scan_args.join(" "))],
+        note: "250 ports; timestamps stretched so the scan lasts 25 minutes (10 ports/min, \
+               half the fast rule's 20 per minute)"
+            .into(),
+    });
+    let lan = "10.77.1.0/24";
+    // Echo requests alone, paced: stretched, they arrive evenly (nmap's default sweep sends
+    // its first hundreds at once, which no stretch makes slow).
+    let sweep_args = [
+        "-n",
+        "-sn",
+        "-PE",
+        "--max-rate",
+        "50",
+        "-S",
+        &att,
+        "-e",
+        HOST_IF,
+        lan,
+    ];
+    let (raw, _) = capture(out, "slow-ping-sweep.raw.pcap", log, Some(&att), || {
+        let mut c = in_ns(ATTACKER.ns, "nmap");
+        c.args(sweep_args);
+        run(c, Duration::from_secs(60), log)?;
+        Ok(Vec::new())
+    })?;
+    stretch(&raw, &out.join("slow-ping-sweep.pcap"), 900.0)?;
+    fs::remove_file(&raw)?;
+    all.push(Case {
+        file: "slow-ping-sweep.pcap".into(),
+        family: "slow sweep (below the 60 s windows)",
+        expected: Some("host_sweep"),
+        attacker: Some(att.clone()),
+        victim: None,
+        commands: vec![format!("[{}] nmap {}", ATTACKER.ns, sweep_args.join(" "))],
+        note: "ICMP echo to 254 addresses at 50/s, about 100 answer; timestamps stretched \
+               to 15 minutes (17 hosts/min, a third of the fast rule's 50)"
+            .into(),
+    });
+
+    // Benign: one client, 100 web servers, every handshake completed.
+    let exe = std::env::current_exe().context("path of the xtask binary")?;
+    let mut http = in_ns(WEB.ns, exe.to_str().context("xtask path is not UTF-8")?);
+    http.args(["lab-role", "http-server", "0.0.0.0:80"]);
+    spawn_logged(http, &logs.join("http-server.log"))?;
+    thread::sleep(Duration::from_millis(300));
+    let urls: Vec<String> = (0..ALIASES)
+        .map(|i| format!("http://{}/", victim_alias(i)))
+        .collect();
+    let (_, commands) = capture(out, "http-100-servers.pcap", log, None, || {
+        let mut c = in_ns(CLIENT1.ns, "curl");
+        c.args(["-s", "-o", "/dev/null", "--max-time", "30"])
+            .args(&urls);
+        run(c, Duration::from_secs(60), log)?;
+        Ok(vec![format!(
+            "[{}] curl -s -o /dev/null http://10.77.1.100/ ... http://10.77.1.199/",
+            CLIENT1.ns
+        )])
+    })?;
+    all.push(Case {
+        file: "http-100-servers.pcap".into(),
+        family: "benign: client of 100 servers",
+        expected: None,
+        attacker: None,
+        victim: None,
+        commands,
+        note: "a crawler-like client: 100 servers in a few seconds, every handshake completed"
+            .into(),
+    });
+
+    // Benign: answered UDP with 100+ peers, both ways round.
+    dnsmasq(WEB.ns, &logs.join("dnsmasq-web.log"))?;
+    wait_dns(CLIENT1.ns, WEB.addr)?;
+    let qfile = logs.join("dnsperf-queries.txt");
+    fs::write(&qfile, "www.lab A\nmail.lab A\nfiles.lab A\napi.lab A\n")?;
+    let q = qfile
+        .to_str()
+        .context("query path is not UTF-8")?
+        .to_owned();
+    let dnsperf = |ns: &str, server: Ipv4Addr, local: Option<Ipv4Addr>, qps: &str, secs: &str| {
+        let mut args = vec![
+            "-s".to_owned(),
+            server.to_string(),
+            "-d".into(),
+            q.clone(),
+            "-Q".into(),
+            qps.into(),
+            "-l".into(),
+            secs.into(),
+            "-c".into(),
+            "1".into(),
+        ];
+        if let Some(a) = local {
+            args.extend(["-a".into(), a.to_string()]);
+        }
+        let mut c = in_ns(ns, "dnsperf");
+        c.args(&args);
+        (c, format!("[{ns}] dnsperf {}", args.join(" ")))
+    };
+    let (_, commands) = capture(out, "udp-100-peers.pcap", log, None, || {
+        let mut children = Vec::new();
+        let mut commands = Vec::new();
+        for i in 0..ALIASES {
+            let (c, text) = dnsperf(CLIENT1.ns, victim_alias(i), None, "15", "8");
+            children.push(spawn_logged(c, log)?);
+            commands.push(text);
+        }
+        for mut c in children {
+            c.wait()?;
+        }
+        Ok(commands)
+    })?;
+    all.push(Case {
+        file: "udp-100-peers.pcap".into(),
+        family: "benign: answered UDP with 100+ peers",
+        expected: None,
+        attacker: None,
+        victim: None,
+        commands,
+        note: "one host querying 100 DNS servers at 15 queries/s each (1,500/s), all answered"
+            .into(),
+    });
+    let mut clients: Vec<(&str, Ipv4Addr)> = (0..ALIASES)
+        .map(|i| (ATTACKER.ns, attacker_alias(i)))
+        .collect();
+    clients.extend(every_reflector());
+    // The bots run reflectors on port 53 themselves; their clients only send from other ports.
+    let (_, commands) = capture(out, "dns-server-125-clients.pcap", log, None, || {
+        let mut children = Vec::new();
+        let mut commands = Vec::new();
+        for (ns, a) in &clients {
+            let (c, text) = dnsperf(ns, WEB.addr, Some(*a), "10", "8");
+            children.push(spawn_logged(c, log)?);
+            commands.push(text);
+        }
+        for mut c in children {
+            c.wait()?;
+        }
+        Ok(commands)
+    })?;
+    all.push(Case {
+        file: "dns-server-125-clients.pcap".into(),
+        family: "benign: busy DNS server",
+        expected: None,
+        attacker: None,
+        victim: None,
+        commands,
+        note: format!(
+            "a DNS server answering {} clients at 10 queries/s each ({}/s)",
+            clients.len(),
+            clients.len() * 10
+        ),
+    });
+    Ok(all)
+}
