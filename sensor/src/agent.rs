@@ -87,7 +87,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     }
     sinks.push(Box::new(LogSink));
 
-    let mut table = FlowTable::new(opts.config.flow.table());
+    let mut table = FlowTable::with_capacity(opts.config.flow.table(), opts.kernel.flows as usize);
     table.record_events(true);
     let detector = Detector::new(opts.config.rules.clone()).with_model(opts.model.clone());
     let (mut lp, control) = live::new(

@@ -29,6 +29,13 @@ pub struct LiveMetrics {
     pub flows_active: AtomicU64,
     pub polls: AtomicU64,
     pub poll_latency_us: AtomicU64,
+    /// The whole last poll cycle: kernel maps drained, then rules, model and sinks on what
+    /// they gave. Live detection keeps up while this stays under the poll interval.
+    pub poll_cycle_us: AtomicU64,
+    /// Longest poll cycle since start.
+    pub poll_cycle_max_us: AtomicU64,
+    /// Poll cycles that took longer than the poll interval.
+    pub polls_late: AtomicU64,
     pub kernel_packets: AtomicU64,
     pub kernel_bytes: AtomicU64,
     pub kernel_parse_errors: AtomicU64,
@@ -276,6 +283,7 @@ impl LiveLoop<'_> {
 
     /// One poll: XDP maps (once the program is loaded), time forward, detection, metrics.
     fn poll_once(&mut self) -> Result<(), LiveError> {
+        let started = Instant::now();
         let now = unix_now_ns();
         if let Some(prog) = self.sources.program() {
             let finished = self.pipeline.finished();
@@ -293,6 +301,14 @@ impl LiveLoop<'_> {
             self.pipeline.process(&mut self.table);
         }
         self.pipeline.tick(now);
+        let cycle = started.elapsed();
+        let m = &self.metrics;
+        let us = cycle.as_micros() as u64;
+        m.poll_cycle_us.store(us, Ordering::Relaxed);
+        m.poll_cycle_max_us.fetch_max(us, Ordering::Relaxed);
+        if cycle > self.poll {
+            m.polls_late.fetch_add(1, Ordering::Relaxed);
+        }
         self.metrics();
         Ok(())
     }

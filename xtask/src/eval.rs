@@ -25,8 +25,17 @@ struct Attack {
     dst: Option<String>,
 }
 
-/// Attack captures of the shared corpora: (file, family, kind, attacker, victim).
-const CORPUS_ATTACKS: &[(&str, &str, &str, Option<&str>, Option<&str>)] = &[
+/// (file, family, kind, attacker, victim) of a corpus attack capture.
+type CorpusAttack = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// Attack captures of the shared corpora.
+const CORPUS_ATTACKS: &[CorpusAttack] = &[
     (
         "generated/nmap_sS_top1000.pcap",
         "port scan (SYN, connect, UDP)",
@@ -206,7 +215,7 @@ fn kinds(v: &[Seen]) -> String {
 }
 
 /// Attack and benign captures of a lab evaluation set (`cargo xtask lab record --eval`).
-fn lab_set(dir: &Path) -> Result<(Vec<Attack>, Vec<(PathBuf, String)>)> {
+fn lab_set(dir: &Path) -> Result<(Vec<Attack>, Vec<Benign>)> {
     let path = dir.join(crate::lab::evalset::TRUTH);
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let doc: serde_json::Value =
@@ -230,6 +239,9 @@ fn lab_set(dir: &Path) -> Result<(Vec<Attack>, Vec<(PathBuf, String)>)> {
     Ok((attacks, benign))
 }
 
+/// A benign capture and its family.
+type Benign = (PathBuf, String);
+
 /// Per-family counts of the quality table, in first-seen order.
 #[derive(Default)]
 struct Families(Vec<(String, usize, usize)>);
@@ -249,7 +261,7 @@ impl Families {
 /// the per-family table; `lab` adds a recorded evaluation set.
 pub fn eval(sensor: &Path, corpora: &Path, lab: Option<&Path>) -> Result<()> {
     let mut attacks: Vec<Attack> = Vec::new();
-    let mut benign: Vec<(PathBuf, String)> = Vec::new();
+    let mut benign: Vec<Benign> = Vec::new();
     if corpora.is_dir() {
         attacks.extend(CORPUS_ATTACKS.iter().map(|(f, fam, k, s, d)| Attack {
             file: corpora.join(f).display().to_string(),
@@ -307,6 +319,7 @@ pub fn eval(sensor: &Path, corpora: &Path, lab: Option<&Path>) -> Result<()> {
         table.add(&a.family, hit);
         let shown = path
             .strip_prefix(corpora)
+            .or_else(|_| path.strip_prefix(crate::target_dir()))
             .unwrap_or(path)
             .display()
             .to_string();

@@ -107,6 +107,24 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                 "gauge",
                 g(&m.poll_latency_us),
             ),
+            (
+                "sensor_poll_cycle_microseconds",
+                "Duration of the last poll cycle: maps drained, then detection and sinks.",
+                "gauge",
+                g(&m.poll_cycle_us),
+            ),
+            (
+                "sensor_poll_cycle_max_microseconds",
+                "Longest poll cycle since start.",
+                "gauge",
+                g(&m.poll_cycle_max_us),
+            ),
+            (
+                "sensor_polls_late_total",
+                "Poll cycles longer than the poll interval (detection fell behind).",
+                "counter",
+                g(&m.polls_late),
+            ),
             ("sensor_polls_total", "Map polls.", "counter", g(&m.polls)),
             (
                 "sensor_db_queue_depth",

@@ -214,6 +214,10 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
                 "overflow_lost": g(&m.kernel_overflow_lost),
                 "flows_active": g(&m.flows_active),
                 "poll_latency_us": g(&m.poll_latency_us),
+                "polls": g(&m.polls),
+                "poll_cycle_us": g(&m.poll_cycle_us),
+                "poll_cycle_max_us": g(&m.poll_cycle_max_us),
+                "polls_late": g(&m.polls_late),
                 "pcap_packets": g(&m.pcap_packets),
             });
             (capture, attached, Some(kernel), Some(live.control.model()))

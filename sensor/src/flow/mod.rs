@@ -353,7 +353,16 @@ const MIN_SWEEP_NS: u64 = 1_000_000_000;
 impl FlowTable {
     pub fn new(cfg: FlowConfig) -> Self {
         // Start big enough for a busy link so the table rarely rehashes while traffic flows.
-        let flows = FlowMap::with_capacity(cfg.max_flows.min(1 << 16));
+        let n = cfg.max_flows.min(1 << 16);
+        Self::with_capacity(cfg, n)
+    }
+
+    /// A table sized for `n` flows from the start (at most `max_flows`): live, `n` is the
+    /// kernel flow map's size, so a flood filling the map never makes the table grow (a
+    /// doubling of a million-flow table copies hundreds of megabytes inside one poll). The
+    /// storage is reserved, not touched: memory is resident only as flows arrive.
+    pub fn with_capacity(cfg: FlowConfig, n: usize) -> Self {
+        let flows = FlowMap::with_capacity(n.min(cfg.max_flows).max(16));
         Self {
             cfg,
             flows,

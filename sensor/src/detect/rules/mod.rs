@@ -119,6 +119,8 @@ const OVERFLOW_MIN_PACKETS: u64 = 8;
 pub struct Rules {
     cfg: RuleConfig,
     scans: FastMap<(IpAddr, IpAddr), (Distinct<u16>, u8)>,
+    /// Scans that grew while their firing was held back this second.
+    scans_pending: Vec<(IpAddr, IpAddr)>,
     sweeps: FastMap<(IpAddr, Probe), Sweep>,
     syn: FastMap<(IpAddr, u16), SynState>,
     hosts: FastMap<IpAddr, HostState>,
@@ -141,6 +143,7 @@ impl Rules {
         Self {
             cfg,
             scans: FastMap::default(),
+            scans_pending: Vec::new(),
             sweeps: FastMap::default(),
             syn: FastMap::default(),
             hosts: FastMap::default(),
@@ -175,7 +178,15 @@ impl Rules {
     pub fn flush(&mut self, now: u64, book: &mut AlertBook) {
         let keys: Vec<(IpAddr, Probe)> = self.sweeps.keys().copied().collect();
         for key in keys {
-            self.eval_sweep(key, now, true, book);
+            self.eval_sweep(key, now, true, false, book);
+        }
+        // The last second's held-back scan growth, with the data's last timestamp.
+        for key in std::mem::take(&mut self.scans_pending) {
+            if let Some((d, _)) = self.scans.get_mut(&key) {
+                d.pending = false;
+                d.allow_fire();
+            }
+            self.judge_scan(key, now, true, book);
         }
         self.slow_judge(now, true, book);
         let cfg = self.cfg.clone();

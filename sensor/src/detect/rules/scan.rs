@@ -39,6 +39,8 @@ pub(super) struct Sweep {
     pub(super) hosts: FastMap<IpAddr, (u64, bool)>,
     /// Hosts counted when the rule last fired: it fires again only when the sweep grows.
     pub(super) fired_at: usize,
+    /// Data second of the last pass over `hosts`.
+    pub(super) judged_s: Option<u64>,
 }
 
 impl Sweep {
@@ -122,32 +124,54 @@ impl Rules {
                 }
                 None => self.untracked += 1,
             }
-            if let Some((ports, p)) = self.scans.get_mut(&(ev.src, ev.dst)) {
-                let n = ports.count(
-                    now,
-                    self.cfg.port_scan_window_s * NS,
-                    self.cfg.port_scan_ports,
-                );
-                if fresh && n >= self.cfg.port_scan_ports {
-                    book.fire(Firing {
-                        kind: AlertKind::PortScan,
-                        detector: DetectorKind::Rule,
-                        src_ip: Some(ev.src),
-                        dst_ip: Some(ev.dst),
-                        ts_ns: now,
-                        severity: Severity::from_ratio(n as f64 / self.cfg.port_scan_ports as f64),
-                        rate: n as f64,
-                        score: None,
-                        evidence: json!({
-                            "ports": n,
-                            "sample_ports": ports.sample(10),
-                            "proto": if *p == proto::TCP { "tcp" } else { "udp" },
-                            "window_s": self.cfg.port_scan_window_s,
-                        }),
-                    });
-                }
+            if fresh {
+                self.judge_scan((ev.src, ev.dst), now, false, book);
             }
         }
+    }
+
+    /// Fires the port scan of `key` when it has reached the threshold: at most once a data
+    /// second per key on the packet path (`timer` false); a growth held back is fired by the
+    /// next second's tick (`timer` true), so the evidence trails the scan by a second at most.
+    pub(super) fn judge_scan(
+        &mut self,
+        key: (IpAddr, IpAddr),
+        now: u64,
+        timer: bool,
+        book: &mut AlertBook,
+    ) {
+        let (window, threshold) = (self.cfg.port_scan_window_s, self.cfg.port_scan_ports);
+        let Some((ports, p)) = self.scans.get_mut(&key) else {
+            return;
+        };
+        let n = ports.count(now, window * NS, threshold);
+        if n < threshold || (timer && n <= ports.fired_n) {
+            return;
+        }
+        if !ports.may_fire(now) {
+            if !ports.pending {
+                ports.pending = true;
+                self.scans_pending.push(key);
+            }
+            return;
+        }
+        ports.fired_n = n;
+        book.fire(Firing {
+            kind: AlertKind::PortScan,
+            detector: DetectorKind::Rule,
+            src_ip: Some(key.0),
+            dst_ip: Some(key.1),
+            ts_ns: now,
+            severity: Severity::from_ratio(n as f64 / threshold as f64),
+            rate: n as f64,
+            score: None,
+            evidence: json!({
+                "ports": n,
+                "sample_ports": ports.sample(10),
+                "proto": if *p == proto::TCP { "tcp" } else { "udp" },
+                "window_s": window,
+            }),
+        });
     }
 
     /// Host sweep: distinct hosts probed the same way by one source.
@@ -163,7 +187,7 @@ impl Rules {
                 if sweep.hosts.len() < 65_536 || sweep.hosts.contains_key(&ev.dst) {
                     sweep.hosts.insert(ev.dst, (now, false));
                 }
-                self.eval_sweep(key, now, false, book);
+                self.eval_sweep(key, now, false, false, book);
             }
         }
         // Answers take TCP/UDP probes out of a sweep: a P2P client that reaches 50 peers is not
@@ -205,6 +229,7 @@ impl Rules {
         key: (IpAddr, Probe),
         now: u64,
         end: bool,
+        timer: bool,
         book: &mut AlertBook,
     ) {
         let window = self.cfg.host_sweep_window_s * NS;
@@ -215,18 +240,27 @@ impl Rules {
         if sweep.hosts.len() < self.cfg.host_sweep_hosts {
             return;
         }
+        // A pass over the hosts at most once a data second per key from the packet path; the
+        // second's tick (`end` or a timer call) judges what was held back.
+        let sec = now / NS;
+        if !end && !timer && sweep.judged_s == Some(sec) {
+            return;
+        }
+        sweep.judged_s = Some(sec);
         sweep
             .hosts
             .retain(|_, (t, _)| now.saturating_sub(*t) < window);
-        let mut hosts: Vec<IpAddr> = sweep
+        let counted = |(t, answered): &(u64, bool)| {
+            immediate || (!answered && (end || now.saturating_sub(*t) >= ANSWER_GRACE_NS))
+        };
+        // The alert is as recent as the newest probe it counts, not the clock of this check.
+        let (n, newest) = sweep
             .hosts
-            .iter()
-            .filter(|(_, (t, answered))| {
-                immediate || (!answered && (end || now.saturating_sub(*t) >= ANSWER_GRACE_NS))
-            })
-            .map(|(h, _)| *h)
-            .collect();
-        let n = hosts.len();
+            .values()
+            .filter(|v| counted(v))
+            .fold((0usize, 0u64), |(n, newest), (t, _)| {
+                (n + 1, newest.max(*t))
+            });
         if n < self.cfg.host_sweep_hosts {
             sweep.fired_at = 0;
             return;
@@ -235,15 +269,14 @@ impl Rules {
             return;
         }
         sweep.fired_at = n;
-        // The alert is as recent as the newest probe it counts, not the clock of this check.
-        let newest = hosts
-            .iter()
-            .filter_map(|h| sweep.hosts.get(h))
-            .map(|(t, _)| *t)
-            .max()
-            .unwrap_or(now);
-        hosts.sort_unstable();
-        hosts.truncate(10);
+        let hosts = super::window::smallest(
+            sweep
+                .hosts
+                .iter()
+                .filter(|(_, v)| counted(v))
+                .map(|(h, _)| *h),
+            10,
+        );
         book.fire(Firing {
             kind: AlertKind::HostSweep,
             detector: DetectorKind::Rule,
@@ -262,17 +295,29 @@ impl Rules {
         });
     }
 
-    /// Time passes (every second of data time): TCP/UDP probes left unanswered now count.
+    /// Port scans whose growth was held back this second fire now.
+    pub(super) fn scans_pending_fire(&mut self, now: u64, book: &mut AlertBook) {
+        for key in std::mem::take(&mut self.scans_pending) {
+            if let Some((d, _)) = self.scans.get_mut(&key) {
+                d.pending = false;
+            }
+            self.judge_scan(key, now, true, book);
+        }
+    }
+
+    /// Time passes (every second of data time): TCP/UDP/ARP probes left unanswered now count,
+    /// sweeps and scans held back this second are judged.
     pub fn tick(&mut self, now: u64, book: &mut AlertBook) {
         let pending: Vec<(IpAddr, Probe)> = self
             .sweeps
             .iter()
-            .filter(|(k, s)| k.1 != Probe::IcmpEcho && s.hosts.len() >= self.cfg.host_sweep_hosts)
+            .filter(|(_, s)| s.hosts.len() >= self.cfg.host_sweep_hosts)
             .map(|(k, _)| *k)
             .collect();
         for key in pending {
-            self.eval_sweep(key, now, false, book);
+            self.eval_sweep(key, now, false, true, book);
         }
+        self.scans_pending_fire(now, book);
         self.slow_tick(now, book);
     }
 }

@@ -60,10 +60,11 @@ fn port_scan_fires_at_the_threshold_and_aggregates_into_one_alert() {
         .collect();
     let alerts = run(&probes);
     assert_eq!(kinds(&alerts), vec![AlertKind::PortScan]);
-    assert_eq!(
-        (alerts[0].src_ip, alerts[0].dst_ip, alerts[0].count),
-        (Some(A), Some(B), 181)
-    );
+    assert_eq!((alerts[0].src_ip, alerts[0].dst_ip), (Some(A), Some(B)));
+    // Updated at most once a data second (2 s of probes here), and its final evidence counts
+    // every port: the growth held back within a second is fired by the next tick or the end.
+    assert!(alerts[0].count <= 3, "{:?}", alerts[0]);
+    assert_eq!(alerts[0].evidence["ports"], 200, "{:?}", alerts[0]);
     // Spread beyond the window, the same ports are no scan.
     let slow: Vec<_> = (0..40)
         .map(|p| ev(p * 4_000, A, B, 1000 + p as u16, proto::TCP))

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 
+use super::NS;
 use crate::detect::FastMap;
 
 /// Counts per second of data time over the last `len` seconds.
@@ -81,6 +82,13 @@ pub(super) struct Distinct<T: std::hash::Hash + Eq + Copy> {
     pub(super) seen: FastMap<T, u64>,
     oldest: u64,
     pruned_at: u64,
+    /// Data second of the last firing: an alert is updated at most once a second per key, so
+    /// a scan of 60,000 ports costs its evidence once a second, not once a port.
+    fired_s: Option<u64>,
+    /// Items counted at the last firing.
+    pub(super) fired_n: usize,
+    /// A firing was held back this second (the key waits in the rules' pending list).
+    pub(super) pending: bool,
 }
 
 impl<T: std::hash::Hash + Eq + Copy> Default for Distinct<T> {
@@ -89,6 +97,9 @@ impl<T: std::hash::Hash + Eq + Copy> Default for Distinct<T> {
             seen: FastMap::default(),
             oldest: u64::MAX,
             pruned_at: 0,
+            fired_s: None,
+            fired_n: 0,
+            pending: false,
         }
     }
 }
@@ -114,13 +125,40 @@ impl<T: std::hash::Hash + Eq + Copy> Distinct<T> {
         self.seen.len()
     }
 
+    /// Whether the key may fire at `now` (not yet in this data second); marks it fired.
+    pub(super) fn may_fire(&mut self, now: u64) -> bool {
+        let sec = now / NS;
+        if self.fired_s == Some(sec) {
+            return false;
+        }
+        self.fired_s = Some(sec);
+        true
+    }
+
+    /// Lifts the once-a-second limit (end of data: the final state is fired now).
+    pub(super) fn allow_fire(&mut self) {
+        self.fired_s = None;
+    }
+
     pub(super) fn sample(&self, n: usize) -> Vec<T>
     where
         T: Ord,
     {
-        let mut v: Vec<T> = self.seen.keys().copied().collect();
-        v.sort_unstable();
-        v.truncate(n);
-        v
+        smallest(self.seen.keys().copied(), n)
     }
+}
+
+/// The `n` smallest items, sorted: one pass, no copy of the whole set (trackers hold up to
+/// 65,536 items; evidence shows ten).
+pub(super) fn smallest<T: Ord + Copy>(items: impl Iterator<Item = T>, n: usize) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(n + 1);
+    for it in items {
+        if v.len() == n && v.last().is_some_and(|l| it >= *l) {
+            continue;
+        }
+        let at = v.partition_point(|x| *x < it);
+        v.insert(at, it);
+        v.truncate(n);
+    }
+    v
 }
