@@ -4,7 +4,8 @@
 //!
 //! Attacks: nmap's stealth scans (FIN, Xmas, NULL, ACK) and an IPv6 SYN scan; DNS reflection
 //! through 25 dnsmasq reflectors answering spoofed EDNS queries with a 2 KB TXT record (every
-//! answer is an IP fragment pair); the same reflection low and slow (10 packets/s); a slow port
+//! answer is an IP fragment pair); the same reflection low and slow (10 packets/s); SYN-ACK
+//! reflection off 25 web servers; a slow port
 //! scan and a slow ping sweep (real nmap packets, timestamps stretched to 25 and 15 minutes:
 //! nmap's own slow timings would take that long to record). Benign: a client fetching from 100
 //! web servers, a client exchanging DNS with 100 servers at 1,500 queries/s, and a DNS server
@@ -34,7 +35,7 @@ use super::{
 };
 
 /// Bumped whenever a case changes, so `cargo xtask test` records the set again.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The truth file's name inside the set's directory.
 pub const TRUTH: &str = "eval_truth.json";
@@ -357,6 +358,42 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
         note: "25 reflectors x one query per 5 s for 45 s: 10 packets/s at the victim".into(),
     });
 
+    // TCP SYN-ACK reflection: web servers on the 25 bot addresses answer SYNs that carry the
+    // victim's address; the victim gets SYN-ACKs it never asked for (and answers RSTs).
+    let exe = std::env::current_exe().context("path of the xtask binary")?;
+    let exe = exe.to_str().context("xtask path is not UTF-8")?.to_owned();
+    for b in BOTS {
+        let mut c = in_ns(b.ns, &exe);
+        c.args(["lab-role", "http-server", "0.0.0.0:80"]);
+        spawn_logged(c, &logs.join(format!("http-{}.log", b.ns)))?;
+    }
+    thread::sleep(Duration::from_millis(300));
+    let (_, commands) = capture(out, "syn-ack-reflection.pcap", log, None, || {
+        let mut children = Vec::new();
+        let mut commands = Vec::new();
+        for (_, r) in every_reflector() {
+            let args = ["-q", "-S", "-a", &web, "-p", "80", "-i", "u2000", &r.to_string()];
+            let mut c = in_ns(ATTACKER.ns, "hping3");
+            c.args(args);
+            commands.push(format!("[{}] hping3 {}", ATTACKER.ns, args.join(" ")));
+            children.push(spawn_logged(c, log)?);
+        }
+        thread::sleep(Duration::from_secs(5));
+        stop(children);
+        Ok(commands)
+    })?;
+    all.push(Case {
+        file: "syn-ack-reflection.pcap".into(),
+        family: "reflection (TCP SYN-ACK)",
+        expected: Some("ddos"),
+        attacker: None,
+        victim: Some(web.clone()),
+        commands,
+        note: "25 web servers x 500 spoofed SYNs/s for 5 s: SYN-ACKs (and their retransmissions) \
+               to a victim that never connected"
+            .into(),
+    });
+
     // Slow scan and sweep: real nmap packets (only the scanner's, so the file spans the scan
     // alone), stretched in time.
     let att = ATTACKER.addr.to_string();
@@ -432,8 +469,7 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
     });
 
     // Benign: one client, 100 web servers, every handshake completed.
-    let exe = std::env::current_exe().context("path of the xtask binary")?;
-    let mut http = in_ns(WEB.ns, exe.to_str().context("xtask path is not UTF-8")?);
+    let mut http = in_ns(WEB.ns, &exe);
     http.args(["lab-role", "http-server", "0.0.0.0:80"]);
     spawn_logged(http, &logs.join("http-server.log"))?;
     thread::sleep(Duration::from_millis(300));
