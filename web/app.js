@@ -61,6 +61,7 @@ document.querySelectorAll("th[data-key]").forEach((th) => {
   });
 });
 document.querySelectorAll(".filter").forEach((i) => i.addEventListener("input", () => draw(i.dataset.table)));
+document.getElementById("flows-by-score")?.addEventListener("change", () => loadTables());
 
 const charts = {};
 function chart(id, type, labels, datasets, extra = {}) {
@@ -100,7 +101,7 @@ function showStats(s) {
 
 async function loadTables() {
   const [alerts, anomalies, flows, sus, talkers] = await Promise.all([
-    api("/api/alerts?limit=200"), api("/api/anomalies?limit=200"), api("/api/flows?limit=200"),
+    api("/api/alerts?limit=200"), api("/api/anomalies?limit=200"), api($("flows-by-score")?.checked ? "/api/flows?limit=200&sort=score" : "/api/flows?limit=200"),
     api("/api/suspicious-ips?limit=50"), api("/api/top-talkers?limit=50"),
   ]);
   setRows("t-alerts", alerts.items, (tr, a) => {
@@ -111,8 +112,10 @@ async function loadTables() {
       score: x.score ?? null, features: (x.top_features || []).map((f) => `${f.feature} (${Math.round(f.share * 100)}%)`).join(", ") })),
     (tr, a) => { cell(tr, a.ts); cell(tr, a.src); cell(tr, a.dst); cell(tr, a.score); cell(tr, a.features); });
   setRows("t-flows", flows.items.map((f) => ({ last_seen: f.last_seen, src_ip: `${f.src_ip}:${f.src_port}`, dst_ip: `${f.dst_ip}:${f.dst_port}`,
-      proto: f.proto, packets: f.packets_fwd + f.packets_rev, bytes: f.bytes_fwd + f.bytes_rev })),
-    (tr, f) => { cell(tr, f.last_seen); cell(tr, f.src_ip); cell(tr, f.dst_ip); cell(tr, f.proto); cell(tr, fmt(f.packets)); cell(tr, fmt(f.bytes)); });
+      proto: f.proto, packets: f.packets_fwd + f.packets_rev, bytes: f.bytes_fwd + f.bytes_rev, score: f.score ?? null,
+      anomalous: f.anomalous === true })),
+    (tr, f) => { cell(tr, f.last_seen); cell(tr, f.src_ip); cell(tr, f.dst_ip); cell(tr, f.proto); cell(tr, fmt(f.packets)); cell(tr, fmt(f.bytes));
+      cell(tr, f.score === null ? "-" : f.score.toFixed(3), f.anomalous ? "badge sev-medium" : ""); });
   setRows("t-suspicious", sus.items, (tr, s) => { cell(tr, s.ip); cell(tr, s.alerts); cell(tr, s.max_severity, "badge sev-" + s.max_severity); cell(tr, s.kinds.join(", ")); });
   setRows("t-talkers", talkers.items, (tr, t) => { cell(tr, t.ip); cell(tr, fmt(t.bytes)); cell(tr, fmt(t.packets)); cell(tr, t.flows); });
 }
@@ -121,7 +124,10 @@ async function loadStatus() {
   const s = await api("/api/status");
   $("st-capture").textContent = s.capture || "idle";
   $("st-capture").dataset.attached = (s.attached || []).map((a) => a.iface).join(" ");
-  $("st-model").textContent = s.model ? `${s.model.flows} flows, threshold ${s.model.threshold.toFixed(3)}` : "none";
+  const inUse = s.model_in_use;
+  $("st-model").textContent = inUse
+    ? `threshold ${inUse.threshold.toFixed(3)} (${inUse.threshold_rule === "max_alerts_per_hour" ? `budget ${inUse.max_alerts_per_hour}/h` : `contamination ${inUse.contamination}`}; ~${inUse.expected_alerts_per_hour ?? "?"} alerts/h on its baseline)`
+    : s.model ? `${s.model.flows} flows, threshold ${s.model.threshold.toFixed(3)}` : "none";
   $("st-uptime").textContent = `${Math.floor(s.uptime_s / 60)} min`;
 }
 

@@ -74,6 +74,14 @@ pub struct ModelSettings {
     pub trees: usize,
     pub sample_size: usize,
     pub seed: u64,
+    /// Model alerts opened per minute at most; the excess folds into one summary alert.
+    pub max_alerts_per_minute: usize,
+    /// Distinct anomalous sources at one destination (within a minute) after which its
+    /// anomalies are one alert about the destination, not one per (possibly forged) source.
+    pub victim_sources: usize,
+    /// Training picks the threshold so the baseline raises at most this many model alerts
+    /// an hour (instead of the contamination quantile); unset: contamination decides.
+    pub max_alerts_per_hour: Option<f64>,
 }
 
 impl Default for ModelSettings {
@@ -84,11 +92,22 @@ impl Default for ModelSettings {
             trees: p.trees,
             sample_size: p.sample_size,
             seed: p.seed,
+            max_alerts_per_minute: 30,
+            victim_sources: 10,
+            max_alerts_per_hour: None,
         }
     }
 }
 
 impl ModelSettings {
+    /// How many model alerts may open, and when they aggregate per victim.
+    pub fn volume(&self) -> crate::detect::AlertVolume {
+        crate::detect::AlertVolume {
+            per_minute: self.max_alerts_per_minute.max(1),
+            victim_sources: self.victim_sources.max(2),
+        }
+    }
+
     pub fn forest(&self) -> ForestParams {
         ForestParams {
             trees: self.trees.max(1),
@@ -122,6 +141,13 @@ impl Config {
             path: path.into(),
             message,
         };
+        if let Some(n) = self.model.max_alerts_per_hour
+            && !(n.is_finite() && n >= 0.0)
+        {
+            return Err(bad(format!(
+                "model.max_alerts_per_hour must be a number >= 0, not {n}"
+            )));
+        }
         if !(0.0..=0.5).contains(&self.model.contamination) {
             return Err(bad(format!(
                 "model.contamination must be within 0 and 0.5, not {}",

@@ -87,6 +87,8 @@ pub struct Control {
     tx: mpsc::Sender<ControlCmd>,
     attachments: Arc<RwLock<Vec<Attachment>>>,
     model: Arc<RwLock<Option<String>>>,
+    /// Threshold and how it was chosen, of the model in use ([`Model::summary`]).
+    model_info: Arc<RwLock<Option<serde_json::Value>>>,
 }
 
 impl Control {
@@ -117,6 +119,7 @@ impl Control {
         model: Option<Model>,
         path: Option<String>,
     ) -> Result<(), ControlError> {
+        let info = model.as_ref().map(Model::summary);
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(ControlCmd::SetModel {
@@ -127,6 +130,9 @@ impl Control {
         rx.await.map_err(|_| ControlError::Stopped)?;
         if let Ok(mut m) = self.model.write() {
             *m = path;
+        }
+        if let Ok(mut m) = self.model_info.write() {
+            *m = info;
         }
         Ok(())
     }
@@ -142,6 +148,11 @@ impl Control {
     /// The model the pipeline uses now, if any.
     pub fn model(&self) -> Option<String> {
         self.model.read().ok().and_then(|m| m.clone())
+    }
+
+    /// Threshold, its rule and expected alert rate of the model in use.
+    pub fn model_info(&self) -> Option<serde_json::Value> {
+        self.model_info.read().ok().and_then(|m| m.clone())
     }
 }
 
@@ -188,10 +199,15 @@ pub fn new<'a>(
     let (pkt_tx, pkt_rx) = mpsc::sync_channel(PACKET_QUEUE);
     let shared = Arc::new(RwLock::new(Vec::new()));
     let sources = Sources::new(kernel, force, pkt_tx, Arc::clone(&shared));
+    let info = pipeline
+        .detector()
+        .and_then(|d| d.model())
+        .map(Model::summary);
     let control = Control {
         tx: ctl_tx,
         attachments: shared,
         model: Arc::new(RwLock::new(model)),
+        model_info: Arc::new(RwLock::new(info)),
     };
     (
         LiveLoop {

@@ -217,13 +217,15 @@ impl<'a> Pipeline<'a> {
 
     fn flow(&mut self, f: &Flow) {
         self.totals.flows += 1;
-        if let Some(d) = &mut self.detector {
-            d.on_flow(f);
-        }
+        let verdict = self.detector.as_mut().and_then(|d| d.on_flow(f));
         if !self.wants_flows {
             return;
         }
-        let rec = FlowRecord::from(f);
+        let mut rec = FlowRecord::from(f);
+        if let Some(v) = verdict {
+            rec.score = Some((v.score * 10_000.0).round() / 10_000.0);
+            rec.anomalous = Some(v.anomalous);
+        }
         for s in &mut self.sinks {
             if s.wants_flows()
                 && let Err(e) = s.flow(&rec, f.last_seen_ns)

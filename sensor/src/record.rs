@@ -188,6 +188,13 @@ pub struct FlowRecord {
     pub mean_iat_us: Option<f64>,
     pub std_iat_us: Option<f64>,
     pub end: EndReason,
+    /// The model's anomaly score in [0, 1] (absent when no model is loaded): every flow
+    /// carries it, so an analyst can rank flows, not only read the anomalies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Whether the score reached the model's threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomalous: Option<bool>,
 }
 
 /// RFC 3339 with microseconds in UTC for ns since the epoch.
@@ -232,6 +239,8 @@ impl From<&Flow> for FlowRecord {
             mean_iat_us: iat.map(|m| m.mean),
             std_iat_us: iat.map(|m| m.std()),
             end: f.end,
+            score: None,
+            anomalous: None,
         }
     }
 }

@@ -232,6 +232,11 @@ fn bad_parameters_are_400_with_a_json_error() {
         "/api/alerts?until=99999999999999",
         "/api/alerts?unknown=1",
         "/api/flows?kind=port_scan",
+        "/api/flows?sort=random",
+        "/api/flows?sort=score&cursor=12",
+        "/api/flows?sort=score&cursor=x_1",
+        "/api/flows?min_score=2",
+        "/api/flows?min_score=nan",
         "/api/anomalies?kind=port_scan",
         "/api/stats?limit=-1",
         "/api/top-talkers?since=%27%3B",
@@ -245,6 +250,14 @@ fn bad_parameters_are_400_with_a_json_error() {
             "{path}: {body}"
         );
     }
+    let (code, body) = http(
+        srv.addr,
+        "GET",
+        "/api/flows?sort=score&min_score=0.5&cursor=0.75_3",
+        None,
+        None,
+    );
+    assert_eq!(code, 200, "a well-formed score page: {body}");
     let (code, _) = http(srv.addr, "GET", "/api/nope", None, None);
     assert_eq!(code, 404);
 }

@@ -229,6 +229,8 @@ pub(super) struct TrainBody {
     path: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    /// False-alert budget for the threshold (default: the config's).
+    max_alerts_per_hour: Option<f64>,
 }
 
 /// Trains the model with the config's `[model]` settings, writes DATA_DIR/model.json, records
@@ -240,6 +242,14 @@ pub(super) async fn train(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &headers)?;
     let b = body(b)?;
+    let budget = b.max_alerts_per_hour;
+    if let Some(n) = budget
+        && !(n.is_finite() && n >= 0.0)
+    {
+        return Err(ApiError::BadRequest(
+            "max_alerts_per_hour must be a number >= 0".into(),
+        ));
+    }
     enum Source {
         File(PathBuf),
         Range(i64, i64),
@@ -261,55 +271,77 @@ pub(super) async fn train(
     };
     let out = st.data_dir.join("model.json");
     let state = st.clone();
-    let (model, reply) = tokio::task::spawn_blocking(move || -> Result<(Model, Value), ApiError> {
-        let cfg = &state.config;
-        let (rows, what) = match source {
-            Source::File(file) => {
-                let s = replay_files(
-                    std::slice::from_ref(&file),
-                    ReplayOptions::new(cfg).collecting(),
-                    Vec::new(),
-                )
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                (s.features, file.display().to_string())
-            }
-            Source::Range(since, until) => {
-                let c = open_ro(&state.db).map_err(|e| ApiError::Internal(e.to_string()))?;
-                let rows = q::training_rows(
-                    &c,
-                    since,
-                    until,
-                    cfg.rules.port_scan_window_s,
-                    cfg.rules.max_tracked,
-                )?;
-                (
-                    rows,
-                    format!(
-                        "stored flows {} .. {}",
-                        rfc3339_us(since.max(0) as u64),
-                        rfc3339_us(until.max(0) as u64)
-                    ),
-                )
-            }
-        };
-        let m = Model::train(&rows, cfg.model.forest(), cfg.model.contamination, vec![what])
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        m.save(&out).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let store = Store::open(&state.db, cfg.store).map_err(|e| ApiError::Internal(e.to_string()))?;
-        store
-            .model_version(
-                &out.display().to_string(),
-                m.threshold,
-                m.training.flows as u64,
-                serde_json::to_string(&m.training).unwrap_or_default(),
+    let (model, reply) =
+        tokio::task::spawn_blocking(move || -> Result<(Model, Value), ApiError> {
+            let cfg = &state.config;
+            let (rows, meta, what) = match source {
+                Source::File(file) => {
+                    let s = replay_files(
+                        std::slice::from_ref(&file),
+                        ReplayOptions::new(cfg).collecting(),
+                        Vec::new(),
+                    )
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                    (s.features, s.feature_meta, file.display().to_string())
+                }
+                Source::Range(since, until) => {
+                    let c = open_ro(&state.db).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    let (rows, meta) = q::training_rows(
+                        &c,
+                        since,
+                        until,
+                        cfg.rules.port_scan_window_s,
+                        cfg.rules.max_tracked,
+                    )?;
+                    (
+                        rows,
+                        meta,
+                        format!(
+                            "stored flows {} .. {}",
+                            rfc3339_us(since.max(0) as u64),
+                            rfc3339_us(until.max(0) as u64)
+                        ),
+                    )
+                }
+            };
+            let mut m = Model::train(
+                &rows,
+                cfg.model.forest(),
+                cfg.model.contamination,
+                vec![what],
             )
-            .and_then(|()| store.sync())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let reply = json!({ "model": out.display().to_string(), "flows": m.training.flows, "threshold": m.threshold });
-        Ok((m, reply))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            m.calibrate(
+                &rows,
+                &meta,
+                budget.or(cfg.model.max_alerts_per_hour),
+                cfg.rules.quiet_close_s * 1_000_000_000,
+            );
+            m.save(&out)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let store =
+                Store::open(&state.db, cfg.store).map_err(|e| ApiError::Internal(e.to_string()))?;
+            store
+                .model_version(
+                    &out.display().to_string(),
+                    m.threshold,
+                    m.training.flows as u64,
+                    serde_json::to_string(&m.training).unwrap_or_default(),
+                )
+                .and_then(|()| store.sync())
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let reply = json!({
+                "model": out.display().to_string(),
+                "flows": m.training.flows,
+                "threshold": m.threshold,
+                "threshold_rule": m.threshold_rule,
+                "max_alerts_per_hour": m.max_alerts_per_hour,
+                "expected_alerts_per_hour": m.expected_alerts_per_hour,
+            });
+            Ok((m, reply))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     let mut reply = reply;
     let loaded = match &st.live {
         Some(live) => {

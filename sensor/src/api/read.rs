@@ -25,6 +25,9 @@ pub(super) struct ListQuery {
     ip: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    /// `time` (newest first, the default) or `score` (highest model score first).
+    sort: Option<String>,
+    min_score: Option<String>,
 }
 
 /// RFC 3339 or Unix seconds, to ns.
@@ -54,13 +57,55 @@ impl ListQuery {
                 }
             },
         };
-        let cursor =
-            match self.cursor.as_deref() {
-                None => None,
-                Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    ApiError::BadRequest("cursor must be a positive integer".into())
-                })?),
-            };
+        let by_score = match self.sort.as_deref() {
+            None | Some("time") => false,
+            Some("score") => true,
+            Some(_) => return Err(ApiError::BadRequest("sort must be time or score".into())),
+        };
+        let bad_cursor = || {
+            ApiError::BadRequest(if by_score {
+                "cursor must be the next_cursor of a score-sorted page".into()
+            } else {
+                "cursor must be a positive integer".into()
+            })
+        };
+        let (cursor, cursor_score) = match self.cursor.as_deref() {
+            None => (None, None),
+            Some(c) if by_score => {
+                let (s, id) = c.split_once('_').ok_or_else(bad_cursor)?;
+                let s = s
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite())
+                    .ok_or_else(bad_cursor)?;
+                let id = id
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(bad_cursor)?;
+                (Some(id), Some(s))
+            }
+            Some(c) => (
+                Some(
+                    c.parse::<i64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(bad_cursor)?,
+                ),
+                None,
+            ),
+        };
+        let min_score = match self.min_score.as_deref() {
+            None => None,
+            Some(m) => Some(
+                m.parse::<f64>()
+                    .ok()
+                    .filter(|m| (0.0..=1.0).contains(m))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest("min_score must be a number from 0 to 1".into())
+                    })?,
+            ),
+        };
         if let Some(k) = &self.kind
             && !kinds.contains(&k.as_str())
         {
@@ -98,6 +143,9 @@ impl ListQuery {
             ip: self.ip,
             limit,
             cursor,
+            by_score,
+            cursor_score,
+            min_score,
         })
     }
 }
@@ -220,16 +268,24 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
                 "polls_late": g(&m.polls_late),
                 "pcap_packets": g(&m.pcap_packets),
             });
-            (capture, attached, Some(kernel), Some(live.control.model()))
+            (
+                capture,
+                attached,
+                Some(kernel),
+                Some((live.control.model(), live.control.model_info())),
+            )
         }
     };
+    let (loaded, in_use) = loaded.unwrap_or((None, None));
     Ok(Json(json!({
         "capture": capture,
         "live": st.live.is_some(),
         "attached": attached,
         "database": db,
         "model": model,
-        "model_loaded": loaded.flatten(),
+        "model_loaded": loaded,
+        // The running pipeline's model: threshold, how it was chosen, expected alert rate.
+        "model_in_use": in_use,
         "uptime_s": uptime,
         "kernel": kernel,
     })))

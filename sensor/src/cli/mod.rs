@@ -135,6 +135,10 @@ pub enum Command {
         /// [model] in the config, 0.1).
         #[arg(long)]
         contamination: Option<f64>,
+        /// Pick the threshold so the baseline raises at most N model alerts per hour
+        /// (default: [model] max_alerts_per_hour; unset: contamination decides).
+        #[arg(long, value_name = "N")]
+        max_alerts_per_hour: Option<f64>,
         /// Trees of the forest (default: [model], 100).
         #[arg(long)]
         trees: Option<usize>,
@@ -295,6 +299,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             pcaps,
             model,
             contamination,
+            max_alerts_per_hour,
             trees,
             sample_size,
             seed,
@@ -308,6 +313,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("--contamination must be within 0 and 0.5, not {c}");
                 }
                 m.contamination = c;
+            }
+            if let Some(n) = max_alerts_per_hour {
+                if !(n.is_finite() && n >= 0.0) {
+                    anyhow::bail!("--max-alerts-per-hour must be a number >= 0, not {n}");
+                }
+                m.max_alerts_per_hour = Some(n);
             }
             m.trees = trees.unwrap_or(m.trees);
             m.sample_size = sample_size.unwrap_or(m.sample_size);

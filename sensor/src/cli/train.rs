@@ -13,16 +13,26 @@ pub(super) fn run(pcaps: &[PathBuf], model: &Path, config: &Config) -> anyhow::R
     let s = replay(pcaps, ReplayOptions::new(config).collecting(), Vec::new())?;
     let sources = pcaps.iter().map(|p| p.display().to_string()).collect();
     let params = config.model.forest();
-    let m = Model::train(&s.features, params, config.model.contamination, sources)?;
+    let mut m = Model::train(&s.features, params, config.model.contamination, sources)?;
+    m.calibrate(
+        &s.features,
+        &s.feature_meta,
+        config.model.max_alerts_per_hour,
+        config.rules.quiet_close_s * 1_000_000_000,
+    );
     m.save(model)?;
+    let rule = match m.max_alerts_per_hour {
+        Some(n) => format!("at most {n} model alerts/hour on the baseline"),
+        None => format!("contamination {}", m.contamination),
+    };
     eprintln!(
-        "train: {} flows from {} packets; {} trees of sub-sample {}; contamination {} -> threshold {:.4}; wrote {}",
+        "train: {} flows from {} packets; {} trees of sub-sample {}; {rule} -> threshold {:.4} ({} model alerts/hour expected on the baseline); wrote {}",
         s.features.len(),
         s.read.packets,
         params.trees,
         m.forest.psi,
-        m.contamination,
         m.threshold,
+        m.expected_alerts_per_hour.unwrap_or(0.0),
         model.display()
     );
     Ok(())

@@ -29,7 +29,22 @@ pub struct Alert {
     /// Highest rate seen (packets/s or probes/s, per kind).
     pub peak_rate: f64,
     pub evidence: serde_json::Value,
+    /// Model anomalies this (rule) alert already explains: the flows of a flood or a scan
+    /// the model also found odd, attached here instead of raising alerts of their own.
+    pub model_anomalies: u64,
+    /// Highest model score among them.
+    pub model_max_score: f64,
 }
+
+/// The rule kinds an anomaly can attach to: attack verdicts about the same endpoints.
+const ATTACH_KINDS: [AlertKind; 6] = [
+    AlertKind::PortScan,
+    AlertKind::HostSweep,
+    AlertKind::SynFlood,
+    AlertKind::UdpFlood,
+    AlertKind::IcmpFlood,
+    AlertKind::Ddos,
+];
 
 impl From<&Alert> for AlertRecord {
     fn from(a: &Alert) -> Self {
@@ -39,6 +54,13 @@ impl From<&Alert> for AlertRecord {
                 "peak_rate".into(),
                 serde_json::json!((a.peak_rate * 10.0).round() / 10.0),
             );
+            if a.model_anomalies > 0 {
+                m.insert("model_anomalies".into(), a.model_anomalies.into());
+                m.insert(
+                    "model_max_score".into(),
+                    serde_json::json!((a.model_max_score * 10_000.0).round() / 10_000.0),
+                );
+            }
         }
         Self {
             id: a.id,
@@ -102,9 +124,15 @@ impl AlertBook {
 
     pub fn fire(&mut self, f: Firing) {
         // Model anomalies aggregate per source: a sweep's 250 odd flows are one alert, whose
-        // destination becomes null once it spans several.
+        // destination becomes null once it spans several. A firing without a source is keyed
+        // by its destination (many or forged sources at one victim), or by neither (the
+        // budget's summary alert).
         let key = if f.kind == AlertKind::MlAnomaly {
-            (f.kind, f.src_ip, None)
+            (
+                f.kind,
+                f.src_ip,
+                if f.src_ip.is_some() { None } else { f.dst_ip },
+            )
         } else {
             (f.kind, f.src_ip, f.dst_ip)
         };
@@ -140,6 +168,8 @@ impl AlertBook {
                     score: f.score,
                     peak_rate: f.rate,
                     evidence: f.evidence,
+                    model_anomalies: 0,
+                    model_max_score: 0.0,
                 };
                 self.next_id += 1;
                 self.opened.push(a.clone());
@@ -157,6 +187,19 @@ impl AlertBook {
         dst: Option<IpAddr>,
     ) -> Option<f64> {
         self.open.get(&(kind, src, dst)).map(|a| a.peak_rate)
+    }
+
+    /// Attaches a model anomaly of a flow `src` -> `dst` to an open rule alert about the same
+    /// attack (the flood into `dst`, the scan by `src`); false when none is open.
+    pub fn attach_model(&mut self, src: IpAddr, dst: IpAddr, score: f64) -> bool {
+        let Some(a) = self.open.values_mut().find(|a| {
+            ATTACH_KINDS.contains(&a.kind) && (a.dst_ip == Some(dst) || a.src_ip == Some(src))
+        }) else {
+            return false;
+        };
+        a.model_anomalies += 1;
+        a.model_max_score = a.model_max_score.max(score);
+        true
     }
 
     /// Whether an alert of `kind` between exactly these endpoints is open.

@@ -25,6 +25,13 @@ use crate::{
 /// of an attacker's reach.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The model's verdict on one finished flow, for its record.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowScore {
+    pub score: f64,
+    pub anomalous: bool,
+}
+
 /// One of the features that isolated an anomalous flow.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 struct TopFeature {
@@ -56,6 +63,7 @@ struct AnomalyEvidence<'a> {
 
 #[derive(serde::Serialize)]
 struct EvidenceFlow {
+    src_ip: std::net::IpAddr,
     proto: u8,
     src_port: u16,
     dst_port: u16,
@@ -76,13 +84,86 @@ pub struct Detector {
     context: SourceContext,
     /// Raw feature rows of finished flows, when collecting for training.
     collected: Option<Vec<[f64; N_FEATURES]>>,
+    /// Source and end time of each collected row (to tell what a threshold would alert on).
+    collected_meta: Vec<ml::model::RowMeta>,
     /// Anomalous flows judged since the last `take_anomalies`, for the store.
     anomalies: Vec<AnomalyRow>,
     /// Anomalies not kept because `MAX_PENDING_ANOMALIES` were waiting.
     pub anomalies_dropped: u64,
     last_ns: u64,
     next_close_ns: u64,
+    volume: Volume,
 }
+
+/// How many model alerts may open, and when a destination's anomalies become one alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertVolume {
+    pub per_minute: usize,
+    pub victim_sources: usize,
+}
+
+impl Default for AlertVolume {
+    fn default() -> Self {
+        Self {
+            per_minute: 30,
+            victim_sources: 10,
+        }
+    }
+}
+
+/// Most destinations whose anomalous sources are counted (memory bound; beyond it the
+/// per-source alerts and the budget still hold).
+const MAX_VICTIMS: usize = 100_000;
+
+/// Model-alert volume state: the budget's minute, and per destination the distinct sources
+/// of its anomalies in the last minute (up to `victim_sources`).
+#[derive(Default)]
+struct Volume {
+    cfg: AlertVolume,
+    minute: u64,
+    opened: usize,
+    victims: FastMap<std::net::IpAddr, (u64, Vec<std::net::IpAddr>)>,
+}
+
+impl Volume {
+    /// Notes an anomaly `src` -> `dst` at `ts`; whether `dst` has many anomalous sources.
+    fn many_sources(&mut self, src: std::net::IpAddr, dst: std::net::IpAddr, ts: u64) -> bool {
+        let need = self.cfg.victim_sources;
+        if !self.victims.contains_key(&dst) && self.victims.len() >= MAX_VICTIMS {
+            return false;
+        }
+        let (since, seen) = self.victims.entry(dst).or_insert((ts, Vec::new()));
+        if ts.saturating_sub(*since) >= MINUTE_NS && seen.len() < need {
+            *since = ts;
+            seen.clear();
+        }
+        if seen.len() < need && !seen.contains(&src) {
+            seen.push(src);
+        }
+        seen.len() >= need
+    }
+
+    /// Whether another model alert may open at `ts` (and counts it).
+    fn may_open(&mut self, ts: u64) -> bool {
+        let minute = ts / MINUTE_NS;
+        if minute != self.minute {
+            self.minute = minute;
+            self.opened = 0;
+        }
+        if self.opened >= self.cfg.per_minute {
+            return false;
+        }
+        self.opened += 1;
+        true
+    }
+
+    fn prune(&mut self, now: u64) {
+        self.victims
+            .retain(|_, (since, _)| now.saturating_sub(*since) < 2 * MINUTE_NS);
+    }
+}
+
+const MINUTE_NS: u64 = 60_000_000_000;
 
 impl Detector {
     pub fn new(cfg: RuleConfig) -> Self {
@@ -95,11 +176,19 @@ impl Detector {
             model: None,
             context: SourceContext::new(window, cap),
             collected: None,
+            collected_meta: Vec::new(),
             anomalies: Vec::new(),
             anomalies_dropped: 0,
             last_ns: 0,
             next_close_ns: 0,
+            volume: Volume::default(),
         }
+    }
+
+    /// Sets the model-alert budget and the per-victim aggregation.
+    pub fn with_volume(mut self, v: AlertVolume) -> Self {
+        self.volume.cfg = v;
+        self
     }
 
     /// Scores finished flows with `model` (alerts of kind `ml_anomaly`).
@@ -116,6 +205,11 @@ impl Detector {
 
     pub fn take_collected(&mut self) -> Vec<[f64; N_FEATURES]> {
         self.collected.take().unwrap_or_default()
+    }
+
+    /// Source and time of each collected row, in the same order.
+    pub fn take_collected_meta(&mut self) -> Vec<ml::model::RowMeta> {
+        std::mem::take(&mut self.collected_meta)
     }
 
     pub fn take_anomalies(&mut self) -> Vec<AnomalyRow> {
@@ -144,18 +238,26 @@ impl Detector {
     }
 
     /// A finished flow: feature row for training, or a score against the model.
-    pub fn on_flow(&mut self, f: &Flow) {
+    pub fn on_flow(&mut self, f: &Flow) -> Option<FlowScore> {
         if self.model.is_none() && self.collected.is_none() {
-            return;
+            return None;
         }
         let raw = features(f, self.context.fan_out(f.src, f.last_seen_ns));
         if let Some(rows) = &mut self.collected {
             rows.push(raw);
+            self.collected_meta.push(ml::model::RowMeta {
+                src: f.src,
+                ts_ns: f.last_seen_ns,
+            });
         }
-        let Some(model) = &self.model else { return };
+        let model = self.model.as_ref()?;
         let v = model.judge(&raw);
+        let scored = FlowScore {
+            score: v.score,
+            anomalous: v.severity != Severity::Normal,
+        };
         if v.severity == Severity::Normal {
-            return;
+            return Some(scored);
         }
         let top: Vec<TopFeature> = v
             .top
@@ -187,11 +289,46 @@ impl Detector {
                 record: serde_json::to_string(&doc).unwrap_or_default(),
             });
         }
+        let ts = f.last_seen_ns;
+        // An anomaly inside an attack a rule already reports is evidence of that alert.
+        if self.book.attach_model(f.src, f.dst, v.score) {
+            return Some(scored);
+        }
+        // Many (or forged) sources at one destination: one alert about the destination.
+        let (src, dst) = if self.volume.many_sources(f.src, f.dst, ts) {
+            (None, Some(f.dst))
+        } else {
+            (Some(f.src), Some(f.dst))
+        };
+        let key_dst = if src.is_some() { None } else { dst };
+        let opens = self
+            .book
+            .peak_rate(AlertKind::MlAnomaly, src, key_dst)
+            .is_none();
+        if opens && !self.volume.may_open(ts) {
+            // Over the budget: counted into one summary alert, never dropped in silence.
+            self.book.fire(alert::Firing {
+                kind: AlertKind::MlAnomaly,
+                detector: alert::DetectorKind::Ml,
+                src_ip: None,
+                dst_ip: None,
+                ts_ns: ts,
+                severity: Severity::Low,
+                rate: 0.0,
+                score: Some((v.score * 10_000.0).round() / 10_000.0),
+                evidence: serde_json::json!({
+                    "summary": true,
+                    "reason": "model alert budget reached",
+                    "budget_per_minute": self.volume.cfg.per_minute,
+                }),
+            });
+            return Some(scored);
+        }
         // An aggregated anomaly alert keeps the evidence of its most anomalous flow: build it
         // only when this flow is that one.
         let evidence = if self
             .book
-            .peak_rate(AlertKind::MlAnomaly, Some(f.src), None)
+            .peak_rate(AlertKind::MlAnomaly, src, key_dst)
             .is_some_and(|peak| v.score < peak)
         {
             serde_json::Value::Null
@@ -200,6 +337,7 @@ impl Detector {
                 top_features: &top,
                 threshold: (model.threshold * 10_000.0).round() / 10_000.0,
                 flow: EvidenceFlow {
+                    src_ip: f.src,
                     proto: f.proto,
                     src_port: f.src_port,
                     dst_port: f.dst_port,
@@ -213,14 +351,15 @@ impl Detector {
         self.book.fire(alert::Firing {
             kind: AlertKind::MlAnomaly,
             detector: alert::DetectorKind::Ml,
-            src_ip: Some(f.src),
-            dst_ip: Some(f.dst),
-            ts_ns: f.last_seen_ns,
+            src_ip: src,
+            dst_ip: dst,
+            ts_ns: ts,
             severity: v.severity,
             rate: v.score,
             score: Some((v.score * 10_000.0).round() / 10_000.0),
             evidence,
         });
+        Some(scored)
     }
 
     /// Moves data time forward: closes alerts that went quiet.
@@ -230,6 +369,7 @@ impl Detector {
             self.rules.tick(self.last_ns, &mut self.book);
             self.book.close_quiet(self.last_ns);
             self.context.prune(self.last_ns);
+            self.volume.prune(self.last_ns);
             self.next_close_ns = self.last_ns + 1_000_000_000;
         }
     }
@@ -238,5 +378,198 @@ impl Detector {
     pub fn flush(&mut self) {
         self.rules.flush(self.last_ns, &mut self.book);
         self.book.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use sensor_common::{FlowKey, family, proto};
+
+    use super::*;
+    use crate::{
+        detect::ml::iforest::ForestParams,
+        flow::{FlowConfig, FlowTable},
+        source::packet::{Parsed, tcp},
+    };
+
+    const S: u64 = 1_000_000_000;
+
+    fn key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> FlowKey {
+        FlowKey {
+            src_addr: src.to_ipv6_mapped().octets(),
+            dst_addr: dst.to_ipv6_mapped().octets(),
+            src_port: sport,
+            dst_port: dport,
+            proto: proto::TCP,
+            family: family::IPV4,
+            _pad: [0; 2],
+        }
+    }
+
+    fn pkt(k: FlowKey, flags: u8) -> Parsed {
+        Parsed {
+            key: k,
+            tcp_flags: flags,
+            echo: false,
+            fragment: false,
+        }
+    }
+
+    fn reverse(k: FlowKey) -> FlowKey {
+        FlowKey {
+            src_addr: k.dst_addr,
+            dst_addr: k.src_addr,
+            src_port: k.dst_port,
+            dst_port: k.src_port,
+            ..k
+        }
+    }
+
+    /// Web sessions: handshake, a request, a few answers, FIN both ways.
+    fn web_flows(n: u32) -> Vec<crate::flow::Flow> {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut out = Vec::new();
+        let server = Ipv4Addr::new(10, 1, 0, 1);
+        for i in 0..n {
+            let c = Ipv4Addr::from(0x0a00_0000 + 1 + i % 200);
+            let k = key(c, server, 20_000 + i as u16, 80);
+            let r = reverse(k);
+            let t0 = u64::from(i) * S / 10;
+            let answers = 2 + i % 7;
+            let mut at = t0;
+            let mut send = |p: Parsed, len: u32, t: &mut FlowTable, out: &mut Vec<_>| {
+                at += 3_000_000;
+                t.packet(&p, len, at, &mut |f| out.push(f));
+            };
+            send(pkt(k, tcp::SYN), 74, &mut t, &mut out);
+            send(pkt(r, tcp::SYN | tcp::ACK), 74, &mut t, &mut out);
+            send(pkt(k, tcp::ACK), 66, &mut t, &mut out);
+            send(pkt(k, tcp::PSH | tcp::ACK), 400, &mut t, &mut out);
+            for _ in 0..answers {
+                send(pkt(r, tcp::ACK), 1400 + i % 66, &mut t, &mut out);
+            }
+            send(pkt(k, tcp::FIN | tcp::ACK), 66, &mut t, &mut out);
+            send(pkt(r, tcp::FIN | tcp::ACK), 66, &mut t, &mut out);
+        }
+        t.flush(&mut |f| out.push(f));
+        out
+    }
+
+    fn model() -> Model {
+        let flows = web_flows(600);
+        let rows: Vec<[f64; N_FEATURES]> = flows.iter().map(|f| features(f, (1, 1))).collect();
+        Model::train(&rows, ForestParams::default(), 0.01, Vec::new()).expect("train")
+    }
+
+    /// 40,000 forged sources, one SYN each, at one victim.
+    fn spoofed_flood(d: &mut Detector) {
+        let mut t = FlowTable::new(FlowConfig::default());
+        t.record_events(true);
+        let victim = Ipv4Addr::new(10, 9, 9, 9);
+        let mut flows = Vec::new();
+        for i in 0..40_000u32 {
+            let src = Ipv4Addr::from(0xc000_0000 ^ i.wrapping_mul(2_654_435_761));
+            let ts = 100 * S + u64::from(i) * 100_000;
+            t.packet(
+                &pkt(key(src, victim, 1024 + (i % 60_000) as u16, 80), tcp::SYN),
+                60,
+                ts,
+                &mut |f| flows.push(f),
+            );
+            for ev in t.take_events() {
+                d.on_event(&ev);
+            }
+        }
+        t.flush(&mut |f| flows.push(f));
+        for f in &flows {
+            d.on_flow(f);
+        }
+        d.flush();
+    }
+
+    /// Model alerts in their final state (the flood flushed every alert closed).
+    fn ml_alerts(d: &mut Detector) -> Vec<Alert> {
+        let mut all = d.book.take_closed();
+        all.retain(|a| a.kind == AlertKind::MlAnomaly);
+        all
+    }
+
+    /// The case: a spoofed flood the model finds odd flow by flow. Below the rules'
+    /// thresholds its anomalies become one alert about the victim (after the first few
+    /// sources), not one per forged source; with the DDoS rule firing they attach to it.
+    #[test]
+    fn a_forged_source_flood_gives_a_handful_of_model_alerts() {
+        let quiet = RuleConfig {
+            ddos_pps: u64::MAX / 4,
+            syn_flood_syns: u64::MAX / 4,
+            host_sweep_hosts: usize::MAX / 4,
+            slow_sweep_hosts: usize::MAX / 4,
+            ..RuleConfig::default()
+        };
+        let mut d = Detector::new(quiet).with_model(Some(model()));
+        spoofed_flood(&mut d);
+        let alerts = ml_alerts(&mut d);
+        assert!(
+            !alerts.is_empty() && alerts.len() <= 12,
+            "{} model alerts: {:?}",
+            alerts.len(),
+            alerts
+                .iter()
+                .map(|a| (a.src_ip, a.dst_ip))
+                .take(20)
+                .collect::<Vec<_>>()
+        );
+        let victim = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.src_ip.is_none() && a.dst_ip == Some(victim)),
+            "one alert names the victim"
+        );
+
+        let mut d = Detector::new(RuleConfig::default()).with_model(Some(model()));
+        spoofed_flood(&mut d);
+        let all = d.book.take_closed();
+        let ddos = all
+            .iter()
+            .filter(|a| a.kind == AlertKind::Ddos)
+            .max_by_key(|a| a.model_anomalies)
+            .expect("the DDoS rule fires");
+        assert!(ddos.model_anomalies > 30_000, "{}", ddos.model_anomalies);
+        let ml = all
+            .iter()
+            .filter(|a| a.kind == AlertKind::MlAnomaly)
+            .count();
+        assert!(ml <= 12, "{ml} model alerts beside the DDoS alert");
+    }
+
+    /// Past the budget, new model alerts fold into one summary alert that counts them.
+    #[test]
+    fn the_alert_budget_turns_the_excess_into_one_summary() {
+        let quiet = RuleConfig {
+            ddos_pps: u64::MAX / 4,
+            syn_flood_syns: u64::MAX / 4,
+            host_sweep_hosts: usize::MAX / 4,
+            slow_sweep_hosts: usize::MAX / 4,
+            ..RuleConfig::default()
+        };
+        // Every source a victim of its own: no per-victim aggregation can hide the volume.
+        let mut d = Detector::new(quiet)
+            .with_model(Some(model()))
+            .with_volume(AlertVolume {
+                per_minute: 5,
+                victim_sources: 1_000,
+            });
+        spoofed_flood(&mut d);
+        let alerts = ml_alerts(&mut d);
+        let summaries: Vec<&Alert> = alerts
+            .iter()
+            .filter(|a| a.evidence["summary"] == true)
+            .collect();
+        assert_eq!(summaries.len(), 1, "{alerts:?}");
+        assert!(summaries[0].count > 1_000, "{:?}", summaries[0]);
+        assert!(alerts.len() <= 6, "{} alerts", alerts.len());
     }
 }

@@ -41,6 +41,8 @@ pub struct ReplaySummary {
     pub alerts: BTreeMap<AlertKind, u64>,
     /// Feature rows of finished flows, when `collect_features` was set.
     pub features: Vec<[f64; N_FEATURES]>,
+    /// Source and end time of each feature row.
+    pub feature_meta: Vec<crate::detect::ml::model::RowMeta>,
     pub elapsed: Duration,
     /// (file, reason) for files cut short.
     pub truncated: Vec<(PathBuf, String)>,
@@ -61,6 +63,8 @@ pub struct ReplayOptions {
     pub model: Option<Model>,
     /// Keep every finished flow's feature row (training).
     pub collect_features: bool,
+    /// Model alert budget and per-victim aggregation.
+    pub volume: crate::detect::AlertVolume,
 }
 
 impl ReplayOptions {
@@ -71,6 +75,7 @@ impl ReplayOptions {
             rules: Some(config.rules.clone()),
             model: None,
             collect_features: false,
+            volume: config.model.volume(),
         }
     }
 
@@ -139,7 +144,9 @@ pub fn replay<'a>(
     let mut table = FlowTable::new(opts.flow);
     table.record_events(opts.rules.is_some());
     let detector = opts.rules.map(|r| {
-        let d = Detector::new(r).with_model(opts.model);
+        let d = Detector::new(r)
+            .with_model(opts.model)
+            .with_volume(opts.volume);
         if opts.collect_features {
             d.collecting()
         } else {
@@ -184,6 +191,7 @@ pub fn replay<'a>(
     summary.alerts = totals.alerts;
     if let Some(d) = pipe.detector_mut() {
         summary.features = d.take_collected();
+        summary.feature_meta = d.take_collected_meta();
     }
     summary.table = table.stats();
     summary.elapsed = start.elapsed();

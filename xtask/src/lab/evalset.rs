@@ -372,7 +372,17 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
         let mut children = Vec::new();
         let mut commands = Vec::new();
         for (_, r) in every_reflector() {
-            let args = ["-q", "-S", "-a", &web, "-p", "80", "-i", "u2000", &r.to_string()];
+            let args = [
+                "-q",
+                "-S",
+                "-a",
+                &web,
+                "-p",
+                "80",
+                "-i",
+                "u2000",
+                &r.to_string(),
+            ];
             let mut c = in_ns(ATTACKER.ns, "hping3");
             c.args(args);
             commands.push(format!("[{}] hping3 {}", ATTACKER.ns, args.join(" ")));

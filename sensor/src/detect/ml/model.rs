@@ -93,9 +93,73 @@ pub struct Model {
     pub forest: IsolationForest,
     pub contamination: f64,
     /// Scores at or above this are anomalies: the (1 - contamination) quantile of the
-    /// training scores.
+    /// training scores, or the lowest score keeping the baseline's model alerts within
+    /// `max_alerts_per_hour`.
     pub threshold: f64,
     pub training: Training,
+    /// How the threshold was chosen: "contamination" or "max_alerts_per_hour".
+    #[serde(default = "contamination_rule")]
+    pub threshold_rule: String,
+    /// The false-alert budget the threshold was chosen for (alerts per hour of baseline).
+    #[serde(default)]
+    pub max_alerts_per_hour: Option<f64>,
+    /// Model alerts per hour the training baseline raises at this threshold (per-source
+    /// alerts closing after the quiet period), when the rows' times were known.
+    #[serde(default)]
+    pub expected_alerts_per_hour: Option<f64>,
+}
+
+fn contamination_rule() -> String {
+    "contamination".into()
+}
+
+/// Where and when a training row's flow was: what turns anomalous rows into alerts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowMeta {
+    pub src: std::net::IpAddr,
+    pub ts_ns: u64,
+}
+
+/// Model alerts per hour that `scores` at `threshold` would raise: anomalies aggregate per
+/// source into one alert until `quiet_ns` pass without one. `by_time` orders the rows.
+fn alerts_per_hour(
+    scores: &[f64],
+    meta: &[RowMeta],
+    by_time: &[usize],
+    threshold: f64,
+    quiet_ns: u64,
+) -> f64 {
+    let mut last: std::collections::HashMap<std::net::IpAddr, u64> = Default::default();
+    let mut opened = 0u64;
+    for &i in by_time {
+        if scores[i] < threshold {
+            continue;
+        }
+        let m = meta[i];
+        match last.insert(m.src, m.ts_ns) {
+            Some(t) if m.ts_ns.saturating_sub(t) < quiet_ns => {}
+            _ => opened += 1,
+        }
+    }
+    opened as f64 / baseline_hours(meta, by_time)
+}
+
+/// Hours of traffic the baseline holds: the time between consecutive flow ends, each gap
+/// counted up to a minute (several captures, days apart, are their hours of traffic, not the
+/// days between them), at least a minute in all (a capture of a few seconds does not turn one
+/// alert into thousands an hour).
+fn baseline_hours(meta: &[RowMeta], by_time: &[usize]) -> f64 {
+    const GAP_NS: u64 = 60_000_000_000;
+    let active: u64 = by_time
+        .windows(2)
+        .map(|w| {
+            meta[w[1]]
+                .ts_ns
+                .saturating_sub(meta[w[0]].ts_ns)
+                .min(GAP_NS)
+        })
+        .sum();
+    (active as f64 / 3.6e12).max(1.0 / 60.0)
 }
 
 /// One scored flow.
@@ -137,6 +201,9 @@ impl Model {
             forest,
             contamination: c,
             threshold,
+            threshold_rule: contamination_rule(),
+            max_alerts_per_hour: None,
+            expected_alerts_per_hour: None,
             training: Training {
                 flows: rows.len(),
                 sources,
@@ -148,6 +215,69 @@ impl Model {
                 ),
             },
         })
+    }
+
+    /// What `/api/status` shows of a loaded model: its threshold and why.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "threshold": self.threshold,
+            "threshold_rule": self.threshold_rule,
+            "contamination": self.contamination,
+            "max_alerts_per_hour": self.max_alerts_per_hour,
+            "expected_alerts_per_hour": self.expected_alerts_per_hour,
+            "trained_flows": self.training.flows,
+            "trained_at": self.training.trained_at,
+        })
+    }
+
+    /// Sets the threshold from a false-alert budget: the lowest training score at which the
+    /// baseline (`rows`, with `meta` in the same order) raises at most `per_hour` model
+    /// alerts per hour; with `per_hour` `None` it only records the contamination threshold's
+    /// expected rate. `quiet_ns` is the alert book's quiet period.
+    pub fn calibrate(
+        &mut self,
+        rows: &[[f64; N_FEATURES]],
+        meta: &[RowMeta],
+        per_hour: Option<f64>,
+        quiet_ns: u64,
+    ) {
+        if meta.len() != rows.len() || rows.is_empty() {
+            return;
+        }
+        let scores: Vec<f64> = rows.iter().map(|r| self.score_raw(r)).collect();
+        let mut by_time: Vec<usize> = (0..rows.len()).collect();
+        by_time.sort_by_key(|&i| meta[i].ts_ns);
+        if let Some(budget) = per_hour.filter(|b| b.is_finite() && *b >= 0.0) {
+            let mut sorted = scores.clone();
+            sorted.sort_by(f64::total_cmp);
+            sorted.dedup();
+            // Alerts fall as the threshold rises (up to quiet-period effects): the lowest
+            // candidate within budget, by bisection over the distinct scores.
+            let within = |t: f64| alerts_per_hour(&scores, meta, &by_time, t, quiet_ns) <= budget;
+            let (mut lo, mut hi) = (0usize, sorted.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if within(sorted[mid]) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            // The alert count is not strictly monotone in the threshold (removing one anomaly
+            // can split a source's alert in two): step up until the budget truly holds.
+            while lo < sorted.len() && !within(sorted[lo]) {
+                lo += 1;
+            }
+            // Above every training score when even the highest alone is over budget.
+            self.threshold = sorted
+                .get(lo)
+                .copied()
+                .unwrap_or_else(|| sorted.last().map_or(1.0, |s| (s + 1.0) / 2.0));
+            self.threshold_rule = "max_alerts_per_hour".into();
+            self.max_alerts_per_hour = Some(budget);
+        }
+        let rate = alerts_per_hour(&scores, meta, &by_time, self.threshold, quiet_ns);
+        self.expected_alerts_per_hour = Some((rate * 100.0).round() / 100.0);
     }
 
     /// Severity from how far a score lies between the threshold and 1 (documented cut points:
@@ -288,6 +418,38 @@ mod tests {
         (0..n)
             .map(|_| std::array::from_fn(|_| rng.random_range(0.0..10.0)))
             .collect()
+    }
+
+    /// A budget of N alerts an hour picks a threshold at which the baseline raises at most N,
+    /// stored with the model; the contamination threshold's rate is recorded too.
+    #[test]
+    fn the_alert_budget_sets_the_threshold() {
+        let r = rows(3_600);
+        // One flow a second for an hour, from 300 sources in turn.
+        let meta: Vec<RowMeta> = (0..r.len())
+            .map(|i| RowMeta {
+                src: std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + (i % 300) as u32)),
+                ts_ns: i as u64 * 1_000_000_000,
+            })
+            .collect();
+        let quiet = 30_000_000_000;
+        let mut m = Model::train(&r, ForestParams::default(), 0.1, vec![]).expect("train");
+        let by_contamination = m.threshold;
+        m.calibrate(&r, &meta, None, quiet);
+        let rate = m.expected_alerts_per_hour.expect("rate");
+        assert!(rate > 100.0, "10% of 3,600 flows an hour: {rate}");
+        assert_eq!(m.threshold_rule, "contamination");
+        m.calibrate(&r, &meta, Some(10.0), quiet);
+        let rate = m.expected_alerts_per_hour.expect("rate");
+        assert!(rate <= 10.0 && rate > 0.0, "{rate}");
+        assert!(m.threshold > by_contamination);
+        assert_eq!(
+            (m.threshold_rule.as_str(), m.max_alerts_per_hour),
+            ("max_alerts_per_hour", Some(10.0))
+        );
+        // Zero: above every baseline score.
+        m.calibrate(&r, &meta, Some(0.0), quiet);
+        assert_eq!(m.expected_alerts_per_hour, Some(0.0));
     }
 
     #[test]

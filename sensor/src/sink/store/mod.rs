@@ -363,8 +363,8 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
     let mut syncs = Vec::new();
     {
         let mut flow = tx.prepare_cached(
-            "INSERT INTO flows (first_seen, last_seen, src_ip, dst_ip, src_port, dst_port, proto, packets, bytes, session_id, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO flows (first_seen, last_seen, src_ip, dst_ip, src_port, dst_port, proto, packets, bytes, session_id, record, score)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         let mut alert = tx.prepare_cached(
             "INSERT INTO alerts (kind, severity, detector, src_ip, dst_ip, first_seen, last_seen, count, score, session_id, record, alert_key)
@@ -392,6 +392,7 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                         (f.bytes_fwd + f.bytes_rev) as i64,
                         (sid > 0).then_some(sid as i64),
                         serde_json::to_string(&f).unwrap_or_default(),
+                        f.score,
                     ])?;
                 }
                 Msg::Alert(a, last_ns, sid) => {
@@ -616,6 +617,110 @@ mod tests {
             open_rw(&p),
             Err(StoreError::Newer { found: 99, .. })
         ));
+        std::fs::remove_dir_all(p.parent().expect("dir")).ok();
+    }
+
+    /// Scored flows are listed highest score first, paged by (score, id); unscored ones only
+    /// in time order; `min_score` filters.
+    #[test]
+    fn flows_rank_by_score_with_cursor_pages() {
+        use crate::sink::store::read::{Filter, Table, list};
+        let p = tmp("score");
+        {
+            let s = Store::open(&p, Retention::default()).expect("open");
+            let mut t = crate::flow::FlowTable::new(crate::flow::FlowConfig::default());
+            let k = sensor_common::FlowKey {
+                src_addr: std::net::Ipv4Addr::new(10, 0, 0, 1)
+                    .to_ipv6_mapped()
+                    .octets(),
+                dst_addr: std::net::Ipv4Addr::new(10, 0, 0, 2)
+                    .to_ipv6_mapped()
+                    .octets(),
+                src_port: 1000,
+                dst_port: 80,
+                proto: sensor_common::proto::UDP,
+                family: sensor_common::family::IPV4,
+                _pad: [0; 2],
+            };
+            let pk = crate::source::packet::Parsed {
+                key: k,
+                tcp_flags: 0,
+                echo: false,
+                fragment: false,
+            };
+            let mut flow = None;
+            t.packet(&pk, 60, 1_000, &mut |_| {});
+            t.flush(&mut |f| flow = Some(f));
+            let base = FlowRecord::from(&flow.expect("one flow"));
+            // Scores 0.10 .. 0.90 on ids 1..9 (0.5 twice), then one unscored.
+            for (i, sc) in [0.1, 0.9, 0.5, 0.3, 0.5, 0.7, 0.2, 0.8, 0.6]
+                .iter()
+                .enumerate()
+            {
+                let r = FlowRecord {
+                    score: Some(*sc),
+                    anomalous: Some(*sc >= 0.6),
+                    ..base.clone()
+                };
+                s.flow(r, 1_000 + i as u64, true).expect("flow");
+            }
+            s.flow(base.clone(), 2_000, true).expect("unscored");
+            s.sync().expect("sync");
+        }
+        let c = open_rw(&p).expect("reopen");
+        let page = |cursor: Option<i64>, cursor_score: Option<f64>| {
+            list(
+                &c,
+                Table::Flows,
+                &Filter {
+                    limit: 4,
+                    by_score: true,
+                    cursor,
+                    cursor_score,
+                    ..Filter::default()
+                },
+            )
+            .expect("list")
+        };
+        let scores = |v: &serde_json::Value| -> Vec<f64> {
+            v["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["score"].as_f64().expect("score"))
+                .collect()
+        };
+        let first = page(None, None);
+        assert_eq!(scores(&first), [0.9, 0.8, 0.7, 0.6]);
+        let cur = first["next_cursor"].as_str().expect("score cursor");
+        let (s, id) = cur.split_once('_').expect("score_id");
+        let second = page(id.parse().ok(), s.parse().ok());
+        assert_eq!(scores(&second), [0.5, 0.5, 0.3, 0.2]);
+        let all = list(
+            &c,
+            Table::Flows,
+            &Filter {
+                limit: 100,
+                ..Filter::default()
+            },
+        )
+        .expect("list");
+        assert_eq!(
+            all["items"].as_array().map(Vec::len),
+            Some(10),
+            "time order lists every flow"
+        );
+        let high = list(
+            &c,
+            Table::Flows,
+            &Filter {
+                limit: 100,
+                min_score: Some(0.75),
+                ..Filter::default()
+            },
+        )
+        .expect("list");
+        assert_eq!(scores(&high).len(), 2);
         std::fs::remove_dir_all(p.parent().expect("dir")).ok();
     }
 

@@ -6,7 +6,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    detect::ml::features::{FlowNumbers, N_FEATURES, SourceContext, number_features},
+    detect::ml::{
+        features::{FlowNumbers, N_FEATURES, SourceContext, number_features},
+        model::RowMeta,
+    },
     record::rfc3339_us,
 };
 
@@ -20,6 +23,13 @@ pub struct Filter {
     pub ip: Option<String>,
     pub limit: i64,
     pub cursor: Option<i64>,
+    /// Highest score first (only scored rows) instead of newest first.
+    pub by_score: bool,
+    /// With `by_score`: the score of the cursor's row (rows after it have a lower score, or
+    /// the same score and a lower id).
+    pub cursor_score: Option<f64>,
+    /// Rows scoring at least this.
+    pub min_score: Option<f64>,
 }
 
 /// The tables a list can read, with their time column.
@@ -72,28 +82,47 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
         args.push(Box::new(ip.clone()));
         args.push(Box::new(ip.clone()));
     }
-    if let Some(cur) = f.cursor {
-        sql.push_str(" AND id < ?");
-        args.push(Box::new(cur));
+    if let Some(m) = f.min_score {
+        sql.push_str(" AND score >= ?");
+        args.push(Box::new(m));
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    if f.by_score {
+        sql.push_str(" AND score IS NOT NULL");
+        if let (Some(cur), Some(sc)) = (f.cursor, f.cursor_score) {
+            sql.push_str(" AND (score < ? OR (score = ? AND id < ?))");
+            args.push(Box::new(sc));
+            args.push(Box::new(sc));
+            args.push(Box::new(cur));
+        }
+        sql.push_str(" ORDER BY score DESC, id DESC LIMIT ?");
+    } else {
+        if let Some(cur) = f.cursor {
+            sql.push_str(" AND id < ?");
+            args.push(Box::new(cur));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+    }
     args.push(Box::new(f.limit + 1));
+    let sql = sql.replacen("SELECT id, record", "SELECT id, record, score", 1);
     let mut stmt = c.prepare(&sql)?;
-    let mut rows: Vec<(i64, String)> = stmt
+    let mut rows: Vec<(i64, String, Option<f64>)> = stmt
         .query_map(params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?
         .collect::<Result<_, _>>()?;
     let more = rows.len() as i64 > f.limit;
     rows.truncate(f.limit as usize);
-    let next = if more {
-        rows.last().map(|(id, _)| *id)
-    } else {
-        None
-    };
+    // Newest first pages by id; score order by (score, id), written "score_id".
+    let next: Option<Value> =
+        more.then(|| rows.last())
+            .flatten()
+            .map(|(id, _, score)| match (f.by_score, score) {
+                (true, Some(s)) => json!(format!("{s}_{id}")),
+                _ => json!(id),
+            });
     let items: Vec<Value> = rows
         .into_iter()
-        .map(|(id, rec)| with_id(&rec, id))
+        .map(|(id, rec, _)| with_id(&rec, id))
         .collect();
     Ok(json!({ "items": items, "next_cursor": next }))
 }
@@ -339,7 +368,7 @@ pub fn training_rows(
     until: i64,
     window_s: u64,
     cap: usize,
-) -> rusqlite::Result<Vec<[f64; N_FEATURES]>> {
+) -> rusqlite::Result<(Vec<[f64; N_FEATURES]>, Vec<RowMeta>)> {
     #[derive(Deserialize)]
     struct Stored {
         src_ip: std::net::IpAddr,
@@ -356,6 +385,7 @@ pub fn training_rows(
         .collect::<Result<_, _>>()?;
     let mut ctx = SourceContext::new(window_s * 1_000_000_000, cap);
     let mut out = Vec::with_capacity(rows.len());
+    let mut meta = Vec::with_capacity(rows.len());
     for (first, last, rec) in rows {
         let Ok(f) = serde_json::from_str::<Stored>(&rec) else {
             continue;
@@ -382,6 +412,10 @@ pub fn training_rows(
             &f.numbers,
             ctx.fan_out(f.src_ip, last.max(0) as u64),
         ));
+        meta.push(RowMeta {
+            src: f.src_ip,
+            ts_ns: last.max(0) as u64,
+        });
     }
-    Ok(out)
+    Ok((out, meta))
 }

@@ -2,7 +2,7 @@
 //! i + 1; `PRAGMA user_version` says where a file is.
 
 /// Current schema version; `MIGRATIONS[i]` takes a database from version i to i + 1.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -87,4 +87,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // key (session and run-local alert id) makes that one row.
     "ALTER TABLE alerts ADD COLUMN alert_key TEXT;
     CREATE UNIQUE INDEX alerts_key ON alerts(alert_key);",
+    // 2 -> 3: the model's score of every flow (null without a model), to rank flows by it.
+    "ALTER TABLE flows ADD COLUMN score REAL;
+    CREATE INDEX flows_score ON flows(score);",
 ];
