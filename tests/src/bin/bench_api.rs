@@ -54,6 +54,8 @@ fn flow(i: u64) -> FlowRecord {
         mean_iat_us: Some(100.0),
         std_iat_us: Some(50.0),
         end: sensor::flow::EndReason::Idle,
+        score: None,
+        anomalous: None,
     }
 }
 
