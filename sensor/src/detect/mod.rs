@@ -496,18 +496,23 @@ mod tests {
         all
     }
 
-    /// The case: a spoofed flood the model finds odd flow by flow. Below the rules'
-    /// thresholds its anomalies become one alert about the victim (after the first few
-    /// sources), not one per forged source; with the DDoS rule firing they attach to it.
-    #[test]
-    fn a_forged_source_flood_gives_a_handful_of_model_alerts() {
-        let quiet = RuleConfig {
+    /// Rules that never fire on the flood: only the model speaks.
+    fn quiet_rules() -> RuleConfig {
+        RuleConfig {
             ddos_pps: u64::MAX / 4,
             syn_flood_syns: u64::MAX / 4,
             host_sweep_hosts: usize::MAX / 4,
             slow_sweep_hosts: usize::MAX / 4,
             ..RuleConfig::default()
-        };
+        }
+    }
+
+    /// The case: a spoofed flood the model finds odd flow by flow. Below the rules'
+    /// thresholds its anomalies become one alert about the victim (after the first few
+    /// sources), not one per forged source; with the DDoS rule firing they attach to it.
+    #[test]
+    fn a_forged_source_flood_gives_a_handful_of_model_alerts() {
+        let quiet = quiet_rules();
         let mut d = Detector::new(quiet).with_model(Some(model()));
         spoofed_flood(&mut d);
         let alerts = ml_alerts(&mut d);
@@ -548,13 +553,7 @@ mod tests {
     /// Past the budget, new model alerts fold into one summary alert that counts them.
     #[test]
     fn the_alert_budget_turns_the_excess_into_one_summary() {
-        let quiet = RuleConfig {
-            ddos_pps: u64::MAX / 4,
-            syn_flood_syns: u64::MAX / 4,
-            host_sweep_hosts: usize::MAX / 4,
-            slow_sweep_hosts: usize::MAX / 4,
-            ..RuleConfig::default()
-        };
+        let quiet = quiet_rules();
         // Every source a victim of its own: no per-victim aggregation can hide the volume.
         let mut d = Detector::new(quiet)
             .with_model(Some(model()))

@@ -260,6 +260,28 @@ fn capture(
     Ok((path, commands?))
 }
 
+/// Records nmap with `args` from the attacker (its packets only) into `out/NAME.pcap`,
+/// stretched to last `secs`.
+fn slow_nmap(
+    out: &Path,
+    name: &str,
+    args: &[&str],
+    att: &str,
+    secs: f64,
+    log: &Path,
+) -> Result<()> {
+    let raw_name = format!("{name}.raw.pcap");
+    let (raw, _) = capture(out, &raw_name, log, Some(att), || {
+        let mut c = in_ns(ATTACKER.ns, "nmap");
+        c.args(args);
+        run(c, Duration::from_secs(60), log)?;
+        Ok(Vec::new())
+    })?;
+    stretch(&raw, &out.join(format!("{name}.pcap")), secs)?;
+    fs::remove_file(&raw)?;
+    Ok(())
+}
+
 /// Brings up a fresh lab (no background traffic), records every case into `out`, tears down.
 pub fn record(out: &Path) -> Result<()> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -424,14 +446,7 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
         "1-250",
         &web,
     ];
-    let (raw, _) = capture(out, "slow-port-scan.raw.pcap", log, Some(&att), || {
-        let mut c = in_ns(ATTACKER.ns, "nmap");
-        c.args(scan_args);
-        run(c, Duration::from_secs(60), log)?;
-        Ok(Vec::new())
-    })?;
-    stretch(&raw, &out.join("slow-port-scan.pcap"), 1500.0)?;
-    fs::remove_file(&raw)?;
+    slow_nmap(out, "slow-port-scan", &scan_args, &att, 1500.0, log)?;
     all.push(Case {
         file: "slow-port-scan.pcap".into(),
         family: "slow scan (below the 60 s windows)",
@@ -458,14 +473,7 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
         HOST_IF,
         lan,
     ];
-    let (raw, _) = capture(out, "slow-ping-sweep.raw.pcap", log, Some(&att), || {
-        let mut c = in_ns(ATTACKER.ns, "nmap");
-        c.args(sweep_args);
-        run(c, Duration::from_secs(60), log)?;
-        Ok(Vec::new())
-    })?;
-    stretch(&raw, &out.join("slow-ping-sweep.pcap"), 900.0)?;
-    fs::remove_file(&raw)?;
+    slow_nmap(out, "slow-ping-sweep", &sweep_args, &att, 900.0, log)?;
     all.push(Case {
         file: "slow-ping-sweep.pcap".into(),
         family: "slow sweep (below the 60 s windows)",
