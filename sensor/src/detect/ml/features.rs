@@ -211,7 +211,16 @@ pub fn number_features(f: &FlowNumbers, (ports, hosts): (usize, usize)) -> [f64;
         l((f.bytes_fwd + f.bytes_rev) as f64 / d),
         l(f.mean_len),
         l(f.std_len),
-        l(f.mean_iat_us.unwrap_or(0.0)),
+        // The mean gap is the duration over the gaps, exactly (the gaps sum to the duration):
+        // kernel flows, which carry no per-packet times, get it too. Only its spread needs
+        // per-packet times (replay and libpcap).
+        l(f.mean_iat_us.unwrap_or_else(|| {
+            if packets >= 2.0 {
+                dur * 1e6 / (packets - 1.0)
+            } else {
+                0.0
+            }
+        })),
         l(f.std_iat_us.unwrap_or(0.0)),
         f.syn as f64 / packets,
         f.fin as f64 / packets,
