@@ -252,6 +252,9 @@ fn lab_set(dir: &Path) -> Result<(Vec<Attack>, Vec<Benign>)> {
 /// A benign capture and its family.
 type Benign = (PathBuf, String);
 
+/// A benign family: captures, and alerts counted on them.
+type BenignCount = (String, usize, usize);
+
 /// Per-family counts of the quality table, in first-seen order.
 #[derive(Default)]
 struct Families(Vec<(String, usize, usize)>);
@@ -423,7 +426,7 @@ fn model_report(
     }
     // Two thresholds side by side: the contamination quantile (0.1) and a budget of 20
     // model alerts per baseline hour.
-    let mut columns: Vec<(Families, Vec<(String, usize, usize)>)> = Vec::new();
+    let mut columns: Vec<(Families, Vec<BenignCount>)> = Vec::new();
     for budget in [None, Some("20")] {
         let model = std::env::temp_dir().join(format!(
             "sensor-eval-model-{}-{}.json",
@@ -454,7 +457,7 @@ fn model_report(
                 .any(|s| s.kind == "ml_anomaly" || s.model_anomalies > 0);
             hits.add(&a.family, hit);
         }
-        let mut fams: Vec<(String, usize, usize)> = Vec::new();
+        let mut fams: Vec<BenignCount> = Vec::new();
         for (path, family) in benign {
             if !path.is_file() || train.contains(path) {
                 continue;
