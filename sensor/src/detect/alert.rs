@@ -36,8 +36,9 @@ pub struct Alert {
     pub model_max_score: f64,
 }
 
-/// The rule kinds an anomaly can attach to: attack verdicts about the same endpoints.
-const ATTACH_KINDS: [AlertKind; 6] = [
+/// The kinds that are attack verdicts about endpoints: what a model anomaly attaches to, and
+/// what makes a traffic spike already explained.
+pub const ATTACK_KINDS: [AlertKind; 6] = [
     AlertKind::PortScan,
     AlertKind::HostSweep,
     AlertKind::SynFlood,
@@ -193,7 +194,7 @@ impl AlertBook {
     /// attack (the flood into `dst`, the scan by `src`); false when none is open.
     pub fn attach_model(&mut self, src: IpAddr, dst: IpAddr, score: f64) -> bool {
         let Some(a) = self.open.values_mut().find(|a| {
-            ATTACH_KINDS.contains(&a.kind) && (a.dst_ip == Some(dst) || a.src_ip == Some(src))
+            ATTACK_KINDS.contains(&a.kind) && (a.dst_ip == Some(dst) || a.src_ip == Some(src))
         }) else {
             return false;
         };

@@ -164,6 +164,20 @@ fn reflect(interval: &str, secs: u64, query: &Path, log: &Path) -> Result<Vec<St
     Ok(commands)
 }
 
+/// Starts every job at once and waits for all of them; returns their command lines.
+fn run_all(jobs: impl Iterator<Item = (Command, String)>, log: &Path) -> Result<Vec<String>> {
+    let mut children = Vec::new();
+    let mut commands = Vec::new();
+    for (c, text) in jobs {
+        children.push(spawn_logged(c, log)?);
+        commands.push(text);
+    }
+    for mut c in children {
+        c.wait()?;
+    }
+    Ok(commands)
+}
+
 fn stop(children: Vec<std::process::Child>) {
     for mut c in children {
         // SAFETY: SIGINT to a child we own.
@@ -545,17 +559,10 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
         (c, format!("[{ns}] dnsperf {}", args.join(" ")))
     };
     let (_, commands) = capture(out, "udp-100-peers.pcap", log, None, || {
-        let mut children = Vec::new();
-        let mut commands = Vec::new();
-        for i in 0..ALIASES {
-            let (c, text) = dnsperf(CLIENT1.ns, victim_alias(i), None, "15", "8");
-            children.push(spawn_logged(c, log)?);
-            commands.push(text);
-        }
-        for mut c in children {
-            c.wait()?;
-        }
-        Ok(commands)
+        run_all(
+            (0..ALIASES).map(|i| dnsperf(CLIENT1.ns, victim_alias(i), None, "15", "8")),
+            log,
+        )
     })?;
     all.push(Case {
         file: "udp-100-peers.pcap".into(),
@@ -573,17 +580,12 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
     clients.extend(every_reflector());
     // The bots run reflectors on port 53 themselves; their clients only send from other ports.
     let (_, commands) = capture(out, "dns-server-125-clients.pcap", log, None, || {
-        let mut children = Vec::new();
-        let mut commands = Vec::new();
-        for (ns, a) in &clients {
-            let (c, text) = dnsperf(ns, WEB.addr, Some(*a), "10", "8");
-            children.push(spawn_logged(c, log)?);
-            commands.push(text);
-        }
-        for mut c in children {
-            c.wait()?;
-        }
-        Ok(commands)
+        run_all(
+            clients
+                .iter()
+                .map(|(ns, a)| dnsperf(ns, WEB.addr, Some(*a), "10", "8")),
+            log,
+        )
     })?;
     all.push(Case {
         file: "dns-server-125-clients.pcap".into(),

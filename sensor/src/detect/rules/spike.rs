@@ -57,17 +57,7 @@ impl Rules {
         book: &mut AlertBook,
     ) {
         // A host already in an attack alert needs no second alert for the same packets.
-        let explained = book.involves(
-            &[
-                AlertKind::PortScan,
-                AlertKind::HostSweep,
-                AlertKind::SynFlood,
-                AlertKind::UdpFlood,
-                AlertKind::IcmpFlood,
-                AlertKind::Ddos,
-            ],
-            host,
-        );
+        let explained = book.involves(&crate::detect::alert::ATTACK_KINDS, host);
         let over = |count: u64, base: f64| {
             count >= cfg.spike_pps && count as f64 > cfg.spike_factor * base
         };
