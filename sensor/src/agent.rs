@@ -55,6 +55,8 @@ pub struct AgentOptions {
     pub poll: Duration,
     pub config: Config,
     pub model: Option<Model>,
+    /// The online second model (`--online-model`), judging every flow event.
+    pub online: Option<crate::detect::ml::online::OnlineModel>,
     /// Where `model` was loaded from (shown by `/api/status`).
     pub model_path: Option<PathBuf>,
     pub db: Option<PathBuf>,
@@ -91,6 +93,9 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     table.record_events(true);
     let detector = Detector::new(opts.config.rules.clone())
         .with_model(opts.model.clone())
+        .with_online(opts.online.clone().map(|m| {
+            crate::detect::ml::online::Online::judge(m, opts.config.rules.max_tracked)
+        }))
         .with_volume(opts.config.model.volume());
     let (mut lp, control) = live::new(
         opts.kernel,

@@ -89,6 +89,8 @@ pub struct Control {
     model: Arc<RwLock<Option<String>>>,
     /// Threshold and how it was chosen, of the model in use ([`Model::summary`]).
     model_info: Arc<RwLock<Option<serde_json::Value>>>,
+    /// The online model's summary (loaded at start with `--online-model`).
+    online_info: Option<serde_json::Value>,
 }
 
 impl Control {
@@ -150,6 +152,11 @@ impl Control {
         self.model.read().ok().and_then(|m| m.clone())
     }
 
+    /// The online model in use, if any.
+    pub fn online_info(&self) -> Option<serde_json::Value> {
+        self.online_info.clone()
+    }
+
     /// Threshold, its rule and expected alert rate of the model in use.
     pub fn model_info(&self) -> Option<serde_json::Value> {
         self.model_info.read().ok().and_then(|m| m.clone())
@@ -203,11 +210,17 @@ pub fn new<'a>(
         .detector()
         .and_then(|d| d.model())
         .map(Model::summary);
+    let online_info = pipeline
+        .detector()
+        .and_then(|d| d.online())
+        .and_then(|o| o.model())
+        .map(crate::detect::ml::online::OnlineModel::summary);
     let control = Control {
         tx: ctl_tx,
         attachments: shared,
         model: Arc::new(RwLock::new(model)),
         model_info: Arc::new(RwLock::new(info)),
+        online_info,
     };
     (
         LiveLoop {

@@ -113,13 +113,15 @@ impl<'a> Pipeline<'a> {
         // Events wait until their second is over (the table merges each flow's packets of one
         // second into one event) or until there are many: the rules see the same counts with
         // a fraction of the calls.
+        // Finished flows wait with them: a flow reaches the model after the rules (and the
+        // online model) have seen its last packets.
         let now_s = batch.last().map_or(0, |(_, _, ts)| ts / NS);
-        let due = table.pending_events() >= MAX_PENDING_EVENTS
+        let due = !table.records_events()
+            || table.pending_events() >= MAX_PENDING_EVENTS
+            || self.finished.len() >= MAX_PENDING_EVENTS
             || table.pending_since_s().is_some_and(|s| s != now_s);
         if due {
             self.process(table);
-        } else {
-            self.finished_flows();
         }
     }
 

@@ -50,6 +50,7 @@ impl Agent {
             poll: Duration::from_millis(100),
             config: Config::default(),
             model: None,
+            online: None,
             model_path: None,
             db: Some(dir.join("sensor.db")),
             data_dir: dir.clone(),

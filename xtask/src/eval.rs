@@ -183,16 +183,22 @@ fn alerts(sensor: &Path, pcap: &Path, tmp: &Path) -> Result<Vec<Seen>> {
     alerts_with(sensor, pcap, tmp, None)
 }
 
-/// The alerts of `sensor replay PCAP` (with `model`, when given).
-fn alerts_with(sensor: &Path, pcap: &Path, tmp: &Path, model: Option<&Path>) -> Result<Vec<Seen>> {
+/// The alerts of `sensor replay PCAP` (with `model`, when given: the option that loads it and
+/// its file).
+fn alerts_with(
+    sensor: &Path,
+    pcap: &Path,
+    tmp: &Path,
+    model: Option<(&str, &Path)>,
+) -> Result<Vec<Seen>> {
     let mut c = Command::new(sensor);
     c.arg("replay")
         .arg("--no-db")
         .arg(pcap)
         .arg("--alerts-jsonl")
         .arg(tmp);
-    if let Some(m) = model {
-        c.arg("--model").arg(m);
+    if let Some((flag, m)) = model {
+        c.arg(flag).arg(m);
     }
     let out = c.output().context("running sensor replay")?;
     if !out.status.success() {
@@ -424,17 +430,27 @@ fn model_report(
         println!("eval: model rows skipped (the corpora's benign web captures are absent)");
         return Ok(());
     }
-    // Two thresholds side by side: the contamination quantile (0.1) and a budget of 20
-    // model alerts per baseline hour.
+    // Both models, each at two thresholds side by side: the contamination quantile (0.1) and
+    // a budget of 20 model alerts per baseline hour.
     let mut columns: Vec<(Families, Vec<BenignCount>)> = Vec::new();
-    for budget in [None, Some("20")] {
+    for (kind, flag, budget) in [
+        ("iforest", "--model", None),
+        ("iforest", "--model", Some("20")),
+        ("kitnet", "--online-model", None),
+        ("kitnet", "--online-model", Some("20")),
+    ] {
         let model = std::env::temp_dir().join(format!(
-            "sensor-eval-model-{}-{}.json",
+            "sensor-eval-model-{}-{kind}-{}.json",
             std::process::id(),
             budget.unwrap_or("c")
         ));
         let mut c = Command::new(sensor);
-        c.arg("train").args(&train).arg("--model").arg(&model);
+        c.arg("train")
+            .args(&train)
+            .arg("--kind")
+            .arg(kind)
+            .arg("--model")
+            .arg(&model);
         if let Some(b) = budget {
             c.args(["--max-alerts-per-hour", b]);
         }
@@ -451,7 +467,7 @@ fn model_report(
             if !path.is_file() {
                 continue;
             }
-            let seen = alerts_with(sensor, path, tmp, Some(&model))?;
+            let seen = alerts_with(sensor, path, tmp, Some((flag, &model)))?;
             let hit = seen
                 .iter()
                 .any(|s| s.kind == "ml_anomaly" || s.model_anomalies > 0);
@@ -462,7 +478,7 @@ fn model_report(
             if !path.is_file() || train.contains(path) {
                 continue;
             }
-            let n = alerts_with(sensor, path, tmp, Some(&model))?
+            let n = alerts_with(sensor, path, tmp, Some((flag, &model)))?
                 .iter()
                 .filter(|s| s.kind == "ml_anomaly")
                 .count();
@@ -477,30 +493,37 @@ fn model_report(
         let _ignored = fs::remove_file(&model);
         columns.push((hits, fams));
     }
-    let [(hits_c, fams_c), (hits_b, fams_b)] = &columns[..] else {
+    let [(hits_c, fams_c), (hits_b, fams_b), (hits_oc, fams_oc), (hits_ob, fams_ob)] =
+        &columns[..]
+    else {
         return Ok(());
     };
     println!();
     println!(
-        "{:58} {:>16} {:>16}",
-        "model on the benign web baseline: attack family", "contamination 0.1", "20 alerts/h"
+        "{:54} {:>14} {:>14} {:>14} {:>14}",
+        "models on the benign web baseline", "forest c=0.1", "forest 20/h", "online c=0.1", "online 20/h"
     );
-    for ((family, good, n), (_, good_b, _)) in hits_c.0.iter().zip(&hits_b.0) {
+    println!("{:54} (attack captures the model flagged)", "attack family");
+    for (i, (family, good, n)) in hits_c.0.iter().enumerate() {
+        let cell = |h: &Families| format!("{}/{n}", h.0.get(i).map_or(0, |f| f.1));
         println!(
-            "{family:58} {:>16} {:>16}",
-            format!("{good}/{n} flagged"),
-            format!("{good_b}/{n} flagged")
+            "{family:54} {:>14} {:>14} {:>14} {:>14}",
+            format!("{good}/{n}"),
+            cell(hits_b),
+            cell(hits_oc),
+            cell(hits_ob)
         );
     }
-    println!(
-        "{:58} {:>16} {:>16}",
-        "benign family (held out): model alerts", "contamination 0.1", "20 alerts/h"
-    );
-    for ((family, n, a), (_, _, a_b)) in fams_c.iter().zip(fams_b) {
+    println!("{:54} (model alerts raised, held out)", "benign family");
+    for (i, (family, n, a)) in fams_c.iter().enumerate() {
+        let cell = |f: &[BenignCount]| f.get(i).map_or(0, |f| f.2).to_string();
         println!(
-            "{family:58} {:>16} {:>16}",
-            format!("{a} on {n}"),
-            format!("{a_b} on {n}")
+            "{:54} {:>14} {:>14} {:>14} {:>14}",
+            format!("{family} ({n} captures)"),
+            a,
+            cell(fams_b),
+            cell(fams_oc),
+            cell(fams_ob)
         );
     }
     Ok(())

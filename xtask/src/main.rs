@@ -89,8 +89,16 @@ enum Task {
         #[arg(long)]
         lab: Option<PathBuf>,
     },
-    /// This Isolation Forest vs scikit-learn's: scoring time per flow and ROC AUC, same run.
-    BenchIforest,
+    /// This Isolation Forest vs scikit-learn's (scoring time per flow, ROC AUC, held-out AUC
+    /// per attack family), then the online KitNET model beside the forest, same run.
+    BenchIforest {
+        /// Only the online model beside the forest.
+        #[arg(long)]
+        online: bool,
+        /// Passes of the online model's autoencoders over the baseline.
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+    },
     /// wrk against /api/alerts?limit=100 on 100k alerts and 1M flows while ingest runs.
     BenchApi,
     /// Compare `sensor replay` flow totals with nDPI's flow lists in ../shared/corpora/ndpi.
@@ -452,9 +460,13 @@ fn main() -> ExitCode {
         Task::LabRole { .. } => Ok(()),
         Task::BenchXdp { args } => bench_bin("bench_xdp", args),
         Task::BenchApi => bench_bin("bench_api", &[]),
-        Task::BenchIforest => {
+        Task::BenchIforest { online, epochs } => {
             setup::python_package("sklearn", "scikit-learn")?;
-            bench_bin("bench_iforest", &[])
+            let mut args = vec!["--epochs".to_owned(), epochs.to_string()];
+            if online {
+                args.push("--online".into());
+            }
+            bench_bin("bench_iforest", &args)
         }
         Task::CorpusCheck => corpus::corpus_check(&release_sensor()?, &corpora()),
         Task::Eval { lab } => {

@@ -230,6 +230,7 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
     let uptime = st.started.elapsed().as_secs();
     let db = st.db.display().to_string();
     let model = read(&st, |c| Ok(q::latest_model(c)?)).await.unwrap_or(None);
+    let online = st.live.as_ref().and_then(|l| l.control.online_info());
     let (capture, attached, kernel, loaded) = match &st.live {
         None => (
             "read-only (sensor serve reads the database; live capture is `sensor run`)".to_owned(),
@@ -286,6 +287,8 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
         "model_loaded": loaded,
         // The running pipeline's model: threshold, how it was chosen, expected alert rate.
         "model_in_use": in_use,
+        // The online second model (KitNET), when `sensor run --online-model` loaded one.
+        "online_model_in_use": online,
         "uptime_s": uptime,
         "kernel": kernel,
     })))

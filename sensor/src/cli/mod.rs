@@ -66,6 +66,10 @@ pub enum Command {
         /// raise `ml_anomaly` alerts.
         #[arg(long, env = "SENSOR_MODEL")]
         model: Option<PathBuf>,
+        /// Online model from `sensor train --kind kitnet`: every flow event is judged as it
+        /// comes (experimental second model; see docs/DETECTION.md).
+        #[arg(long, env = "SENSOR_ONLINE_MODEL")]
+        online_model: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -99,6 +103,9 @@ pub enum Command {
         config: Option<PathBuf>,
         #[arg(long, env = "SENSOR_MODEL")]
         model: Option<PathBuf>,
+        /// Online model from `sensor train --kind kitnet` (experimental second model).
+        #[arg(long, env = "SENSOR_ONLINE_MODEL")]
+        online_model: Option<PathBuf>,
         #[arg(long, env = "SENSOR_LISTEN", default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         #[arg(long, env = "SENSOR_TOKEN")]
@@ -131,6 +138,13 @@ pub enum Command {
         /// Where to write the model.
         #[arg(long)]
         model: PathBuf,
+        /// Which model: the Isolation Forest over finished flows, or the online KitNET
+        /// autoencoder ensemble over flow-event statistics (load it with --online-model).
+        #[arg(long, value_enum, default_value = "iforest")]
+        kind: ModelKind,
+        /// Passes of the online model's autoencoders over the baseline (--kind kitnet).
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
         /// Expected share of anomalies in the baseline; sets the score threshold (default:
         /// [model] in the config, 0.1).
         #[arg(long)]
@@ -152,6 +166,16 @@ pub enum Command {
         #[command(flatten)]
         flow: FlowArgs,
     },
+}
+
+/// What `sensor train` fits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModelKind {
+    /// Isolation Forest over finished flows (`--model`).
+    Iforest,
+    /// KitNET autoencoders over incremental per-host, channel and socket statistics
+    /// (`--online-model`).
+    Kitnet,
 }
 
 /// Where packets come from in `sensor run`.
@@ -274,6 +298,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             coarse_time,
             config,
             model,
+            online_model,
             listen,
             token,
             db,
@@ -291,6 +316,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             },
             config: load_config(config.as_deref(), Some(&flow))?,
             model,
+            online_model,
             listen,
             token,
             db,
@@ -298,6 +324,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train {
             pcaps,
             model,
+            kind,
+            epochs,
             contamination,
             max_alerts_per_hour,
             trees,
@@ -323,7 +351,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             m.trees = trees.unwrap_or(m.trees);
             m.sample_size = sample_size.unwrap_or(m.sample_size);
             m.seed = seed.unwrap_or(m.seed);
-            train::run(&pcaps, &model, &config)
+            match kind {
+                ModelKind::Iforest => train::run(&pcaps, &model, &config),
+                ModelKind::Kitnet => train::run_online(&pcaps, &model, &config, epochs),
+            }
         }
         Command::Replay {
             pcaps,
@@ -332,6 +363,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             no_detect,
             model,
+            online_model,
             db,
             flow,
         } => replay::run(replay::ReplayArgs {
@@ -341,6 +373,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             config: load_config(config.as_deref(), Some(&flow))?,
             no_detect,
             model,
+            online_model,
             db,
         }),
     }

@@ -26,11 +26,18 @@ pub(super) struct ReplayArgs {
     pub config: Config,
     pub no_detect: bool,
     pub model: Option<PathBuf>,
+    pub online_model: Option<PathBuf>,
     pub db: DbArgs,
 }
 
 pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let model = a.model.as_deref().map(Model::load).transpose()?;
+    let online = a
+        .online_model
+        .as_deref()
+        .map(crate::detect::ml::online::OnlineModel::load)
+        .transpose()?
+        .map(|m| crate::detect::ml::online::Online::judge(m, a.config.rules.max_tracked));
     // Every file is checked before any output is created: a bad path changes nothing.
     for p in &a.pcaps {
         pcap::open_file(p).map_err(ReplayError::from)?;
@@ -66,7 +73,9 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let opts = if a.no_detect {
         ReplayOptions::flows_only(&a.config)
     } else {
-        ReplayOptions::new(&a.config).with_model(model)
+        ReplayOptions::new(&a.config)
+            .with_model(model)
+            .with_online(online)
     };
     let s = replay(&a.pcaps, opts, sinks)?;
     eprintln!(

@@ -21,6 +21,7 @@ pub(super) struct RunArgs {
     pub kernel: KernelConfig,
     pub config: Config,
     pub model: Option<PathBuf>,
+    pub online_model: Option<PathBuf>,
     pub listen: std::net::SocketAddr,
     pub token: Option<String>,
     pub db: DbArgs,
@@ -28,6 +29,11 @@ pub(super) struct RunArgs {
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     let model = a.model.as_deref().map(Model::load).transpose()?;
+    let online = a
+        .online_model
+        .as_deref()
+        .map(crate::detect::ml::online::OnlineModel::load)
+        .transpose()?;
     let token = api_token(&a.db, a.token)?;
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(Arc::clone(&stop))?;
@@ -45,6 +51,7 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
         poll: Duration::from_millis(a.poll_ms.max(10)),
         config: a.config,
         model,
+        online,
         model_path: a.model,
         db: a.db.path(),
         data_dir: a.db.data_dir.clone(),

@@ -10,6 +10,7 @@ use sensor_common::{HostKey, HostStats};
 use self::ml::{
     features::{N_FEATURES, SourceContext, features},
     model::Model,
+    online::{EventVerdict, Online},
 };
 pub use self::{
     alert::{Alert, AlertBook, AlertKind, AlertRecord, Severity},
@@ -53,6 +54,41 @@ struct AnomalyDoc<'a> {
     threshold: f64,
 }
 
+/// A feature that explains an online-model anomaly.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+struct OnlineFeature {
+    feature: &'static str,
+    /// Share of the reconstruction error (shares of all features sum to 1).
+    share: f64,
+    value: f64,
+}
+
+/// The flow event the online model judged, in the shape of a flow record's endpoints (the
+/// dashboard and API read `flow.src_ip` and `flow.last_seen` from every anomaly).
+#[derive(Clone, Debug, serde::Serialize)]
+struct OnlineEvent {
+    src_ip: std::net::IpAddr,
+    dst_ip: std::net::IpAddr,
+    proto: u8,
+    src_port: u16,
+    dst_port: u16,
+    /// Sent by the flow's initiator.
+    from_src: bool,
+    packets: u64,
+    bytes: u64,
+    last_seen: String,
+}
+
+#[derive(serde::Serialize)]
+struct OnlineDoc<'a> {
+    model: &'static str,
+    flow: &'a OnlineEvent,
+    top_features: &'a [OnlineFeature],
+    score: f64,
+    severity: &'static str,
+    threshold: f64,
+}
+
 /// The evidence of an `ml_anomaly` alert.
 #[derive(serde::Serialize)]
 struct AnomalyEvidence<'a> {
@@ -81,6 +117,8 @@ pub struct Detector {
     pub rules: Rules,
     pub book: AlertBook,
     model: Option<Model>,
+    /// The online second model (KitNET over event statistics), learning or judging.
+    online: Option<Online>,
     context: SourceContext,
     /// Raw feature rows of finished flows, when collecting for training.
     collected: Option<Vec<[f64; N_FEATURES]>>,
@@ -174,6 +212,7 @@ impl Detector {
             rules: Rules::new(cfg),
             book: AlertBook::new(quiet, cap),
             model: None,
+            online: None,
             context: SourceContext::new(window, cap),
             collected: None,
             collected_meta: Vec::new(),
@@ -195,6 +234,21 @@ impl Detector {
     pub fn with_model(mut self, model: Option<Model>) -> Self {
         self.model = model;
         self
+    }
+
+    /// Runs the online model on every flow event (judging: alerts of kind `ml_anomaly` with
+    /// `"model": "kitnet"` in their evidence; learning: `sensor train --kind kitnet`).
+    pub fn with_online(mut self, online: Option<Online>) -> Self {
+        self.online = online;
+        self
+    }
+
+    pub fn online(&self) -> Option<&Online> {
+        self.online.as_ref()
+    }
+
+    pub fn take_online(&mut self) -> Option<Online> {
+        self.online.take()
     }
 
     /// Keeps the feature rows of finished flows, for `sensor train`.
@@ -229,7 +283,64 @@ impl Detector {
     pub fn on_event(&mut self, ev: &FlowEvent) {
         self.rules.on_event(ev, &mut self.book);
         self.context.on_event(ev);
+        if let Some(v) = self.online.as_mut().and_then(|o| o.observe(ev)) {
+            self.online_anomaly(ev, &v);
+        }
         self.tick(ev.ts_ns);
+    }
+
+    /// The first anomalous event of a flow: an anomaly row and a model alert.
+    fn online_anomaly(&mut self, ev: &FlowEvent, v: &EventVerdict) {
+        let top: Vec<OnlineFeature> = v
+            .top
+            .iter()
+            .map(|&(feature, share, value)| OnlineFeature {
+                feature,
+                share: (share * 1000.0).round() / 1000.0,
+                value: (value * 1000.0).round() / 1000.0,
+            })
+            .collect();
+        let threshold = (v.threshold * 10_000.0).round() / 10_000.0;
+        let event = OnlineEvent {
+            src_ip: ev.src,
+            dst_ip: ev.dst,
+            proto: ev.proto,
+            src_port: ev.src_port,
+            dst_port: ev.dst_port,
+            from_src: ev.from_src,
+            packets: ev.packets,
+            bytes: ev.bytes,
+            last_seen: crate::record::rfc3339_us(ev.ts_ns),
+        };
+        let severity = v.severity.as_str();
+        if self.anomalies.len() >= MAX_PENDING_ANOMALIES {
+            self.anomalies_dropped += 1;
+        } else {
+            let doc = OnlineDoc {
+                model: "kitnet",
+                flow: &event,
+                top_features: &top,
+                score: (v.score * 10_000.0).round() / 10_000.0,
+                severity,
+                threshold,
+            };
+            self.anomalies.push(AnomalyRow {
+                ts: ev.ts_ns,
+                src_ip: ev.src.to_string(),
+                dst_ip: ev.dst.to_string(),
+                score: v.score,
+                severity: severity.to_owned(),
+                record: serde_json::to_string(&doc).unwrap_or_default(),
+            });
+        }
+        self.raise(ev.src, ev.dst, ev.ts_ns, v.score, v.severity, || {
+            serde_json::json!({
+                "model": "kitnet",
+                "top_features": top,
+                "threshold": threshold,
+                "flow": event,
+            })
+        });
     }
 
     pub fn on_overflow(&mut self, ts_ns: u64, dst: &HostKey, s: &HostStats) {
@@ -239,8 +350,13 @@ impl Detector {
 
     /// A finished flow: feature row for training, or a score against the model.
     pub fn on_flow(&mut self, f: &Flow) -> Option<FlowScore> {
+        let online = self
+            .online
+            .as_mut()
+            .and_then(|o| o.finish(&ml::online::flow_socket(f)))
+            .map(|(score, anomalous)| FlowScore { score, anomalous });
         if self.model.is_none() && self.collected.is_none() {
-            return None;
+            return online;
         }
         let raw = features(f, self.context.fan_out(f.src, f.last_seen_ns));
         if let Some(rows) = &mut self.collected {
@@ -289,53 +405,11 @@ impl Detector {
                 record: serde_json::to_string(&doc).unwrap_or_default(),
             });
         }
-        let ts = f.last_seen_ns;
-        // An anomaly inside an attack a rule already reports is evidence of that alert.
-        if self.book.attach_model(f.src, f.dst, v.score) {
-            return Some(scored);
-        }
-        // Many (or forged) sources at one destination: one alert about the destination.
-        let (src, dst) = if self.volume.many_sources(f.src, f.dst, ts) {
-            (None, Some(f.dst))
-        } else {
-            (Some(f.src), Some(f.dst))
-        };
-        let key_dst = if src.is_some() { None } else { dst };
-        let opens = self
-            .book
-            .peak_rate(AlertKind::MlAnomaly, src, key_dst)
-            .is_none();
-        if opens && !self.volume.may_open(ts) {
-            // Over the budget: counted into one summary alert, never dropped in silence.
-            self.book.fire(alert::Firing {
-                kind: AlertKind::MlAnomaly,
-                detector: alert::DetectorKind::Ml,
-                src_ip: None,
-                dst_ip: None,
-                ts_ns: ts,
-                severity: Severity::Low,
-                rate: 0.0,
-                score: Some((v.score * 10_000.0).round() / 10_000.0),
-                evidence: serde_json::json!({
-                    "summary": true,
-                    "reason": "model alert budget reached",
-                    "budget_per_minute": self.volume.cfg.per_minute,
-                }),
-            });
-            return Some(scored);
-        }
-        // An aggregated anomaly alert keeps the evidence of its most anomalous flow: build it
-        // only when this flow is that one.
-        let evidence = if self
-            .book
-            .peak_rate(AlertKind::MlAnomaly, src, key_dst)
-            .is_some_and(|peak| v.score < peak)
-        {
-            serde_json::Value::Null
-        } else {
+        let threshold = (model.threshold * 10_000.0).round() / 10_000.0;
+        self.raise(f.src, f.dst, f.last_seen_ns, v.score, v.severity, || {
             serde_json::to_value(AnomalyEvidence {
                 top_features: &top,
-                threshold: (model.threshold * 10_000.0).round() / 10_000.0,
+                threshold,
                 flow: EvidenceFlow {
                     src_ip: f.src,
                     proto: f.proto,
@@ -347,6 +421,60 @@ impl Detector {
                 },
             })
             .unwrap_or_default()
+        });
+        Some(scored)
+    }
+
+    /// A model anomaly of `src` -> `dst` into the book, aggregated as an operator reads it:
+    /// evidence of an open rule alert about the same attack; one alert about the destination
+    /// when its anomalous sources are many; within the per-minute budget, the excess counted
+    /// into one summary alert. `evidence` is built only when this anomaly is its alert's peak.
+    fn raise(
+        &mut self,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        ts: u64,
+        score: f64,
+        severity: Severity,
+        evidence: impl FnOnce() -> serde_json::Value,
+    ) {
+        // An anomaly inside an attack a rule already reports is evidence of that alert.
+        if self.book.attach_model(src, dst, score) {
+            return;
+        }
+        // Many (or forged) sources at one destination: one alert about the destination.
+        let (src, dst) = if self.volume.many_sources(src, dst, ts) {
+            (None, Some(dst))
+        } else {
+            (Some(src), Some(dst))
+        };
+        let key_dst = if src.is_some() { None } else { dst };
+        let peak = self.book.peak_rate(AlertKind::MlAnomaly, src, key_dst);
+        if peak.is_none() && !self.volume.may_open(ts) {
+            // Over the budget: counted into one summary alert, never dropped in silence.
+            self.book.fire(alert::Firing {
+                kind: AlertKind::MlAnomaly,
+                detector: alert::DetectorKind::Ml,
+                src_ip: None,
+                dst_ip: None,
+                ts_ns: ts,
+                severity: Severity::Low,
+                rate: 0.0,
+                score: Some((score * 10_000.0).round() / 10_000.0),
+                evidence: serde_json::json!({
+                    "summary": true,
+                    "reason": "model alert budget reached",
+                    "budget_per_minute": self.volume.cfg.per_minute,
+                }),
+            });
+            return;
+        }
+        // An aggregated anomaly alert keeps the evidence of its most anomalous flow: build it
+        // only when this flow is that one.
+        let evidence = if peak.is_some_and(|p| score < p) {
+            serde_json::Value::Null
+        } else {
+            evidence()
         };
         self.book.fire(alert::Firing {
             kind: AlertKind::MlAnomaly,
@@ -354,12 +482,11 @@ impl Detector {
             src_ip: src,
             dst_ip: dst,
             ts_ns: ts,
-            severity: v.severity,
-            rate: v.score,
-            score: Some((v.score * 10_000.0).round() / 10_000.0),
+            severity,
+            rate: score,
+            score: Some((score * 10_000.0).round() / 10_000.0),
             evidence,
         });
-        Some(scored)
     }
 
     /// Moves data time forward: closes alerts that went quiet.
@@ -370,6 +497,9 @@ impl Detector {
             self.book.close_quiet(self.last_ns);
             self.context.prune(self.last_ns);
             self.volume.prune(self.last_ns);
+            if let Some(o) = &mut self.online {
+                o.prune(self.last_ns);
+            }
             self.next_close_ns = self.last_ns + 1_000_000_000;
         }
     }
@@ -427,34 +557,99 @@ mod tests {
         }
     }
 
-    /// Web sessions: handshake, a request, a few answers, FIN both ways.
-    fn web_flows(n: u32) -> Vec<crate::flow::Flow> {
-        let mut t = FlowTable::new(FlowConfig::default());
-        let mut out = Vec::new();
+    /// Web sessions: handshake, a request, a few answers, FIN both ways; as packets in time
+    /// order, starting at `t0`.
+    fn web_packets(n: u32, t0: u64) -> Vec<(Parsed, u32, u64)> {
         let server = Ipv4Addr::new(10, 1, 0, 1);
+        let mut out = Vec::new();
         for i in 0..n {
             let c = Ipv4Addr::from(0x0a00_0000 + 1 + i % 200);
             let k = key(c, server, 20_000 + i as u16, 80);
             let r = reverse(k);
-            let t0 = u64::from(i) * S / 10;
+            let mut at = t0 + u64::from(i) * S / 10;
             let answers = 2 + i % 7;
-            let mut at = t0;
-            let mut send = |p: Parsed, len: u32, t: &mut FlowTable, out: &mut Vec<_>| {
+            let mut send = |p: Parsed, len: u32| {
                 at += 3_000_000;
-                t.packet(&p, len, at, &mut |f| out.push(f));
+                out.push((p, len, at));
             };
-            send(pkt(k, tcp::SYN), 74, &mut t, &mut out);
-            send(pkt(r, tcp::SYN | tcp::ACK), 74, &mut t, &mut out);
-            send(pkt(k, tcp::ACK), 66, &mut t, &mut out);
-            send(pkt(k, tcp::PSH | tcp::ACK), 400, &mut t, &mut out);
+            send(pkt(k, tcp::SYN), 74);
+            send(pkt(r, tcp::SYN | tcp::ACK), 74);
+            send(pkt(k, tcp::ACK), 66);
+            send(pkt(k, tcp::PSH | tcp::ACK), 400);
             for _ in 0..answers {
-                send(pkt(r, tcp::ACK), 1400 + i % 66, &mut t, &mut out);
+                send(pkt(r, tcp::ACK), 1400 + i % 66);
             }
-            send(pkt(k, tcp::FIN | tcp::ACK), 66, &mut t, &mut out);
-            send(pkt(r, tcp::FIN | tcp::ACK), 66, &mut t, &mut out);
+            send(pkt(k, tcp::FIN | tcp::ACK), 66);
+            send(pkt(r, tcp::FIN | tcp::ACK), 66);
+        }
+        out.sort_by_key(|p| p.2);
+        out
+    }
+
+    fn web_flows(n: u32) -> Vec<crate::flow::Flow> {
+        let mut t = FlowTable::new(FlowConfig::default());
+        let mut out = Vec::new();
+        for (p, len, at) in web_packets(n, 0) {
+            t.packet(&p, len, at, &mut |f| out.push(f));
         }
         t.flush(&mut |f| out.push(f));
         out
+    }
+
+    /// Packets through a flow table into `d`, as the pipeline does: events, then the flows
+    /// they finished. Returns the finished flows' scores.
+    fn drive(d: &mut Detector, packets: &[(Parsed, u32, u64)]) -> Vec<Option<FlowScore>> {
+        let mut t = FlowTable::new(FlowConfig::default());
+        t.record_events(true);
+        let mut flows = Vec::new();
+        let mut scores = Vec::new();
+        for (p, len, at) in packets {
+            t.packet(p, *len, *at, &mut |f| flows.push(f));
+            for ev in t.take_events() {
+                d.on_event(&ev);
+            }
+            for f in flows.drain(..) {
+                scores.push(d.on_flow(&f));
+            }
+        }
+        t.flush(&mut |f| flows.push(f));
+        for ev in t.take_events() {
+            d.on_event(&ev);
+        }
+        for f in flows.drain(..) {
+            scores.push(d.on_flow(&f));
+        }
+        d.flush();
+        scores
+    }
+
+    /// An online model trained on web sessions, its threshold at the highest baseline score.
+    fn online_model() -> ml::online::OnlineModel {
+        use ml::{kitnet::KitParams, online::Online};
+        let params = KitParams {
+            mapping_samples: 2_000,
+            ..KitParams::default()
+        };
+        let baseline = web_packets(1_500, 0);
+        let mut d = Detector::new(RuleConfig::default())
+            .with_online(Some(Online::learner(params, 10_000)));
+        drive(&mut d, &baseline);
+        let trainer = d
+            .take_online()
+            .and_then(Online::into_trainer)
+            .expect("a learner");
+        let events = trainer.seen();
+        let net = trainer.finish().expect("mapped and trained");
+        let mut m = ml::online::model_from(net, params, events, Vec::new());
+        let mut d = Detector::new(RuleConfig::default())
+            .with_online(Some(Online::judge(m.clone(), 10_000).collecting()));
+        drive(&mut d, &baseline);
+        let (scores, meta) = d
+            .take_online()
+            .map(|mut o| o.take_collected())
+            .expect("judge");
+        m.calibrate(&scores, &meta, 0.0, None, 30 * S);
+        m
     }
 
     fn model() -> Model {
@@ -570,5 +765,108 @@ mod tests {
         assert_eq!(summaries.len(), 1, "{alerts:?}");
         assert!(summaries[0].count > 1_000, "{:?}", summaries[0]);
         assert!(alerts.len() <= 6, "{} alerts", alerts.len());
+    }
+
+    /// The online model judges flows as they run: fresh web sessions stay below its
+    /// threshold, a port scan's probes do not; each flow carries its highest event score,
+    /// and the anomaly names the model and the features that explain it.
+    #[test]
+    fn the_online_model_flags_a_scan_and_not_web_sessions() {
+        let m = online_model();
+        let judge = |m: &ml::online::OnlineModel| {
+            Detector::new(quiet_rules()).with_online(Some(ml::online::Online::judge(m.clone(), 10_000)))
+        };
+        let mut d = judge(&m);
+        let scores = drive(&mut d, &web_packets(300, 1_000 * S));
+        let flagged = scores
+            .iter()
+            .filter(|s| s.is_some_and(|s| s.anomalous))
+            .count();
+        assert!(scores.iter().all(Option::is_some), "every flow is scored");
+        let which: Vec<usize> = scores
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some_and(|s| s.anomalous))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            flagged <= 3,
+            "{flagged} of 300 web sessions flagged (threshold {}): {which:?}",
+            m.threshold
+        );
+
+        let mut d = judge(&m);
+        let scanner = Ipv4Addr::new(10, 7, 7, 7);
+        let target = Ipv4Addr::new(10, 1, 0, 9);
+        let mut probes = Vec::new();
+        for port in 1..=1_000u16 {
+            let k = key(scanner, target, 40_000, port);
+            let at = 2_000 * S + u64::from(port) * 200_000;
+            probes.push((pkt(k, tcp::SYN), 60, at));
+            probes.push((pkt(reverse(k), tcp::RST | tcp::ACK), 54, at + 50_000));
+        }
+        let scores = drive(&mut d, &probes);
+        let flagged = scores
+            .iter()
+            .filter(|s| s.is_some_and(|s| s.anomalous))
+            .count();
+        assert!(flagged > 500, "{flagged} of 1000 probes flagged");
+        let anomalies = d.take_anomalies();
+        assert!(!anomalies.is_empty());
+        let doc: serde_json::Value = serde_json::from_str(&anomalies[0].record).expect("json");
+        assert_eq!(doc["model"], "kitnet");
+        assert_eq!(doc["flow"]["src_ip"], "10.7.7.7");
+        assert!(doc["top_features"].as_array().is_some_and(|t| !t.is_empty()));
+        let alerts = ml_alerts(&mut d);
+        assert!(
+            !alerts.is_empty() && alerts.len() <= 3,
+            "one scanner, {} model alerts",
+            alerts.len()
+        );
+        assert_eq!(alerts[0].evidence["model"], "kitnet", "{:?}", alerts[0].evidence);
+    }
+
+    /// The volume rules hold for the online model too: 40,000 forged sources give a handful
+    /// of alerts about the victim.
+    #[test]
+    fn a_forged_source_flood_gives_a_handful_of_online_model_alerts() {
+        let m = online_model();
+        let mut d = Detector::new(quiet_rules())
+            .with_online(Some(ml::online::Online::judge(m, 10_000)));
+        spoofed_flood(&mut d);
+        let alerts = ml_alerts(&mut d);
+        assert!(
+            !alerts.is_empty() && alerts.len() <= 12,
+            "{} online model alerts",
+            alerts.len()
+        );
+        let victim = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
+        assert!(alerts.iter().any(|a| a.src_ip.is_none() && a.dst_ip == Some(victim)));
+    }
+
+    /// Online model files round-trip; a forest file or a damaged one is a named error.
+    #[test]
+    fn online_model_files_round_trip_and_bad_files_are_named() {
+        use ml::{model::ModelError, online::OnlineModel};
+        let m = online_model();
+        let dir = std::env::temp_dir().join(format!("sensor-online-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("online.json");
+        m.save(&p).expect("save");
+        assert_eq!(OnlineModel::load(&p).expect("load"), m);
+        let f = dir.join("forest.json");
+        model().save(&f).expect("save forest");
+        let e = OnlineModel::load(&f).expect_err("a forest is no online model");
+        assert!(matches!(e, ModelError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("kitnet"), "{e}");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        v["net"]["clusters"][0][0] = serde_json::json!(10_000);
+        std::fs::write(&p, v.to_string()).expect("write");
+        assert!(matches!(OnlineModel::load(&p), Err(ModelError::Corrupt { .. })));
+        v["version"] = serde_json::json!(99);
+        std::fs::write(&p, v.to_string()).expect("write");
+        assert!(matches!(OnlineModel::load(&p), Err(ModelError::Version { found: 99, .. })));
+        let _ignored = std::fs::remove_dir_all(&dir);
     }
 }

@@ -541,6 +541,10 @@ impl FlowTable {
         self.record_events = on;
     }
 
+    pub fn records_events(&self) -> bool {
+        self.record_events
+    }
+
     /// Events recorded since the last call, in the order of their first packet.
     pub fn take_events(&mut self) -> std::vec::Drain<'_, FlowEvent> {
         self.event_generation = self.event_generation.wrapping_add(1).max(1);

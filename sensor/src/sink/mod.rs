@@ -75,3 +75,34 @@ pub trait Sink {
         Ok(())
     }
 }
+
+/// A borrowed sink is a sink (the caller keeps it, and reads it after the pipeline ends).
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn wants_flows(&self) -> bool {
+        (**self).wants_flows()
+    }
+    fn wants_stats(&self) -> bool {
+        (**self).wants_stats()
+    }
+    fn flow(&mut self, rec: &FlowRecord, last_seen_ns: u64) -> Result<(), SinkError> {
+        (**self).flow(rec, last_seen_ns)
+    }
+    fn alert_opened(&mut self, rec: &AlertRecord, last_seen_ns: u64) -> Result<(), SinkError> {
+        (**self).alert_opened(rec, last_seen_ns)
+    }
+    fn alert_closed(&mut self, rec: &AlertRecord, last_seen_ns: u64) -> Result<(), SinkError> {
+        (**self).alert_closed(rec, last_seen_ns)
+    }
+    fn anomaly(&mut self, a: &AnomalyRow) -> Result<(), SinkError> {
+        (**self).anomaly(a)
+    }
+    fn stats(&mut self, s: &StatsRow) -> Result<(), SinkError> {
+        (**self).stats(s)
+    }
+    fn tick(&mut self) -> Result<(), SinkError> {
+        (**self).tick()
+    }
+    fn finish(&mut self, totals: EndTotals) -> Result<(), SinkError> {
+        (**self).finish(totals)
+    }
+}

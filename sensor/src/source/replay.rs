@@ -29,6 +29,8 @@ pub enum ReplayError {
     BadInput(#[from] CaptureError),
     #[error(transparent)]
     Output(#[from] SinkError),
+    #[error(transparent)]
+    Model(#[from] crate::detect::ml::model::ModelError),
 }
 
 /// Result of a whole replay.
@@ -46,6 +48,8 @@ pub struct ReplaySummary {
     pub elapsed: Duration,
     /// (file, reason) for files cut short.
     pub truncated: Vec<(PathBuf, String)>,
+    /// The online model after the replay (a learner holds what it learnt).
+    pub online: Option<crate::detect::ml::online::Online>,
 }
 
 impl ReplaySummary {
@@ -65,6 +69,8 @@ pub struct ReplayOptions {
     pub collect_features: bool,
     /// Model alert budget and per-victim aggregation.
     pub volume: crate::detect::AlertVolume,
+    /// The online model, learning or judging every flow event (with `rules` set).
+    pub online: Option<crate::detect::ml::online::Online>,
 }
 
 impl ReplayOptions {
@@ -76,6 +82,7 @@ impl ReplayOptions {
             model: None,
             collect_features: false,
             volume: config.model.volume(),
+            online: None,
         }
     }
 
@@ -89,6 +96,11 @@ impl ReplayOptions {
 
     pub fn with_model(mut self, model: Option<Model>) -> Self {
         self.model = model;
+        self
+    }
+
+    pub fn with_online(mut self, online: Option<crate::detect::ml::online::Online>) -> Self {
+        self.online = online;
         self
     }
 
@@ -146,6 +158,7 @@ pub fn replay<'a>(
     let detector = opts.rules.map(|r| {
         let d = Detector::new(r)
             .with_model(opts.model)
+            .with_online(opts.online)
             .with_volume(opts.volume);
         if opts.collect_features {
             d.collecting()
@@ -192,8 +205,86 @@ pub fn replay<'a>(
     if let Some(d) = pipe.detector_mut() {
         summary.features = d.take_collected();
         summary.feature_meta = d.take_collected_meta();
+        summary.online = d.take_online();
     }
     summary.table = table.stats();
     summary.elapsed = start.elapsed();
     Ok(summary)
+}
+
+/// How `train_online` learns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OnlineTrain {
+    pub params: crate::detect::ml::kitnet::KitParams,
+    /// Passes of the autoencoders over the baseline.
+    pub epochs: usize,
+    pub contamination: f64,
+    pub max_alerts_per_hour: Option<f64>,
+}
+
+/// Trains the online model on baseline `files` with `config`'s flow and rule settings: one
+/// pass maps the features (correlations over the whole baseline), `epochs` passes train the
+/// autoencoders online, event by event, and a last pass scores the baseline for the
+/// threshold (contamination quantile or false-alert budget).
+pub fn train_online(
+    files: &[PathBuf],
+    config: &Config,
+    t: OnlineTrain,
+) -> Result<crate::detect::ml::online::OnlineModel, ReplayError> {
+    use crate::detect::ml::{
+        model::ModelError,
+        online::{Online, model_from},
+    };
+    let cap = config.rules.max_tracked;
+    let params = crate::detect::ml::kitnet::KitParams {
+        mapping_samples: usize::MAX,
+        ..t.params
+    };
+    let pass = |online: Online| -> Result<Online, ReplayError> {
+        replay(
+            files,
+            ReplayOptions::new(config).with_online(Some(online)),
+            Vec::new(),
+        )?
+        .online
+        .ok_or(ReplayError::Model(ModelError::TooFewEvents(0)))
+    };
+    let mapped = pass(Online::learner(params, cap))?;
+    let events = mapped.events as usize;
+    if events < 64 {
+        return Err(ModelError::TooFewEvents(events).into());
+    }
+    let mut trainer = mapped
+        .into_trainer()
+        .ok_or(ReplayError::Model(ModelError::TooFewEvents(events)))?;
+    trainer.end_mapping();
+    for _ in 0..t.epochs.max(1) {
+        trainer = pass(Online::resume(trainer, cap))?
+            .into_trainer()
+            .ok_or(ReplayError::Model(ModelError::TooFewEvents(events)))?;
+    }
+    let net = trainer
+        .finish()
+        .ok_or(ReplayError::Model(ModelError::TooFewEvents(events)))?;
+    let sources = files.iter().map(|p| p.display().to_string()).collect();
+    let mut model = model_from(
+        net,
+        crate::detect::ml::kitnet::KitParams {
+            mapping_samples: events,
+            ..t.params
+        },
+        events,
+        sources,
+    );
+    model.training.learnt = events * t.epochs.max(1);
+    let mut judged = pass(Online::judge(model.clone(), cap).collecting())?;
+    let (scores, meta) = judged.take_collected();
+    model.calibrate(
+        &scores,
+        &meta,
+        t.contamination,
+        t.max_alerts_per_hour,
+        config.rules.quiet_close_s * 1_000_000_000,
+    );
+    Ok(model)
 }

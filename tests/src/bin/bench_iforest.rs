@@ -5,6 +5,10 @@
 //! from `../shared/corpora`, featurised by the sensor's own pipeline. Both forests use 100
 //! trees, sub-samples of 256 and the same seed, fitted on the whole (unlabelled) matrix.
 //!
+//! Online: the second model (KitNET over flow-event statistics) beside the forest, trained on
+//! the same benign corpora, scored on the same held-out captures (`--online` runs only this
+//! part, `--epochs N` sets its passes over the baseline).
+//!
 //! Held out: both forests fitted on the benign corpora alone (the baseline an operator trains
 //! on), then scored on captures neither saw: the lab evaluation set's benign recordings and its
 //! attack families plus the corpora's attack captures. Per family, the ROC AUC of the per-flow
@@ -136,36 +140,16 @@ print(json.dumps(out))
 /// Fit on the benign corpora, score the held-out captures: per-family AUC, ours and
 /// scikit-learn's, and model alerts on the held-out benign recordings.
 fn held_out(corpora: &Path, benign_train: &[[f64; N_FEATURES]], dir: &Path) -> Result<()> {
-    let lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/lab/eval-set");
-    let truth = lab.join("eval_truth.json");
-    let Ok(text) = std::fs::read_to_string(&truth) else {
+    let Some(HeldOut {
+        benign: held_benign,
+        attacks,
+    }) = held_out_set(corpora)
+    else {
         println!(
-            "held-out: SKIPPED: no lab evaluation set at {} (cargo xtask lab record --eval)",
-            lab.display()
+            "held-out: SKIPPED: no lab evaluation set (cargo xtask lab record --eval)"
         );
         return Ok(());
     };
-    let doc: serde_json::Value = serde_json::from_str(&text)?;
-    let mut held_benign: Vec<PathBuf> = Vec::new();
-    let mut attacks: Vec<(PathBuf, &'static str)> = ATTACKS
-        .iter()
-        .chain(
-            [
-                "generated/hping3_udpflood_20k.pcap",
-                "generated/hping3_icmpflood_20k.pcap",
-            ]
-            .iter(),
-        )
-        .map(|f| (corpora.join(f), family_of(f)))
-        .collect();
-    for c in doc["cases"].as_array().into_iter().flatten() {
-        let file = lab.join(c["file"].as_str().unwrap_or_default());
-        if c["benign"] == true {
-            held_benign.push(file);
-        } else {
-            attacks.push((file, family_of(c["file"].as_str().unwrap_or_default())));
-        }
-    }
     let featurise = |p: &Path| -> Result<Vec<[f64; N_FEATURES]>> {
         Ok(replay(
             std::slice::from_ref(&p.to_path_buf()),
@@ -323,8 +307,264 @@ fn held_out(corpora: &Path, benign_train: &[[f64; N_FEATURES]], dir: &Path) -> R
     Ok(())
 }
 
+/// The benign corpora both models train on: the web and echo captures and every nDPI capture
+/// the sensor reads (real applications of all kinds).
+fn baseline_files(corpora: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = BENIGN.iter().map(|f| corpora.join(f)).collect();
+    let mut ndpi: Vec<PathBuf> = std::fs::read_dir(corpora.join("ndpi/pcap"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| sensor::source::pcap::open_file(p).is_ok())
+        .collect();
+    ndpi.sort();
+    files.extend(ndpi);
+    Ok(files)
+}
+
+/// Finished flows' scores, as a sink sees them.
+struct FlowScores(Vec<f64>);
+
+impl sensor::sink::Sink for FlowScores {
+    fn wants_flows(&self) -> bool {
+        true
+    }
+    fn flow(
+        &mut self,
+        rec: &sensor::record::FlowRecord,
+        _: u64,
+    ) -> Result<(), sensor::sink::SinkError> {
+        self.0.push(rec.score.unwrap_or(0.0));
+        Ok(())
+    }
+}
+
+/// The held-out test set: benign lab recordings and attack captures with their family.
+struct HeldOut {
+    benign: Vec<PathBuf>,
+    attacks: Vec<(PathBuf, &'static str)>,
+}
+
+fn held_out_set(corpora: &Path) -> Option<HeldOut> {
+    let lab = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/lab/eval-set");
+    let text = std::fs::read_to_string(lab.join("eval_truth.json")).ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut benign = Vec::new();
+    let mut attacks: Vec<(PathBuf, &'static str)> = ATTACKS
+        .iter()
+        .chain(
+            [
+                "generated/hping3_udpflood_20k.pcap",
+                "generated/hping3_icmpflood_20k.pcap",
+            ]
+            .iter(),
+        )
+        .map(|f| (corpora.join(f), family_of(f)))
+        .collect();
+    for c in doc["cases"].as_array().into_iter().flatten() {
+        let file = lab.join(c["file"].as_str().unwrap_or_default());
+        if c["benign"] == true {
+            benign.push(file);
+        } else {
+            attacks.push((file, family_of(c["file"].as_str().unwrap_or_default())));
+        }
+    }
+    Some(HeldOut { benign, attacks })
+}
+
+/// Which model a replay runs besides the rules.
+#[derive(Clone)]
+enum Second {
+    None,
+    Forest(sensor::detect::ml::model::Model),
+    Online(sensor::detect::ml::online::OnlineModel),
+}
+
+/// Replays `p` with the rules and `m`: per-flow scores, model alerts, flow events, packets.
+fn scored(p: &Path, m: &Second) -> Result<(Vec<f64>, u64, u64, u64)> {
+    let cfg = Config::default();
+    let mut opts = ReplayOptions::new(&cfg);
+    match m {
+        Second::None => {}
+        Second::Forest(f) => opts = opts.with_model(Some(f.clone())),
+        Second::Online(o) => {
+            opts = opts.with_online(Some(sensor::detect::ml::online::Online::judge(
+                o.clone(),
+                cfg.rules.max_tracked,
+            )));
+        }
+    }
+    let mut sink = FlowScores(Vec::new());
+    let s = replay(
+        std::slice::from_ref(&p.to_path_buf()),
+        opts,
+        vec![Box::new(&mut sink) as Box<dyn sensor::sink::Sink + '_>],
+    )?;
+    let alerts = s
+        .alerts
+        .get(&sensor::detect::AlertKind::MlAnomaly)
+        .copied()
+        .unwrap_or(0);
+    let events = s.online.as_ref().map_or(0, |o| o.events);
+    Ok((sink.0, alerts, events, s.read.packets))
+}
+
+/// The online model (KitNET over event statistics) beside the forest, trained on the same
+/// benign corpora and scored on the same held-out captures: per-family AUC of the per-flow
+/// score (a flow's highest event score), model alerts on the held-out benign recordings, and
+/// the cost of each model per packet and per flow event on the path users run.
+fn online_side_by_side(corpora: &Path, epochs: usize) -> Result<()> {
+    let Some(HeldOut { benign, attacks }) = held_out_set(corpora) else {
+        println!("online: SKIPPED: no lab evaluation set (cargo xtask lab record --eval)");
+        return Ok(());
+    };
+    let cfg = Config::default();
+    let train_files = baseline_files(corpora)?;
+    let params = ForestParams {
+        trees: 100,
+        sample_size: 256,
+        seed: 42,
+    };
+    let quiet = cfg.rules.quiet_close_s * 1_000_000_000;
+    let t = Instant::now();
+    let base = replay(
+        &train_files,
+        ReplayOptions::new(&cfg).collecting(),
+        Vec::new(),
+    )?;
+    let mut forest = sensor::detect::ml::model::Model::train(&base.features, params, 0.1, Vec::new())?;
+    forest.calibrate(&base.features, &base.feature_meta, None, quiet);
+    let forest_s = t.elapsed().as_secs_f64();
+    let train = |budget: Option<f64>| {
+        sensor::source::replay::train_online(
+            &train_files,
+            &cfg,
+            sensor::source::replay::OnlineTrain {
+                params: Default::default(),
+                epochs,
+                contamination: 0.1,
+                max_alerts_per_hour: budget,
+            },
+        )
+    };
+    let t = Instant::now();
+    let online = train(None)?;
+    let online_s = t.elapsed().as_secs_f64();
+    println!(
+        "online: KitNET with {} autoencoders over {} features, trained on {} baseline flow events ({epochs} pass(es), {:.2} s; the forest {:.2} s); threshold {:.4}",
+        online.net.ensemble.len(),
+        online.features.len(),
+        online.training.events,
+        online_s,
+        forest_s,
+        online.threshold
+    );
+    let models = [Second::Forest(forest.clone()), Second::Online(online.clone())];
+    let mut benign_scores: [Vec<f64>; 2] = Default::default();
+    for p in &benign {
+        for (i, m) in models.iter().enumerate() {
+            benign_scores[i].extend(scored(p, m)?.0);
+        }
+    }
+    let mut fams: Vec<(&'static str, [Vec<f64>; 2])> = Vec::new();
+    for (p, fam) in &attacks {
+        let k = match fams.iter().position(|f| f.0 == *fam) {
+            Some(i) => i,
+            None => {
+                fams.push((fam, Default::default()));
+                fams.len() - 1
+            }
+        };
+        for (i, m) in models.iter().enumerate() {
+            let s = scored(p, m)?.0;
+            fams[k].1[i].extend(s);
+        }
+    }
+    println!(
+        "| attack family | flows | AUC forest | AUC online (KitNET) |\n|---|---|---|---|"
+    );
+    for (fam, s) in &fams {
+        let a = |i: usize| {
+            let mut all = benign_scores[i].clone();
+            all.extend(&s[i]);
+            let mut l = vec![0u8; benign_scores[i].len()];
+            l.extend(std::iter::repeat_n(1u8, s[i].len()));
+            auc(&all, &l)
+        };
+        println!("| {fam} | {} | {:.4} | {:.4} |", s[0].len(), a(0), a(1));
+    }
+    // Model alerts on the held-out benign recordings: contamination 0.1 and a 20/h budget.
+    let budgeted = train(Some(20.0))?;
+    let mut fb = forest.clone();
+    fb.calibrate(&base.features, &base.feature_meta, Some(20.0), quiet);
+    for (name, f, o) in [
+        ("contamination 0.1", &forest, &online),
+        ("budget 20/hour", &fb, &budgeted),
+    ] {
+        let (mut af, mut ao) = (0, 0);
+        for p in &benign {
+            af += scored(p, &Second::Forest(f.clone()))?.1;
+            ao += scored(p, &Second::Online(o.clone()))?.1;
+        }
+        println!(
+            "model alerts on the held-out benign recordings at {name}: forest {af} (threshold {:.4}, {:.1}/h expected), online {ao} (threshold {:.4}, {:.1}/h expected)",
+            f.threshold,
+            f.expected_alerts_per_hour.unwrap_or(f64::NAN),
+            o.threshold,
+            o.expected_alerts_per_hour.unwrap_or(f64::NAN)
+        );
+    }
+    // Cost on the path users run (replay with the rules), every held-out capture, best of 3.
+    let all: Vec<PathBuf> = benign
+        .iter()
+        .cloned()
+        .chain(attacks.iter().map(|a| a.0.clone()))
+        .collect();
+    let mut times = [f64::INFINITY; 3];
+    let (mut packets, mut events, mut flows) = (0u64, 0u64, 0u64);
+    for round in 0..3 {
+        for (i, m) in [Second::None, models[0].clone(), models[1].clone()]
+            .iter()
+            .enumerate()
+        {
+            let t = Instant::now();
+            let (mut p, mut e, mut f) = (0, 0, 0);
+            for path in &all {
+                let r = scored(path, m)?;
+                f += r.0.len() as u64;
+                e += r.2;
+                p += r.3;
+            }
+            times[i] = times[i].min(t.elapsed().as_secs_f64());
+            if round == 0 && i == 2 {
+                (packets, events, flows) = (p, e, f);
+            }
+        }
+    }
+    let extra = |i: usize| (times[i] - times[0]).max(0.0);
+    println!(
+        "cost (replay with the rules, {packets} packets, {flows} flows, {events} flow events): rules only {:.3} s; + forest {:.3} s ({:.2} us/flow, {:.1} ns/packet); + online {:.3} s ({:.2} us/event, {:.1} ns/packet)",
+        times[0],
+        times[1],
+        extra(1) / flows.max(1) as f64 * 1e6,
+        extra(1) / packets.max(1) as f64 * 1e9,
+        times[2],
+        extra(2) / events.max(1) as f64 * 1e6,
+        extra(2) / packets.max(1) as f64 * 1e9,
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let corpora = sensor_tests::corpora().context("../shared/corpora is needed")?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let epochs = args
+        .iter()
+        .position(|a| a == "--epochs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(1);
+    if args.iter().any(|a| a == "--online") {
+        return online_side_by_side(&corpora, epochs);
+    }
     let mut benign = rows(&corpora, BENIGN)?;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -454,5 +694,5 @@ fn main() -> Result<()> {
         f("auc"),
         ours_auc - f("auc")
     );
-    Ok(())
+    online_side_by_side(&corpora, epochs)
 }

@@ -43,6 +43,8 @@ pub enum ModelError {
     Features { path: PathBuf, found: Vec<String> },
     #[error("cannot train on {0} flows: at least 16 are needed")]
     TooFewFlows(usize),
+    #[error("cannot train the online model on {0} flow events: at least 64 are needed")]
+    TooFewEvents(usize),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,7 +124,7 @@ pub struct RowMeta {
 
 /// Model alerts per hour that `scores` at `threshold` would raise: anomalies aggregate per
 /// source into one alert until `quiet_ns` pass without one. `by_time` orders the rows.
-fn alerts_per_hour(
+pub(crate) fn alerts_per_hour(
     scores: &[f64],
     meta: &[RowMeta],
     by_time: &[usize],
