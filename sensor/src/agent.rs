@@ -91,12 +91,13 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
 
     let mut table = FlowTable::with_capacity(opts.config.flow.table(), opts.kernel.flows as usize);
     table.record_events(true);
-    let detector = Detector::new(opts.config.rules.clone())
-        .with_model(opts.model.clone())
-        .with_online(opts.online.clone().map(|m| {
-            crate::detect::ml::online::Online::judge(m, opts.config.rules.max_tracked)
-        }))
-        .with_volume(opts.config.model.volume());
+    let detector =
+        Detector::new(opts.config.rules.clone())
+            .with_model(opts.model.clone())
+            .with_online(opts.online.clone().map(|m| {
+                crate::detect::ml::online::Online::judge(m, opts.config.rules.max_tracked)
+            }))
+            .with_volume(opts.config.model.volume());
     let (mut lp, control) = live::new(
         opts.kernel,
         opts.force,

@@ -30,6 +30,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(name: &str, ifaces: Vec<String>, mode: CaptureMode) -> Self {
+        Self::start_with(name, ifaces, mode, None)
+    }
+
+    /// With the online second model judging every flow event.
+    pub fn start_with(
+        name: &str,
+        ifaces: Vec<String>,
+        mode: CaptureMode,
+        online: Option<sensor::detect::ml::online::OnlineModel>,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("sensor-live-{}-{name}", std::process::id()));
         let _ignored = std::fs::remove_dir_all(&dir);
         // A free port inside the namespace (bound, then released).
@@ -50,7 +60,7 @@ impl Agent {
             poll: Duration::from_millis(100),
             config: Config::default(),
             model: None,
-            online: None,
+            online,
             model_path: None,
             db: Some(dir.join("sensor.db")),
             data_dir: dir.clone(),

@@ -41,8 +41,26 @@ fn live(mode: CaptureMode) {
     if load_or_skip("live agent", KernelConfig::default()).is_none() || !have_nmap() {
         return;
     }
+    // The online model, trained on the corpora's benign web captures when they are here.
+    let online = sensor_tests::corpora().map(|c| {
+        let files: Vec<std::path::PathBuf> = ["zeek/web.pcap", "zeek/wikipedia.pcap"]
+            .iter()
+            .map(|f| c.join(f))
+            .collect();
+        sensor::source::replay::train_online(
+            &files,
+            &sensor::config::Config::default(),
+            sensor::source::replay::OnlineTrain {
+                params: Default::default(),
+                epochs: 1,
+                contamination: 0.1,
+                max_alerts_per_hour: None,
+            },
+        )
+        .expect("online model from the benign web captures")
+    });
     let lab = VethPair::create();
-    let mut agent = Agent::start("scan", vec![lab.local.to_owned()], mode);
+    let mut agent = Agent::start_with("scan", vec![lab.local.to_owned()], mode, online.clone());
     let attached = sensor::source::xdp::attach::attached_interfaces();
     assert_eq!(
         attached.iter().any(|(i, _, _)| i == lab.local),
@@ -97,6 +115,25 @@ fn live(mode: CaptureMode) {
         stored >= 200,
         "statistics rows hold {stored} packets; the scan alone sent 200 probes"
     );
+
+    // The online model judged the scan's flow events live: anomalies stored and shown.
+    if online.is_some() {
+        assert_eq!(status["online_model_in_use"]["kind"], "kitnet", "{status}");
+        let mut items = Vec::new();
+        for _ in 0..50 {
+            let v = get_json(agent.addr, "/api/anomalies");
+            items = v["items"].as_array().cloned().unwrap_or_default();
+            if !items.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let a = items
+            .first()
+            .expect("no online-model anomaly of the scan on the API");
+        assert_eq!(a["model"], "kitnet", "{a}");
+        assert_eq!(a["flow"]["src_ip"], lab.peer_addr.to_string(), "{a}");
+    }
 
     let alerts = agent.join().expect("agent ran cleanly");
     assert!(alerts >= 1);

@@ -186,3 +186,81 @@ fn sinks_see_each_alert_open_then_close_and_every_packet_in_a_second() {
         "statistics rows hold every packet"
     );
 }
+
+/// Finished flows' records, as a sink sees them.
+#[derive(Default)]
+struct Flows(Vec<sensor::record::FlowRecord>);
+
+impl sensor::sink::Sink for Flows {
+    fn wants_flows(&self) -> bool {
+        true
+    }
+    fn flow(
+        &mut self,
+        rec: &sensor::record::FlowRecord,
+        _: u64,
+    ) -> Result<(), sensor::sink::SinkError> {
+        self.0.push(rec.clone());
+        Ok(())
+    }
+}
+
+/// The online model trained on benign web captures, replayed on a real nmap SYN scan and on
+/// a benign capture it did not see: every flow carries a score, the scan's flows score far
+/// above the benign ones, and its anomalies reach the scan's alert.
+#[test]
+fn the_online_model_scores_every_flow_and_separates_a_scan() {
+    use sensor::{
+        detect::{AlertKind, ml::online::Online},
+        source::replay::{OnlineTrain, train_online},
+    };
+    let Some(c) = sensor_tests::corpora() else {
+        sensor_tests::skip(
+            "the_online_model_scores_every_flow",
+            "../shared/corpora is absent",
+        );
+        return;
+    };
+    let cfg = Config::default();
+    let model = train_online(
+        &[c.join("zeek/web.pcap"), c.join("zeek/wikipedia.pcap")],
+        &cfg,
+        OnlineTrain {
+            params: Default::default(),
+            epochs: 1,
+            contamination: 0.1,
+            max_alerts_per_hour: None,
+        },
+    )
+    .expect("train on the benign web captures");
+    let judge = |file: &str| {
+        let mut flows = Flows::default();
+        let s = replay(
+            &[c.join(file)],
+            ReplayOptions::new(&cfg)
+                .with_online(Some(Online::judge(model.clone(), cfg.rules.max_tracked))),
+            vec![Box::new(&mut flows) as Box<dyn sensor::sink::Sink + '_>],
+        )
+        .expect("replay");
+        (flows.0, s)
+    };
+    let (scan, s) = judge("generated/nmap_sS_top1000.pcap");
+    let (benign, _) = judge("generated/benign_http_200req.pcap");
+    assert!(scan.iter().chain(&benign).all(|f| f.score.is_some()));
+    let mean = |v: &[sensor::record::FlowRecord]| {
+        v.iter().filter_map(|f| f.score).sum::<f64>() / v.len().max(1) as f64
+    };
+    let flagged = scan.iter().filter(|f| f.anomalous == Some(true)).count();
+    assert!(
+        mean(&scan) > 2.0 * mean(&benign) && flagged * 2 > scan.len(),
+        "scan mean {:.4} ({flagged} of {} flagged), benign mean {:.4}",
+        mean(&scan),
+        scan.len(),
+        mean(&benign)
+    );
+    assert!(
+        s.alerts.contains_key(&AlertKind::PortScan),
+        "{:?}",
+        s.alerts
+    );
+}

@@ -493,32 +493,40 @@ fn model_report(
         let _ignored = fs::remove_file(&model);
         columns.push((hits, fams));
     }
-    let [(hits_c, fams_c), (hits_b, fams_b), (hits_oc, fams_oc), (hits_ob, fams_ob)] =
-        &columns[..]
+    let [
+        (hits_c, fams_c),
+        (hits_b, fams_b),
+        (hits_oc, fams_oc),
+        (hits_ob, fams_ob),
+    ] = &columns[..]
     else {
         return Ok(());
     };
     println!();
     println!(
-        "{:54} {:>14} {:>14} {:>14} {:>14}",
-        "models on the benign web baseline", "forest c=0.1", "forest 20/h", "online c=0.1", "online 20/h"
+        "{:60} {:>14} {:>14} {:>14} {:>14}",
+        "models on the benign web baseline",
+        "forest c=0.1",
+        "forest 20/h",
+        "online c=0.1",
+        "online 20/h"
     );
-    println!("{:54} (attack captures the model flagged)", "attack family");
+    println!("{:60} (attack captures the model flagged)", "attack family");
     for (i, (family, good, n)) in hits_c.0.iter().enumerate() {
         let cell = |h: &Families| format!("{}/{n}", h.0.get(i).map_or(0, |f| f.1));
         println!(
-            "{family:54} {:>14} {:>14} {:>14} {:>14}",
+            "{family:60} {:>14} {:>14} {:>14} {:>14}",
             format!("{good}/{n}"),
             cell(hits_b),
             cell(hits_oc),
             cell(hits_ob)
         );
     }
-    println!("{:54} (model alerts raised, held out)", "benign family");
+    println!("{:60} (model alerts raised, held out)", "benign family");
     for (i, (family, n, a)) in fams_c.iter().enumerate() {
         let cell = |f: &[BenignCount]| f.get(i).map_or(0, |f| f.2).to_string();
         println!(
-            "{:54} {:>14} {:>14} {:>14} {:>14}",
+            "{:60} {:>14} {:>14} {:>14} {:>14}",
             format!("{family} ({n} captures)"),
             a,
             cell(fams_b),

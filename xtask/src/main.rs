@@ -463,7 +463,7 @@ fn main() -> ExitCode {
         Task::BenchIforest { online, epochs } => {
             setup::python_package("sklearn", "scikit-learn")?;
             let mut args = vec!["--epochs".to_owned(), epochs.to_string()];
-            if online {
+            if *online {
                 args.push("--online".into());
             }
             bench_bin("bench_iforest", &args)

@@ -631,8 +631,8 @@ mod tests {
             ..KitParams::default()
         };
         let baseline = web_packets(1_500, 0);
-        let mut d = Detector::new(RuleConfig::default())
-            .with_online(Some(Online::learner(params, 10_000)));
+        let mut d =
+            Detector::new(RuleConfig::default()).with_online(Some(Online::learner(params, 10_000)));
         drive(&mut d, &baseline);
         let trainer = d
             .take_online()
@@ -774,7 +774,8 @@ mod tests {
     fn the_online_model_flags_a_scan_and_not_web_sessions() {
         let m = online_model();
         let judge = |m: &ml::online::OnlineModel| {
-            Detector::new(quiet_rules()).with_online(Some(ml::online::Online::judge(m.clone(), 10_000)))
+            Detector::new(quiet_rules())
+                .with_online(Some(ml::online::Online::judge(m.clone(), 10_000)))
         };
         let mut d = judge(&m);
         let scores = drive(&mut d, &web_packets(300, 1_000 * S));
@@ -816,14 +817,22 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&anomalies[0].record).expect("json");
         assert_eq!(doc["model"], "kitnet");
         assert_eq!(doc["flow"]["src_ip"], "10.7.7.7");
-        assert!(doc["top_features"].as_array().is_some_and(|t| !t.is_empty()));
+        assert!(
+            doc["top_features"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty())
+        );
         let alerts = ml_alerts(&mut d);
         assert!(
             !alerts.is_empty() && alerts.len() <= 3,
             "one scanner, {} model alerts",
             alerts.len()
         );
-        assert_eq!(alerts[0].evidence["model"], "kitnet", "{:?}", alerts[0].evidence);
+        assert_eq!(
+            alerts[0].evidence["model"], "kitnet",
+            "{:?}",
+            alerts[0].evidence
+        );
     }
 
     /// The volume rules hold for the online model too: 40,000 forged sources give a handful
@@ -831,8 +840,8 @@ mod tests {
     #[test]
     fn a_forged_source_flood_gives_a_handful_of_online_model_alerts() {
         let m = online_model();
-        let mut d = Detector::new(quiet_rules())
-            .with_online(Some(ml::online::Online::judge(m, 10_000)));
+        let mut d =
+            Detector::new(quiet_rules()).with_online(Some(ml::online::Online::judge(m, 10_000)));
         spoofed_flood(&mut d);
         let alerts = ml_alerts(&mut d);
         assert!(
@@ -841,7 +850,11 @@ mod tests {
             alerts.len()
         );
         let victim = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
-        assert!(alerts.iter().any(|a| a.src_ip.is_none() && a.dst_ip == Some(victim)));
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.src_ip.is_none() && a.dst_ip == Some(victim))
+        );
     }
 
     /// Online model files round-trip; a forest file or a damaged one is a named error.
@@ -863,10 +876,16 @@ mod tests {
             serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
         v["net"]["clusters"][0][0] = serde_json::json!(10_000);
         std::fs::write(&p, v.to_string()).expect("write");
-        assert!(matches!(OnlineModel::load(&p), Err(ModelError::Corrupt { .. })));
+        assert!(matches!(
+            OnlineModel::load(&p),
+            Err(ModelError::Corrupt { .. })
+        ));
         v["version"] = serde_json::json!(99);
         std::fs::write(&p, v.to_string()).expect("write");
-        assert!(matches!(OnlineModel::load(&p), Err(ModelError::Version { found: 99, .. })));
+        assert!(matches!(
+            OnlineModel::load(&p),
+            Err(ModelError::Version { found: 99, .. })
+        ));
         let _ignored = std::fs::remove_dir_all(&dir);
     }
 }

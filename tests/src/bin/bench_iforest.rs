@@ -145,9 +145,7 @@ fn held_out(corpora: &Path, benign_train: &[[f64; N_FEATURES]], dir: &Path) -> R
         attacks,
     }) = held_out_set(corpora)
     else {
-        println!(
-            "held-out: SKIPPED: no lab evaluation set (cargo xtask lab record --eval)"
-        );
+        println!("held-out: SKIPPED: no lab evaluation set (cargo xtask lab record --eval)");
         return Ok(());
     };
     let featurise = |p: &Path| -> Result<Vec<[f64; N_FEATURES]>> {
@@ -430,7 +428,8 @@ fn online_side_by_side(corpora: &Path, epochs: usize) -> Result<()> {
         ReplayOptions::new(&cfg).collecting(),
         Vec::new(),
     )?;
-    let mut forest = sensor::detect::ml::model::Model::train(&base.features, params, 0.1, Vec::new())?;
+    let mut forest =
+        sensor::detect::ml::model::Model::train(&base.features, params, 0.1, Vec::new())?;
     forest.calibrate(&base.features, &base.feature_meta, None, quiet);
     let forest_s = t.elapsed().as_secs_f64();
     let train = |budget: Option<f64>| {
@@ -457,7 +456,10 @@ fn online_side_by_side(corpora: &Path, epochs: usize) -> Result<()> {
         forest_s,
         online.threshold
     );
-    let models = [Second::Forest(forest.clone()), Second::Online(online.clone())];
+    let models = [
+        Second::Forest(forest.clone()),
+        Second::Online(online.clone()),
+    ];
     let mut benign_scores: [Vec<f64>; 2] = Default::default();
     for p in &benign {
         for (i, m) in models.iter().enumerate() {
@@ -478,9 +480,7 @@ fn online_side_by_side(corpora: &Path, epochs: usize) -> Result<()> {
             fams[k].1[i].extend(s);
         }
     }
-    println!(
-        "| attack family | flows | AUC forest | AUC online (KitNET) |\n|---|---|---|---|"
-    );
+    println!("| attack family | flows | AUC forest | AUC online (KitNET) |\n|---|---|---|---|");
     for (fam, s) in &fams {
         let a = |i: usize| {
             let mut all = benign_scores[i].clone();

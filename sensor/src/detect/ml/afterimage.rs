@@ -457,7 +457,15 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
-    fn ev(src: u8, dst: u8, sport: u16, ts: u64, pkts: u64, bytes: u64, from_src: bool) -> FlowEvent {
+    fn ev(
+        src: u8,
+        dst: u8,
+        sport: u16,
+        ts: u64,
+        pkts: u64,
+        bytes: u64,
+        from_src: bool,
+    ) -> FlowEvent {
         FlowEvent {
             ts_ns: ts,
             src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, src)),
@@ -506,7 +514,10 @@ mod tests {
         // 10 halved, plus 10.
         assert!((out[idx("sender_pkts_l1")] - 15.0).abs() < 1e-9, "{out:?}");
         assert!((out[idx("sender_pkts_l0.01")] - (10.0 * 0.5f64.powf(0.01) + 10.0)).abs() < 1e-9);
-        assert!(out[idx("sender_size_std_l1")].abs() < 1e-6, "same sizes: no spread");
+        assert!(
+            out[idx("sender_size_std_l1")].abs() < 1e-6,
+            "same sizes: no spread"
+        );
     }
 
     /// Replies feed the other direction: the 2-D statistics see both sides of a socket.
@@ -518,17 +529,22 @@ mod tests {
         assert_eq!(out[idx("socket_magnitude_l1")], 100.0);
         x.update(&ev(1, 2, 1000, S + 1000, 1, 1400, false), &mut out);
         let m = out[idx("socket_magnitude_l1")];
-        assert!((m - (100f64.powi(2) + 1400f64.powi(2)).sqrt()).abs() < 1e-3, "{m}");
+        assert!(
+            (m - (100f64.powi(2) + 1400f64.powi(2)).sqrt()).abs() < 1e-3,
+            "{m}"
+        );
         // The receiver of the reply (host 1) has sent packets: its "sent" shows them.
         assert!(out[idx("receiver_sent_pkts_l1")] > 0.9);
-        assert!(x.finish(&socket_key(
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
-            1000,
-            80,
-            6
-        ))
-        .is_some());
+        assert!(
+            x.finish(&socket_key(
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+                1000,
+                80,
+                6
+            ))
+            .is_some()
+        );
     }
 
     /// A full map refuses new keys (counted) and still yields features; idle keys go.

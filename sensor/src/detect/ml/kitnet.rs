@@ -89,14 +89,20 @@ impl Autoencoder {
         p.z.clear();
         for i in 0..self.n_in {
             let row = &self.w[i * self.n_hidden..(i + 1) * self.n_hidden];
-            let s: f64 = self.visible_bias[i] + row.iter().zip(&p.y).map(|(w, y)| w * y).sum::<f64>();
+            let s: f64 =
+                self.visible_bias[i] + row.iter().zip(&p.y).map(|(w, y)| w * y).sum::<f64>();
             p.z.push(sigmoid(s));
         }
     }
 
     fn rmse(p: &Pass) -> f64 {
         let n = p.x.len().max(1) as f64;
-        (p.x.iter().zip(&p.z).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / n).sqrt()
+        (p.x.iter()
+            .zip(&p.z)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt()
     }
 
     /// One SGD step on `input`; returns its reconstruction error before the step.
@@ -449,7 +455,11 @@ mod tests {
         }
         let cl = c.clusters(3);
         assert!(cl.iter().all(|k| k.len() <= 3), "{cl:?}");
-        let of = |i: usize| cl.iter().position(|k| k.contains(&i)).expect("every feature");
+        let of = |i: usize| {
+            cl.iter()
+                .position(|k| k.contains(&i))
+                .expect("every feature")
+        };
         assert_eq!(of(0), of(1));
         assert_eq!(of(0), of(3));
         assert_eq!(of(2), of(4));
@@ -479,7 +489,10 @@ mod tests {
         let net = t.finish().expect("trained");
         assert!(net.consistent(8));
         let mut s = Scratch::default();
-        let benign: f64 = (0..200).map(|_| net.score(&normal(&mut rng), &mut s)).sum::<f64>() / 200.0;
+        let benign: f64 = (0..200)
+            .map(|_| net.score(&normal(&mut rng), &mut s))
+            .sum::<f64>()
+            / 200.0;
         // Broken correlations: each feature plausible alone, the combination not.
         let odd: f64 = (0..200)
             .map(|_| {
@@ -496,6 +509,10 @@ mod tests {
             .enumerate()
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, _)| i);
-        assert_eq!(top, Some(5), "the feature far outside its range explains it: {e:?}");
+        assert_eq!(
+            top,
+            Some(5),
+            "the feature far outside its range explains it: {e:?}"
+        );
     }
 }
