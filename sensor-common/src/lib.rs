@@ -86,7 +86,19 @@ pub mod maps {
     pub const SRC_HOSTS: &str = "SRC_HOSTS";
     /// Per-CPU array with one [`GlobalCounters`](crate::GlobalCounters).
     pub const COUNTERS: &str = "COUNTERS";
+    /// Per-CPU direct-mapped flow cache in front of `FLOWS`: two banks of
+    /// [`CacheSlot`](crate::CacheSlot)s, bank `epoch & 1` written by the program.
+    pub const FLOW_CACHE: &str = "FLOW_CACHE";
+    /// Array with one `u64`: the poll epoch (set by the agent, read by the program).
+    pub const CACHE_EPOCH: &str = "CACHE_EPOCH";
 }
+
+/// Name of the read-only global holding the cache's slots per bank (a power of two; 0 turns
+/// the cache off and every packet goes to `FLOWS`).
+pub const GLOBAL_CACHE_SLOTS: &str = "CACHE_SLOTS";
+
+/// Default slots per bank of the flow cache, per CPU.
+pub const DEFAULT_CACHE_SLOTS: u32 = 1024;
 
 /// Name of the read-only global that selects coarse timestamps (`u8`, 0 or 1).
 pub const GLOBAL_COARSE_TIME: &str = "COARSE_TIME";
@@ -147,6 +159,55 @@ pub struct FlowStats {
     pub _pad: [u8; 4],
 }
 const _: () = assert!(size_of::<FlowStats>() == 64);
+
+/// One slot of the per-CPU flow cache: the flow it holds and its counts not yet in `FLOWS`.
+/// Counts belong to the poll epoch in `epoch`; a slot of another epoch is empty.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheSlot {
+    pub key: FlowKey,
+    /// Low 32 bits of the epoch the counts were taken in.
+    pub epoch: u32,
+    pub _pad: [u8; 4],
+    pub stats: FlowStats,
+}
+const _: () = assert!(size_of::<CacheSlot>() == 112);
+
+/// A flow key as five little-endian words (its 40 bytes in order): what the program hashes and
+/// compares (it reads them as aligned words; here they are assembled from the bytes).
+pub fn key_words(key: &FlowKey) -> [u64; 5] {
+    let mut b = [0u8; 40];
+    b[..16].copy_from_slice(&key.src_addr);
+    b[16..32].copy_from_slice(&key.dst_addr);
+    b[32..34].copy_from_slice(&key.src_port.to_ne_bytes());
+    b[34..36].copy_from_slice(&key.dst_port.to_ne_bytes());
+    b[36] = key.proto;
+    b[37] = key.family;
+    b[38..40].copy_from_slice(&key._pad);
+    let w = |i: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[i * 8..i * 8 + 8]);
+        u64::from_ne_bytes(x)
+    };
+    [w(0), w(1), w(2), w(3), w(4)]
+}
+
+/// The cache slot of a key (as [`key_words`]) among `slots` (a power of two): MurmurHash3's
+/// 64-bit finaliser over the folded words, so every input bit reaches the low bits the mask
+/// keeps (IPv4-mapped addresses vary only in their last bytes). The same code runs in the
+/// program and in userspace (tests craft collisions with it).
+#[inline(always)]
+pub const fn cache_index(w: &[u64; 5], slots: u32) -> u32 {
+    let s = w[1] ^ w[0].rotate_left(29);
+    let d = w[3] ^ w[2].rotate_left(29);
+    let mut h = s ^ d.rotate_left(32) ^ w[4].wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    h ^= h >> 33;
+    (h as u32) & slots.wrapping_sub(1)
+}
 
 /// Key of the per-host maps.
 #[repr(C)]
@@ -280,11 +341,38 @@ mod user {
     unsafe impl aya::Pod for HostStats {}
     // SAFETY: see above.
     unsafe impl aya::Pod for GlobalCounters {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for CacheSlot {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Flows spread over the slots: 65,536 distinct keys fill at least 97% of 4,096 slots
+    /// with no slot holding more than 40 (a uniform hash: 16 on average).
+    #[test]
+    fn cache_index_spreads_flows() {
+        let mut load = [0u32; 4096];
+        for i in 0..65_536u32 {
+            let k = FlowKey {
+                src_addr: v4_mapped((0x0a10_0000 + i % 2048).to_be_bytes()),
+                dst_addr: v4_mapped((0xc633_6400 + (i / 2048) % 64).to_be_bytes()),
+                src_port: 1024 + (i / (2048 * 64)) as u16,
+                dst_port: 443,
+                proto: proto::TCP,
+                family: family::IPV4,
+                _pad: [0; 2],
+            };
+            load[cache_index(&key_words(&k), 4096) as usize] += 1;
+        }
+        let used = load.iter().filter(|&&n| n > 0).count();
+        let max = load.iter().copied().max().unwrap_or(0);
+        assert!(
+            used >= 4096 * 97 / 100 && max <= 40,
+            "used {used}, max {max}"
+        );
+    }
 
     #[test]
     fn counters_add_every_field() {

@@ -1,11 +1,14 @@
 //! XDP flow aggregator.
 //!
-//! Per packet: parse L2-L4 (Ethernet, VLAN, PPPoE), add the packet to its directional 5-tuple in `FLOWS` and to the
-//! per-CPU global counters. When `FLOWS` cannot take a new flow (full, or the insert failed),
-//! the packet goes to its destination in `DST_HOSTS` and its source in `SRC_HOSTS` instead, so
-//! that a flood that fills the flow map stays measurable per victim. Nothing is sent to
-//! userspace per packet; the agent polls the maps. Every path ends in `XDP_PASS`: a passive
-//! sensor must never drop traffic because of its own failure.
+//! Per packet: parse L2-L4 (Ethernet, VLAN, PPPoE), count it in the per-CPU global counters and
+//! add it to its directional 5-tuple in this CPU's slot of the flow cache (`FLOW_CACHE`, a
+//! per-CPU direct-mapped array: packets of an established flow touch no hash map). When
+//! another flow takes the slot, the counts it held are flushed into the shared `FLOWS` map;
+//! when `FLOWS` cannot take them (full, or the insert failed), they go to their destination in
+//! `DST_HOSTS` and their source in `SRC_HOSTS` instead, so that a flood that fills the flow map
+//! stays measurable per victim. The agent polls the maps and the cache bank of the epoch it
+//! closes (docs/DESIGN.md, "Flow cache"). Nothing is sent to userspace per packet. Every path
+//! ends in `XDP_PASS`: a passive sensor must never drop traffic because of its own failure.
 #![no_std]
 #![no_main]
 // The bpf target has no atomic RMW in `core::sync::atomic`; the intrinsic lowers to BPF_ATOMIC.
@@ -21,7 +24,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use network_types::{
@@ -32,8 +35,8 @@ use network_types::{
     vlan::VlanHdr,
 };
 use sensor_common::{
-    DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats, GlobalCounters, HostKey,
-    HostStats, MAX_IPV6_EXT_HEADERS as MAX_IPV6_EXT,
+    CacheSlot, DEFAULT_CACHE_SLOTS, DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats,
+    GlobalCounters, HostKey, HostStats, MAX_IPV6_EXT_HEADERS as MAX_IPV6_EXT, cache_index,
     ether_type::{self as eth_type, is_vlan},
     family, ppp, proto,
     tcp_flags::{
@@ -57,6 +60,34 @@ static SRC_HOSTS: HashMap<HostKey, HostStats> = HashMap::with_max_entries(DEFAUL
 
 #[map(name = "COUNTERS")]
 static COUNTERS: PerCpuArray<GlobalCounters> = PerCpuArray::with_max_entries(1, 0);
+
+/// Two banks of `CACHE_SLOTS` slots per CPU; the loader sizes it. Array lookups are inlined
+/// by the verifier: a hit costs a few loads and stores, no hash, no lock, no atomic.
+#[map(name = "FLOW_CACHE")]
+static FLOW_CACHE: PerCpuArray<CacheSlot> =
+    PerCpuArray::with_max_entries(2 * DEFAULT_CACHE_SLOTS, 0);
+
+/// The poll epoch: bank `epoch & 1` is written; the agent advances it at each poll and then
+/// reads the bank it closed.
+#[map(name = "CACHE_EPOCH")]
+static CACHE_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per-CPU scratch for values handed to map helpers: the BPF stack is 512 bytes for the whole
+/// call chain, and a flow's and a host's counts together would take a third of it.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+struct Scratch {
+    fresh: FlowStats,
+    host: HostStats,
+    host_key: HostKey,
+}
+
+/// Slots per bank, a power of two, set by the loader; 0 turns the cache off (every packet
+/// goes to `FLOWS` as it comes).
+#[unsafe(no_mangle)]
+static CACHE_SLOTS: u32 = DEFAULT_CACHE_SLOTS;
 
 /// Set to 1 by the loader to stamp flows with `bpf_ktime_get_coarse_ns` (one tick of
 /// resolution, about 20 ns/packet cheaper here) instead of `bpf_ktime_get_ns`. A read-only
@@ -90,7 +121,8 @@ pub fn baseline_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// What one packet contributes, once parsed.
+/// What one packet contributes, once parsed. Aligned so its key reads as five words.
+#[repr(C, align(8))]
 struct Packet {
     key: FlowKey,
     tcp_flags: u8,
@@ -138,27 +170,193 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
         len as u16
     };
 
-    if update_flow(&pkt, len, len16, now, c).is_ok() || pkt.key.family == family::ARP {
-        return Ok(());
+    // SAFETY: reading a global the loader patches; volatile keeps the load.
+    let slots = unsafe { core::ptr::read_volatile(&raw const CACHE_SLOTS) };
+    let mut cached = None;
+    if slots != 0
+        && let Some(epoch) = CACHE_EPOCH.get(0)
+    {
+        let epoch = *epoch as u32;
+        // SAFETY: `Packet` is align(8) with the key first: five aligned words.
+        let words = unsafe { &*(&raw const pkt.key).cast::<[u64; 5]>() };
+        let idx = (epoch & 1) * slots + cache_index(words, slots);
+        if let Some(slot) = FLOW_CACHE.get_ptr_mut(idx) {
+            // The common case, a packet of the flow the slot holds: a few adds, no hash map.
+            if cache_hit(slot, &pkt, len, len16, now, epoch) {
+                return Ok(());
+            }
+            cached = Some((slot, epoch));
+        }
     }
-    // The flow map refused this packet: keep it visible per host.
-    let dst = HostKey {
-        addr: pkt.key.dst_addr,
-        family: pkt.key.family,
-        _pad: [0; 3],
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: per-CPU scratch, this run's alone (preemption is off).
+    let fresh = unsafe { &mut (*scratch).fresh };
+    let (syn, syn_ack, fin, rst, psh, ack_only) = flag_counts(pkt.tcp_flags);
+    *fresh = FlowStats {
+        packets: 1,
+        bytes: len,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        syn,
+        syn_ack,
+        fin,
+        rst,
+        psh,
+        ack_only,
+        min_len: len16,
+        max_len: len16,
+        _pad: [0; 4],
     };
-    if update_host(&DST_HOSTS, &dst, &pkt, len, now).is_err() {
-        c.dst_insert_failures += 1;
-    }
-    let src = HostKey {
-        addr: pkt.key.src_addr,
-        family: pkt.key.family,
-        _pad: [0; 3],
-    };
-    if update_host(&SRC_HOSTS, &src, &pkt, len, now).is_err() {
-        c.src_insert_failures += 1;
+    match cached {
+        Some((slot, epoch)) => cache_take(slot, &pkt, fresh, epoch, c),
+        None => {
+            if merge_flow(&pkt.key, fresh, c).is_err() {
+                overflow(&pkt.key, fresh, c);
+            }
+        }
     }
     Ok(())
+}
+
+/// Adds the packet to its cache slot if the slot holds its flow in this epoch.
+#[inline(always)]
+fn cache_hit(
+    slot: *mut CacheSlot,
+    pkt: &Packet,
+    len: u64,
+    len16: u16,
+    now: u64,
+    epoch: u32,
+) -> bool {
+    // SAFETY: `slot` is this CPU's element of a per-CPU array; XDP runs with preemption off,
+    // so nothing else writes it during this run, and the agent reads only the other bank.
+    let s = unsafe { &mut *slot };
+    if s.epoch != epoch || s.stats.packets == 0 {
+        return false;
+    }
+    // SAFETY: both keys start 8-byte aligned (map values, and `Packet` is align(8)) and are
+    // 40 bytes of plain integers.
+    let same = unsafe {
+        let a = &*(&raw const s.key).cast::<[u64; 5]>();
+        let b = &*(&raw const pkt.key).cast::<[u64; 5]>();
+        a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+    };
+    if !same {
+        return false;
+    }
+    let st = &mut s.stats;
+    st.packets += 1;
+    st.bytes += len;
+    st.last_seen_ns = now;
+    // Only the counters this packet moves are touched (most packets move one, or none).
+    let f = pkt.tcp_flags;
+    if f & (TCP_SYN | TCP_FIN | TCP_RST | TCP_PSH) == 0 {
+        if f & (TCP_ACK | TCP_URG) == TCP_ACK {
+            st.ack_only += 1;
+        }
+    } else {
+        if f & TCP_SYN != 0 {
+            if f & TCP_ACK != 0 {
+                st.syn_ack += 1;
+            } else {
+                st.syn += 1;
+            }
+        }
+        if f & TCP_FIN != 0 {
+            st.fin += 1;
+        }
+        if f & TCP_RST != 0 {
+            st.rst += 1;
+        }
+        if f & TCP_PSH != 0 {
+            st.psh += 1;
+        }
+    }
+    if len16 < st.min_len {
+        st.min_len = len16;
+    }
+    if len16 > st.max_len {
+        st.max_len = len16;
+    }
+    true
+}
+
+/// A packet whose slot holds another flow (or nothing) of this epoch: the held counts are
+/// flushed to `FLOWS` (or to the per-host maps when `FLOWS` refuses them), and the slot is
+/// the packet's flow's from now on.
+#[inline(always)]
+fn cache_take(
+    slot: *mut CacheSlot,
+    pkt: &Packet,
+    fresh: &FlowStats,
+    epoch: u32,
+    c: &mut GlobalCounters,
+) {
+    // SAFETY: as in `cache_hit`.
+    let s = unsafe { &mut *slot };
+    let held = s.epoch == epoch && s.stats.packets != 0;
+    if held && merge_flow(&s.key, &s.stats, c).is_err() {
+        overflow(&s.key, &s.stats, c);
+    }
+    // SAFETY: as in `cache_hit`; whole-word copies of the 40-byte key.
+    unsafe {
+        *(&raw mut s.key).cast::<[u64; 5]>() = *(&raw const pkt.key).cast::<[u64; 5]>();
+    }
+    s.epoch = epoch;
+    s.stats = *fresh;
+}
+
+/// Counts the `FLOWS` map could not take, per destination and per source (not for ARP: its
+/// "addresses" are neighbours being resolved, not traffic to measure). A function of its own
+/// (a BPF-to-BPF call): its temporaries get their own stack frame.
+#[inline(never)]
+fn overflow(key: &FlowKey, s: &FlowStats, c: &mut GlobalCounters) {
+    if key.family == family::ARP {
+        return;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        c.dst_insert_failures += 1;
+        c.src_insert_failures += 1;
+        return;
+    };
+    // SAFETY: per-CPU scratch; `s` never points into it (it is a cache slot or `fresh`).
+    let (add, hk) = unsafe { (&mut (*scratch).host, &mut (*scratch).host_key) };
+    let is_tcp = key.proto == proto::TCP;
+    let icmp = key.proto == proto::ICMP || key.proto == proto::ICMPV6;
+    let echo_type = if key.proto == proto::ICMP { 8 } else { 128 };
+    *add = HostStats {
+        packets: s.packets,
+        bytes: s.bytes,
+        first_seen_ns: s.first_seen_ns,
+        last_seen_ns: s.last_seen_ns,
+        syn: if is_tcp { u64::from(s.syn) } else { 0 },
+        syn_ack: if is_tcp { u64::from(s.syn_ack) } else { 0 },
+        rst: if is_tcp { u64::from(s.rst) } else { 0 },
+        udp: if key.proto == proto::UDP {
+            s.packets
+        } else {
+            0
+        },
+        icmp: if icmp { s.packets } else { 0 },
+        // ICMP keys carry the type: the whole entry is echo requests or none.
+        icmp_echo: if icmp && key.dst_port >> 8 == echo_type {
+            s.packets
+        } else {
+            0
+        },
+    };
+    *hk = HostKey {
+        addr: key.dst_addr,
+        family: key.family,
+        _pad: [0; 3],
+    };
+    if update_host(&DST_HOSTS, hk, add).is_err() {
+        c.dst_insert_failures += 1;
+    }
+    hk.addr = key.src_addr;
+    if update_host(&SRC_HOSTS, hk, add).is_err() {
+        c.src_insert_failures += 1;
+    }
 }
 
 /// Parses L2 to L4. `Ok(None)`: a frame that is fine but has no flow (non-IP, non-ARP).
@@ -380,72 +578,51 @@ fn flag_counts(f: u8) -> (u32, u32, u32, u32, u32, u32) {
     )
 }
 
-/// Adds the packet to its flow; `Err` when the flow map could not take it (counted by cause).
-#[inline(always)]
-fn update_flow(
-    pkt: &Packet,
-    len: u64,
-    len16: u16,
-    now: u64,
-    c: &mut GlobalCounters,
-) -> Result<(), ()> {
-    let (syn, syn_ack, fin, rst, psh, ack_only) = flag_counts(pkt.tcp_flags);
+/// Adds counts to a flow in `FLOWS` (a packet, or a cache slot's counts); `Err` when the map
+/// could not take them (counted by cause). Not inlined, for the same reason as `overflow`.
+#[inline(never)]
+fn merge_flow(key: &FlowKey, add: &FlowStats, c: &mut GlobalCounters) -> Result<(), ()> {
     let apply = |s: *mut FlowStats| unsafe {
-        add64(&raw mut (*s).packets, 1);
-        add64(&raw mut (*s).bytes, len);
-        (*s).last_seen_ns = now;
-        if pkt.tcp_flags != 0 {
-            if syn != 0 {
-                add32(&raw mut (*s).syn, 1);
-            }
-            if syn_ack != 0 {
-                add32(&raw mut (*s).syn_ack, 1);
-            }
-            if fin != 0 {
-                add32(&raw mut (*s).fin, 1);
-            }
-            if rst != 0 {
-                add32(&raw mut (*s).rst, 1);
-            }
-            if psh != 0 {
-                add32(&raw mut (*s).psh, 1);
-            }
-            if ack_only != 0 {
-                add32(&raw mut (*s).ack_only, 1);
-            }
+        add64(&raw mut (*s).packets, add.packets);
+        add64(&raw mut (*s).bytes, add.bytes);
+        if add.last_seen_ns > (*s).last_seen_ns {
+            (*s).last_seen_ns = add.last_seen_ns;
         }
-        if len16 < (*s).min_len {
-            (*s).min_len = len16;
+        if add.syn != 0 {
+            add32(&raw mut (*s).syn, add.syn);
         }
-        if len16 > (*s).max_len {
-            (*s).max_len = len16;
+        if add.syn_ack != 0 {
+            add32(&raw mut (*s).syn_ack, add.syn_ack);
+        }
+        if add.fin != 0 {
+            add32(&raw mut (*s).fin, add.fin);
+        }
+        if add.rst != 0 {
+            add32(&raw mut (*s).rst, add.rst);
+        }
+        if add.psh != 0 {
+            add32(&raw mut (*s).psh, add.psh);
+        }
+        if add.ack_only != 0 {
+            add32(&raw mut (*s).ack_only, add.ack_only);
+        }
+        if add.min_len < (*s).min_len {
+            (*s).min_len = add.min_len;
+        }
+        if add.max_len > (*s).max_len {
+            (*s).max_len = add.max_len;
         }
     };
-    if let Some(s) = FLOWS.get_ptr_mut(&pkt.key) {
+    if let Some(s) = FLOWS.get_ptr_mut(key) {
         apply(s);
         return Ok(());
     }
-    let fresh = FlowStats {
-        packets: 1,
-        bytes: len,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        syn,
-        syn_ack,
-        fin,
-        rst,
-        psh,
-        ack_only,
-        min_len: len16,
-        max_len: len16,
-        _pad: [0; 4],
-    };
-    match FLOWS.insert(&pkt.key, &fresh, u64::from(BPF_NOEXIST)) {
+    match FLOWS.insert(key, add, u64::from(BPF_NOEXIST)) {
         Ok(()) => return Ok(()),
         Err(e) if e == -EEXIST => {
             // Another CPU inserted the same key between our lookup and insert.
             c.flow_insert_races += 1;
-            if let Some(s) = FLOWS.get_ptr_mut(&pkt.key) {
+            if let Some(s) = FLOWS.get_ptr_mut(key) {
                 apply(s);
                 return Ok(());
             }
@@ -462,58 +639,38 @@ fn update_flow(
 fn update_host(
     map: &HashMap<HostKey, HostStats>,
     key: &HostKey,
-    pkt: &Packet,
-    len: u64,
-    now: u64,
+    add: &HostStats,
 ) -> Result<(), ()> {
-    let f = pkt.tcp_flags;
-    let is_tcp = pkt.key.proto == proto::TCP;
-    let syn = u64::from(is_tcp && f & (TCP_SYN | TCP_ACK) == TCP_SYN);
-    let syn_ack = u64::from(is_tcp && f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK);
-    let rst = u64::from(is_tcp && f & TCP_RST != 0);
-    let udp = u64::from(pkt.key.proto == proto::UDP);
-    let icmp = u64::from(pkt.key.proto == proto::ICMP || pkt.key.proto == proto::ICMPV6);
-    let echo = u64::from(pkt.echo);
     let apply = |s: *mut HostStats| unsafe {
-        add64(&raw mut (*s).packets, 1);
-        add64(&raw mut (*s).bytes, len);
-        (*s).last_seen_ns = now;
-        if syn != 0 {
-            add64(&raw mut (*s).syn, 1);
+        add64(&raw mut (*s).packets, add.packets);
+        add64(&raw mut (*s).bytes, add.bytes);
+        if add.last_seen_ns > (*s).last_seen_ns {
+            (*s).last_seen_ns = add.last_seen_ns;
         }
-        if syn_ack != 0 {
-            add64(&raw mut (*s).syn_ack, 1);
+        if add.syn != 0 {
+            add64(&raw mut (*s).syn, add.syn);
         }
-        if rst != 0 {
-            add64(&raw mut (*s).rst, 1);
+        if add.syn_ack != 0 {
+            add64(&raw mut (*s).syn_ack, add.syn_ack);
         }
-        if udp != 0 {
-            add64(&raw mut (*s).udp, 1);
+        if add.rst != 0 {
+            add64(&raw mut (*s).rst, add.rst);
         }
-        if icmp != 0 {
-            add64(&raw mut (*s).icmp, 1);
+        if add.udp != 0 {
+            add64(&raw mut (*s).udp, add.udp);
         }
-        if echo != 0 {
-            add64(&raw mut (*s).icmp_echo, 1);
+        if add.icmp != 0 {
+            add64(&raw mut (*s).icmp, add.icmp);
+        }
+        if add.icmp_echo != 0 {
+            add64(&raw mut (*s).icmp_echo, add.icmp_echo);
         }
     };
     if let Some(s) = map.get_ptr_mut(key) {
         apply(s);
         return Ok(());
     }
-    let fresh = HostStats {
-        packets: 1,
-        bytes: len,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        syn,
-        syn_ack,
-        rst,
-        udp,
-        icmp,
-        icmp_echo: echo,
-    };
-    match map.insert(key, &fresh, u64::from(BPF_NOEXIST)) {
+    match map.insert(key, add, u64::from(BPF_NOEXIST)) {
         Ok(()) => Ok(()),
         Err(e) if e == -EEXIST => map.get_ptr_mut(key).map(apply).ok_or(()),
         Err(_) => Err(()),

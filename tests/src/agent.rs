@@ -56,6 +56,7 @@ impl Agent {
                 flows: 65_536,
                 hosts: 4096,
                 coarse_time: false,
+                cache_slots: sensor_common::DEFAULT_CACHE_SLOTS,
             },
             poll: Duration::from_millis(100),
             config: Config::default(),

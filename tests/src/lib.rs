@@ -435,6 +435,7 @@ pub const TEST_SIZES: KernelConfig = KernelConfig {
     flows: 1024,
     hosts: 1024,
     coarse_time: false,
+    cache_slots: sensor_common::DEFAULT_CACHE_SLOTS,
 };
 
 /// Runs one frame through the sensor with `BPF_PROG_TEST_RUN` and returns the XDP action.

@@ -114,12 +114,14 @@ fn poller_merges_kernel_deltas_into_flows_across_polls() {
     );
 }
 
+/// The flow map's own overflow path, without the cache in front (every packet to the map).
 #[test]
 fn overflow_counters_reach_userspace_and_the_map_refills_after_a_drain() {
     let Some(mut prog) = load_or_skip(
         "poller",
         KernelConfig {
             flows: 16,
+            cache_slots: 0,
             ..TEST_SIZES
         },
     ) else {
@@ -160,6 +162,67 @@ fn overflow_counters_reach_userspace_and_the_map_refills_after_a_drain() {
         assert_eq!(s.counters_delta.flow_insert_full, 184);
     }
     assert_eq!(table.len(), 32);
+}
+
+/// With the cache in front: a spoofed flood of far more sources than the cache has slots
+/// evicts flows into a 16-entry map, which fills; what it refuses is counted per victim. Every
+/// packet is in exactly one place across two polls: a flow (from the map or a slot) or the
+/// victim's overflow counters.
+#[test]
+fn a_flood_through_the_cache_fills_the_map_and_stays_counted_per_victim() {
+    let Some(mut prog) = load_or_skip(
+        "poller",
+        KernelConfig {
+            flows: 16,
+            cache_slots: 64,
+            ..TEST_SIZES
+        },
+    ) else {
+        return;
+    };
+    let _d = with_dispatcher(&mut prog);
+    let mut table = FlowTable::new(FlowConfig::default());
+    let mut poller = Poller::new();
+    let victim = Ipv4Addr::new(198, 51, 100, 7);
+    let n = 2_000u32;
+    for round in 0..2u32 {
+        for i in 0..n {
+            let f = tcp4(
+                Ipv4Addr::from(0x0a00_0000 + round * 10_000 + i),
+                victim,
+                2000,
+                80,
+                tcp_flags::SYN,
+                0,
+            );
+            assert_eq!(run(&mut prog, &f.bytes), XDP_PASS);
+        }
+        let s = poller
+            .poll(&mut prog, &mut table, &mut |_| {})
+            .expect("poll");
+        let over: u64 = s
+            .dst_overflow
+            .iter()
+            .filter(|(k, _)| *k == host4(victim))
+            .map(|(_, h)| h.packets)
+            .sum();
+        assert!(
+            over > 0,
+            "round {round}: the map filled, the victim counted"
+        );
+        assert_eq!(
+            s.packets + over,
+            u64::from(n),
+            "round {round}: each packet in a flow or in the victim's overflow ({} in flows)",
+            s.packets
+        );
+        assert!(
+            s.counters_delta.flow_insert_full > 0,
+            "round {round}: {:?}",
+            s.counters_delta
+        );
+        assert!(s.entries > 16, "slots add flows beyond the map's 16");
+    }
 }
 
 /// The libpcap fallback on a live interface (where XDP could not attach) feeds the same table.

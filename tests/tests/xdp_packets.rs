@@ -439,8 +439,10 @@ fn random_garbage_is_passed_and_every_packet_accounted() {
 
 #[test]
 fn full_flow_map_counts_failures_and_keeps_per_destination_counters() {
+    // The map's own overflow path: no cache in front (every packet goes to the map).
     let mut p = program!(KernelConfig {
         flows: 16,
+        cache_slots: 0,
         ..TEST_SIZES
     });
     // A spoofed-source SYN flood: 200 sources, one victim.

@@ -105,7 +105,7 @@ enum Task {
     CorpusCheck,
     /// BPF_PROG_TEST_RUN ns/packet of the sensor vs an empty XDP program, same run.
     BenchXdp {
-        /// Arguments for the benchmark (--flows N --repeat N --rounds N --coarse-time).
+        /// Arguments for the benchmark (--flows N --repeat N --rounds N --cache-slots N --coarse-time).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

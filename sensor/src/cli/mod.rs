@@ -44,6 +44,9 @@ pub enum Command {
         /// Stamp flows with the kernel's coarse clock (tick resolution, cheaper per packet).
         #[arg(long, env = "SENSOR_COARSE_TIME")]
         coarse_time: bool,
+        /// Slots per CPU of the kernel's flow cache (a power of two; 0 turns it off).
+        #[arg(long, env = "SENSOR_CACHE_SLOTS", default_value_t = KernelConfig::default().cache_slots)]
+        cache_slots: u32,
     },
     /// Replay capture files (pcap, pcapng) through the flow pipeline.
     Replay {
@@ -99,6 +102,8 @@ pub enum Command {
         host_entries: u32,
         #[arg(long, env = "SENSOR_COARSE_TIME")]
         coarse_time: bool,
+        #[arg(long, env = "SENSOR_CACHE_SLOTS", default_value_t = KernelConfig::default().cache_slots)]
+        cache_slots: u32,
         #[arg(long, env = "SENSOR_CONFIG")]
         config: Option<PathBuf>,
         #[arg(long, env = "SENSOR_MODEL")]
@@ -275,10 +280,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             flow_entries,
             host_entries,
             coarse_time,
+            cache_slots,
         } => check::run(KernelConfig {
             flows: flow_entries,
             hosts: host_entries,
             coarse_time,
+            cache_slots,
         }),
         Command::Serve {
             db,
@@ -296,6 +303,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             flow_entries,
             host_entries,
             coarse_time,
+            cache_slots,
             config,
             model,
             online_model,
@@ -313,6 +321,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 flows: flow_entries,
                 hosts: host_entries,
                 coarse_time,
+                cache_slots,
             },
             config: load_config(config.as_deref(), Some(&flow))?,
             model,

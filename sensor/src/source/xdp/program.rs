@@ -13,12 +13,13 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
     programs::{ProgramError, Xdp},
 };
 use sensor_common::{
-    DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats, GLOBAL_COARSE_TIME,
-    GlobalCounters, HostKey, HostStats, XDP_BASELINE_PROGRAM, XDP_PROGRAM, maps,
+    CacheSlot, DEFAULT_CACHE_SLOTS, DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats,
+    GLOBAL_CACHE_SLOTS, GLOBAL_COARSE_TIME, GlobalCounters, HostKey, HostStats,
+    XDP_BASELINE_PROGRAM, XDP_PROGRAM, maps,
 };
 
 /// The XDP object built by `build.rs`, aligned so aya can parse it in place.
@@ -64,6 +65,9 @@ pub struct KernelConfig {
     pub hosts: u32,
     /// Stamp flows with the coarse clock (one scheduler tick of resolution, cheaper per packet).
     pub coarse_time: bool,
+    /// Slots per bank of the per-CPU flow cache (rounded up to a power of two; 0: no cache,
+    /// every packet goes to the flow map).
+    pub cache_slots: u32,
 }
 
 impl Default for KernelConfig {
@@ -72,6 +76,7 @@ impl Default for KernelConfig {
             flows: DEFAULT_FLOW_ENTRIES,
             hosts: DEFAULT_HOST_ENTRIES,
             coarse_time: false,
+            cache_slots: DEFAULT_CACHE_SLOTS,
         }
     }
 }
@@ -80,6 +85,11 @@ impl Default for KernelConfig {
 pub struct SensorProgram {
     ebpf: Ebpf,
     config: KernelConfig,
+    /// The cache epoch the program writes now (bank `epoch & 1`).
+    epoch: u64,
+    /// Reused buffers of the cache reads.
+    cache_keys: Vec<u32>,
+    cache_values: Vec<CacheSlot>,
 }
 
 impl SensorProgram {
@@ -90,13 +100,27 @@ impl SensorProgram {
         }
         raise_memlock_limit();
         let coarse = u8::from(config.coarse_time);
+        let mut config = config;
+        config.cache_slots = match config.cache_slots {
+            0 => 0,
+            n => n.min(1 << 20).next_power_of_two(),
+        };
+        let slots = config.cache_slots;
         let ebpf = EbpfLoader::new()
             .override_global(GLOBAL_COARSE_TIME, &coarse, true)
+            .override_global(GLOBAL_CACHE_SLOTS, &slots, true)
             .map_max_entries(maps::FLOWS, config.flows)
             .map_max_entries(maps::DST_HOSTS, config.hosts)
             .map_max_entries(maps::SRC_HOSTS, config.hosts)
+            .map_max_entries(maps::FLOW_CACHE, 2 * slots.max(1))
             .load(OBJECT)?;
-        let mut this = Self { ebpf, config };
+        let mut this = Self {
+            ebpf,
+            config,
+            epoch: 0,
+            cache_keys: Vec::new(),
+            cache_values: Vec::new(),
+        };
         this.load_program(XDP_PROGRAM)?;
         Ok(this)
     }
@@ -149,9 +173,106 @@ impl SensorProgram {
         Ok(total)
     }
 
-    /// Snapshot of the flow map, ordered by key.
+    /// What the kernel holds per flow now: the flow map plus the counts waiting in every CPU's
+    /// cache slots of the current epoch, merged, ordered by key.
     pub fn flows(&self) -> Result<BTreeMap<FlowKey, FlowStats>, KernelError> {
-        self.snapshot(maps::FLOWS)
+        let mut all: BTreeMap<FlowKey, FlowStats> = self.snapshot(maps::FLOWS)?;
+        let mut cached = Vec::new();
+        self.read_cache(self.epoch, &mut Vec::new(), &mut Vec::new(), &mut cached)?;
+        for (k, s) in cached {
+            all.entry(k).and_modify(|e| merge_stats(e, &s)).or_insert(s);
+        }
+        Ok(all)
+    }
+
+    /// Closes the cache epoch: the program moves to the other bank, and the counts of the
+    /// closed one (every CPU's) are appended to `out`. Each count is in exactly one place: in
+    /// a slot of its epoch, or flushed into the flow map when its slot was taken.
+    pub fn take_cache(&mut self, out: &mut Vec<(FlowKey, FlowStats)>) -> Result<(), KernelError> {
+        if self.config.cache_slots == 0 {
+            return Ok(());
+        }
+        let closed = self.epoch;
+        self.set_epoch(closed + 1)?;
+        // A run that read the old epoch finishes within microseconds (XDP runs to completion
+        // with preemption off); give it far more before reading its bank.
+        std::thread::sleep(std::time::Duration::from_micros(200));
+        let (mut keys, mut values) = (
+            std::mem::take(&mut self.cache_keys),
+            std::mem::take(&mut self.cache_values),
+        );
+        let r = self.read_cache(closed, &mut keys, &mut values, out);
+        (self.cache_keys, self.cache_values) = (keys, values);
+        r
+    }
+
+    fn set_epoch(&mut self, epoch: u64) -> Result<(), KernelError> {
+        let name = maps::CACHE_EPOCH;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MissingMap(name))?;
+        let mut a = Array::<&mut MapData, u64>::try_from(map)
+            .map_err(|source| KernelError::Map { name, source })?;
+        a.set(0, epoch, 0)
+            .map_err(|source| KernelError::Map { name, source })?;
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    /// Appends the counts held in the cache bank of `epoch` (slots tagged with it).
+    fn read_cache(
+        &self,
+        epoch: u64,
+        keys: &mut Vec<u32>,
+        values: &mut Vec<CacheSlot>,
+        out: &mut Vec<(FlowKey, FlowStats)>,
+    ) -> Result<(), KernelError> {
+        let slots = self.config.cache_slots as usize;
+        if slots == 0 {
+            return Ok(());
+        }
+        let name = maps::FLOW_CACHE;
+        let io = |e: std::io::Error| KernelError::Map {
+            name,
+            source: MapError::IoError(e),
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| io(e))?;
+        let bank = (epoch & 1) as usize;
+        let map = self.ebpf.map(name).ok_or(KernelError::MissingMap(name))?;
+        let Map::PerCpuArray(data) = map else {
+            return Err(KernelError::Map {
+                name,
+                source: MapError::InvalidMapType { map_type: 0 },
+            });
+        };
+        keys.resize(slots, 0);
+        values.resize(slots * cpus, CacheSlot::default());
+        match lookup_batch_percpu(data, (bank * slots) as u32, keys, values) {
+            Ok(()) => {}
+            // Kernels before 5.6: one lookup per slot.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) => {
+                let array = PerCpuArray::<&MapData, CacheSlot>::try_from(map)
+                    .map_err(|source| KernelError::Map { name, source })?;
+                for i in 0..slots {
+                    let v = array
+                        .get(&((bank * slots + i) as u32), 0)
+                        .map_err(|source| KernelError::Map { name, source })?;
+                    for (c, slot) in v.iter().enumerate() {
+                        values[i * cpus + c] = *slot;
+                    }
+                }
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let tag = epoch as u32;
+        out.extend(
+            values
+                .iter()
+                .filter(|s| s.epoch == tag && s.stats.packets != 0)
+                .map(|s| (s.key, s.stats)),
+        );
+        Ok(())
     }
 
     /// Snapshot of the per-destination overflow counters.
@@ -264,6 +385,10 @@ impl SensorProgram {
     /// Empties the flow and host maps and zeroes the counters (tests and benchmarks start from
     /// a known state with this).
     pub fn reset(&mut self) -> Result<(), KernelError> {
+        // Two epochs on: every slot's tag is stale, the bank parity unchanged.
+        if self.config.cache_slots != 0 {
+            self.set_epoch(self.epoch + 2)?;
+        }
         self.drain_flows(&mut DrainBuffers::new(4096))?;
         self.drain_dst_hosts(&mut DrainBuffers::new(4096))?;
         self.drain_src_hosts(&mut DrainBuffers::new(4096))?;
@@ -342,6 +467,82 @@ struct BatchAttr {
 }
 
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// Adds one flow's counts to another's (cache slots of several CPUs, or a slot and the map).
+pub fn merge_stats(into: &mut FlowStats, s: &FlowStats) {
+    if into.packets == 0 {
+        *into = *s;
+        return;
+    }
+    into.packets += s.packets;
+    into.bytes += s.bytes;
+    into.first_seen_ns = into.first_seen_ns.min(s.first_seen_ns);
+    into.last_seen_ns = into.last_seen_ns.max(s.last_seen_ns);
+    into.syn += s.syn;
+    into.syn_ack += s.syn_ack;
+    into.fin += s.fin;
+    into.rst += s.rst;
+    into.psh += s.psh;
+    into.ack_only += s.ack_only;
+    into.min_len = into.min_len.min(s.min_len);
+    into.max_len = into.max_len.max(s.max_len);
+}
+
+/// `BPF_MAP_LOOKUP_BATCH` of `keys.len()` consecutive elements of a per-CPU array from index
+/// `start`, every CPU's value (`values` holds `keys.len() x CPUs`, key-major). One syscall for
+/// the whole bank instead of one per slot.
+fn lookup_batch_percpu(
+    data: &MapData,
+    start: u32,
+    keys: &mut [u32],
+    values: &mut [CacheSlot],
+) -> std::io::Result<()> {
+    let fd = data.fd().as_fd().as_raw_fd();
+    // The batch starts after `in_batch`: the key before `start`, or the map's beginning.
+    let prev = u64::from(start.wrapping_sub(1));
+    let mut token_out = 0u64;
+    let mut attr = BatchAttr {
+        in_batch: if start == 0 {
+            0
+        } else {
+            (&raw const prev) as u64
+        },
+        out_batch: (&raw mut token_out) as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: attr points at buffers of `count` keys and `count x CPUs` values (a 112-byte
+    // slot is already a multiple of 8, the per-CPU stride) that outlive the call; the tokens
+    // are 8 bytes (an array's key is 4, little-endian first).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &raw mut attr,
+            size_of::<BatchAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        // The end of the map was reached with every element copied.
+        if e.raw_os_error() == Some(libc::ENOENT) && attr.count as usize == keys.len() {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    if attr.count as usize != keys.len() {
+        return Err(std::io::Error::other(format!(
+            "batch lookup copied {} of {} cache slots",
+            attr.count,
+            keys.len()
+        )));
+    }
+    Ok(())
+}
 
 /// `BPF_MAP_LOOKUP_AND_DELETE_BATCH` over the whole map. Each element is copied and deleted
 /// under its bucket lock, so a packet is either in what we took or in the map afterwards. aya
