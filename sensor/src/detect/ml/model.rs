@@ -146,6 +146,94 @@ pub(crate) fn alerts_per_hour(
     opened as f64 / baseline_hours(meta, by_time)
 }
 
+/// The lowest of `scores` at which the baseline (rows `meta`, time order `by_time`) raises at
+/// most `budget` model alerts an hour; `None` when even the highest alone is over budget.
+pub(crate) fn budget_threshold(
+    scores: &[f64],
+    meta: &[RowMeta],
+    by_time: &[usize],
+    budget: f64,
+    quiet_ns: u64,
+) -> Option<f64> {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.dedup();
+    // Alerts fall as the threshold rises (up to quiet-period effects): the lowest candidate
+    // within budget, by bisection over the distinct scores.
+    let within = |t: f64| alerts_per_hour(scores, meta, by_time, t, quiet_ns) <= budget;
+    let (mut lo, mut hi) = (0usize, sorted.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if within(sorted[mid]) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    // The alert count is not strictly monotone in the threshold (removing one anomaly can
+    // split a source's alert in two): step up until the budget truly holds.
+    while lo < sorted.len() && !within(sorted[lo]) {
+        lo += 1;
+    }
+    sorted.get(lo).copied()
+}
+
+/// Writes `value` as JSON to `path` through a temporary file and a rename: a crash never
+/// leaves half a model where a whole one was.
+pub(crate) fn save_json<T: Serialize>(value: &T, path: &Path) -> Result<(), ModelError> {
+    let text = serde_json::to_vec(value).map_err(|e| ModelError::Write {
+        path: path.into(),
+        source: e.into(),
+    })?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|source| ModelError::Write {
+        path: path.into(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| ModelError::Write {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Reads a model file and parses it after checking its header (`format`, `version`) first,
+/// so another kind's or version's file says so instead of failing to parse. `hint` tells what
+/// file `format` is.
+pub(crate) fn load_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    format: &str,
+    version: u32,
+    hint: &str,
+) -> Result<T, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        path: path.into(),
+        source,
+    })?;
+    #[derive(Deserialize)]
+    struct Header {
+        format: String,
+        version: u32,
+    }
+    let corrupt = |reason: String| ModelError::Corrupt {
+        path: path.into(),
+        reason,
+    };
+    let h: Header = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if h.format != format {
+        return Err(corrupt(format!(
+            "format is {:?}, expected {format:?}{hint}",
+            h.format
+        )));
+    }
+    if h.version != version {
+        return Err(ModelError::Version {
+            path: path.into(),
+            found: h.version,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))
+}
+
 /// Hours of traffic the baseline holds: the time between consecutive flow ends, each gap
 /// counted up to a minute (several captures, days apart, are their hours of traffic, not the
 /// days between them), at least a minute in all (a capture of a few seconds does not turn one
@@ -250,31 +338,15 @@ impl Model {
         let mut by_time: Vec<usize> = (0..rows.len()).collect();
         by_time.sort_by_key(|&i| meta[i].ts_ns);
         if let Some(budget) = per_hour.filter(|b| b.is_finite() && *b >= 0.0) {
-            let mut sorted = scores.clone();
-            sorted.sort_by(f64::total_cmp);
-            sorted.dedup();
-            // Alerts fall as the threshold rises (up to quiet-period effects): the lowest
-            // candidate within budget, by bisection over the distinct scores.
-            let within = |t: f64| alerts_per_hour(&scores, meta, &by_time, t, quiet_ns) <= budget;
-            let (mut lo, mut hi) = (0usize, sorted.len());
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if within(sorted[mid]) {
-                    hi = mid;
-                } else {
-                    lo = mid + 1;
-                }
-            }
-            // The alert count is not strictly monotone in the threshold (removing one anomaly
-            // can split a source's alert in two): step up until the budget truly holds.
-            while lo < sorted.len() && !within(sorted[lo]) {
-                lo += 1;
-            }
             // Above every training score when even the highest alone is over budget.
-            self.threshold = sorted
-                .get(lo)
-                .copied()
-                .unwrap_or_else(|| sorted.last().map_or(1.0, |s| (s + 1.0) / 2.0));
+            self.threshold = budget_threshold(&scores, meta, &by_time, budget, quiet_ns)
+                .unwrap_or_else(|| {
+                    scores
+                        .iter()
+                        .copied()
+                        .max_by(f64::total_cmp)
+                        .map_or(1.0, |s| (s + 1.0) / 2.0)
+                });
             self.threshold_rule = "max_alerts_per_hour".into();
             self.max_alerts_per_hour = Some(budget);
         }
@@ -336,51 +408,15 @@ impl Model {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let text = serde_json::to_vec(self).map_err(|e| ModelError::Write {
-            path: path.into(),
-            source: e.into(),
-        })?;
-        // Write then rename: a crash never leaves half a model where a whole one was.
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text).map_err(|source| ModelError::Write {
-            path: path.into(),
-            source,
-        })?;
-        std::fs::rename(&tmp, path).map_err(|source| ModelError::Write {
-            path: path.into(),
-            source,
-        })
+        save_json(self, path)
     }
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-            path: path.into(),
-            source,
-        })?;
-        // Check the header first, so another version's file says so instead of failing to parse.
-        #[derive(Deserialize)]
-        struct Header {
-            format: String,
-            version: u32,
-        }
+        let m: Self = load_json(path, MODEL_FORMAT, MODEL_VERSION, "")?;
         let corrupt = |reason: String| ModelError::Corrupt {
             path: path.into(),
             reason,
         };
-        let h: Header = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if h.format != MODEL_FORMAT {
-            return Err(corrupt(format!(
-                "format is {:?}, expected {MODEL_FORMAT:?}",
-                h.format
-            )));
-        }
-        if h.version != MODEL_VERSION {
-            return Err(ModelError::Version {
-                path: path.into(),
-                found: h.version,
-            });
-        }
-        let m: Self = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if m.features != FEATURE_NAMES {
             return Err(ModelError::Features {
                 path: path.into(),

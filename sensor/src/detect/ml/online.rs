@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     afterimage::{Extractor, KIT_NAMES, LAMBDAS, N_KIT, SocketKey, socket_key},
     kitnet::{KitNet, KitParams, Scratch, Trainer},
-    model::{ModelError, RowMeta, alerts_per_hour},
+    model::{ModelError, RowMeta, alerts_per_hour, budget_threshold, load_json, save_json},
 };
 use crate::{flow::FlowEvent, record::Severity};
 
@@ -96,23 +96,7 @@ impl OnlineModel {
         let mut by_time: Vec<usize> = (0..scores.len()).collect();
         by_time.sort_by_key(|&i| meta[i].ts_ns);
         if let Some(budget) = per_hour.filter(|b| b.is_finite() && *b >= 0.0) {
-            sorted.dedup();
-            let within = |t: f64| alerts_per_hour(scores, meta, &by_time, t, quiet_ns) <= budget;
-            let (mut lo, mut hi) = (0usize, sorted.len());
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                if within(sorted[mid]) {
-                    hi = mid;
-                } else {
-                    lo = mid + 1;
-                }
-            }
-            while lo < sorted.len() && !within(sorted[lo]) {
-                lo += 1;
-            }
-            self.threshold = sorted
-                .get(lo)
-                .copied()
+            self.threshold = budget_threshold(scores, meta, &by_time, budget, quiet_ns)
                 .unwrap_or_else(|| sorted.last().map_or(1.0, |s| s * 2.0));
             self.threshold_rule = "max_alerts_per_hour".into();
             self.max_alerts_per_hour = Some(budget);
@@ -139,49 +123,20 @@ impl OnlineModel {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let text = serde_json::to_vec(self).map_err(|e| ModelError::Write {
-            path: path.into(),
-            source: e.into(),
-        })?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text).map_err(|source| ModelError::Write {
-            path: path.into(),
-            source,
-        })?;
-        std::fs::rename(&tmp, path).map_err(|source| ModelError::Write {
-            path: path.into(),
-            source,
-        })
+        save_json(self, path)
     }
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-            path: path.into(),
-            source,
-        })?;
-        #[derive(Deserialize)]
-        struct Header {
-            format: String,
-            version: u32,
-        }
+        let m: Self = load_json(
+            path,
+            ONLINE_FORMAT,
+            ONLINE_VERSION,
+            " (an online model from `sensor train --kind kitnet`)",
+        )?;
         let corrupt = |reason: String| ModelError::Corrupt {
             path: PathBuf::from(path),
             reason,
         };
-        let h: Header = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if h.format != ONLINE_FORMAT {
-            return Err(corrupt(format!(
-                "format is {:?}, expected {ONLINE_FORMAT:?} (an online model from `sensor train --kind kitnet`)",
-                h.format
-            )));
-        }
-        if h.version != ONLINE_VERSION {
-            return Err(ModelError::Version {
-                path: path.into(),
-                found: h.version,
-            });
-        }
-        let m: Self = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if m.features != *KIT_NAMES || m.lambdas != LAMBDAS {
             return Err(ModelError::Features {
                 path: path.into(),
