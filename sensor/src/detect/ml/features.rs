@@ -8,7 +8,7 @@ use crate::detect::FastMap;
 use crate::flow::{Flow, FlowEvent};
 
 /// Feature names, in vector order. Stored in model files and checked when one is loaded.
-pub const FEATURE_NAMES: [&str; 17] = [
+pub const FEATURE_NAMES: [&str; 16] = [
     "duration_s",
     "packets_fwd",
     "packets_rev",
@@ -19,7 +19,6 @@ pub const FEATURE_NAMES: [&str; 17] = [
     "mean_len",
     "std_len",
     "mean_iat_us",
-    "std_iat_us",
     "syn_ratio",
     "fin_ratio",
     "rst_ratio",
@@ -212,8 +211,9 @@ pub fn number_features(f: &FlowNumbers, (ports, hosts): (usize, usize)) -> [f64;
         l(f.mean_len),
         l(f.std_len),
         // The mean gap is the duration over the gaps, exactly (the gaps sum to the duration):
-        // kernel flows, which carry no per-packet times, get it too. Only its spread needs
-        // per-packet times (replay and libpcap).
+        // kernel flows, which carry no per-packet times, get it too. The gaps' spread is not a
+        // feature: only replay and libpcap know it, and a model trained on one path would
+        // misjudge every flow of the other (docs/DETECTION.md).
         l(f.mean_iat_us.unwrap_or_else(|| {
             if packets >= 2.0 {
                 dur * 1e6 / (packets - 1.0)
@@ -221,7 +221,6 @@ pub fn number_features(f: &FlowNumbers, (ports, hosts): (usize, usize)) -> [f64;
                 0.0
             }
         })),
-        l(f.std_iat_us.unwrap_or(0.0)),
         f.syn as f64 / packets,
         f.fin as f64 / packets,
         f.rst as f64 / packets,
