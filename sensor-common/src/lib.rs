@@ -157,8 +157,11 @@ pub struct FlowStats {
     pub min_len: u16,
     pub max_len: u16,
     pub _pad: [u8; 4],
+    /// Sum of the squared frame lengths: with `bytes` and `packets` it gives the exact length
+    /// spread on every path (sums add across CPUs, directions and polls).
+    pub len_sq: u64,
 }
-const _: () = assert!(size_of::<FlowStats>() == 64);
+const _: () = assert!(size_of::<FlowStats>() == 72);
 
 /// One slot of the per-CPU flow cache: the flow it holds and its counts not yet in `FLOWS`.
 /// Counts belong to the poll epoch in `epoch`; a slot of another epoch is empty.
@@ -171,7 +174,7 @@ pub struct CacheSlot {
     pub _pad: [u8; 4],
     pub stats: FlowStats,
 }
-const _: () = assert!(size_of::<CacheSlot>() == 112);
+const _: () = assert!(size_of::<CacheSlot>() == 120);
 
 /// A flow key as five little-endian words (its 40 bytes in order): what the program hashes and
 /// compares (it reads them as aligned words; here they are assembled from the bytes).
@@ -402,6 +405,7 @@ mod tests {
         // (which would make equal keys hash differently in the kernel).
         assert_eq!(16 + 16 + 2 + 2 + 1 + 1 + 2, size_of::<FlowKey>());
         assert_eq!(16 + 1 + 3, size_of::<HostKey>());
-        assert_eq!(4 * 8 + 6 * 4 + 2 + 2 + 4, size_of::<FlowStats>());
+        assert_eq!(4 * 8 + 6 * 4 + 2 + 2 + 4 + 8, size_of::<FlowStats>());
+        assert_eq!(40 + 4 + 4 + size_of::<FlowStats>(), size_of::<CacheSlot>());
     }
 }

@@ -206,6 +206,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
         min_len: len16,
         max_len: len16,
         _pad: [0; 4],
+        len_sq: len * len,
     };
     match cached {
         Some((slot, epoch)) => cache_take(slot, &pkt, fresh, epoch, c),
@@ -247,6 +248,7 @@ fn cache_hit(
     let st = &mut s.stats;
     st.packets += 1;
     st.bytes += len;
+    st.len_sq += len * len;
     st.last_seen_ns = now;
     // Only the counters this packet moves are touched (most packets move one, or none).
     let f = pkt.tcp_flags;
@@ -585,6 +587,7 @@ fn merge_flow(key: &FlowKey, add: &FlowStats, c: &mut GlobalCounters) -> Result<
     let apply = |s: *mut FlowStats| unsafe {
         add64(&raw mut (*s).packets, add.packets);
         add64(&raw mut (*s).bytes, add.bytes);
+        add64(&raw mut (*s).len_sq, add.len_sq);
         if add.last_seen_ns > (*s).last_seen_ns {
             (*s).last_seen_ns = add.last_seen_ns;
         }

@@ -16,7 +16,7 @@ use sensor_tests::{XDP_PASS, load_or_skip, run, with_dispatcher};
 /// What the userspace parser makes of a set of frames, in the kernel map's terms.
 #[derive(Default)]
 struct Expected {
-    flows: BTreeMap<FlowKey, (u64, u64, u32, u32, u32, u32)>,
+    flows: BTreeMap<FlowKey, (u64, u64, u32, u32, u32, u32, u64)>,
     non_ip: u64,
     errors: u64,
 }
@@ -34,6 +34,7 @@ fn expect(frames: &[Vec<u8>]) -> Expected {
                 s.3 += u32::from(fl & 0x12 == 0x12);
                 s.4 += u32::from(fl & 0x01 != 0);
                 s.5 += u32::from(fl & 0x04 != 0);
+                s.6 += (f.len() as u64).pow(2);
                 if p.key.family == family::ARP {
                     e.non_ip += 1;
                 }
@@ -51,11 +52,16 @@ fn compare(what: &str, prog: &mut SensorProgram, frames: &[Vec<u8>]) {
         assert_eq!(run(prog, f), XDP_PASS, "{what}: frame {i} not passed");
     }
     let want = expect(frames);
-    let got: BTreeMap<FlowKey, (u64, u64, u32, u32, u32, u32)> = prog
+    let got: BTreeMap<FlowKey, (u64, u64, u32, u32, u32, u32, u64)> = prog
         .flows()
         .expect("flows")
         .into_iter()
-        .map(|(k, s)| (k, (s.packets, s.bytes, s.syn, s.syn_ack, s.fin, s.rst)))
+        .map(|(k, s)| {
+            (
+                k,
+                (s.packets, s.bytes, s.syn, s.syn_ack, s.fin, s.rst, s.len_sq),
+            )
+        })
         .collect();
     let c = prog.counters().expect("counters");
     assert_eq!(

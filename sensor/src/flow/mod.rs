@@ -134,6 +134,22 @@ impl Moments {
         self.n = total;
     }
 
+    /// Adds `n` values known only by their sum and sum of squares (a kernel delta), exactly
+    /// (Chan et al.'s pairwise update).
+    pub fn push_sums(&mut self, n: u64, sum: f64, sum_sq: f64) {
+        if n == 0 {
+            return;
+        }
+        let nb = n as f64;
+        let mean_b = sum / nb;
+        let m2_b = (sum_sq - sum * sum / nb).max(0.0);
+        let total = self.n + n;
+        let d = mean_b - self.mean;
+        self.mean += d * nb / total as f64;
+        self.m2 += m2_b + d * d * self.n as f64 * nb / total as f64;
+        self.n = total;
+    }
+
     /// Population standard deviation; 0 for fewer than two values.
     pub fn std(&self) -> f64 {
         if self.n < 2 {
@@ -263,6 +279,8 @@ pub struct Delta {
     pub ack_only: u64,
     pub echo: u64,
     pub fragments: u64,
+    /// Sum of the squared lengths (0: unknown, the delta's packets count as its mean length).
+    pub len_sq: f64,
     pub min_len: u32,
     pub max_len: u32,
 }
@@ -288,6 +306,7 @@ impl Delta {
             ),
             echo: u64::from(p.echo),
             fragments: u64::from(p.fragment),
+            len_sq: f64::from(len) * f64::from(len),
             min_len: len,
             max_len: len,
         }
@@ -784,7 +803,11 @@ fn apply(f: &mut Flow, d: &Delta, from_fwd: bool, per_packet: bool) {
     }
     f.min_len = f.min_len.min(d.min_len);
     f.max_len = f.max_len.max(d.max_len);
-    if d.packets > 0 {
+    if d.packets == 1 {
+        f.len.push(d.bytes as f64);
+    } else if d.len_sq > 0.0 {
+        f.len.push_sums(d.packets, d.bytes as f64, d.len_sq);
+    } else if d.packets > 0 {
         f.len.push_n(d.bytes as f64 / d.packets as f64, d.packets);
     }
 }
@@ -1102,5 +1125,25 @@ mod tests {
         b.push_n(3.0, 3);
         b.push_n(7.0, 2);
         assert!((a.mean - b.mean).abs() < 1e-12 && (a.std() - b.std()).abs() < 1e-12);
+    }
+
+    /// A kernel delta's sums (packets, bytes, squared lengths) give the same length spread as
+    /// the packets one by one, whatever the mix: what makes live and replay flows agree.
+    #[test]
+    fn moments_from_sums_match_the_packets() {
+        let lens = [66.0, 1514.0, 66.0, 66.0, 900.0, 1514.0, 54.0];
+        let mut a = Moments::default();
+        for x in lens {
+            a.push(x);
+        }
+        let mut b = Moments::default();
+        for part in [&lens[..3], &lens[3..4], &lens[4..]] {
+            let sum: f64 = part.iter().sum();
+            let sq: f64 = part.iter().map(|x| x * x).sum();
+            b.push_sums(part.len() as u64, sum, sq);
+        }
+        assert_eq!(a.n, b.n);
+        assert!((a.mean - b.mean).abs() < 1e-9, "{a:?} {b:?}");
+        assert!((a.std() - b.std()).abs() < 1e-9, "{a:?} {b:?}");
     }
 }

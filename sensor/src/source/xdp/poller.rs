@@ -166,6 +166,7 @@ fn delta(k: &FlowKey, s: &FlowStats, offset: i128) -> Delta {
         // ICMP keys carry the type: a whole entry is echo requests or none.
         echo: if echo { s.packets } else { 0 },
         fragments: 0,
+        len_sq: s.len_sq as f64,
         min_len: u32::from(s.min_len),
         max_len: u32::from(s.max_len),
     }

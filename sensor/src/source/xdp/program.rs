@@ -477,6 +477,7 @@ pub fn merge_stats(into: &mut FlowStats, s: &FlowStats) {
     }
     into.packets += s.packets;
     into.bytes += s.bytes;
+    into.len_sq += s.len_sq;
     into.first_seen_ns = into.first_seen_ns.min(s.first_seen_ns);
     into.last_seen_ns = into.last_seen_ns.max(s.last_seen_ns);
     into.syn += s.syn;
@@ -515,7 +516,7 @@ fn lookup_batch_percpu(
         map_fd: fd as u32,
         ..BatchAttr::default()
     };
-    // SAFETY: attr points at buffers of `count` keys and `count x CPUs` values (a 112-byte
+    // SAFETY: attr points at buffers of `count` keys and `count x CPUs` values (a 120-byte
     // slot is already a multiple of 8, the per-CPU stride) that outlive the call; the tokens
     // are 8 bytes (an array's key is 4, little-endian first).
     let rc = unsafe {
