@@ -14,9 +14,12 @@ use sensor_common::{FlowKey, family};
 use sensor_tests::{XDP_PASS, load_or_skip, run, with_dispatcher};
 
 /// What the userspace parser makes of a set of frames, in the kernel map's terms.
+/// Per flow: packets, bytes, SYN, SYN-ACK, FIN, RST, sum of squared frame lengths.
+type Counts = (u64, u64, u32, u32, u32, u32, u64);
+
 #[derive(Default)]
 struct Expected {
-    flows: BTreeMap<FlowKey, (u64, u64, u32, u32, u32, u32, u64)>,
+    flows: BTreeMap<FlowKey, Counts>,
     non_ip: u64,
     errors: u64,
 }
@@ -52,7 +55,7 @@ fn compare(what: &str, prog: &mut SensorProgram, frames: &[Vec<u8>]) {
         assert_eq!(run(prog, f), XDP_PASS, "{what}: frame {i} not passed");
     }
     let want = expect(frames);
-    let got: BTreeMap<FlowKey, (u64, u64, u32, u32, u32, u32, u64)> = prog
+    let got: BTreeMap<FlowKey, Counts> = prog
         .flows()
         .expect("flows")
         .into_iter()
