@@ -594,3 +594,22 @@ pub fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     assert_eq!(code, 200, "GET {path}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
 }
+
+/// Finished flows' records, as a pipeline sink sees them (a replay's flows with their scores,
+/// read after the replay: hand it over as `Box::new(&mut sink)`).
+#[derive(Default)]
+pub struct FlowRecords(pub Vec<sensor::record::FlowRecord>);
+
+impl sensor::sink::Sink for FlowRecords {
+    fn wants_flows(&self) -> bool {
+        true
+    }
+    fn flow(
+        &mut self,
+        rec: &sensor::record::FlowRecord,
+        _: u64,
+    ) -> Result<(), sensor::sink::SinkError> {
+        self.0.push(rec.clone());
+        Ok(())
+    }
+}

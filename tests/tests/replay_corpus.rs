@@ -187,24 +187,6 @@ fn sinks_see_each_alert_open_then_close_and_every_packet_in_a_second() {
     );
 }
 
-/// Finished flows' records, as a sink sees them.
-#[derive(Default)]
-struct Flows(Vec<sensor::record::FlowRecord>);
-
-impl sensor::sink::Sink for Flows {
-    fn wants_flows(&self) -> bool {
-        true
-    }
-    fn flow(
-        &mut self,
-        rec: &sensor::record::FlowRecord,
-        _: u64,
-    ) -> Result<(), sensor::sink::SinkError> {
-        self.0.push(rec.clone());
-        Ok(())
-    }
-}
-
 /// The online model trained on benign web captures, replayed on a real nmap SYN scan and on
 /// a benign capture it did not see: every flow carries a score, the scan's flows score far
 /// above the benign ones, and its anomalies reach the scan's alert.
@@ -234,7 +216,7 @@ fn the_online_model_scores_every_flow_and_separates_a_scan() {
     )
     .expect("train on the benign web captures");
     let judge = |file: &str| {
-        let mut flows = Flows::default();
+        let mut flows = sensor_tests::FlowRecords::default();
         let s = replay(
             &[c.join(file)],
             ReplayOptions::new(&cfg)

@@ -291,23 +291,6 @@ fn baseline_files(corpora: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Finished flows' scores, as a sink sees them.
-struct FlowScores(Vec<f64>);
-
-impl sensor::sink::Sink for FlowScores {
-    fn wants_flows(&self) -> bool {
-        true
-    }
-    fn flow(
-        &mut self,
-        rec: &sensor::record::FlowRecord,
-        _: u64,
-    ) -> Result<(), sensor::sink::SinkError> {
-        self.0.push(rec.score.unwrap_or(0.0));
-        Ok(())
-    }
-}
-
 /// The held-out test set: benign lab recordings and attack captures with their family.
 struct HeldOut {
     benign: Vec<PathBuf>,
@@ -363,7 +346,7 @@ fn scored(p: &Path, m: &Second) -> Result<(Vec<f64>, u64, u64, u64)> {
             )));
         }
     }
-    let mut sink = FlowScores(Vec::new());
+    let mut sink = sensor_tests::FlowRecords::default();
     let s = replay(
         std::slice::from_ref(&p.to_path_buf()),
         opts,
@@ -375,7 +358,8 @@ fn scored(p: &Path, m: &Second) -> Result<(Vec<f64>, u64, u64, u64)> {
         .copied()
         .unwrap_or(0);
     let events = s.online.as_ref().map_or(0, |o| o.events);
-    Ok((sink.0, alerts, events, s.read.packets))
+    let scores = sink.0.iter().map(|r| r.score.unwrap_or(0.0)).collect();
+    Ok((scores, alerts, events, s.read.packets))
 }
 
 /// The online model (KitNET over event statistics) beside the forest, trained on the same

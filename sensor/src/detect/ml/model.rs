@@ -272,6 +272,18 @@ impl Model {
         if rows.len() < 16 {
             return Err(ModelError::TooFewFlows(rows.len()));
         }
+        // The forest samples rows by index: fitted on the rows in a fixed order, a seed gives
+        // the same model whatever order the flows finished in (hash-seeded tables make that
+        // order differ from run to run).
+        let mut sorted = rows.to_vec();
+        sorted.sort_by(|a, b| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let rows = &sorted[..];
         let raw = Array2::from_shape_fn((rows.len(), N_FEATURES), |(i, j)| rows[i][j]);
         let scaler = Scaler::fit(&raw);
         let scaled = Array2::from_shape_fn(raw.dim(), |(i, j)| {
