@@ -13,9 +13,12 @@
 #![no_main]
 // The bpf target has no atomic RMW in `core::sync::atomic`; the intrinsic lowers to BPF_ATOMIC.
 #![feature(core_intrinsics)]
+// Packet words are read with one `ldx` each (`load`): see there.
+#![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
 use core::{
+    arch::asm,
     intrinsics::{AtomicOrdering, atomic_xadd},
     mem::size_of,
 };
@@ -43,7 +46,6 @@ use sensor_common::{
         ACK as TCP_ACK, FIN as TCP_FIN, PSH as TCP_PSH, RST as TCP_RST, SYN as TCP_SYN,
         URG as TCP_URG,
     },
-    v4_mapped,
 };
 
 // Plain hashes, preallocated: fixed memory known at load time, no allocation on the packet
@@ -121,15 +123,49 @@ pub fn baseline_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// What one packet contributes, once parsed. Aligned so its key reads as five words.
+/// What one packet contributes, once parsed. The key is kept as the five little-endian words
+/// of a [`FlowKey`] (the layout `sensor_common::key_words` describes): it is built, hashed,
+/// compared and copied a word at a time, never a byte at a time.
 #[repr(C, align(8))]
 struct Packet {
-    key: FlowKey,
+    words: [u64; 5],
     tcp_flags: u8,
     /// 1 for ICMP/ICMPv6 echo requests.
     echo: u8,
     /// 1 for a non-first IP fragment (no L4 header, ports 0).
     fragment: u8,
+}
+
+impl Packet {
+    fn key(&self) -> &FlowKey {
+        // SAFETY: `FlowKey` is 40 bytes of plain integers with alignment 2; `words` is 40
+        // bytes aligned to 8.
+        unsafe { &*self.words.as_ptr().cast::<FlowKey>() }
+    }
+
+    fn proto(&self) -> u8 {
+        (self.words[4] >> 32) as u8
+    }
+
+    fn family(&self) -> u8 {
+        (self.words[4] >> 40) as u8
+    }
+}
+
+/// Word 4 of a key: ports (host order), protocol and family; padding 0.
+#[inline(always)]
+fn tail_word(src_port: u16, dst_port: u16, proto: u8, family: u8) -> u64 {
+    u64::from(src_port)
+        | (u64::from(dst_port) << 16)
+        | (u64::from(proto) << 32)
+        | (u64::from(family) << 40)
+}
+
+/// The key word of an IPv4-mapped address (`::ffff:a.b.c.d`, bytes 8..16) from the address as
+/// loaded from the packet: bytes `0 0 ff ff a b c d`.
+#[inline(always)]
+fn v4_word(addr: u32) -> u64 {
+    0xffff_0000 | (u64::from(addr) << 32)
 }
 
 fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
@@ -177,9 +213,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
         && let Some(epoch) = CACHE_EPOCH.get(0)
     {
         let epoch = *epoch as u32;
-        // SAFETY: `Packet` is align(8) with the key first: five aligned words.
-        let words = unsafe { &*(&raw const pkt.key).cast::<[u64; 5]>() };
-        let idx = (epoch & 1) * slots + cache_index(words, slots);
+        let idx = (epoch & 1) * slots + cache_index(&pkt.words, slots);
         if let Some(slot) = FLOW_CACHE.get_ptr_mut(idx) {
             // The common case, a packet of the flow the slot holds: a few adds, no hash map.
             if cache_hit(slot, &pkt, len, len16, now, epoch) {
@@ -211,8 +245,8 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
     match cached {
         Some((slot, epoch)) => cache_take(slot, &pkt, fresh, epoch, c),
         None => {
-            if merge_flow(&pkt.key, fresh, c).is_err() {
-                overflow(&pkt.key, fresh, c);
+            if merge_flow(pkt.key(), fresh, c).is_err() {
+                overflow(pkt.key(), fresh, c);
             }
         }
     }
@@ -235,11 +269,11 @@ fn cache_hit(
     if s.epoch != epoch || s.stats.packets == 0 {
         return false;
     }
-    // SAFETY: both keys start 8-byte aligned (map values, and `Packet` is align(8)) and are
-    // 40 bytes of plain integers.
+    // SAFETY: the slot's key starts 8-byte aligned (a map value) and is 40 bytes of plain
+    // integers.
     let same = unsafe {
         let a = &*(&raw const s.key).cast::<[u64; 5]>();
-        let b = &*(&raw const pkt.key).cast::<[u64; 5]>();
+        let b = &pkt.words;
         a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
     };
     if !same {
@@ -302,7 +336,7 @@ fn cache_take(
     }
     // SAFETY: as in `cache_hit`; whole-word copies of the 40-byte key.
     unsafe {
-        *(&raw mut s.key).cast::<[u64; 5]>() = *(&raw const pkt.key).cast::<[u64; 5]>();
+        *(&raw mut s.key).cast::<[u64; 5]>() = pkt.words;
     }
     s.epoch = epoch;
     s.stats = *fresh;
@@ -390,7 +424,10 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
         off += 8;
     }
 
-    let mut key = FlowKey::default();
+    // Key words 0-3 (addresses); word 4 is assembled at the end.
+    let mut w = [0u64; 5];
+    let fam;
+    let l4_proto;
     let l4_off;
     let mut first_fragment = true;
     match ether_type {
@@ -405,10 +442,12 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
             ptr_at::<u8>(ctx, off + ihl - 1)?;
             let frag = u16::from_be_bytes(unsafe { (*ip).frags }) & 0x1fff;
             first_fragment = frag == 0;
-            key.proto = unsafe { (*ip).proto };
-            key.family = family::IPV4;
-            key.src_addr = v4_mapped(unsafe { (*ip).src_addr });
-            key.dst_addr = v4_mapped(unsafe { (*ip).dst_addr });
+            l4_proto = unsafe { (*ip).proto };
+            fam = family::IPV4;
+            // SAFETY: within the 20 bytes `ptr_at` checked (source at 12, destination at 16).
+            let ip = ip.cast::<u8>();
+            w[1] = v4_word(unsafe { load32(ip.add(12)) });
+            w[3] = v4_word(unsafe { load32(ip.add(16)) });
             l4_off = off + ihl;
         }
         ETH_P_IPV6 => {
@@ -416,9 +455,15 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
             if unsafe { (*ip).vcf[0] } >> 4 != 6 {
                 return Err(());
             }
-            key.family = family::IPV6;
-            key.src_addr = unsafe { (*ip).src_addr };
-            key.dst_addr = unsafe { (*ip).dst_addr };
+            fam = family::IPV6;
+            // SAFETY: within the 40 bytes `ptr_at` checked (source at 8, destination at 24).
+            let b = ip.cast::<u8>();
+            unsafe {
+                w[0] = load64(b.add(8));
+                w[1] = load64(b.add(16));
+                w[2] = load64(b.add(24));
+                w[3] = load64(b.add(32));
+            }
             let mut next = unsafe { (*ip).next_hdr };
             let mut pos = off + Ipv6Hdr::LEN;
             for _ in 0..MAX_IPV6_EXT {
@@ -446,7 +491,7 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
                     _ => break,
                 }
             }
-            key.proto = next;
+            l4_proto = next;
             l4_off = pos;
         }
         ETH_P_ARP => {
@@ -456,12 +501,13 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
             if a[2] != 0x08 || a[3] != 0x00 || a[4] != 6 || a[5] != 4 {
                 return Ok(None);
             }
-            key.family = family::ARP;
-            key.src_addr = v4_mapped([a[14], a[15], a[16], a[17]]);
-            key.dst_addr = v4_mapped([a[24], a[25], a[26], a[27]]);
-            key.dst_port = u16::from_be_bytes([a[6], a[7]]);
+            // SAFETY: within the 28 bytes `ptr_at` checked.
+            let b = arp.cast::<u8>();
+            w[1] = v4_word(unsafe { load32(b.add(14)) });
+            w[3] = v4_word(unsafe { load32(b.add(24)) });
+            w[4] = tail_word(0, u16::from_be_bytes([a[6], a[7]]), 0, family::ARP);
             return Ok(Some(Packet {
-                key,
+                words: w,
                 tcp_flags: 0,
                 echo: 0,
                 fragment: 0,
@@ -472,47 +518,85 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
 
     let mut tcp_flags = 0;
     let mut echo = 0;
-    match key.proto {
-        proto::TCP => {
+    let (mut sport, mut dport) = (0, 0);
+    match l4_proto {
+        proto::TCP | proto::UDP => {
             if first_fragment {
-                let tcp: *const TcpHdr = ptr_at(ctx, l4_off)?;
-                key.src_port = u16::from_be_bytes(unsafe { (*tcp).source });
-                key.dst_port = u16::from_be_bytes(unsafe { (*tcp).dest });
-                // Byte 13 of the TCP header holds CWR..FIN.
-                tcp_flags = unsafe { *(tcp as *const u8).add(13) };
-            }
-        }
-        proto::UDP => {
-            if first_fragment {
-                let udp: *const UdpHdr = ptr_at(ctx, l4_off)?;
-                key.src_port = u16::from_be_bytes(unsafe { (*udp).src });
-                key.dst_port = u16::from_be_bytes(unsafe { (*udp).dst });
+                // Both headers start with the two ports; TCP's flags are byte 13.
+                let ports: *const [u8; 4] = ptr_at(ctx, l4_off)?;
+                let p = unsafe { *ports };
+                sport = u16::from_be_bytes([p[0], p[1]]);
+                dport = u16::from_be_bytes([p[2], p[3]]);
+                if l4_proto == proto::TCP {
+                    let tcp: *const TcpHdr = ptr_at(ctx, l4_off)?;
+                    tcp_flags = unsafe { *(tcp as *const u8).add(13) };
+                } else {
+                    ptr_at::<UdpHdr>(ctx, l4_off)?;
+                }
             }
         }
         proto::ICMP | proto::ICMPV6 => {
             if first_fragment {
                 let icmp: *const [u8; 2] = ptr_at(ctx, l4_off)?;
                 let (ty, code) = unsafe { ((*icmp)[0], (*icmp)[1]) };
-                key.dst_port = u16::from_be_bytes([ty, code]);
+                dport = u16::from_be_bytes([ty, code]);
                 echo = u8::from(
-                    (key.proto == proto::ICMP && ty == 8)
-                        || (key.proto == proto::ICMPV6 && ty == 128),
+                    (l4_proto == proto::ICMP && ty == 8)
+                        || (l4_proto == proto::ICMPV6 && ty == 128),
                 );
             }
         }
         _ => {}
     }
+    w[4] = tail_word(sport, dport, l4_proto, fam);
     Ok(Some(Packet {
-        key,
+        words: w,
         tcp_flags,
         echo,
         fragment: u8::from(!first_fragment),
     }))
 }
 
+/// One 4-byte load from packet memory, as the bytes lie (a little-endian `u32` of them).
+///
+/// Why assembly: header fields sit at any 2-byte offset, so Rust can only read them through
+/// byte arrays or `read_unaligned`, which the BPF backend splits into single-byte loads and
+/// shifts (about 80 instructions for an IPv6 key, and store-forwarding stalls when the bytes
+/// are put back together as words). One `ldxw` is what C programs get from `ip->saddr`;
+/// the verifier allows unaligned packet loads on this architecture (no strict alignment), and
+/// x86 performs them at full speed.
+///
+/// # Safety
+/// `p` must be a packet pointer whose next 4 bytes `ptr_at` has checked.
+#[inline(always)]
+unsafe fn load32(p: *const u8) -> u32 {
+    let v: u64;
+    // SAFETY: a read of 4 bytes the caller checked; no other effect.
+    unsafe {
+        asm!("{0} = *(u32 *)({1} + 0)", lateout(reg) v, in(reg) p,
+             options(readonly, nostack, preserves_flags));
+    }
+    v as u32
+}
+
+/// One 8-byte load from packet memory, as the bytes lie; see [`load32`] for why.
+///
+/// # Safety
+/// `p` must be a packet pointer whose next 8 bytes `ptr_at` has checked.
+#[inline(always)]
+unsafe fn load64(p: *const u8) -> u64 {
+    let v: u64;
+    // SAFETY: a read of 8 bytes the caller checked; no other effect.
+    unsafe {
+        asm!("{0} = *(u64 *)({1} + 0)", lateout(reg) v, in(reg) p,
+             options(readonly, nostack, preserves_flags));
+    }
+    v
+}
+
 #[inline(always)]
 fn count_class(pkt: &Packet, len: u64, c: &mut GlobalCounters) {
-    match pkt.key.family {
+    match pkt.family() {
         family::IPV4 => c.ipv4_packets += 1,
         family::IPV6 => c.ipv6_packets += 1,
         _ => {
@@ -522,7 +606,7 @@ fn count_class(pkt: &Packet, len: u64, c: &mut GlobalCounters) {
         }
     }
     c.fragments += u64::from(pkt.fragment);
-    match pkt.key.proto {
+    match pkt.proto() {
         proto::TCP => {
             c.tcp_packets += 1;
             c.tcp_bytes += len;
