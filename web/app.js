@@ -224,6 +224,66 @@ function pickedIface() {
   return i;
 }
 
+// Mitigation: entries in force with their kernel drop counters, the audit log, and blocks by
+// hand. Everything here needs the token; without one the section says so.
+async function loadMitigation(ask = false) {
+  const t = token(ask);
+  if (!t) { $("mit-state").textContent = "(enter the API token to see and change blocks)"; return; }
+  try {
+    const r = await api("/api/blocklist", { headers: authHeaders(t) });
+    const auto = (r.automatic_kinds || []).join(", ");
+    $("mit-state").textContent = !r.live ? "(read-only server: the audit log only)"
+      : `(${auto ? "automatic for " + auto : "automatic mitigation off"}; ${r.xdp_attached ? "XDP attached" : "not enforced: no XDP attached"})`;
+    $("mit-block").disabled = !r.live;
+    setRows("t-blocklist", r.entries || [], (tr, e) => {
+      cell(tr, e.target); cell(tr, e.kind); cell(tr, e.expires_in_s);
+      cell(tr, e.origin === "alert" ? `${e.alert_kind} alert ${e.alert_id ?? ""}` : "API");
+      cell(tr, e.reason); cell(tr, fmt(e.dropped_packets)); cell(tr, fmt(e.dropped_bytes));
+      const td = document.createElement("td");
+      const b = document.createElement("button");
+      b.textContent = "Remove";
+      b.className = "mit-remove";
+      b.dataset.target = e.target;
+      b.onclick = () => unblock(e.target);
+      td.appendChild(b);
+      tr.appendChild(td);
+    });
+    setRows("t-mitlog", (r.audit || []).map((a) => ({ ...a, alert: a.alert_id ? `${a.alert_kind} #${a.alert_id}` : "" })), (tr, a) => {
+      cell(tr, a.ts); cell(tr, a.action, "badge act-" + a.action); cell(tr, a.target); cell(tr, a.reason); cell(tr, a.alert); cell(tr, fmt(a.dropped_packets));
+    });
+  } catch (e) {
+    if (/token/.test(e.message)) sessionStorage.removeItem("sensor-token");
+    $("mit-state").textContent = e.message;
+  }
+}
+
+async function mitigation(method, path, body) {
+  const t = token();
+  if (!t) return;
+  try {
+    const r = await api(path, { method, headers: authHeaders(t), body: body && JSON.stringify(body) });
+    $("mit-msg").textContent = method === "POST" ? `blocked ${r.target} for ${r.expires_in_s} s`
+      : `removed ${r.target} (${fmt(r.packets)} packets dropped)`;
+  } catch (e) {
+    $("mit-msg").textContent = e.message;
+  }
+  await loadMitigation();
+}
+
+function unblock(target) {
+  return mitigation("DELETE", "/api/blocklist?target=" + encodeURIComponent(target));
+}
+
+$("mit-block").onclick = () => {
+  const prefix = $("mit-prefix").value.trim();
+  if (!prefix) { $("mit-msg").textContent = "enter an address or prefix"; return; }
+  const body = { prefix, ttl_s: Number($("mit-ttl").value) || 600 };
+  if ($("mit-reason").value.trim()) body.reason = $("mit-reason").value.trim();
+  return mitigation("POST", "/api/blocklist", body);
+};
+$("mit-state").onclick = () => loadMitigation(true);
+loadMitigation();
+
 $("ctl-replay").onclick = () => control("/api/replay", { path: $("ctl-path").value });
 $("ctl-train").onclick = () => {
   const path = $("ctl-path").value;
@@ -242,4 +302,5 @@ refresh();
 if (new URLSearchParams(location.search).get("live") !== "0") {
   live();
   setInterval(loadTables, 30000);
+  setInterval(loadMitigation, 5000);
 }

@@ -91,7 +91,145 @@ pub mod maps {
     pub const FLOW_CACHE: &str = "FLOW_CACHE";
     /// Array with one `u64`: the poll epoch (set by the agent, read by the program).
     pub const CACHE_EPOCH: &str = "CACHE_EPOCH";
+    /// LPM trie of blocked source prefixes (16-byte addresses, IPv4-mapped for IPv4) ->
+    /// [`BlockEntry`](crate::BlockEntry).
+    pub const BLOCKLIST: &str = "BLOCKLIST";
+    /// Per-destination rate limits: [`RateKey`](crate::RateKey) ->
+    /// [`RateLimit`](crate::RateLimit).
+    pub const RATE_LIMITS: &str = "RATE_LIMITS";
+    /// Array with one `u64` of [`gates`](crate::gates) bits: which of the optional maps
+    /// (blocklist, rate limits, evidence watch) hold entries, so the program looks them up only
+    /// then.
+    pub const GATES: &str = "GATES";
+    /// Addresses whose packets are copied to `EVIDENCE` ->
+    /// [`WatchEntry`](crate::WatchEntry) (16-byte address key).
+    pub const WATCH: &str = "WATCH";
+    /// Ring buffer of [`EvidenceRecord`](crate::EvidenceRecord)s: the first bytes of watched
+    /// packets, for the alerts' pcap files.
+    pub const EVIDENCE: &str = "EVIDENCE";
 }
+
+/// Bits of the `GATES` word.
+pub mod gates {
+    /// `BLOCKLIST` holds entries.
+    pub const BLOCKLIST: u64 = 1;
+    /// `RATE_LIMITS` holds entries.
+    pub const RATE_LIMITS: u64 = 2;
+    /// `WATCH` holds entries.
+    pub const WATCH: u64 = 4;
+}
+
+/// Bytes of a packet an evidence record holds at most.
+pub const EVIDENCE_SNAPLEN: usize = 256;
+/// Default size of the evidence ring buffer (bytes; a power of two).
+pub const DEFAULT_EVIDENCE_RING: u32 = 4 << 20;
+/// Default size of the watch map (entries).
+pub const DEFAULT_WATCH_ENTRIES: u32 = 1024;
+
+/// `WatchEntry::flags`: match the address as the packet's source / destination.
+pub mod watch {
+    pub const AS_SRC: u32 = 1;
+    pub const AS_DST: u32 = 2;
+}
+
+/// One watched address: packets from it (and/or to it, per `flags`) are copied to the evidence
+/// ring for alert `alert_id` until `expires_ns` or the budget is spent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WatchEntry {
+    pub alert_id: u64,
+    /// `CLOCK_MONOTONIC` ns after which nothing more is copied.
+    pub expires_ns: u64,
+    /// Packets and bytes copied so far (atomic adds).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Budget: packets and copied bytes at most (checked before each copy; under a race on
+    /// several CPUs a few more may go).
+    pub max_packets: u64,
+    pub max_bytes: u64,
+    /// Matching packets not copied: over the budget / the ring buffer was full.
+    pub skipped: u64,
+    pub lost: u64,
+    /// [`watch`] bits.
+    pub flags: u32,
+    /// Bytes copied per packet at most (<= [`EVIDENCE_SNAPLEN`]).
+    pub snaplen: u32,
+}
+const _: () = assert!(size_of::<WatchEntry>() == 72);
+
+/// One copied packet in the evidence ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvidenceRecord {
+    pub alert_id: u64,
+    /// `CLOCK_MONOTONIC` ns.
+    pub ts_ns: u64,
+    /// Length on the wire, and bytes of it in `data`.
+    pub wire_len: u32,
+    pub cap_len: u32,
+    pub data: [u8; EVIDENCE_SNAPLEN],
+}
+const _: () = assert!(size_of::<EvidenceRecord>() == 24 + EVIDENCE_SNAPLEN);
+
+/// Default size of the blocklist trie (entries).
+pub const DEFAULT_BLOCK_ENTRIES: u32 = 16_384;
+/// Default size of the rate-limit map (entries).
+pub const DEFAULT_RATE_ENTRIES: u32 = 1_024;
+
+/// Addresses in the blocklist trie are the 16-byte form keys use (IPv4-mapped for IPv4, so an
+/// IPv4 /n is a prefix of length 96 + n); the trie key is aya's `lpm_trie::Key<[u8; 16]>`.
+pub const BLOCK_KEY_BYTES: usize = 16;
+
+/// One blocked source prefix: packets from it are dropped until `expires_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// `CLOCK_MONOTONIC` ns after which the entry no longer drops (checked per packet, so an
+    /// entry stops acting on time even if the agent is late to sweep it); 0: never expires.
+    pub expires_ns: u64,
+    /// Packets and bytes dropped by this entry (atomic adds).
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<BlockEntry>() == 24);
+
+/// Key of the rate-limit map: the protected destination and the protocol limited (0: every
+/// IP protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RateKey {
+    pub addr: [u8; 16],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<RateKey>() == 20);
+
+/// A rate limit toward one destination, as a GCRA (virtual scheduling) bucket: a packet passes
+/// when the theoretical arrival time `tat_ns` is at most `burst_ns` ahead of now, and moves it
+/// `interval_ns` on. One state word, no division on the packet path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimit {
+    /// 1e9 / packets per second.
+    pub interval_ns: u64,
+    /// How far ahead of now `tat_ns` may run: the burst allowed, in time.
+    pub burst_ns: u64,
+    /// Theoretical arrival time of the next conforming packet (plain stores: under a race on
+    /// two CPUs a packet or two more pass; never fewer).
+    pub tat_ns: u64,
+    /// As [`BlockEntry::expires_ns`].
+    pub expires_ns: u64,
+    /// Packets that matched and passed / were dropped, and the bytes dropped (atomic adds).
+    pub passed: u64,
+    pub dropped: u64,
+    pub dropped_bytes: u64,
+    /// Only this destination port (TCP/UDP; 0: any).
+    pub dst_port: u16,
+    /// 1: only TCP SYNs without ACK count (a SYN flood; established connections untouched).
+    pub syn_only: u8,
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(size_of::<RateLimit>() == 64);
 
 /// Name of the read-only global holding the cache's slots per bank (a power of two; 0 turns
 /// the cache off and every packet goes to `FLOWS`).
@@ -281,8 +419,17 @@ pub struct GlobalCounters {
     /// Overflow packets that `DST_HOSTS` / `SRC_HOSTS` could not take either.
     pub dst_insert_failures: u64,
     pub src_insert_failures: u64,
+    /// Packets and bytes dropped by the blocklist.
+    pub blocked_packets: u64,
+    pub blocked_bytes: u64,
+    /// Packets and bytes dropped by a rate limit.
+    pub rate_limited_packets: u64,
+    pub rate_limited_bytes: u64,
+    /// Packets copied to the evidence ring, and watched packets the full ring refused.
+    pub evidence_packets: u64,
+    pub evidence_lost: u64,
 }
-const _: () = assert!(size_of::<GlobalCounters>() == 21 * 8);
+const _: () = assert!(size_of::<GlobalCounters>() == 27 * 8);
 
 /// Calls `$m!` with every field of [`GlobalCounters`], so field-wise operations list them once.
 macro_rules! counter_fields {
@@ -308,7 +455,13 @@ macro_rules! counter_fields {
             flow_insert_other,
             flow_insert_races,
             dst_insert_failures,
-            src_insert_failures
+            src_insert_failures,
+            blocked_packets,
+            blocked_bytes,
+            rate_limited_packets,
+            rate_limited_bytes,
+            evidence_packets,
+            evidence_lost
         )
     };
 }
@@ -346,6 +499,16 @@ mod user {
     unsafe impl aya::Pod for GlobalCounters {}
     // SAFETY: see above.
     unsafe impl aya::Pod for CacheSlot {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for BlockEntry {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for RateKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for RateLimit {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for WatchEntry {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for EvidenceRecord {}
 }
 
 #[cfg(test)]
@@ -407,5 +570,7 @@ mod tests {
         assert_eq!(16 + 1 + 3, size_of::<HostKey>());
         assert_eq!(4 * 8 + 6 * 4 + 2 + 2 + 4 + 8, size_of::<FlowStats>());
         assert_eq!(40 + 4 + 4 + size_of::<FlowStats>(), size_of::<CacheSlot>());
+        assert_eq!(16 + 1 + 3, size_of::<RateKey>());
+        assert_eq!(7 * 8 + 2 + 1 + 5, size_of::<RateLimit>());
     }
 }

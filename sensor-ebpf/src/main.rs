@@ -7,8 +7,13 @@
 //! when `FLOWS` cannot take them (full, or the insert failed), they go to their destination in
 //! `DST_HOSTS` and their source in `SRC_HOSTS` instead, so that a flood that fills the flow map
 //! stays measurable per victim. The agent polls the maps and the cache bank of the epoch it
-//! closes (docs/DESIGN.md, "Flow cache"). Nothing is sent to userspace per packet. Every path
-//! ends in `XDP_PASS`: a passive sensor must never drop traffic because of its own failure.
+//! closes (docs/DESIGN.md, "Flow cache"). Nothing is sent to userspace per packet.
+//!
+//! Mitigation (opt-in, docs/DESIGN.md "Mitigation"): when the agent has put entries in
+//! `BLOCKLIST` (source prefixes) or `RATE_LIMITS` (per-destination limits), matching packets
+//! are dropped, after they are counted like any other, so detection keeps seeing the attack.
+//! Only a matching, unexpired entry drops; every other path, failures included, ends in
+//! `XDP_PASS`: the sensor must never drop traffic because of its own failure.
 #![no_std]
 #![no_main]
 // The bpf target has no atomic RMW in `core::sync::atomic`; the intrinsic lowers to BPF_ATOMIC.
@@ -27,7 +32,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key as LpmKey},
     programs::XdpContext,
 };
 use network_types::{
@@ -38,14 +43,17 @@ use network_types::{
     vlan::VlanHdr,
 };
 use sensor_common::{
-    CacheSlot, DEFAULT_CACHE_SLOTS, DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats,
-    GlobalCounters, HostKey, HostStats, MAX_IPV6_EXT_HEADERS as MAX_IPV6_EXT, cache_index,
+    BlockEntry, CacheSlot, DEFAULT_BLOCK_ENTRIES, DEFAULT_CACHE_SLOTS, DEFAULT_EVIDENCE_RING,
+    DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, DEFAULT_RATE_ENTRIES, DEFAULT_WATCH_ENTRIES,
+    EVIDENCE_SNAPLEN, EvidenceRecord, FlowKey, FlowStats, GlobalCounters, HostKey, HostStats,
+    MAX_IPV6_EXT_HEADERS as MAX_IPV6_EXT, RateKey, RateLimit, WatchEntry, cache_index,
     ether_type::{self as eth_type, is_vlan},
-    family, ppp, proto,
+    family, gates, ppp, proto,
     tcp_flags::{
         ACK as TCP_ACK, FIN as TCP_FIN, PSH as TCP_PSH, RST as TCP_RST, SYN as TCP_SYN,
         URG as TCP_URG,
     },
+    watch,
 };
 
 // Plain hashes, preallocated: fixed memory known at load time, no allocation on the packet
@@ -73,6 +81,31 @@ static FLOW_CACHE: PerCpuArray<CacheSlot> =
 /// reads the bank it closed.
 #[map(name = "CACHE_EPOCH")]
 static CACHE_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Blocked source prefixes (a longest-prefix match over 16-byte addresses).
+#[map(name = "BLOCKLIST")]
+static BLOCKLIST: LpmTrie<[u8; 16], BlockEntry> =
+    LpmTrie::with_max_entries(DEFAULT_BLOCK_ENTRIES, 0);
+
+/// Rate limits toward protected destinations, by (destination, protocol or 0 for any).
+#[map(name = "RATE_LIMITS")]
+static RATE_LIMITS: HashMap<RateKey, RateLimit> =
+    HashMap::with_max_entries(DEFAULT_RATE_ENTRIES, 0);
+
+/// Which optional maps hold entries (`sensor_common::gates` bits): with none, a packet pays
+/// one array load for all of them and no map lookup.
+#[map(name = "GATES")]
+static GATES: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Addresses of open alerts whose packets are copied as evidence.
+#[map(name = "WATCH")]
+static WATCH: HashMap<[u8; 16], WatchEntry> = HashMap::with_max_entries(DEFAULT_WATCH_ENTRIES, 0);
+
+/// The first bytes of watched packets, for the agent to write into the alerts' pcap files.
+/// A ring buffer, not per-packet events: bounded memory, and a full ring is counted, never
+/// waited on.
+#[map(name = "EVIDENCE")]
+static EVIDENCE: RingBuf = RingBuf::with_byte_size(DEFAULT_EVIDENCE_RING, 0);
 
 /// Per-CPU scratch for values handed to map helpers: the BPF stack is 512 bytes for the whole
 /// call chain, and a flow's and a host's counts together would take a third of it.
@@ -112,9 +145,8 @@ const E2BIG: i32 = 7;
 
 #[xdp]
 pub fn sensor_xdp(ctx: XdpContext) -> u32 {
-    // The result only says whether the packet was understood; it is already counted.
-    let _ignored: Result<(), ()> = try_sensor_xdp(&ctx);
-    xdp_action::XDP_PASS
+    // An error only says the packet was not understood (it is already counted): pass it.
+    try_sensor_xdp(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
 /// Baseline for benchmarks: the cheapest possible XDP program, measured in the same run.
@@ -168,7 +200,9 @@ fn v4_word(addr: u32) -> u64 {
     0xffff_0000 | (u64::from(addr) << 32)
 }
 
-fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
+/// Parses, mitigates (when asked to) and counts one packet; the verdict is `XDP_DROP` only for
+/// a packet a mitigation entry matched.
+fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, ()> {
     let counters = COUNTERS.get_ptr_mut(0).ok_or(())?;
     // SAFETY: per-CPU slot; XDP runs with preemption off, so nothing else writes it now.
     let c = unsafe { &mut *counters };
@@ -183,7 +217,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
         Ok(None) => {
             c.non_ip_packets += 1;
             c.non_ip_bytes += len;
-            return Ok(());
+            return Ok(xdp_action::XDP_PASS);
         }
         Err(()) => {
             c.parse_errors += 1;
@@ -199,6 +233,19 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
         } else {
             bpf_ktime_get_ns()
         }
+    };
+    let verdict = match GATES.get(0) {
+        Some(&bits) if bits != 0 => {
+            if bits & gates::WATCH != 0 {
+                evidence(ctx, &pkt, len, now, c);
+            }
+            if bits & (gates::BLOCKLIST | gates::RATE_LIMITS) != 0 {
+                mitigate(&pkt, bits, len, now, c)
+            } else {
+                xdp_action::XDP_PASS
+            }
+        }
+        _ => xdp_action::XDP_PASS,
     };
     let len16 = if len > u16::MAX as u64 {
         u16::MAX
@@ -217,7 +264,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
         if let Some(slot) = FLOW_CACHE.get_ptr_mut(idx) {
             // The common case, a packet of the flow the slot holds: a few adds, no hash map.
             if cache_hit(slot, &pkt, len, len16, now, epoch) {
-                return Ok(());
+                return Ok(verdict);
             }
             cached = Some((slot, epoch));
         }
@@ -250,7 +297,76 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<(), ()> {
             }
         }
     }
-    Ok(())
+    Ok(verdict)
+}
+
+/// The mitigation verdict of an IP packet: `XDP_DROP` when its source is in an unexpired
+/// blocklist entry, or when it exceeds an unexpired rate limit toward its destination.
+/// A function of its own (a BPF-to-BPF call): its keys get their own stack frame, and the
+/// fast path carries none of it while no entry exists.
+#[inline(never)]
+fn mitigate(pkt: &Packet, bits: u64, len: u64, now: u64, c: &mut GlobalCounters) -> u32 {
+    let fam = pkt.family();
+    if fam != family::IPV4 && fam != family::IPV6 {
+        // ARP and the like: never dropped (the gateway must keep resolving neighbours).
+        return xdp_action::XDP_PASS;
+    }
+    let live = |expires: u64| expires == 0 || now < expires;
+    if bits & gates::BLOCKLIST != 0 {
+        // SAFETY: two u64 words are 16 plain bytes.
+        let src: [u8; 16] =
+            unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([pkt.words[0], pkt.words[1]]) };
+        if let Some(e) = BLOCKLIST.get(LpmKey::new(128, src)) {
+            let e = (e as *const BlockEntry).cast_mut();
+            // SAFETY: a map value the kernel keeps alive for this run; counters are atomic.
+            if live(unsafe { (*e).expires_ns }) {
+                unsafe {
+                    add64(&raw mut (*e).packets, 1);
+                    add64(&raw mut (*e).bytes, len);
+                }
+                c.blocked_packets += 1;
+                c.blocked_bytes += len;
+                return xdp_action::XDP_DROP;
+            }
+        }
+    }
+    if bits & gates::RATE_LIMITS != 0 {
+        let mut rk = RateKey {
+            // SAFETY: as above.
+            addr: unsafe {
+                core::mem::transmute::<[u64; 2], [u8; 16]>([pkt.words[2], pkt.words[3]])
+            },
+            proto: pkt.proto(),
+            _pad: [0; 3],
+        };
+        let mut r = RATE_LIMITS.get_ptr_mut(&rk);
+        if r.is_none() {
+            rk.proto = 0;
+            r = RATE_LIMITS.get_ptr_mut(&rk);
+        }
+        if let Some(r) = r {
+            // SAFETY: a map value the kernel keeps alive for this run. `tat_ns` is a plain
+            // store (see `RateLimit`); the counters are atomic.
+            let r = unsafe { &mut *r };
+            let dport = (pkt.words[4] >> 16) as u16;
+            let matches = live(r.expires_ns)
+                && (r.syn_only == 0 || pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+                && (r.dst_port == 0 || r.dst_port == dport);
+            if matches {
+                let tat = if r.tat_ns > now { r.tat_ns } else { now };
+                if tat - now > r.burst_ns {
+                    add64(&raw mut r.dropped, 1);
+                    add64(&raw mut r.dropped_bytes, len);
+                    c.rate_limited_packets += 1;
+                    c.rate_limited_bytes += len;
+                    return xdp_action::XDP_DROP;
+                }
+                r.tat_ns = tat + r.interval_ns;
+                add64(&raw mut r.passed, 1);
+            }
+        }
+    }
+    xdp_action::XDP_PASS
 }
 
 /// Adds the packet to its cache slot if the slot holds its flow in this epoch.
@@ -392,6 +508,84 @@ fn overflow(key: &FlowKey, s: &FlowStats, c: &mut GlobalCounters) {
     hk.addr = key.src_addr;
     if update_host(&SRC_HOSTS, hk, add).is_err() {
         c.src_insert_failures += 1;
+    }
+}
+
+/// Copies the first bytes of a packet to the evidence ring when its source (or destination)
+/// is watched, within the watch entry's time and budget. The copy happens whatever the
+/// mitigation verdict: evidence of a blocked flood is evidence too.
+#[inline(never)]
+fn evidence(ctx: &XdpContext, pkt: &Packet, len: u64, now: u64, c: &mut GlobalCounters) {
+    let fam = pkt.family();
+    if fam != family::IPV4 && fam != family::IPV6 {
+        return;
+    }
+    // SAFETY: two u64 words are 16 plain bytes.
+    let src: [u8; 16] =
+        unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([pkt.words[0], pkt.words[1]]) };
+    let mut hit = WATCH
+        .get_ptr_mut(&src)
+        .filter(|w| unsafe { (**w).flags } & watch::AS_SRC != 0);
+    if hit.is_none() {
+        // SAFETY: as above.
+        let dst: [u8; 16] =
+            unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([pkt.words[2], pkt.words[3]]) };
+        hit = WATCH
+            .get_ptr_mut(&dst)
+            .filter(|w| unsafe { (**w).flags } & watch::AS_DST != 0);
+    }
+    let Some(w) = hit else { return };
+    // SAFETY: a map value the kernel keeps alive for this run; counters are atomic adds, the
+    // budget fields are only read.
+    let w = unsafe { &mut *w };
+    if now >= w.expires_ns {
+        return;
+    }
+    let snap = if w.snaplen as usize > EVIDENCE_SNAPLEN {
+        EVIDENCE_SNAPLEN as u64
+    } else {
+        u64::from(w.snaplen)
+    };
+    let cap = if len < snap { len } else { snap };
+    if cap == 0 {
+        return;
+    }
+    if w.packets >= w.max_packets || w.bytes + cap > w.max_bytes {
+        add64(&raw mut w.skipped, 1);
+        return;
+    }
+    let Some(mut rec) = EVIDENCE.reserve::<EvidenceRecord>(0) else {
+        add64(&raw mut w.lost, 1);
+        c.evidence_lost += 1;
+        return;
+    };
+    let r = rec.as_mut_ptr();
+    // SAFETY: `r` is the reserved record, ours until submitted; `cap` is within 1..=256, the
+    // size of `data`, and within the packet (`cap <= len`).
+    let copied = unsafe {
+        (*r).alert_id = w.alert_id;
+        (*r).ts_ns = now;
+        (*r).wire_len = len as u32;
+        (*r).cap_len = cap as u32;
+        let n = (cap as u32) & (EVIDENCE_SNAPLEN as u32 * 2 - 1);
+        n != 0
+            && n as usize <= EVIDENCE_SNAPLEN
+            && aya_ebpf::helpers::generated::bpf_xdp_load_bytes(
+                ctx.ctx,
+                0,
+                (&raw mut (*r).data).cast(),
+                n,
+            ) == 0
+    };
+    if copied {
+        rec.submit(0);
+        add64(&raw mut w.packets, 1);
+        add64(&raw mut w.bytes, cap);
+        c.evidence_packets += 1;
+    } else {
+        rec.discard(0);
+        add64(&raw mut w.lost, 1);
+        c.evidence_lost += 1;
     }
 }
 

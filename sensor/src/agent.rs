@@ -98,8 +98,10 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                 crate::detect::ml::online::Online::judge(m, opts.config.rules.max_tracked)
             }))
             .with_volume(opts.config.model.volume());
+    let mut kernel = opts.kernel;
+    kernel.block_entries = opts.config.mitigation.max_entries;
     let (mut lp, control) = live::new(
-        opts.kernel,
+        kernel,
         opts.force,
         table,
         Pipeline::new(Some(detector), sinks),
@@ -107,7 +109,22 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         Arc::clone(&metrics),
         store.as_ref().map(|s| Arc::clone(s.stats())),
         opts.model_path.as_ref().map(|p| p.display().to_string()),
+        opts.config.mitigation.clone(),
     );
+    if !opts.config.mitigation.kinds.is_empty() {
+        let kinds: Vec<&str> = opts
+            .config
+            .mitigation
+            .kinds
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        eprintln!(
+            "run: mitigation on for {} (entries expire after {} s)",
+            kinds.join(", "),
+            opts.config.mitigation.ttl_s
+        );
+    }
     for iface in &opts.ifaces {
         lp.start(iface, opts.mode)?;
     }

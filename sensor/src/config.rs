@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     detect::{RuleConfig, ml::iforest::ForestParams},
     flow::FlowConfig,
+    mitigate::MitigationConfig,
     sink::{store::Retention, webhook::WebhookConfig},
 };
 
@@ -25,6 +26,7 @@ pub struct Config {
     pub model: ModelSettings,
     pub store: Retention,
     pub webhook: WebhookConfig,
+    pub mitigation: MitigationConfig,
 }
 
 /// `[flow]`: flow-table timeouts and size.
@@ -154,6 +156,7 @@ impl Config {
                 self.model.contamination
             )));
         }
+        self.mitigation.check().map_err(bad)?;
         if self.flow.idle_timeout_s == 0 || self.flow.max_flows == 0 {
             return Err(bad(
                 "flow.idle_timeout_s and flow.max_flows must be positive".into(),

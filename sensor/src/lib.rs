@@ -11,6 +11,7 @@
 //!   replay and both live sources.
 //! - [`sink`]: outputs (SQLite store, JSONL, webhook, log) and [`record`], their contract.
 //! - [`api`]: the HTTP API and dashboard over the store, with live controls in `sensor run`.
+//! - [`mitigate`]: opt-in blocking and rate limiting at XDP, driven by alerts and the API.
 //!
 //! [`live`] runs the live loop, [`agent`] wires a live sensor together and stops it in order,
 //! [`cli`] is the command line.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod detect;
 pub mod flow;
 pub mod live;
+pub mod mitigate;
 pub mod pipeline;
 pub mod record;
 pub mod sink;

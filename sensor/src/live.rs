@@ -12,9 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
 use crate::{
     detect::ml::model::Model,
     flow::FlowTable,
+    mitigate::{MitigateError, MitigationConfig, Mitigator, Origin},
     pipeline::{Pipeline, Totals},
     sink::{SinkError, store::WriterStats},
     source::{
@@ -54,6 +58,14 @@ pub struct LiveMetrics {
     pub alerts_suppressed: AtomicU64,
     /// New keys the rules did not track because a tracker was full.
     pub rules_untracked: AtomicU64,
+    /// Packets and bytes the blocklist and the rate limits dropped in the kernel.
+    pub blocked_packets: AtomicU64,
+    pub blocked_bytes: AtomicU64,
+    pub rate_limited_packets: AtomicU64,
+    pub rate_limited_bytes: AtomicU64,
+    /// Entries in force now.
+    pub block_entries: AtomicU64,
+    pub rate_limit_entries: AtomicU64,
 }
 
 /// What the API asks of the live loop.
@@ -71,12 +83,27 @@ pub enum ControlCmd {
         model: Option<Box<Model>>,
         reply: tokio::sync::oneshot::Sender<()>,
     },
+    Blocklist {
+        reply: tokio::sync::oneshot::Sender<Result<Value, MitigateError>>,
+    },
+    Block {
+        net: IpNet,
+        ttl_s: u64,
+        reason: String,
+        reply: tokio::sync::oneshot::Sender<Result<Value, MitigateError>>,
+    },
+    Unblock {
+        target: String,
+        reply: tokio::sync::oneshot::Sender<Result<Value, MitigateError>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Mitigate(#[from] MitigateError),
     #[error("the live loop has stopped")]
     Stopped,
 }
@@ -139,6 +166,43 @@ impl Control {
         Ok(())
     }
 
+    /// Blocklist and rate-limit entries with their kernel drop counters, and what is protected.
+    pub async fn blocklist(&self) -> Result<Value, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(ControlCmd::Blocklist { reply })
+            .map_err(|_| ControlError::Stopped)?;
+        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+    }
+
+    /// Blocks a source prefix for `ttl_s` seconds (an operator's block).
+    pub async fn block(
+        &self,
+        net: IpNet,
+        ttl_s: u64,
+        reason: String,
+    ) -> Result<Value, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(ControlCmd::Block {
+                net,
+                ttl_s,
+                reason,
+                reply,
+            })
+            .map_err(|_| ControlError::Stopped)?;
+        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+    }
+
+    /// Removes an entry (a prefix, or `rate:ADDR/PROTO`).
+    pub async fn unblock(&self, target: String) -> Result<Value, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(ControlCmd::Unblock { target, reply })
+            .map_err(|_| ControlError::Stopped)?;
+        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+    }
+
     /// Interfaces watched now.
     pub fn attachments(&self) -> Vec<Attachment> {
         self.attachments
@@ -181,6 +245,7 @@ pub struct LiveLoop<'a> {
     metrics: Arc<LiveMetrics>,
     store: Option<Arc<WriterStats>>,
     errors_logged: Option<Instant>,
+    mitigator: Mitigator,
 }
 
 /// Batches of libpcap packets waiting for the loop at most (64 packets each).
@@ -201,7 +266,10 @@ pub fn new<'a>(
     metrics: Arc<LiveMetrics>,
     store: Option<Arc<WriterStats>>,
     model: Option<String>,
+    mitigation: MitigationConfig,
 ) -> (LiveLoop<'a>, Control) {
+    let mut pipeline = pipeline;
+    pipeline.tap_alerts();
     let (ctl_tx, ctl_rx) = mpsc::channel();
     let (pkt_tx, pkt_rx) = mpsc::sync_channel(PACKET_QUEUE);
     let shared = Arc::new(RwLock::new(Vec::new()));
@@ -234,6 +302,7 @@ pub fn new<'a>(
             metrics,
             store,
             errors_logged: None,
+            mitigator: Mitigator::new(mitigation),
         },
         control,
     )
@@ -307,7 +376,88 @@ impl LiveLoop<'_> {
                 tracing::info!("model swapped into the running pipeline");
                 let _ignored = reply.send(());
             }
+            ControlCmd::Blocklist { reply } => {
+                let enforced = self.sources.has_xdp();
+                let auto: Vec<&str> = self
+                    .mitigator
+                    .config()
+                    .kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect();
+                let ttl = self.mitigator.config().ttl_s;
+                let protected = self.mitigator.protected();
+                let r = self
+                    .mitigator
+                    .list(self.sources.program().map(|p| &*p))
+                    .map(|entries| {
+                        json!({
+                            "entries": entries,
+                            "xdp_attached": enforced,
+                            "automatic_kinds": auto,
+                            "ttl_s": ttl,
+                            "protected": protected,
+                        })
+                    });
+                let _ignored = reply.send(r);
+            }
+            ControlCmd::Block {
+                net,
+                ttl_s,
+                reason,
+                reply,
+            } => {
+                self.sync_mitigation();
+                let r =
+                    self.mitigator
+                        .block(net, ttl_s, reason, Origin::Api, self.sources.program());
+                self.mitigation_events();
+                let _ignored = reply.send(r);
+            }
+            ControlCmd::Unblock { target, reply } => {
+                self.sync_mitigation();
+                let r = self.mitigator.remove(&target, self.sources.program());
+                self.mitigation_events();
+                let _ignored = reply.send(r);
+            }
         }
+    }
+
+    /// Puts the mitigation state into the program once it is loaded.
+    fn sync_mitigation(&mut self) {
+        if let Err(e) = self.mitigator.sync(self.sources.program()) {
+            tracing::error!(error = %e, "writing mitigation entries into the kernel failed");
+        }
+    }
+
+    /// Alerts that opened or closed since the last poll act; expired entries end.
+    fn mitigate(&mut self) {
+        self.sync_mitigation();
+        let changes = self.pipeline.take_alert_changes();
+        for a in &changes.opened {
+            self.mitigator.alert_opened(a, self.sources.program());
+        }
+        for a in &changes.closed {
+            self.mitigator.alert_closed(a.id);
+        }
+        if let Err(e) = self.mitigator.sweep(self.sources.program()) {
+            tracing::error!(error = %e, "expiring mitigation entries failed");
+        }
+        self.mitigation_events();
+    }
+
+    /// Audit rows to the sinks.
+    fn mitigation_events(&mut self) {
+        for ev in self.mitigator.take_events() {
+            self.pipeline.mitigation(&ev);
+        }
+        let (b, r) = self.mitigator.entries();
+        self.metrics
+            .block_entries
+            .store(b as u64, Ordering::Relaxed);
+        self.metrics
+            .rate_limit_entries
+            .store(r as u64, Ordering::Relaxed);
     }
 
     /// One poll: XDP maps (once the program is loaded), time forward, detection, metrics.
@@ -330,6 +480,7 @@ impl LiveLoop<'_> {
             self.pipeline.process(&mut self.table);
         }
         self.pipeline.tick(now);
+        self.mitigate();
         let cycle = started.elapsed();
         let m = &self.metrics;
         let us = cycle.as_micros() as u64;
@@ -360,6 +511,13 @@ impl LiveLoop<'_> {
             c.dst_insert_failures + c.src_insert_failures,
             Ordering::Relaxed,
         );
+        m.blocked_packets
+            .store(c.blocked_packets, Ordering::Relaxed);
+        m.blocked_bytes.store(c.blocked_bytes, Ordering::Relaxed);
+        m.rate_limited_packets
+            .store(c.rate_limited_packets, Ordering::Relaxed);
+        m.rate_limited_bytes
+            .store(c.rate_limited_bytes, Ordering::Relaxed);
     }
 
     fn metrics(&mut self) {
@@ -411,6 +569,9 @@ impl LiveLoop<'_> {
         while let Ok(batch) = self.packets.try_recv() {
             self.pipeline.packets(&mut self.table, &batch);
         }
+        self.mitigate();
+        self.mitigator.shutdown(self.sources.program());
+        self.mitigation_events();
         let totals = self.pipeline.finish(&mut self.table);
         self.sources.stop_all();
         totals

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use sensor_common::{GlobalCounters, HostKey, HostStats};
 
 use crate::{
-    detect::{AlertKind, AlertRecord, Detector, ml::model::Model},
+    detect::{AlertKind, AlertRecord, Detector, alert::Alert, ml::model::Model},
     flow::{Flow, FlowTable},
+    mitigate::MitigationEvent,
     record::{FlowRecord, StatsRow},
     sink::{EndTotals, Sink, SinkError},
     source::packet::Parsed,
@@ -38,6 +39,13 @@ pub struct Totals {
     pub sink_errors: u64,
 }
 
+/// Alerts that opened and closed, for what acts on them beside the sinks (mitigation).
+#[derive(Debug, Default)]
+pub struct AlertChanges {
+    pub opened: Vec<Alert>,
+    pub closed: Vec<Alert>,
+}
+
 /// Flow table output through detection into the sinks.
 pub struct Pipeline<'a> {
     detector: Option<Detector>,
@@ -50,6 +58,8 @@ pub struct Pipeline<'a> {
     finished: Vec<Flow>,
     totals: Totals,
     first_error: Option<SinkError>,
+    /// Kept only once asked for ([`Pipeline::tap_alerts`]).
+    tap: Option<AlertChanges>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -66,6 +76,27 @@ impl<'a> Pipeline<'a> {
             finished: Vec::new(),
             totals: Totals::default(),
             first_error: None,
+            tap: None,
+        }
+    }
+
+    /// From now on, keeps the alerts that open and close for [`Pipeline::take_alert_changes`].
+    pub fn tap_alerts(&mut self) {
+        self.tap.get_or_insert_default();
+    }
+
+    /// Alerts opened and closed since the last call (empty unless tapped).
+    pub fn take_alert_changes(&mut self) -> AlertChanges {
+        self.tap.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// A mitigation event to every sink (the store's audit log, the log).
+    pub fn mitigation(&mut self, e: &MitigationEvent) {
+        for s in &mut self.sinks {
+            if let Err(err) = s.mitigation(e) {
+                self.totals.sink_errors += 1;
+                self.first_error.get_or_insert(err);
+            }
         }
     }
 
@@ -272,6 +303,10 @@ impl<'a> Pipeline<'a> {
                     fail(e, &mut self.totals);
                 }
             }
+        }
+        if let Some(t) = &mut self.tap {
+            t.opened.extend(opened);
+            t.closed.extend(closed);
         }
     }
 

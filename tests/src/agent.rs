@@ -57,6 +57,7 @@ impl Agent {
                 hosts: 4096,
                 coarse_time: false,
                 cache_slots: sensor_common::DEFAULT_CACHE_SLOTS,
+                ..KernelConfig::default()
             },
             poll: Duration::from_millis(100),
             config: Config::default(),

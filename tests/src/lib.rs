@@ -436,6 +436,10 @@ pub const TEST_SIZES: KernelConfig = KernelConfig {
     hosts: 1024,
     coarse_time: false,
     cache_slots: sensor_common::DEFAULT_CACHE_SLOTS,
+    block_entries: 1024,
+    rate_entries: 64,
+    watch_entries: 64,
+    evidence_ring: 1 << 16,
 };
 
 /// Runs one frame through the sensor with `BPF_PROG_TEST_RUN` and returns the XDP action.

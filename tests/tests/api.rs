@@ -271,6 +271,9 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
         ("POST", "/api/capture/start"),
         ("POST", "/api/capture/stop"),
         ("GET", "/api/interfaces"),
+        ("GET", "/api/blocklist"),
+        ("POST", "/api/blocklist"),
+        ("DELETE", "/api/blocklist?target=203.0.113.7"),
     ] {
         let (code, _) = http(srv.addr, m, p, None, Some("{}"));
         assert_eq!(code, 401, "{p} without token");
@@ -288,6 +291,30 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
                 .any(|x| x["name"] == "lo" && x["attached"] == false)),
         "{body}"
     );
+    // The blocklist lives in `sensor run`: a read-only server lists the (empty) audit log and
+    // refuses changes with 409.
+    let (code, body) = http(srv.addr, "GET", "/api/blocklist", t, None);
+    let v: Value = serde_json::from_str(&body).expect("blocklist JSON");
+    assert!(
+        code == 200 && v["live"] == false && v["audit"].as_array().is_some_and(Vec::is_empty),
+        "{body}"
+    );
+    let (code, body) = http(
+        srv.addr,
+        "POST",
+        "/api/blocklist",
+        t,
+        Some("{\"prefix\": \"203.0.113.7\"}"),
+    );
+    assert_eq!(code, 409, "{body}");
+    let (code, body) = http(
+        srv.addr,
+        "POST",
+        "/api/blocklist",
+        t,
+        Some("{\"prefix\": 5}"),
+    );
+    assert_eq!(code, 400, "{body}");
     let outside =
         std::env::temp_dir().join(format!("sensor-api-outside-{}.pcap", std::process::id()));
     std::fs::write(&outside, b"x").expect("outside file");

@@ -234,6 +234,43 @@ fn dashboard_starts_and_stops_a_capture() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-controls.png");
     std::fs::write(&path, &png).expect("write screenshot");
 
+    // Mitigation by hand: block the peer, see the row with its drop counters, remove it, see
+    // the audit log say so.
+    browser.wait_for("the mitigation section with XDP attached", |b| {
+        b.text("#mit-state").contains("XDP attached")
+    });
+    let peer = format!("{}/32", lab.peer_addr);
+    browser.script(
+        "document.getElementById('mit-prefix').value = arguments[0]; return true;",
+        json!([lab.peer_addr.to_string()]),
+    );
+    browser.click("#mit-block");
+    browser.wait_for("the blocked peer listed", |b| {
+        b.text("#t-blocklist tbody").contains(&peer)
+    });
+    lab.peer
+        .send_udp(lab.peer_addr, lab.local_addr, 40000, 9, 30, 100);
+    let sent = Instant::now();
+    let mut dropped = false;
+    while !dropped && sent.elapsed() < Duration::from_secs(10) {
+        browser.script("loadMitigation(); return true;", json!([]));
+        std::thread::sleep(Duration::from_millis(300));
+        dropped = browser.text("#t-blocklist tbody").contains("30");
+    }
+    assert!(
+        dropped,
+        "the page does not show the 30 dropped datagrams: {}",
+        browser.text("#t-blocklist tbody")
+    );
+    browser.click(".mit-remove");
+    browser.wait_for("the removal in the mitigation log", |b| {
+        b.text("#t-mitlog tbody").contains("unblock")
+    });
+    assert!(
+        !browser.text("#t-blocklist tbody").contains(&peer),
+        "still listed after Remove"
+    );
+
     browser.click("#ctl-stop");
     browser.wait_for("the idle status after stop", |b| {
         b.text("#st-capture") == "idle"

@@ -256,3 +256,122 @@ fn capture_starts_and_stops_through_the_api() {
     );
     assert_eq!(code, 200, "{v}");
 }
+
+/// Blocks through `/api/blocklist` act in the kernel: packets from a blocked peer are dropped
+/// (and counted per entry and in /metrics), removal lets them through again, this host's own
+/// address is refused, and every change is an audit row.
+#[test]
+fn blocklist_api_drops_in_the_kernel_and_is_audited() {
+    if load_or_skip("blocklist API", KernelConfig::default()).is_none() {
+        return;
+    }
+    let lab = VethPair::create();
+    let agent = Agent::start("blocklist", vec![lab.local.to_owned()], CaptureMode::Skb);
+    let (code, _) = http(agent.addr, "GET", "/api/blocklist", None, None);
+    assert_eq!(code, 401, "listing needs the token");
+    let (code, v) = agent.post("/api/blocklist", "{\"prefix\": \"10.0.0.300\"}");
+    assert_eq!(code, 400, "bad prefix: {v}");
+    let (code, v) = agent.post(
+        "/api/blocklist",
+        "{\"prefix\": \"10.0.0.0/8\", \"ttl_s\": 0}",
+    );
+    assert_eq!(code, 400, "ttl 0: {v}");
+    let own = format!("{{\"prefix\": \"{}\"}}", lab.local_addr);
+    let (code, v) = agent.post("/api/blocklist", &own);
+    assert_eq!(code, 403, "this host's own address: {v}");
+    let peer = format!("{}/32", lab.peer_addr);
+    let (code, v) = agent.post(
+        "/api/blocklist",
+        &format!(
+            "{{\"prefix\": \"{}\", \"ttl_s\": 600, \"reason\": \"test\"}}",
+            lab.peer_addr
+        ),
+    );
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(
+        (v["target"].as_str(), v["enforced"].as_bool()),
+        (Some(peer.as_str()), Some(true)),
+        "{v}"
+    );
+
+    let list = |agent: &Agent| -> Value {
+        let (code, text) = http(agent.addr, "GET", "/api/blocklist", Some(TOKEN), None);
+        assert_eq!(code, 200, "{text}");
+        serde_json::from_str(&text).expect("json")
+    };
+    lab.peer
+        .send_udp(lab.peer_addr, lab.local_addr, 40000, 9, 50, 100);
+    let mut dropped = 0;
+    for _ in 0..50 {
+        dropped = list(&agent)["entries"][0]["dropped_packets"]
+            .as_u64()
+            .unwrap_or(0);
+        if dropped >= 50 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(dropped, 50, "entry counted the peer's 50 datagrams");
+    let metrics = http(agent.addr, "GET", "/metrics", None, None).1;
+    assert!(
+        metrics.contains("sensor_xdp_blocked_packets_total 50"),
+        "{metrics}"
+    );
+
+    let (code, text) = http(
+        agent.addr,
+        "DELETE",
+        &format!("/api/blocklist?target={peer}"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(code, 200, "{text}");
+    let (code, _) = http(
+        agent.addr,
+        "DELETE",
+        &format!("/api/blocklist?target={peer}"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(code, 404, "second removal");
+    let before = get_json(agent.addr, "/api/status")["kernel"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    lab.peer
+        .send_udp(lab.peer_addr, lab.local_addr, 40001, 9, 20, 100);
+    std::thread::sleep(Duration::from_millis(500));
+    let status = get_json(agent.addr, "/api/status");
+    assert!(
+        status["kernel"]["packets"].as_u64().unwrap_or(0) >= before + 20,
+        "{status}"
+    );
+    let metrics = http(agent.addr, "GET", "/metrics", None, None).1;
+    assert!(
+        metrics.contains("sensor_xdp_blocked_packets_total 50"),
+        "nothing dropped after removal: {metrics}"
+    );
+    let l = list(&agent);
+    assert_eq!(l["entries"].as_array().map(Vec::len), Some(0), "{l}");
+    let actions: Vec<(&str, &str, u64)> = l["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap_or(""),
+                a["target"].as_str().unwrap_or(""),
+                a["dropped_packets"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let own32 = format!("{}/32", lab.local_addr);
+    assert_eq!(
+        actions,
+        vec![
+            ("unblock", peer.as_str(), 50),
+            ("block", peer.as_str(), 0),
+            ("refuse", own32.as_str(), 0)
+        ],
+        "audit rows, newest first"
+    );
+}

@@ -3,6 +3,7 @@
 mod bench_live;
 mod bench_replay;
 mod corpus;
+mod e2e_mitigation;
 mod eval;
 mod lab;
 mod live;
@@ -72,6 +73,9 @@ enum Task {
         /// Seconds of benign traffic checked for silence.
         #[arg(long, default_value_t = 30)]
         benign_seconds: u64,
+        /// Only the mitigation cases (blocking, rate limiting, expiry).
+        #[arg(long)]
+        mitigation_only: bool,
     },
     /// A benign-traffic role inside a lab namespace (started by the lab itself).
     #[command(hide = true)]
@@ -306,7 +310,11 @@ fn test(args: &[String]) -> Result<()> {
     let e2e = if !full {
         None
     } else if is_root() {
-        Some(release_sensor().and_then(|sensor| live::e2e(&sensor, Duration::from_secs(30))))
+        Some(release_sensor().and_then(|sensor| {
+            let mut cases = live::e2e(&sensor, Duration::from_secs(30))?;
+            cases.extend(e2e_mitigation::run(&sensor)?);
+            Ok(cases)
+        }))
     } else if ci {
         Some(Err(anyhow::anyhow!("the lab end-to-end test needs root")))
     } else {
@@ -452,9 +460,18 @@ fn main() -> ExitCode {
             require_root("bench-live")?;
             bench_live::bench_live(&release_sensor()?, *runs, only)
         }
-        Task::E2e { benign_seconds } => {
+        Task::E2e {
+            benign_seconds,
+            mitigation_only,
+        } => {
             require_root("the end-to-end test")?;
-            let cases = live::e2e(&release_sensor()?, Duration::from_secs(*benign_seconds))?;
+            let sensor = release_sensor()?;
+            let mut cases = if *mitigation_only {
+                Vec::new()
+            } else {
+                live::e2e(&sensor, Duration::from_secs(*benign_seconds))?
+            };
+            cases.extend(e2e_mitigation::run(&sensor)?);
             report_e2e(&cases)
         }
         Task::LabRole { .. } => Ok(()),

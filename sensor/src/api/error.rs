@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::{
     live::ControlError,
+    mitigate::MitigateError,
     source::{
         live::SourceError,
         xdp::{KernelError, attach::AttachError},
@@ -65,6 +66,7 @@ impl From<ControlError> for ApiError {
         let msg = e.to_string();
         match e {
             ControlError::Stopped => Self::Unavailable(msg),
+            ControlError::Mitigate(m) => m.into(),
             ControlError::Source(s) => match s {
                 SourceError::Attach(AttachError::NoInterface(_)) => Self::NotFound(msg),
                 SourceError::Attach(AttachError::Busy(_))
@@ -81,6 +83,19 @@ impl From<ControlError> for ApiError {
                     Self::Internal(msg)
                 }
             },
+        }
+    }
+}
+
+impl From<MitigateError> for ApiError {
+    fn from(e: MitigateError) -> Self {
+        let msg = e.to_string();
+        match e {
+            MitigateError::BadPrefix(_) => Self::BadRequest(msg),
+            MitigateError::Refused(_) => Self::Forbidden(msg),
+            MitigateError::Full(_) => Self::Conflict(msg),
+            MitigateError::NotFound(_) => Self::NotFound(msg),
+            MitigateError::Kernel(_) => Self::Internal(msg),
         }
     }
 }

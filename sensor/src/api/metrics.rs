@@ -96,6 +96,42 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                 g(&m.kernel_overflow_lost),
             ),
             (
+                "sensor_xdp_blocked_packets_total",
+                "Packets the XDP blocklist dropped.",
+                "counter",
+                g(&m.blocked_packets),
+            ),
+            (
+                "sensor_xdp_blocked_bytes_total",
+                "Bytes the XDP blocklist dropped.",
+                "counter",
+                g(&m.blocked_bytes),
+            ),
+            (
+                "sensor_xdp_rate_limited_packets_total",
+                "Packets the XDP per-destination rate limits dropped.",
+                "counter",
+                g(&m.rate_limited_packets),
+            ),
+            (
+                "sensor_xdp_rate_limited_bytes_total",
+                "Bytes the XDP per-destination rate limits dropped.",
+                "counter",
+                g(&m.rate_limited_bytes),
+            ),
+            (
+                "sensor_blocklist_entries",
+                "Blocked source prefixes in force.",
+                "gauge",
+                g(&m.block_entries),
+            ),
+            (
+                "sensor_rate_limit_entries",
+                "Per-destination rate limits in force.",
+                "gauge",
+                g(&m.rate_limit_entries),
+            ),
+            (
                 "sensor_pcap_packets_total",
                 "Packets the libpcap captures delivered.",
                 "counter",

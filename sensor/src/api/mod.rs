@@ -7,6 +7,7 @@
 //! nothing. In `sensor run` the state carries a [`LiveApi`]: capture control, the live model
 //! and the live loop's metrics.
 
+mod blocklist;
 mod control;
 mod dashboard;
 pub mod error;
@@ -120,6 +121,12 @@ pub fn router(state: Shared) -> Router {
         .route("/api/capture/stop", post(control::capture_stop))
         .route("/api/replay", post(control::replay))
         .route("/api/model/train", post(control::train))
+        .route(
+            "/api/blocklist",
+            get(blocklist::list)
+                .post(blocklist::add)
+                .delete(blocklist::remove),
+        )
         .route("/metrics", get(metrics::metrics))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
         .with_state(state)

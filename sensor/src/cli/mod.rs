@@ -115,6 +115,20 @@ pub enum Command {
         listen: std::net::SocketAddr,
         #[arg(long, env = "SENSOR_TOKEN")]
         token: Option<String>,
+        /// Act at XDP on alerts of these kinds (comma-separated: port_scan, host_sweep,
+        /// syn_flood, udp_flood, icmp_flood, ddos, ml_anomaly): block the source, or
+        /// rate-limit the flood toward its victim when there is no single source. Default:
+        /// [mitigation] kinds in the config (none: off).
+        #[arg(
+            long,
+            env = "SENSOR_MITIGATE",
+            value_delimiter = ',',
+            value_name = "KINDS"
+        )]
+        mitigate: Vec<String>,
+        /// Seconds a mitigation entry lives (default: [mitigation] ttl_s, 600).
+        #[arg(long, env = "SENSOR_BLOCK_TTL", value_name = "SECONDS")]
+        block_ttl: Option<u64>,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -286,6 +300,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             hosts: host_entries,
             coarse_time,
             cache_slots,
+            ..KernelConfig::default()
         }),
         Command::Serve {
             db,
@@ -309,6 +324,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             online_model,
             listen,
             token,
+            mitigate,
+            block_ttl,
             db,
             flow,
         } => run::run(run::RunArgs {
@@ -322,8 +339,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 hosts: host_entries,
                 coarse_time,
                 cache_slots,
+                ..KernelConfig::default()
             },
-            config: load_config(config.as_deref(), Some(&flow))?,
+            config: with_mitigation(
+                load_config(config.as_deref(), Some(&flow))?,
+                &mitigate,
+                block_ttl,
+            )?,
             model,
             online_model,
             listen,
@@ -457,4 +479,36 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ReplayError::BadInput(_)) => 2,
         _ => 1,
     }
+}
+
+/// `--mitigate` and `--block-ttl` over the config's `[mitigation]`.
+fn with_mitigation(
+    mut config: Config,
+    kinds: &[String],
+    ttl: Option<u64>,
+) -> anyhow::Result<Config> {
+    if !kinds.is_empty() {
+        config.mitigation.kinds = kinds
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| {
+                serde_json::from_value(serde_json::Value::String(k.trim().to_owned())).map_err(
+                    |_| {
+                        anyhow::anyhow!(
+                            "--mitigate: unknown alert kind {k:?} (kinds: port_scan, host_sweep, \
+                             syn_flood, udp_flood, icmp_flood, ddos, ml_anomaly)"
+                        )
+                    },
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(t) = ttl {
+        config.mitigation.ttl_s = t;
+    }
+    config
+        .mitigation
+        .check()
+        .map_err(|m| anyhow::anyhow!("{}", m.replace("mitigation.ttl_s", "--block-ttl")))?;
+    Ok(config)
 }

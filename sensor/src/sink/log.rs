@@ -2,7 +2,7 @@
 //! sensor (journald keeps it under systemd).
 
 use super::{Sink, SinkError};
-use crate::record::AlertRecord;
+use crate::{mitigate::MitigationEvent, record::AlertRecord};
 
 /// Writes each opened alert as one line.
 #[derive(Debug, Default)]
@@ -17,6 +17,14 @@ impl Sink for LogSink {
             a.src_ip.map_or("many".into(), |i| i.to_string()),
             a.dst_ip.map_or("many".into(), |i| i.to_string()),
             a.evidence
+        );
+        Ok(())
+    }
+
+    fn mitigation(&mut self, e: &MitigationEvent) -> Result<(), SinkError> {
+        eprintln!(
+            "MITIGATION {} {} ({}; dropped {} packets)",
+            e.action, e.target, e.reason, e.packets
         );
         Ok(())
     }

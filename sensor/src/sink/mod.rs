@@ -5,7 +5,8 @@
 //! - an alert when it opens (so live consumers see it within one poll) and again, in its final
 //!   state, when it closes;
 //! - an anomaly when the model judges a flow anomalous;
-//! - a per-second statistics row when its second has ended.
+//! - a per-second statistics row when its second has ended;
+//! - a mitigation event (block, renewal, removal, expiry, refusal) when it happens (live).
 //!
 //! What a sink does with them is its own: the store writes an alert at open and updates the
 //! same row at close, the webhook and the log act at open, an alerts JSONL file holds each
@@ -18,7 +19,10 @@ pub mod webhook;
 
 use std::{io, path::PathBuf};
 
-use crate::record::{AlertRecord, AnomalyRow, FlowRecord, StatsRow};
+use crate::{
+    mitigate::MitigationEvent,
+    record::{AlertRecord, AnomalyRow, FlowRecord, StatsRow},
+};
 
 /// Why a sink could not take a record.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,9 @@ pub trait Sink {
     fn stats(&mut self, _s: &StatsRow) -> Result<(), SinkError> {
         Ok(())
     }
+    fn mitigation(&mut self, _e: &MitigationEvent) -> Result<(), SinkError> {
+        Ok(())
+    }
     /// Data time moved on (every live poll): hand over what is buffered.
     fn tick(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -98,6 +105,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn stats(&mut self, s: &StatsRow) -> Result<(), SinkError> {
         (**self).stats(s)
+    }
+    fn mitigation(&mut self, e: &MitigationEvent) -> Result<(), SinkError> {
+        (**self).mitigation(e)
     }
     fn tick(&mut self) -> Result<(), SinkError> {
         (**self).tick()

@@ -6,6 +6,10 @@
 //! first round inserts the flow, the rest update it); rounds walk the whole corpus so the maps
 //! hold every flow, as on a busy gateway. The kernel reports whole ns per run, so the average is
 //! taken over every call, weighted by its repeat count.
+//!
+//! Then the same with mitigation on: `--blocklist N` (default 10,000) prefixes in the kernel
+//! blocklist that no corpus packet matches (what every benign packet pays while a mitigation
+//! is in force), and with two more entries that block every corpus source (the drop path).
 
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
@@ -28,6 +32,7 @@ struct Args {
     rounds: usize,
     coarse: bool,
     cache_slots: u32,
+    blocklist: u32,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -37,6 +42,7 @@ fn parse_args() -> anyhow::Result<Args> {
         rounds: 3,
         coarse: false,
         cache_slots: sensor_common::DEFAULT_CACHE_SLOTS,
+        blocklist: 10_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,8 +56,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--repeat" => a.repeat = value.parse().context("--repeat")?,
             "--rounds" => a.rounds = value.parse().context("--rounds")?,
             "--cache-slots" => a.cache_slots = value.parse().context("--cache-slots")?,
+            "--blocklist" => a.blocklist = value.parse().context("--blocklist")?,
             other => bail!(
-                "unknown option {other} (known: --flows N --repeat N --rounds N --cache-slots N --coarse-time)"
+                "unknown option {other} (known: --flows N --repeat N --rounds N --cache-slots N \
+                 --blocklist N --coarse-time)"
             ),
         }
     }
@@ -96,8 +104,14 @@ fn corpus(n: usize) -> Vec<Frame> {
         .collect()
 }
 
-/// Mean ns per packet over `rounds` passes of the corpus.
-fn measure(xdp: &Xdp, frames: &[Frame], repeat: u32, rounds: usize) -> anyhow::Result<f64> {
+/// Mean ns per packet over `rounds` passes of the corpus; every run must give `verdict`.
+fn measure(
+    xdp: &Xdp,
+    frames: &[Frame],
+    repeat: u32,
+    rounds: usize,
+    verdict: u32,
+) -> anyhow::Result<f64> {
     let mut total = Duration::ZERO;
     let mut packets = 0u64;
     for _ in 0..rounds {
@@ -109,14 +123,86 @@ fn measure(xdp: &Xdp, frames: &[Frame], repeat: u32, rounds: usize) -> anyhow::R
                     ..TestRunOptions::default()
                 })
                 .context("BPF_PROG_TEST_RUN")?;
-            if r.return_value != XDP_PASS {
-                bail!("program returned {} instead of XDP_PASS", r.return_value);
+            if r.return_value != verdict {
+                bail!("program returned {} instead of {verdict}", r.return_value);
             }
             total += r.duration * repeat;
             packets += u64::from(repeat);
         }
     }
     Ok(total.as_nanos() as f64 / packets as f64)
+}
+
+const XDP_DROP: u32 = 1;
+
+/// Three alternating trials of the sensor and the empty program (drift in machine load hits
+/// both alike); the medians.
+fn trials(
+    prog: &mut SensorProgram,
+    frames: &[Frame],
+    args: &Args,
+    name: &str,
+    verdict: u32,
+) -> anyhow::Result<(f64, f64)> {
+    let mut sensor_ns = Vec::new();
+    let mut empty_ns = Vec::new();
+    for trial in 0..3 {
+        prog.reset().context("resetting maps")?;
+        empty_ns.push(measure(
+            prog.baseline()?,
+            frames,
+            args.repeat,
+            args.rounds,
+            XDP_PASS,
+        )?);
+        sensor_ns.push(measure(
+            prog.xdp()?,
+            frames,
+            args.repeat,
+            args.rounds,
+            verdict,
+        )?);
+        println!(
+            "trial {trial}: {name}={:.2} ns/pkt empty={:.2} ns/pkt",
+            sensor_ns[trial], empty_ns[trial]
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(&mut sensor_ns), median(&mut empty_ns)))
+}
+
+/// `n` blocklist entries outside the corpus's addresses: IPv4 /32s and /24s in 100.64.0.0/10
+/// and IPv6 /64s in 2001:db8:ff00::/40 (a mix as alerts and operators would leave), spread by
+/// a fixed LCG so runs compare.
+fn fill_blocklist(prog: &mut SensorProgram, n: u32) -> anyhow::Result<()> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..n {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let r = (x >> 24) as u32;
+        match i % 4 {
+            0 => {
+                let a = Ipv4Addr::from(0x6440_0000 | (r & 0x003f_ff00));
+                prog.block(a.to_ipv6_mapped().octets(), 96 + 24, 0)?;
+            }
+            1 => {
+                let seg = (r >> 8) as u16;
+                let a = Ipv6Addr::new(0x2001, 0xdb8, 0xff00 | (r & 0xff) as u16, seg, 0, 0, 0, 0);
+                prog.block(a.octets(), 64, 0)?;
+            }
+            _ => {
+                let a = Ipv4Addr::from(0x6440_0000 | (r & 0x003f_ffff));
+                prog.block(a.to_ipv6_mapped().octets(), 128, 0)?;
+            }
+        }
+    }
+    let held = prog.blocklist()?.len();
+    println!("blocklist: {held} entries (of {n} inserted; duplicates collapse)");
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,6 +213,8 @@ fn main() -> anyhow::Result<()> {
         hosts: 65_536,
         coarse_time: args.coarse,
         cache_slots: args.cache_slots,
+        block_entries: (args.blocklist + 16).max(sensor_common::DEFAULT_BLOCK_ENTRIES),
+        ..KernelConfig::default()
     };
     let mut prog = SensorProgram::load(sizes).context("loading the sensor (run as root)")?;
     // BPF_PROG_TEST_RUN adds an XDP program to the kernel's XDP dispatcher for each call and
@@ -156,23 +244,7 @@ fn main() -> anyhow::Result<()> {
         }
     );
 
-    // Alternate the programs so drift in machine load hits both alike.
-    let mut sensor_ns = Vec::new();
-    let mut empty_ns = Vec::new();
-    for trial in 0..3 {
-        prog.reset().context("resetting maps")?;
-        empty_ns.push(measure(
-            prog.baseline()?,
-            &frames,
-            args.repeat,
-            args.rounds,
-        )?);
-        sensor_ns.push(measure(prog.xdp()?, &frames, args.repeat, args.rounds)?);
-        println!(
-            "trial {trial}: sensor={:.2} ns/pkt empty={:.2} ns/pkt",
-            sensor_ns[trial], empty_ns[trial]
-        );
-    }
+    let (s, e) = trials(&mut prog, &frames, &args, "sensor", XDP_PASS)?;
     let flows = prog.flows()?.len();
     let c = prog.counters()?;
     if flows != frames.len() || c.flow_insert_full + c.flow_insert_other != 0 {
@@ -182,15 +254,38 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("flow map after run: {flows} flows, 0 insert failures");
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (s, e) = (median(&mut sensor_ns), median(&mut empty_ns));
     println!(
         "one core at {s:.1} ns/packet: {:.1} Mpps (10 GbE line rate at 64-byte frames: 14.9 Mpps)",
         1e3 / s
     );
     println!("xdp ns/pkt: sensor={s:.2} empty={e:.2} ratio={:.2}", s / e);
+    if args.blocklist == 0 {
+        return Ok(());
+    }
+
+    // Mitigation in force: N prefixes that no corpus packet matches.
+    let n = args.blocklist;
+    fill_blocklist(&mut prog, n)?;
+    prog.set_gates(sensor_common::gates::BLOCKLIST)?;
+    let name = format!("sensor+blocklist{n}");
+    let (s, e) = trials(&mut prog, &frames, &args, &name, XDP_PASS)?;
+    if prog.counters()?.blocked_packets != 0 {
+        bail!("the blocklist dropped corpus packets it must not match");
+    }
+    println!("xdp ns/pkt: {name}={s:.2} empty={e:.2} ratio={:.2}", s / e);
+    // ... and two more that block every corpus source: the drop path.
+    prog.block(
+        Ipv4Addr::new(10, 16, 0, 0).to_ipv6_mapped().octets(),
+        96 + 16,
+        0,
+    )?;
+    prog.block(
+        Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0).octets(),
+        48,
+        0,
+    )?;
+    let name = format!("sensor+blocklist{n}-dropping");
+    let (s, e) = trials(&mut prog, &frames, &args, &name, XDP_DROP)?;
+    println!("xdp ns/pkt: {name}={s:.2} empty={e:.2} ratio={:.2}", s / e);
     Ok(())
 }

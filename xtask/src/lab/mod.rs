@@ -385,6 +385,12 @@ pub fn http(
                 r = r.header("Authorization", a);
             }
             r.send(body.unwrap_or("{}")).ok()?
+        } else if method == "DELETE" {
+            let mut r = agent.delete(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call().ok()?
         } else {
             let mut r = agent.get(&url);
             if let Some(a) = &auth {

@@ -26,8 +26,11 @@ mod schema;
 
 use self::schema::MIGRATIONS;
 pub use self::schema::SCHEMA_VERSION;
-use crate::record::{AlertRecord, FlowRecord};
 pub use crate::record::{AnomalyRow, StatsRow};
+use crate::{
+    mitigate::MitigationEvent,
+    record::{AlertRecord, FlowRecord},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -77,6 +80,7 @@ enum Msg {
     Alert(Box<AlertRecord>, u64, u64),
     Anomaly(Box<AnomalyRow>),
     Stats(StatsRow),
+    Mitigation(Box<MitigationEvent>, u64),
     SessionStart(String, String, mpsc::Sender<i64>),
     SessionEnd(i64, u64, u64),
     Model(String, f64, u64, String),
@@ -442,6 +446,26 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                         s.flows as i64
                     ])?;
                 }
+                Msg::Mitigation(e, sid) => {
+                    tx.prepare_cached(
+                        "INSERT INTO mitigations (ts, action, target, expires, reason, origin, alert_key, alert_kind, packets, bytes, session_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )?
+                    .execute(params![
+                        e.ts_ns as i64,
+                        e.action,
+                        e.target,
+                        e.expires_ns.map(|t| t as i64),
+                        e.reason,
+                        e.origin,
+                        // The alert's row key in this session (see alerts.alert_key).
+                        e.alert_id.filter(|_| sid > 0).map(|id| format!("{sid}-{id}")),
+                        e.alert_kind.map(|k| k.as_str()),
+                        e.packets as i64,
+                        e.bytes as i64,
+                        (sid > 0).then_some(sid as i64),
+                    ])?;
+                }
                 Msg::SessionStart(kind, source, reply) => {
                     tx.execute(
                         "INSERT INTO capture_sessions (started, kind, source) VALUES (?1, ?2, ?3)",
@@ -485,6 +509,7 @@ pub fn apply_retention(c: &Connection, r: Retention, now_ns: u64) -> rusqlite::R
         ("alerts", "last_seen"),
         ("anomalies", "ts"),
         ("statistics", "ts"),
+        ("mitigations", "ts"),
     ] {
         deleted += c.execute(&format!("DELETE FROM {table} WHERE {col} < ?1"), [cutoff])? as u64;
         deleted += c.execute(
@@ -574,6 +599,15 @@ impl crate::sink::Sink for StoreSink<'_> {
     }
     fn stats(&mut self, s: &StatsRow) -> Result<(), crate::sink::SinkError> {
         self.push(Msg::Stats(*s))
+    }
+    /// Audit rows are never dropped: they wait for queue space even on the live path (they
+    /// are rare, and an operator must be able to tell who blocked what).
+    fn mitigation(&mut self, e: &MitigationEvent) -> Result<(), crate::sink::SinkError> {
+        self.hand_over()?;
+        let sid = self.store.sid();
+        Ok(self
+            .store
+            .send(Msg::Mitigation(Box::new(e.clone()), sid), true)?)
     }
     fn tick(&mut self) -> Result<(), crate::sink::SinkError> {
         self.hand_over()
@@ -752,7 +786,8 @@ mod tests {
                 |r| r.get(0),
             )
             .expect("tables");
-        assert_eq!(tables, 6);
+        // flows, alerts, anomalies, statistics, capture_sessions, model_versions, mitigations.
+        assert_eq!(tables, 7);
         let c = open_rw(&p).expect("reopen");
         let n: i64 = c
             .query_row("SELECT sum(packets) FROM statistics", [], |r| r.get(0))

@@ -419,3 +419,41 @@ pub fn training_rows(
     }
     Ok((out, meta))
 }
+
+/// The newest `limit` mitigation audit rows, newest first, with the database id of the alert
+/// that caused each (when it did). A database from before the table existed has none.
+pub fn mitigations(c: &Connection, limit: i64) -> rusqlite::Result<Vec<Value>> {
+    let exists: i64 = c.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'mitigations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut s = c.prepare(
+        "SELECT m.id, m.ts, m.action, m.target, m.expires, m.reason, m.origin, m.alert_kind,
+                m.packets, m.bytes, a.id
+         FROM mitigations m LEFT JOIN alerts a ON a.alert_key = m.alert_key
+         ORDER BY m.id DESC LIMIT ?1",
+    )?;
+    let rows = s.query_map([limit], |r| {
+        let ts: i64 = r.get(1)?;
+        let expires: Option<i64> = r.get(4)?;
+        Ok(json!({
+            "id": r.get::<_, i64>(0)?,
+            "ts": rfc3339_us(ts.max(0) as u64),
+            "ts_ns": ts,
+            "action": r.get::<_, String>(2)?,
+            "target": r.get::<_, String>(3)?,
+            "expires": expires.map(|e| rfc3339_us(e.max(0) as u64)),
+            "reason": r.get::<_, String>(5)?,
+            "origin": r.get::<_, String>(6)?,
+            "alert_kind": r.get::<_, Option<String>>(7)?,
+            "dropped_packets": r.get::<_, i64>(8)?,
+            "dropped_bytes": r.get::<_, i64>(9)?,
+            "alert_id": r.get::<_, Option<i64>>(10)?,
+        }))
+    })?;
+    rows.collect()
+}

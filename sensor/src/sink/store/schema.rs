@@ -2,7 +2,7 @@
 //! i + 1; `PRAGMA user_version` says where a file is.
 
 /// Current schema version; `MIGRATIONS[i]` takes a database from version i to i + 1.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -90,4 +90,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 2 -> 3: the model's score of every flow (null without a model), to rank flows by it.
     "ALTER TABLE flows ADD COLUMN score REAL;
     CREATE INDEX flows_score ON flows(score);",
+    // 3 -> 4: the mitigation audit log: every block, renewal, removal, expiry and refusal.
+    "CREATE TABLE mitigations (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        expires INTEGER,
+        reason TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        alert_key TEXT,
+        alert_kind TEXT,
+        packets INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        session_id INTEGER
+    );
+    CREATE INDEX mitigations_ts ON mitigations(ts);",
 ];

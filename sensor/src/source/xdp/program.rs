@@ -13,13 +13,17 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, Pod,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::Key as LpmKey,
+    },
     programs::{ProgramError, Xdp},
 };
 use sensor_common::{
-    CacheSlot, DEFAULT_CACHE_SLOTS, DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, FlowKey, FlowStats,
-    GLOBAL_CACHE_SLOTS, GLOBAL_COARSE_TIME, GlobalCounters, HostKey, HostStats,
-    XDP_BASELINE_PROGRAM, XDP_PROGRAM, maps,
+    BlockEntry, CacheSlot, DEFAULT_BLOCK_ENTRIES, DEFAULT_CACHE_SLOTS, DEFAULT_EVIDENCE_RING,
+    DEFAULT_FLOW_ENTRIES, DEFAULT_HOST_ENTRIES, DEFAULT_RATE_ENTRIES, DEFAULT_WATCH_ENTRIES,
+    EvidenceRecord, FlowKey, FlowStats, GLOBAL_CACHE_SLOTS, GLOBAL_COARSE_TIME, GlobalCounters,
+    HostKey, HostStats, RateKey, RateLimit, WatchEntry, XDP_BASELINE_PROGRAM, XDP_PROGRAM, maps,
 };
 
 /// The XDP object built by `build.rs`, aligned so aya can parse it in place.
@@ -68,6 +72,14 @@ pub struct KernelConfig {
     /// Slots per bank of the per-CPU flow cache (rounded up to a power of two; 0: no cache,
     /// every packet goes to the flow map).
     pub cache_slots: u32,
+    /// Entries of the blocklist trie (blocked source prefixes).
+    pub block_entries: u32,
+    /// Entries of the per-destination rate-limit map.
+    pub rate_entries: u32,
+    /// Entries of the evidence watch map (addresses of open alerts).
+    pub watch_entries: u32,
+    /// Bytes of the evidence ring buffer (rounded up to a power of two, at least a page).
+    pub evidence_ring: u32,
 }
 
 impl Default for KernelConfig {
@@ -77,6 +89,10 @@ impl Default for KernelConfig {
             hosts: DEFAULT_HOST_ENTRIES,
             coarse_time: false,
             cache_slots: DEFAULT_CACHE_SLOTS,
+            block_entries: DEFAULT_BLOCK_ENTRIES,
+            rate_entries: DEFAULT_RATE_ENTRIES,
+            watch_entries: DEFAULT_WATCH_ENTRIES,
+            evidence_ring: DEFAULT_EVIDENCE_RING,
         }
     }
 }
@@ -87,6 +103,10 @@ pub struct SensorProgram {
     config: KernelConfig,
     /// The cache epoch the program writes now (bank `epoch & 1`).
     epoch: u64,
+    /// The `GATES` word as last written.
+    gates: u64,
+    /// The evidence ring, mapped once (taken out of the object's maps).
+    evidence: Option<RingBuf<MapData>>,
     /// Reused buffers of the cache reads.
     cache_keys: Vec<u32>,
     cache_values: Vec<CacheSlot>,
@@ -113,15 +133,34 @@ impl SensorProgram {
             .map_max_entries(maps::DST_HOSTS, config.hosts)
             .map_max_entries(maps::SRC_HOSTS, config.hosts)
             .map_max_entries(maps::FLOW_CACHE, 2 * slots.max(1))
+            .map_max_entries(maps::BLOCKLIST, config.block_entries.max(1))
+            .map_max_entries(maps::RATE_LIMITS, config.rate_entries.max(1))
+            .map_max_entries(maps::WATCH, config.watch_entries.max(1))
+            .map_max_entries(
+                maps::EVIDENCE,
+                config
+                    .evidence_ring
+                    .clamp(4096, 1 << 30)
+                    .next_power_of_two(),
+            )
             .load(OBJECT)?;
         let mut this = Self {
             ebpf,
             config,
             epoch: 0,
+            gates: 0,
+            evidence: None,
             cache_keys: Vec::new(),
             cache_values: Vec::new(),
         };
         this.load_program(XDP_PROGRAM)?;
+        let name = maps::EVIDENCE;
+        let ring = this
+            .ebpf
+            .take_map(name)
+            .ok_or(KernelError::MissingMap(name))?;
+        this.evidence =
+            Some(RingBuf::try_from(ring).map_err(|source| KernelError::Map { name, source })?);
         Ok(this)
     }
 
@@ -382,6 +421,182 @@ impl SensorProgram {
         Ok(())
     }
 
+    /// Adds or replaces a blocklist entry: packets from `addr`/`prefix_len` (16-byte form, bits
+    /// over it) are dropped until `expires_ns` (`CLOCK_MONOTONIC`; 0 never).
+    pub fn block(
+        &mut self,
+        addr: [u8; 16],
+        prefix_len: u32,
+        expires_ns: u64,
+    ) -> Result<(), KernelError> {
+        let name = maps::BLOCKLIST;
+        let mut trie = self.trie_mut()?;
+        let entry = BlockEntry {
+            expires_ns,
+            ..BlockEntry::default()
+        };
+        trie.insert(&LpmKey::new(prefix_len, addr), entry, 0)
+            .map_err(|source| KernelError::Map { name, source })
+    }
+
+    /// Removes a blocklist entry; returns its counters, or `None` when there was none.
+    pub fn unblock(
+        &mut self,
+        addr: [u8; 16],
+        prefix_len: u32,
+    ) -> Result<Option<BlockEntry>, KernelError> {
+        let name = maps::BLOCKLIST;
+        let mut trie = self.trie_mut()?;
+        let key = LpmKey::new(prefix_len, addr);
+        let last = trie.get(&key, 0).ok();
+        match trie.remove(&key) {
+            Ok(()) => Ok(last),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(source) => Err(KernelError::Map { name, source }),
+        }
+    }
+
+    /// Every blocklist entry: (address, prefix length, entry with its drop counters).
+    pub fn blocklist(&self) -> Result<Vec<([u8; 16], u32, BlockEntry)>, KernelError> {
+        let name = maps::BLOCKLIST;
+        let map = self.ebpf.map(name).ok_or(KernelError::MissingMap(name))?;
+        let trie = LpmTrie::<&MapData, [u8; 16], BlockEntry>::try_from(map)
+            .map_err(|source| KernelError::Map { name, source })?;
+        trie.iter()
+            .map(|kv| {
+                kv.map(|(k, v)| (k.data(), k.prefix_len(), v))
+                    .map_err(|source| KernelError::Map { name, source })
+            })
+            .collect()
+    }
+
+    fn trie_mut(&mut self) -> Result<LpmTrie<&mut MapData, [u8; 16], BlockEntry>, KernelError> {
+        let name = maps::BLOCKLIST;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MissingMap(name))?;
+        LpmTrie::try_from(map).map_err(|source| KernelError::Map { name, source })
+    }
+
+    /// Adds or replaces a rate limit (its bucket starts full).
+    pub fn rate_limit(&mut self, key: RateKey, limit: RateLimit) -> Result<(), KernelError> {
+        let name = maps::RATE_LIMITS;
+        let mut map = self.rate_map_mut()?;
+        map.insert(key, limit, 0)
+            .map_err(|source| KernelError::Map { name, source })
+    }
+
+    /// Removes a rate limit; returns its last state, or `None` when there was none.
+    pub fn remove_rate_limit(&mut self, key: RateKey) -> Result<Option<RateLimit>, KernelError> {
+        let name = maps::RATE_LIMITS;
+        let mut map = self.rate_map_mut()?;
+        let last = map.get(&key, 0).ok();
+        match map.remove(&key) {
+            Ok(()) => Ok(last),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(source) => Err(KernelError::Map { name, source }),
+        }
+    }
+
+    /// Every rate limit with its counters.
+    pub fn rate_limits(&self) -> Result<BTreeMap<RateKey, RateLimit>, KernelError> {
+        self.snapshot(maps::RATE_LIMITS)
+    }
+
+    fn rate_map_mut(&mut self) -> Result<HashMap<&mut MapData, RateKey, RateLimit>, KernelError> {
+        let name = maps::RATE_LIMITS;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MissingMap(name))?;
+        HashMap::try_from(map).map_err(|source| KernelError::Map { name, source })
+    }
+
+    /// Watches `addr` (16-byte form) for alert evidence: matching packets are copied to the
+    /// evidence ring per `entry` (its counters start at 0).
+    pub fn watch(&mut self, addr: [u8; 16], entry: WatchEntry) -> Result<(), KernelError> {
+        let name = maps::WATCH;
+        let mut map = self.watch_map_mut()?;
+        map.insert(addr, entry, 0)
+            .map_err(|source| KernelError::Map { name, source })
+    }
+
+    /// Stops watching `addr`; its last counters, or `None` when it was not watched.
+    pub fn unwatch(&mut self, addr: [u8; 16]) -> Result<Option<WatchEntry>, KernelError> {
+        let name = maps::WATCH;
+        let mut map = self.watch_map_mut()?;
+        let last = map.get(&addr, 0).ok();
+        match map.remove(&addr) {
+            Ok(()) => Ok(last),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(source) => Err(KernelError::Map { name, source }),
+        }
+    }
+
+    /// Every watched address with its counters.
+    pub fn watched(&self) -> Result<BTreeMap<[u8; 16], WatchEntry>, KernelError> {
+        self.snapshot(maps::WATCH)
+    }
+
+    fn watch_map_mut(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, [u8; 16], WatchEntry>, KernelError> {
+        let name = maps::WATCH;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MissingMap(name))?;
+        HashMap::try_from(map).map_err(|source| KernelError::Map { name, source })
+    }
+
+    /// Hands every record waiting in the evidence ring to `f`, oldest first; returns how many.
+    pub fn drain_evidence(&mut self, mut f: impl FnMut(&EvidenceRecord)) -> usize {
+        let Some(ring) = self.evidence.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<EvidenceRecord>() {
+                // SAFETY: the kernel wrote a whole `EvidenceRecord` (plain integers and bytes)
+                // here; read unaligned, as the ring gives no alignment promise to us.
+                let rec = unsafe { item.as_ptr().cast::<EvidenceRecord>().read_unaligned() };
+                f(&rec);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Turns one gate (`sensor_common::gates` bit) on or off, keeping the others.
+    pub fn set_gate(&mut self, bit: u64, on: bool) -> Result<(), KernelError> {
+        let bits = if on {
+            self.gates | bit
+        } else {
+            self.gates & !bit
+        };
+        if bits == self.gates {
+            return Ok(());
+        }
+        self.set_gates(bits)
+    }
+
+    /// Tells the program which optional maps hold entries (`sensor_common::gates` bits); with
+    /// 0 it looks up none of them.
+    pub fn set_gates(&mut self, bits: u64) -> Result<(), KernelError> {
+        let name = maps::GATES;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(KernelError::MissingMap(name))?;
+        let mut a = Array::<&mut MapData, u64>::try_from(map)
+            .map_err(|source| KernelError::Map { name, source })?;
+        a.set(0, bits, 0)
+            .map_err(|source| KernelError::Map { name, source })?;
+        self.gates = bits;
+        Ok(())
+    }
+
     /// Empties the flow and host maps and zeroes the counters (tests and benchmarks start from
     /// a known state with this).
     pub fn reset(&mut self) -> Result<(), KernelError> {
@@ -411,6 +626,15 @@ impl SensorProgram {
         array
             .set(0, zeros, 0)
             .map_err(|source| KernelError::Map { name, source })
+    }
+}
+
+/// A removal of a key that is not there (aya reports it either way).
+fn is_not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 

@@ -1,0 +1,112 @@
+//! `/api/blocklist` (bearer token): the mitigation entries in force with their kernel drop
+//! counters, the audit log, and adding and removing blocks by hand. Entries live in the
+//! running sensor (`sensor run`); `sensor serve` shows the audit log only.
+
+use axum::{
+    Json,
+    extract::{Query, State, rejection::JsonRejection, rejection::QueryRejection},
+    http::{HeaderMap, StatusCode},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, Shared, control::authorize, read};
+use crate::{
+    mitigate::{MAX_TTL_S, parse_prefix},
+    sink::store::read as q,
+};
+
+/// Audit rows returned with the entries.
+const AUDIT_ROWS: i64 = 200;
+
+pub(super) async fn list(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let audit = if st.db.exists() {
+        read(&st, |c| Ok(q::mitigations(c, AUDIT_ROWS)?)).await?
+    } else {
+        Vec::new()
+    };
+    let mut out = match &st.live {
+        Some(l) => l.control.blocklist().await?,
+        None => json!({ "entries": [], "xdp_attached": false }),
+    };
+    // Entries name their alert by its id in this run; the audit row that created each names
+    // the stored alert (the id the alert endpoints use).
+    if let Some(entries) = out.get_mut("entries").and_then(Value::as_array_mut) {
+        for e in entries {
+            let stored = audit
+                .iter()
+                .find(|a| {
+                    a["target"] == e["target"]
+                        && matches!(a["action"].as_str(), Some("block" | "renew" | "rate_limit"))
+                })
+                .map(|a| a["alert_id"].clone());
+            e["alert_id"] = stored.unwrap_or(Value::Null);
+        }
+    }
+    out["live"] = json!(st.live.is_some());
+    out["audit"] = Value::Array(audit);
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BlockBody {
+    /// An address or prefix (IPv4 or IPv6).
+    prefix: String,
+    /// Seconds (default: `[mitigation] ttl_s`).
+    ttl_s: Option<u64>,
+    reason: Option<String>,
+}
+
+pub(super) async fn add(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    b: Result<Json<BlockBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&st, &headers)?;
+    let Json(b) = b.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let net = parse_prefix(&b.prefix)?;
+    let ttl = b.ttl_s.unwrap_or(st.config.mitigation.ttl_s);
+    if ttl == 0 || ttl > MAX_TTL_S {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_s must be within 1 and {MAX_TTL_S}"
+        )));
+    }
+    let reason = b
+        .reason
+        .map(|r| r.chars().filter(|c| !c.is_control()).take(200).collect())
+        .filter(|r: &String| !r.trim().is_empty())
+        .unwrap_or_else(|| "blocked through the API".into());
+    let live = st.live.as_ref().ok_or_else(read_only)?;
+    let entry = live.control.block(net, ttl, reason).await?;
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RemoveQuery {
+    /// A blocked prefix, or `rate:ADDR/PROTO` for a rate limit.
+    target: String,
+}
+
+pub(super) async fn remove(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    q: Result<Query<RemoveQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&st, &headers)?;
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let live = st.live.as_ref().ok_or_else(read_only)?;
+    Ok(Json(live.control.unblock(q.target).await?))
+}
+
+fn read_only() -> ApiError {
+    ApiError::Conflict(
+        "this server only reads the database (sensor serve); blocks are held by `sensor run`"
+            .into(),
+    )
+}
