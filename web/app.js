@@ -107,6 +107,7 @@ async function loadTables() {
   setRows("t-alerts", alerts.items, (tr, a) => {
     cell(tr, a.last_seen); cell(tr, a.kind); cell(tr, a.severity, "badge sev-" + a.severity);
     cell(tr, a.src_ip ?? "many"); cell(tr, a.dst_ip ?? "many"); cell(tr, a.count); cell(tr, JSON.stringify(a.evidence));
+    pcapCell(tr, a);
   });
   setRows("t-anomalies", anomalies.items.map((x) => ({ ts: x.flow?.last_seen, src: x.flow?.src_ip, dst: x.flow?.dst_ip,
       score: x.score ?? null, features: (x.top_features || []).map((f) => `${f.feature} (${Math.round(f.share * 100)}%)`).join(", ") })),
@@ -153,6 +154,46 @@ function live() {
     if (t) { t.rows.unshift(a); draw("t-alerts"); }
   });
   es.addEventListener("stats", (ev) => showStats(JSON.parse(ev.data)));
+}
+
+// An alert's evidence file: a download button when its packets were recorded. The file needs
+// the token, so it is fetched with it and handed to the browser as a blob.
+function pcapCell(tr, a) {
+  const td = document.createElement("td");
+  if (a.pcap && a.id) {
+    const b = document.createElement("button");
+    b.className = "pcap";
+    b.textContent = "pcap";
+    b.title = `download ${a.pcap} (opens in Wireshark/tshark)`;
+    b.onclick = () => downloadPcap(a.id, a.pcap);
+    td.appendChild(b);
+  }
+  tr.appendChild(td);
+}
+
+async function downloadPcap(id, name) {
+  const t = token();
+  if (!t) return;
+  $("pcap-msg").textContent = "";
+  try {
+    const r = await fetch(`/api/alerts/${id}/pcap`, { headers: { Authorization: "Bearer " + t } });
+    if (!r.ok) {
+      const body = await r.json().catch(() => ({}));
+      if (r.status === 401) sessionStorage.removeItem("sensor-token");
+      throw new Error(body.error || `HTTP ${r.status}`);
+    }
+    const url = URL.createObjectURL(await r.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = name;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    $("pcap-msg").textContent = `downloaded ${name}`;
+  } catch (e) {
+    $("pcap-msg").textContent = `alert ${id}: ${e.message}`;
+  }
 }
 
 function token(ask = true) {

@@ -19,6 +19,7 @@ use crate::{
     api::{ApiState, LiveApi},
     config::Config,
     detect::{Detector, ml::model::Model},
+    evidence::{EvidenceError, Recorder, Window},
     flow::FlowTable,
     live::{self, LiveError, LiveMetrics},
     pipeline::Pipeline,
@@ -41,6 +42,8 @@ pub enum AgentError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Live(#[from] LiveError),
+    #[error(transparent)]
+    Evidence(#[from] EvidenceError),
     #[error("API: {0}")]
     Api(#[from] std::io::Error),
 }
@@ -100,11 +103,24 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             .with_volume(opts.config.model.volume());
     let mut kernel = opts.kernel;
     kernel.block_entries = opts.config.mitigation.max_entries;
+    kernel.evidence_ring = opts.config.evidence.ring_bytes;
+    let mut pipeline = Pipeline::new(Some(detector), sinks);
+    // Evidence files sit beside the database and are named after its session.
+    if let Some(s) = &store
+        && opts.config.evidence.enabled
+    {
+        pipeline.set_recorder(Recorder::new(
+            opts.config.evidence.clone(),
+            opts.data_dir.join("evidence"),
+            s.sid(),
+            Window::FromOpen,
+        )?);
+    }
     let (mut lp, control) = live::new(
         kernel,
         opts.force,
         table,
-        Pipeline::new(Some(detector), sinks),
+        pipeline,
         opts.poll,
         Arc::clone(&metrics),
         store.as_ref().map(|s| Arc::clone(s.stats())),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     detect::{RuleConfig, ml::iforest::ForestParams},
+    evidence::EvidenceConfig,
     flow::FlowConfig,
     mitigate::MitigationConfig,
     sink::{store::Retention, webhook::WebhookConfig},
@@ -27,6 +28,7 @@ pub struct Config {
     pub store: Retention,
     pub webhook: WebhookConfig,
     pub mitigation: MitigationConfig,
+    pub evidence: EvidenceConfig,
 }
 
 /// `[flow]`: flow-table timeouts and size.
@@ -157,6 +159,7 @@ impl Config {
             )));
         }
         self.mitigation.check().map_err(bad)?;
+        self.evidence.check().map_err(bad)?;
         if self.flow.idle_timeout_s == 0 || self.flow.max_flows == 0 {
             return Err(bad(
                 "flow.idle_timeout_s and flow.max_flows must be positive".into(),

@@ -12,6 +12,7 @@
 //! - [`sink`]: outputs (SQLite store, JSONL, webhook, log) and [`record`], their contract.
 //! - [`api`]: the HTTP API and dashboard over the store, with live controls in `sensor run`.
 //! - [`mitigate`]: opt-in blocking and rate limiting at XDP, driven by alerts and the API.
+//! - [`evidence`]: a pcap file of each alert's packets, copied in the kernel or re-read in replay.
 //!
 //! [`live`] runs the live loop, [`agent`] wires a live sensor together and stops it in order,
 //! [`cli`] is the command line.
@@ -21,6 +22,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod evidence;
 pub mod flow;
 pub mod live;
 pub mod mitigate;

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::{
     detect::ml::model::Model,
+    evidence::kernel::KernelWatch,
     flow::FlowTable,
     mitigate::{MitigateError, MitigationConfig, Mitigator, Origin},
     pipeline::{Pipeline, Totals},
@@ -66,6 +67,20 @@ pub struct LiveMetrics {
     /// Entries in force now.
     pub block_entries: AtomicU64,
     pub rate_limit_entries: AtomicU64,
+    /// Packets the kernel copied for alert evidence, and those lost to a full ring.
+    pub evidence_copied: AtomicU64,
+    pub evidence_lost: AtomicU64,
+    /// Packets of recorded alerts the kernel did not copy: their budget was spent.
+    pub evidence_skipped: AtomicU64,
+    /// The recorder's counters ([`crate::evidence::EvidenceStats`]).
+    pub evidence_recording: AtomicU64,
+    pub evidence_files: AtomicU64,
+    pub evidence_packets: AtomicU64,
+    pub evidence_bytes: AtomicU64,
+    pub evidence_cut_short: AtomicU64,
+    pub evidence_refused: AtomicU64,
+    pub evidence_rotated: AtomicU64,
+    pub evidence_errors: AtomicU64,
 }
 
 /// What the API asks of the live loop.
@@ -246,6 +261,8 @@ pub struct LiveLoop<'a> {
     store: Option<Arc<WriterStats>>,
     errors_logged: Option<Instant>,
     mitigator: Mitigator,
+    /// The kernel side of the pipeline's evidence recorder.
+    watch: KernelWatch,
 }
 
 /// Batches of libpcap packets waiting for the loop at most (64 packets each).
@@ -303,6 +320,7 @@ pub fn new<'a>(
             store,
             errors_logged: None,
             mitigator: Mitigator::new(mitigation),
+            watch: KernelWatch::default(),
         },
         control,
     )
@@ -460,10 +478,44 @@ impl LiveLoop<'_> {
             .store(r as u64, Ordering::Relaxed);
     }
 
+    /// Evidence: what the kernel copied into the alerts' files, windows that ended closed,
+    /// the watch map in step with the recordings that run.
+    fn evidence(&mut self) {
+        let Some(rec) = self.pipeline.recorder_mut() else {
+            return;
+        };
+        if let Some(prog) = self.sources.program() {
+            KernelWatch::drain(rec, prog);
+            rec.expire(unix_now_ns());
+            if let Err(e) = self.watch.sync(rec, prog) {
+                tracing::error!(error = %e, "updating the evidence watch map failed");
+            }
+        } else {
+            rec.expire(unix_now_ns());
+        }
+        let s = rec.stats();
+        let m = &self.metrics;
+        m.evidence_recording.store(s.recording, Ordering::Relaxed);
+        m.evidence_files.store(s.files, Ordering::Relaxed);
+        m.evidence_packets.store(s.packets, Ordering::Relaxed);
+        m.evidence_bytes.store(s.bytes, Ordering::Relaxed);
+        m.evidence_cut_short.store(s.cut_short, Ordering::Relaxed);
+        m.evidence_skipped
+            .store(self.watch.skipped, Ordering::Relaxed);
+        m.evidence_refused.store(s.refused, Ordering::Relaxed);
+        m.evidence_rotated.store(s.rotated, Ordering::Relaxed);
+        m.evidence_errors.store(s.errors, Ordering::Relaxed);
+    }
+
     /// One poll: XDP maps (once the program is loaded), time forward, detection, metrics.
     fn poll_once(&mut self) -> Result<(), LiveError> {
         let started = Instant::now();
         let now = unix_now_ns();
+        // Alerts are promised a file only while XDP, which copies their packets, is attached.
+        let xdp = self.sources.has_xdp();
+        if let Some(rec) = self.pipeline.recorder_mut() {
+            rec.set_capturing(xdp);
+        }
         if let Some(prog) = self.sources.program() {
             let finished = self.pipeline.finished();
             let stats = self
@@ -481,6 +533,7 @@ impl LiveLoop<'_> {
         }
         self.pipeline.tick(now);
         self.mitigate();
+        self.evidence();
         let cycle = started.elapsed();
         let m = &self.metrics;
         let us = cycle.as_micros() as u64;
@@ -518,6 +571,9 @@ impl LiveLoop<'_> {
             .store(c.rate_limited_packets, Ordering::Relaxed);
         m.rate_limited_bytes
             .store(c.rate_limited_bytes, Ordering::Relaxed);
+        m.evidence_copied
+            .store(c.evidence_packets, Ordering::Relaxed);
+        m.evidence_lost.store(c.evidence_lost, Ordering::Relaxed);
     }
 
     fn metrics(&mut self) {
@@ -573,6 +629,16 @@ impl LiveLoop<'_> {
         self.mitigator.shutdown(self.sources.program());
         self.mitigation_events();
         let totals = self.pipeline.finish(&mut self.table);
+        // The last copied packets into their files, every file closed, the watches gone.
+        if let Some(rec) = self.pipeline.recorder_mut() {
+            if let Some(prog) = self.sources.program() {
+                KernelWatch::drain(rec, prog);
+                if let Err(e) = self.watch.clear(prog) {
+                    tracing::error!(error = %e, "clearing the evidence watch map failed");
+                }
+            }
+            rec.finish();
+        }
         self.sources.stop_all();
         totals
     }

@@ -13,6 +13,7 @@ use sensor_common::{GlobalCounters, HostKey, HostStats};
 
 use crate::{
     detect::{AlertKind, AlertRecord, Detector, alert::Alert, ml::model::Model},
+    evidence::Recorder,
     flow::{Flow, FlowTable},
     mitigate::MitigationEvent,
     record::{FlowRecord, StatsRow},
@@ -60,6 +61,8 @@ pub struct Pipeline<'a> {
     first_error: Option<SinkError>,
     /// Kept only once asked for ([`Pipeline::tap_alerts`]).
     tap: Option<AlertChanges>,
+    /// Names and records each alert's evidence file, when evidence is on.
+    evidence: Option<Recorder>,
 }
 
 impl<'a> Pipeline<'a> {
@@ -77,6 +80,7 @@ impl<'a> Pipeline<'a> {
             totals: Totals::default(),
             first_error: None,
             tap: None,
+            evidence: None,
         }
     }
 
@@ -88,6 +92,20 @@ impl<'a> Pipeline<'a> {
     /// Alerts opened and closed since the last call (empty unless tapped).
     pub fn take_alert_changes(&mut self) -> AlertChanges {
         self.tap.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Records alerts' packets with `rec`: every alert it takes names its file in its record.
+    pub fn set_recorder(&mut self, rec: Recorder) {
+        self.evidence = Some(rec);
+    }
+
+    pub fn recorder_mut(&mut self) -> Option<&mut Recorder> {
+        self.evidence.as_mut()
+    }
+
+    /// The recorder back (replay runs its second pass once the detection pass is over).
+    pub fn take_recorder(&mut self) -> Option<Recorder> {
+        self.evidence.take()
     }
 
     /// A mitigation event to every sink (the store's audit log, the log).
@@ -281,7 +299,8 @@ impl<'a> Pipeline<'a> {
         };
         for a in &opened {
             *self.totals.alerts.entry(a.kind).or_default() += 1;
-            let rec = AlertRecord::from(a);
+            let mut rec = AlertRecord::from(a);
+            rec.pcap = self.evidence.as_mut().and_then(|e| e.alert_opened(a));
             for s in &mut self.sinks {
                 if let Err(e) = s.alert_opened(&rec, a.last_seen_ns) {
                     fail(e, &mut self.totals);
@@ -289,7 +308,8 @@ impl<'a> Pipeline<'a> {
             }
         }
         for a in &closed {
-            let rec = AlertRecord::from(a);
+            let mut rec = AlertRecord::from(a);
+            rec.pcap = self.evidence.as_mut().and_then(|e| e.alert_closed(a.id));
             for s in &mut self.sinks {
                 if let Err(e) = s.alert_closed(&rec, a.last_seen_ns) {
                     fail(e, &mut self.totals);

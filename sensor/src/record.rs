@@ -101,6 +101,10 @@ pub struct AlertRecord {
     pub count: u64,
     pub score: Option<f64>,
     pub evidence: serde_json::Value,
+    /// The alert's packet evidence file in `DATA_DIR/evidence` (`GET /api/alerts/{id}/pcap`),
+    /// when its packets are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcap: Option<String>,
 }
 
 /// One second (or interval) of traffic, for the charts.

@@ -617,3 +617,61 @@ impl sensor::sink::Sink for FlowRecords {
         Ok(())
     }
 }
+
+/// `GET path` with the token: status, content type and the body's bytes (downloads).
+pub fn get_bytes(addr: std::net::SocketAddr, path: &str, token: &str) -> (u16, String, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(format!("http://{addr}{path}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(256 << 20)
+        .read_to_vec()
+        .unwrap_or_else(|e| panic!("GET {path}: body: {e}"));
+    (resp.status().as_u16(), ctype, body)
+}
+
+/// What tshark reads from a capture file: one line per packet with `fields` tab-separated.
+/// `None` (the test skips) where tshark is missing and kernel tests are not required.
+pub fn tshark_fields(file: &std::path::Path, fields: &[&str]) -> Option<Vec<String>> {
+    if !std::path::Path::new("/usr/bin/tshark").exists() {
+        assert!(
+            !kernel_tests_required(),
+            "tshark missing (cargo xtask setup installs it)"
+        );
+        skip("evidence read back with tshark", "no tshark");
+        return None;
+    }
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.arg("-n").arg("-r").arg(file).args(["-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark -r {} failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+    )
+}

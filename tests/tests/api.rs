@@ -78,6 +78,7 @@ fn alert(i: u64, kind: AlertKind, severity: Severity, src: &str) -> (AlertRecord
             count: 1,
             score: None,
             evidence: serde_json::json!({"n": i}),
+            pcap: None,
         },
         ts,
     )
@@ -372,6 +373,33 @@ fn control_endpoints_need_the_token_and_stay_in_the_data_directory() {
     assert_eq!(v["alerts"]["port_scan"], 1, "{v}");
     let alerts = get_json(&srv, "/api/alerts?kind=port_scan");
     assert_eq!(alerts["items"][0]["src_ip"], "10.99.0.1");
+    // Its packets went into the alert's pcap file: every packet of the capture to or from the
+    // scanner (tshark's count on the original), from the rule's window to after the alert.
+    assert_eq!(v["evidence_files"], 1, "{v}");
+    let id = alerts["items"][0]["id"].as_i64().expect("id");
+    let (code, ctype, body) =
+        sensor_tests::get_bytes(srv.addr, &format!("/api/alerts/{id}/pcap"), &srv.token);
+    assert_eq!(
+        (code, ctype.as_str()),
+        (200, "application/vnd.tcpdump.pcap")
+    );
+    let got = srv.dir.join("download.pcap");
+    std::fs::write(&got, &body).expect("write the download");
+    if let (Some(ours), Some(orig)) = (
+        sensor_tests::tshark_fields(&got, &["ip.src", "ip.dst"]),
+        sensor_tests::tshark_fields(&srv.dir.join("scan.pcap"), &["ip.src", "ip.dst"]),
+    ) {
+        let scanner = |l: &&String| l.split('\t').any(|a| a == "10.99.0.1");
+        let ip = |l: &&String| !l.starts_with('\t');
+        let want = orig.iter().filter(ip).filter(scanner).count();
+        assert!(want > 1000, "the capture holds the scan");
+        assert_eq!(
+            ours.iter().filter(ip).count(),
+            want,
+            "IP packets in the alert's file"
+        );
+        assert!(ours.iter().filter(ip).all(|l| scanner(&l)));
+    }
     // Train from the stored flows of that replay (a time range), then from the capture.
     let (code, body) = http(
         srv.addr,
@@ -482,5 +510,88 @@ fn the_loaded_config_decides_what_api_replay_finds() {
         assert_eq!(code, 200, "{body}");
         let v: Value = serde_json::from_str(&body).expect("json");
         assert_eq!(v["alerts"]["port_scan"].as_u64(), expected, "{name}: {v}");
+    }
+}
+
+/// `GET /api/alerts/{id}/pcap`: the token, a numeric id, and only a regular file of the one
+/// name form in DATA_DIR/evidence; whatever an alert row names, nothing else is served.
+#[test]
+fn alert_pcap_serves_only_evidence_files_and_needs_the_token() {
+    let names = [
+        Some("alert-1-1.pcap"),
+        None,
+        Some("../sensor.db"),
+        Some("alert-1-4.pcap"),
+        Some("alert-1-5.pcap"),
+    ];
+    let srv = start("pcap", |store| {
+        for (i, n) in names.iter().enumerate() {
+            let (mut a, ts) = alert(
+                i as u64 + 1,
+                AlertKind::PortScan,
+                Severity::High,
+                "10.0.0.1",
+            );
+            a.pcap = n.map(str::to_owned);
+            store.alert(a, ts, true).expect("alert");
+        }
+    });
+    let ev = srv.dir.join("evidence");
+    std::fs::create_dir_all(&ev).expect("evidence dir");
+    let mut w = sensor::evidence::pcap::PcapWriter::create(&ev.join("alert-1-1.pcap"), 1, 256)
+        .expect("pcap");
+    w.write(1_700_000_000_000_000_001, 60, &[0u8; 60])
+        .expect("write");
+    w.finish().expect("finish");
+    // Row 5 names a link planted in the directory, pointing at the database.
+    std::os::unix::fs::symlink(srv.dir.join("sensor.db"), ev.join("alert-1-5.pcap"))
+        .expect("symlink");
+    let get = |path: &str| sensor_tests::get_bytes(srv.addr, path, &srv.token);
+
+    let (code, ctype, body) = get("/api/alerts/1/pcap");
+    assert_eq!(
+        (code, ctype.as_str()),
+        (200, "application/vnd.tcpdump.pcap")
+    );
+    assert_eq!(
+        body,
+        std::fs::read(ev.join("alert-1-1.pcap")).expect("file")
+    );
+    assert_eq!(
+        http(srv.addr, "GET", "/api/alerts/1/pcap", None, None).0,
+        401
+    );
+    assert_eq!(
+        http(
+            srv.addr,
+            "GET",
+            "/api/alerts/1/pcap",
+            Some("wrong-token-0123456789"),
+            None
+        )
+        .0,
+        401
+    );
+    for (path, want, says) in [
+        ("/api/alerts/2/pcap", 404, "no packet evidence"),
+        ("/api/alerts/3/pcap", 404, "gone"),
+        ("/api/alerts/4/pcap", 404, "gone"),
+        ("/api/alerts/5/pcap", 404, "gone"),
+        ("/api/alerts/99/pcap", 404, "no alert 99"),
+        ("/api/alerts/abc/pcap", 400, "positive integer"),
+        ("/api/alerts/-1/pcap", 400, "positive integer"),
+        ("/api/alerts/1%2F..%2F2/pcap", 400, "positive integer"),
+    ] {
+        let (code, ctype, body) = get(path);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(code, want, "{path}: {text}");
+        assert!(
+            ctype.starts_with("application/json") && text.contains(says),
+            "{path}: {text}"
+        );
+        assert!(
+            !text.contains("SQLite") && !text.contains(&*srv.dir.to_string_lossy()),
+            "{path} leaks: {text}"
+        );
     }
 }

@@ -90,6 +90,7 @@ fn live(mode: CaptureMode) {
     let alert = found.expect("no port_scan alert on the agent's API");
     assert_eq!(alert["src_ip"], lab.peer_addr.to_string());
     assert_eq!(alert["dst_ip"], lab.local_addr.to_string());
+    evidence(&agent, &lab, &alert, xdp);
     let status = get_json(agent.addr, "/api/status");
     let seen = if xdp { "packets" } else { "pcap_packets" };
     assert!(
@@ -138,6 +139,85 @@ fn live(mode: CaptureMode) {
     let alerts = agent.join().expect("agent ran cleanly");
     assert!(alerts >= 1);
     assert!(!xdp_on(lab.local), "XDP still attached after stop");
+}
+
+/// The alert's packet evidence: on XDP, the attacker's packets after the alert opened are
+/// copied in the kernel into its pcap file, which downloads with the token and reads in
+/// tshark; libpcap (which copies no packets) promises no file.
+fn evidence(agent: &Agent, lab: &VethPair, alert: &Value, xdp: bool) {
+    let id = alert["id"].as_i64().expect("alert id");
+    let path = format!("/api/alerts/{id}/pcap");
+    let (code, _) = http(agent.addr, "GET", &path, None, None);
+    assert_eq!(code, 401, "the evidence needs the token");
+    if !xdp {
+        assert!(
+            alert.get("pcap").is_none(),
+            "libpcap copies no packets: {alert}"
+        );
+        let (code, _, _) = sensor_tests::get_bytes(agent.addr, &path, TOKEN);
+        assert_eq!(code, 404);
+        return;
+    }
+    let name = alert["pcap"]
+        .as_str()
+        .expect("an XDP alert names its pcap file");
+    // The scan ended before the alert opened; the attacker keeps going (a second scan).
+    lab.peer.exec(&[
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "-p",
+        "201-300",
+        "-T4",
+        &lab.local_addr.to_string(),
+    ]);
+    let peer = lab.peer_addr.to_string();
+    let mut lines = Vec::new();
+    let file =
+        std::env::temp_dir().join(format!("sensor-live-evidence-{}.pcap", std::process::id()));
+    for _ in 0..50 {
+        let (code, ctype, body) = sensor_tests::get_bytes(agent.addr, &path, TOKEN);
+        if code == 200 {
+            assert_eq!(ctype, "application/vnd.tcpdump.pcap");
+            std::fs::write(&file, &body).expect("write the download");
+            let Some(l) = sensor_tests::tshark_fields(&file, &["ip.src", "ip.dst", "tcp.dstport"])
+            else {
+                return;
+            };
+            lines = l;
+            if lines.len() >= 100 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ignored = std::fs::remove_file(&file);
+    assert!(
+        lines.len() >= 100,
+        "{name}: {} packets; the second scan alone sent 100 probes",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.split('\t').take(2).any(|a| a == peer)),
+        "{name} holds packets not to or from the attacker {peer}: {lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l
+            .split('\t')
+            .nth(2)
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some_and(|p| (201..=300).contains(&p))),
+        "{name}: no probe of the second scan"
+    );
+    let m = http(agent.addr, "GET", "/metrics", None, None).1;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("sensor_evidence_copied_packets_total ") && !l.ends_with(" 0")),
+        "{m}"
+    );
 }
 
 /// `sensor run` without an interface starts idle; the API attaches and detaches at runtime

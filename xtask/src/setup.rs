@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: libpcap for the fallback capture path, iproute2/ping for namespaces and
 /// tests, the real traffic tools the lab and benchmarks drive, and the browser and load tools
-/// of the dashboard test and the API benchmark.
+/// of the dashboard test and the API benchmark, and tshark.
 const APT_PACKAGES: &[&str] = &[
     "libpcap-dev",
     "iproute2",
@@ -24,6 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     "hping3",
     "iperf3",
     "tcpreplay",
+    // tshark reads the alerts' evidence files back in the tests (what analysts open them with).
+    "tshark",
     // The evaluation set's servers and clients: DNS reflectors and servers, DNS load, HTTP.
     "dnsmasq-base",
     "dnsperf",

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiState, Shared, read::parse_time};
 use crate::{
     detect::ml::model::Model,
+    evidence::{Recorder, Window},
     record::rfc3339_us,
     sink::store::{Store, StoreSink, open_ro, read as q},
     source::{
@@ -202,9 +203,22 @@ pub(super) async fn replay(
         let store = Store::open(&state.db, state.config.store).map_err(|e| internal(&e))?;
         let sink = StoreSink::new(&store, "replay", &file.display().to_string(), true)
             .map_err(|e| internal(&e))?;
+        let ev = &state.config.evidence;
+        let recorder = ev
+            .enabled
+            .then(|| {
+                Recorder::new(
+                    ev.clone(),
+                    state.data_dir.join("evidence"),
+                    store.sid(),
+                    Window::FromFirstSeen,
+                )
+            })
+            .transpose()
+            .map_err(|e| internal(&e))?;
         let s = replay_files(
             std::slice::from_ref(&file),
-            ReplayOptions::new(&state.config),
+            ReplayOptions::new(&state.config).with_evidence(recorder),
             vec![Box::new(sink)],
         )
         .map_err(|e| match e {
@@ -214,6 +228,7 @@ pub(super) async fn replay(
         Ok(json!({
             "packets": s.read.packets,
             "flows": s.flows,
+            "evidence_files": s.evidence.map_or(0, |e| e.files),
             "alerts": s.alerts.iter().map(|(k, n)| (k.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
         }))
     })

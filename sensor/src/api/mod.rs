@@ -12,6 +12,7 @@ mod control;
 mod dashboard;
 pub mod error;
 mod events;
+mod evidence;
 mod metrics;
 mod read;
 
@@ -111,6 +112,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/status", get(read::status))
         .route("/api/stats", get(read::stats))
         .route("/api/alerts", get(read::alerts))
+        .route("/api/alerts/{id}/pcap", get(evidence::pcap))
         .route("/api/anomalies", get(read::anomalies))
         .route("/api/flows", get(read::flows))
         .route("/api/top-talkers", get(read::top_talkers))

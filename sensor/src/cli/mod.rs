@@ -73,6 +73,10 @@ pub enum Command {
         /// comes (experimental second model; see docs/DETECTION.md).
         #[arg(long, env = "SENSOR_ONLINE_MODEL")]
         online_model: Option<PathBuf>,
+        /// Write no pcap file of each alert's packets (default: DATA_DIR/evidence, with a
+        /// database; see [evidence] in the config).
+        #[arg(long, env = "SENSOR_NO_EVIDENCE")]
+        no_evidence: bool,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -129,6 +133,10 @@ pub enum Command {
         /// Seconds a mitigation entry lives (default: [mitigation] ttl_s, 600).
         #[arg(long, env = "SENSOR_BLOCK_TTL", value_name = "SECONDS")]
         block_ttl: Option<u64>,
+        /// Copy no packets of alerts into pcap files (default: DATA_DIR/evidence, with a
+        /// database; see [evidence] in the config).
+        #[arg(long, env = "SENSOR_NO_EVIDENCE")]
+        no_evidence: bool,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -326,6 +334,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             token,
             mitigate,
             block_ttl,
+            no_evidence,
             db,
             flow,
         } => run::run(run::RunArgs {
@@ -341,11 +350,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 cache_slots,
                 ..KernelConfig::default()
             },
-            config: with_mitigation(
-                load_config(config.as_deref(), Some(&flow))?,
-                &mitigate,
-                block_ttl,
-            )?,
+            config: with_evidence(
+                with_mitigation(
+                    load_config(config.as_deref(), Some(&flow))?,
+                    &mitigate,
+                    block_ttl,
+                )?,
+                no_evidence,
+            ),
             model,
             online_model,
             listen,
@@ -395,13 +407,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             no_detect,
             model,
             online_model,
+            no_evidence,
             db,
             flow,
         } => replay::run(replay::ReplayArgs {
             pcaps,
             flows_jsonl,
             alerts_jsonl,
-            config: load_config(config.as_deref(), Some(&flow))?,
+            config: with_evidence(load_config(config.as_deref(), Some(&flow))?, no_evidence),
             no_detect,
             model,
             online_model,
@@ -479,6 +492,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ReplayError::BadInput(_)) => 2,
         _ => 1,
     }
+}
+
+/// `--no-evidence` over the config's `[evidence] enabled`.
+fn with_evidence(mut config: Config, off: bool) -> Config {
+    if off {
+        config.evidence.enabled = false;
+    }
+    config
 }
 
 /// `--mitigate` and `--block-ttl` over the config's `[mitigation]`.

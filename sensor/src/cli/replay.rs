@@ -7,6 +7,7 @@ use super::DbArgs;
 use crate::{
     config::Config,
     detect::ml::model::Model,
+    evidence::{Recorder, Window},
     sink::{
         Sink,
         jsonl::{Content, JsonlSink},
@@ -67,6 +68,16 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
             .join(" ");
         sinks.push(Box::new(StoreSink::new(st, "replay", &source, true)?));
     }
+    // Evidence files sit beside the database and are named after its session.
+    let recorder = match &store {
+        Some(st) if a.config.evidence.enabled && !a.no_detect => Some(Recorder::new(
+            a.config.evidence.clone(),
+            a.db.data_dir.join("evidence"),
+            st.sid(),
+            Window::FromFirstSeen,
+        )?),
+        _ => None,
+    };
     if let Some(w) = &webhook {
         sinks.push(Box::new(WebhookSink(w)));
     }
@@ -76,6 +87,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
         ReplayOptions::new(&a.config)
             .with_model(model)
             .with_online(online)
+            .with_evidence(recorder)
     };
     let s = replay(&a.pcaps, opts, sinks)?;
     eprintln!(
@@ -106,6 +118,25 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     }
     if let Some(st) = &store {
         eprintln!("replay: results stored in {}", st.path().display());
+    }
+    if let Some(e) = &s.evidence
+        && e.files > 0
+    {
+        eprintln!(
+            "replay: {} alert pcap file(s), {} packets, in {}{}",
+            e.files,
+            e.packets,
+            a.db.data_dir.join("evidence").display(),
+            [
+                (e.cut_short, "cut short by the per-alert budget"),
+                (e.refused, "of alerts not recorded: too many at once"),
+                (e.errors, "failed to write"),
+            ]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("; {n} {what}"))
+            .collect::<String>()
+        );
     }
     for (file, reason) in &s.truncated {
         eprintln!(

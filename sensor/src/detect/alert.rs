@@ -75,6 +75,7 @@ impl From<&Alert> for AlertRecord {
             count: a.count,
             score: a.score,
             evidence,
+            pcap: None,
         }
     }
 }

@@ -181,6 +181,7 @@ mod tests {
             count: 3,
             score: None,
             evidence: serde_json::json!({"ports": 25}),
+            pcap: None,
         }
     }
 

@@ -50,6 +50,8 @@ pub struct ReplaySummary {
     pub truncated: Vec<(PathBuf, String)>,
     /// The online model after the replay (a learner holds what it learnt).
     pub online: Option<crate::detect::ml::online::Online>,
+    /// What the evidence recorder wrote, when it was on.
+    pub evidence: Option<crate::evidence::EvidenceStats>,
 }
 
 impl ReplaySummary {
@@ -71,6 +73,8 @@ pub struct ReplayOptions {
     pub volume: crate::detect::AlertVolume,
     /// The online model, learning or judging every flow event (with `rules` set).
     pub online: Option<crate::detect::ml::online::Online>,
+    /// Writes a pcap file of each alert's packets (a second read of the files).
+    pub evidence: Option<crate::evidence::Recorder>,
 }
 
 impl ReplayOptions {
@@ -83,6 +87,7 @@ impl ReplayOptions {
             collect_features: false,
             volume: config.model.volume(),
             online: None,
+            evidence: None,
         }
     }
 
@@ -101,6 +106,12 @@ impl ReplayOptions {
 
     pub fn with_online(mut self, online: Option<crate::detect::ml::online::Online>) -> Self {
         self.online = online;
+        self
+    }
+
+    /// Records each alert's packets with `rec` (created with [`crate::evidence::Window::FromFirstSeen`]).
+    pub fn with_evidence(mut self, rec: Option<crate::evidence::Recorder>) -> Self {
+        self.evidence = rec;
         self
     }
 
@@ -167,6 +178,9 @@ pub fn replay<'a>(
         }
     });
     let mut pipe = Pipeline::new(detector, sinks);
+    if let Some(rec) = opts.evidence {
+        pipe.set_recorder(rec);
+    }
     let mut summary = ReplaySummary {
         files: files.len(),
         ..ReplaySummary::default()
@@ -206,6 +220,10 @@ pub fn replay<'a>(
         summary.features = d.take_collected();
         summary.feature_meta = d.take_collected_meta();
         summary.online = d.take_online();
+    }
+    if let Some(mut rec) = pipe.take_recorder() {
+        crate::evidence::replay::second_pass(&mut rec, files)?;
+        summary.evidence = Some(rec.stats());
     }
     summary.table = table.stats();
     summary.elapsed = start.elapsed();

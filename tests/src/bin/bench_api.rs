@@ -77,6 +77,7 @@ fn alert(i: u64) -> AlertRecord {
         count: i % 50 + 1,
         score: None,
         evidence: serde_json::json!({ "ports": 25, "sample_ports": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }),
+        pcap: None,
     }
 }
 

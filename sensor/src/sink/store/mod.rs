@@ -263,7 +263,9 @@ impl Store {
         Ok(())
     }
 
-    fn sid(&self) -> u64 {
+    /// The capture session later rows belong to (0 before the first): alert ids are unique
+    /// within it, so evidence files are named after both.
+    pub fn sid(&self) -> u64 {
         self.session.load(Ordering::Relaxed).max(0) as u64
     }
 

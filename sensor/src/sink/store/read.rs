@@ -1,7 +1,7 @@
 //! Read side of the store: the queries the API answers with. Every value from a client is a
 //! bound parameter; only column and table names chosen here are formatted into SQL.
 
-use rusqlite::{Connection, ToSql, params_from_iter};
+use rusqlite::{Connection, OptionalExtension as _, ToSql, params_from_iter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -456,4 +456,19 @@ pub fn mitigations(c: &Connection, limit: i64) -> rusqlite::Result<Vec<Value>> {
         }))
     })?;
     rows.collect()
+}
+
+/// The evidence file named by alert `id`'s record: `None` when there is no such alert,
+/// `Some(None)` when its packets were not recorded.
+pub fn alert_pcap(c: &Connection, id: i64) -> rusqlite::Result<Option<Option<String>>> {
+    let rec: Option<String> = c
+        .query_row("SELECT record FROM alerts WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(rec.map(|r| {
+        serde_json::from_str::<Value>(&r)
+            .ok()
+            .and_then(|v| v.get("pcap").and_then(Value::as_str).map(str::to_owned))
+    }))
 }

@@ -1,0 +1,59 @@
+//! The replay side of evidence: after the detection pass has opened the alerts (and named
+//! their files), a second pass over the same capture files writes each alert's packets, from
+//! its first packet to the end of its window. Only replays that raised a recorded alert pay
+//! for the second read.
+
+use std::path::PathBuf;
+
+use super::Recorder;
+use crate::source::{
+    packet::Outcome,
+    pcap::{self, CaptureError},
+};
+
+/// Writes the packets of the recorder's alerts from `files` (read again, in order); returns
+/// how many packets were read. The recorder is finished afterwards.
+pub fn second_pass(rec: &mut Recorder, files: &[PathBuf]) -> Result<u64, CaptureError> {
+    if !rec.is_recording() {
+        rec.finish();
+        return Ok(0);
+    }
+    rec.begin_second_pass();
+    let mut read = 0u64;
+    let mut next_end = u64::MAX;
+    'files: for path in files {
+        let (mut cap, link) = pcap::open_file(path)?;
+        let linktype = cap.get_datalink().0 as u32;
+        // To the end, or a record cut short (the detection pass warned about it).
+        while let Ok(pkt) = cap.next_packet() {
+            read += 1;
+            let h = pkt.header;
+            let ts = h.ts.tv_sec.max(0) as u64 * 1_000_000_000 + h.ts.tv_usec.max(0) as u64;
+            if rec.start_due(ts) {
+                next_end = rec.next_end().unwrap_or(u64::MAX);
+            }
+            if ts > next_end {
+                rec.expire(ts);
+                next_end = rec.next_end().unwrap_or(u64::MAX);
+            }
+            if !rec.is_recording() {
+                if rec.pending.is_empty() {
+                    break 'files;
+                }
+                continue;
+            }
+            if let Outcome::Flow(p) = link.parse(pkt.data) {
+                rec.packet(
+                    ts,
+                    h.len,
+                    pkt.data,
+                    linktype,
+                    Some((&p.key.src_addr, &p.key.dst_addr)),
+                    None,
+                );
+            }
+        }
+    }
+    rec.finish();
+    Ok(read)
+}
