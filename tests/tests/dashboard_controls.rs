@@ -271,6 +271,27 @@ fn dashboard_starts_and_stops_a_capture() {
         "still listed after Remove"
     );
 
+    // An alert's packets: the peer scans (twice: the first scan is over before its alert
+    // opens); the alert row gets a download button that fetches its pcap with the token.
+    if std::path::Path::new("/usr/bin/nmap").exists() {
+        let target = lab.local_addr.to_string();
+        for ports in ["1-200", "201-300"] {
+            lab.peer
+                .exec(&["nmap", "-n", "-Pn", "-sS", "-p", ports, "-T4", &target]);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        browser.wait_for("an alert row with a pcap button", |b| {
+            b.script(
+                "loadTables(); return document.querySelector('#t-alerts button.pcap') !== null;",
+                json!([]),
+            ) == json!(true)
+        });
+        browser.click("#t-alerts button.pcap");
+        browser.wait_for("the download done", |b| {
+            b.text("#pcap-msg").starts_with("downloaded alert-")
+        });
+    }
+
     browser.click("#ctl-stop");
     browser.wait_for("the idle status after stop", |b| {
         b.text("#st-capture") == "idle"
