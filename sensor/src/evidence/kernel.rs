@@ -35,7 +35,13 @@ impl KernelWatch {
         if !changed && self.loaded {
             return Ok(());
         }
-        self.loaded = true;
+        let r = self.apply(rec, prog);
+        // A failed update is tried again at the next poll.
+        self.loaded = r.is_ok();
+        r
+    }
+
+    fn apply(&mut self, rec: &Recorder, prog: &mut SensorProgram) -> Result<(), KernelError> {
         let want = rec.watches();
         let offset = monotonic_to_unix_offset();
         let gone: Vec<[u8; 16]> = self
