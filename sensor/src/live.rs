@@ -136,25 +136,33 @@ pub struct Control {
 }
 
 impl Control {
+    /// Sends the command `make` builds around a reply channel; the loop's answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> ControlCmd,
+    ) -> Result<T, ControlError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| ControlError::Stopped)?;
+        rx.await.map_err(|_| ControlError::Stopped)
+    }
+
     /// Attaches to `iface` (answered by the loop within one poll interval).
     pub async fn start(
         &self,
         iface: String,
         mode: CaptureMode,
     ) -> Result<Attachment, ControlError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(ControlCmd::Start { iface, mode, reply })
-            .map_err(|_| ControlError::Stopped)?;
-        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+        Ok(self
+            .ask(|reply| ControlCmd::Start { iface, mode, reply })
+            .await??)
     }
 
     pub async fn stop(&self, iface: String) -> Result<Attachment, ControlError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(ControlCmd::Stop { iface, reply })
-            .map_err(|_| ControlError::Stopped)?;
-        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+        Ok(self
+            .ask(|reply| ControlCmd::Stop { iface, reply })
+            .await??)
     }
 
     /// Swaps the model the pipeline scores flows with; `path` is what `/api/status` shows.
@@ -164,14 +172,11 @@ impl Control {
         path: Option<String>,
     ) -> Result<(), ControlError> {
         let info = model.as_ref().map(Model::summary);
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(ControlCmd::SetModel {
-                model: model.map(Box::new),
-                reply,
-            })
-            .map_err(|_| ControlError::Stopped)?;
-        rx.await.map_err(|_| ControlError::Stopped)?;
+        self.ask(|reply| ControlCmd::SetModel {
+            model: model.map(Box::new),
+            reply,
+        })
+        .await?;
         if let Ok(mut m) = self.model.write() {
             *m = path;
         }
@@ -183,11 +188,7 @@ impl Control {
 
     /// Blocklist and rate-limit entries with their kernel drop counters, and what is protected.
     pub async fn blocklist(&self) -> Result<Value, ControlError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(ControlCmd::Blocklist { reply })
-            .map_err(|_| ControlError::Stopped)?;
-        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+        Ok(self.ask(|reply| ControlCmd::Blocklist { reply }).await??)
     }
 
     /// Blocks a source prefix for `ttl_s` seconds (an operator's block).
@@ -197,25 +198,21 @@ impl Control {
         ttl_s: u64,
         reason: String,
     ) -> Result<Value, ControlError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(ControlCmd::Block {
+        Ok(self
+            .ask(|reply| ControlCmd::Block {
                 net,
                 ttl_s,
                 reason,
                 reply,
             })
-            .map_err(|_| ControlError::Stopped)?;
-        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+            .await??)
     }
 
     /// Removes an entry (a prefix, or `rate:ADDR/PROTO`).
     pub async fn unblock(&self, target: String) -> Result<Value, ControlError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(ControlCmd::Unblock { target, reply })
-            .map_err(|_| ControlError::Stopped)?;
-        Ok(rx.await.map_err(|_| ControlError::Stopped)??)
+        Ok(self
+            .ask(|reply| ControlCmd::Unblock { target, reply })
+            .await??)
     }
 
     /// Interfaces watched now.

@@ -246,17 +246,21 @@ impl SensorProgram {
     }
 
     fn set_epoch(&mut self, epoch: u64) -> Result<(), KernelError> {
-        let name = maps::CACHE_EPOCH;
+        self.set_word(maps::CACHE_EPOCH, epoch)?;
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    /// Writes the one `u64` of a single-entry array map (the program's control words).
+    fn set_word(&mut self, name: &'static str, value: u64) -> Result<(), KernelError> {
         let map = self
             .ebpf
             .map_mut(name)
             .ok_or(KernelError::MissingMap(name))?;
         let mut a = Array::<&mut MapData, u64>::try_from(map)
             .map_err(|source| KernelError::Map { name, source })?;
-        a.set(0, epoch, 0)
-            .map_err(|source| KernelError::Map { name, source })?;
-        self.epoch = epoch;
-        Ok(())
+        a.set(0, value, 0)
+            .map_err(|source| KernelError::Map { name, source })
     }
 
     /// Appends the counts held in the cache bank of `epoch` (slots tagged with it).
@@ -584,15 +588,7 @@ impl SensorProgram {
     /// Tells the program which optional maps hold entries (`sensor_common::gates` bits); with
     /// 0 it looks up none of them.
     pub fn set_gates(&mut self, bits: u64) -> Result<(), KernelError> {
-        let name = maps::GATES;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(KernelError::MissingMap(name))?;
-        let mut a = Array::<&mut MapData, u64>::try_from(map)
-            .map_err(|source| KernelError::Map { name, source })?;
-        a.set(0, bits, 0)
-            .map_err(|source| KernelError::Map { name, source })?;
+        self.set_word(maps::GATES, bits)?;
         self.gates = bits;
         Ok(())
     }
