@@ -25,6 +25,7 @@ use crate::{
     pipeline::Pipeline,
     sink::{
         Sink, SinkError,
+        eve::{EveSink, EveWriter},
         log::LogSink,
         store::{Store, StoreError, StoreSink},
         webhook::{Webhook, WebhookSink},
@@ -76,6 +77,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         .map(|p| Store::open(p, opts.config.store))
         .transpose()?;
     let webhook = Webhook::start(&opts.config.webhook);
+    let eve = EveWriter::start(&opts.config.eve)?;
     let metrics = Arc::new(LiveMetrics::default());
 
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
@@ -89,6 +91,9 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     }
     if let Some(w) = &webhook {
         sinks.push(Box::new(WebhookSink(w)));
+    }
+    if let Some(e) = &eve {
+        sinks.push(Box::new(EveSink::new(e, false)));
     }
     sinks.push(Box::new(LogSink));
 
@@ -158,6 +163,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                     metrics: Arc::clone(&metrics),
                     control,
                     webhook: webhook.as_ref().map(|w| Arc::clone(w.stats())),
+                    eve: eve.as_ref().map(|e| Arc::clone(e.stats())),
                 }),
             });
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -201,6 +207,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         let _ignored = t.join();
     }
     drop(webhook);
+    drop(eve);
     drop(store);
     outcome?;
     let totals = totals?;

@@ -299,6 +299,32 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                 family(&mut out, name, help, "counter", v);
             }
         }
+        if let Some(e) = &live.eve {
+            for (name, help, v) in [
+                (
+                    "sensor_eve_events_total",
+                    "EVE JSON events written.",
+                    g(&e.events),
+                ),
+                (
+                    "sensor_eve_dropped_total",
+                    "EVE JSON events not written: queue full or the file failed.",
+                    g(&e.dropped),
+                ),
+                (
+                    "sensor_eve_rotations_total",
+                    "EVE JSON file rotations.",
+                    g(&e.rotations),
+                ),
+                (
+                    "sensor_eve_errors_total",
+                    "EVE JSON write failures.",
+                    g(&e.errors),
+                ),
+            ] {
+                family(&mut out, name, help, "counter", v);
+            }
+        }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

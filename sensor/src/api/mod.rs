@@ -36,7 +36,7 @@ pub use self::error::ApiError;
 use crate::{
     config::Config,
     live::{Control, LiveMetrics},
-    sink::{store::open_ro, webhook::WebhookStats},
+    sink::{eve::EveStats, store::open_ro, webhook::WebhookStats},
 };
 
 /// Shared state of the server.
@@ -56,6 +56,7 @@ pub struct LiveApi {
     pub metrics: Arc<LiveMetrics>,
     pub control: Control,
     pub webhook: Option<Arc<WebhookStats>>,
+    pub eve: Option<Arc<EveStats>>,
 }
 
 impl ApiState {

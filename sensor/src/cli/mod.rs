@@ -77,6 +77,10 @@ pub enum Command {
         /// database; see [evidence] in the config).
         #[arg(long, env = "SENSOR_NO_EVIDENCE")]
         no_evidence: bool,
+        /// Append Suricata-style EVE JSON events (alerts and flows) to this file, rotated by
+        /// size (see [eve] in the config).
+        #[arg(long, env = "SENSOR_EVE_JSON", value_name = "PATH")]
+        eve_json: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -137,6 +141,10 @@ pub enum Command {
         /// database; see [evidence] in the config).
         #[arg(long, env = "SENSOR_NO_EVIDENCE")]
         no_evidence: bool,
+        /// Append Suricata-style EVE JSON events (alerts and flows) to this file, rotated by
+        /// size (see [eve] in the config).
+        #[arg(long, env = "SENSOR_EVE_JSON", value_name = "PATH")]
+        eve_json: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
@@ -335,6 +343,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             mitigate,
             block_ttl,
             no_evidence,
+            eve_json,
             db,
             flow,
         } => run::run(run::RunArgs {
@@ -357,6 +366,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     block_ttl,
                 )?,
                 no_evidence,
+                eve_json,
             ),
             model,
             online_model,
@@ -408,13 +418,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             model,
             online_model,
             no_evidence,
+            eve_json,
             db,
             flow,
         } => replay::run(replay::ReplayArgs {
             pcaps,
             flows_jsonl,
             alerts_jsonl,
-            config: with_evidence(load_config(config.as_deref(), Some(&flow))?, no_evidence),
+            config: with_evidence(
+                load_config(config.as_deref(), Some(&flow))?,
+                no_evidence,
+                eve_json,
+            ),
             no_detect,
             model,
             online_model,
@@ -494,10 +509,13 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
-/// `--no-evidence` over the config's `[evidence] enabled`.
-fn with_evidence(mut config: Config, off: bool) -> Config {
+/// `--no-evidence` over the config's `[evidence] enabled`, `--eve-json` over `[eve] path`.
+fn with_evidence(mut config: Config, off: bool, eve_json: Option<PathBuf>) -> Config {
     if off {
         config.evidence.enabled = false;
+    }
+    if eve_json.is_some() {
+        config.eve.path = eve_json;
     }
     config
 }

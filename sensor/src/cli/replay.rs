@@ -10,6 +10,7 @@ use crate::{
     evidence::{Recorder, Window},
     sink::{
         Sink,
+        eve::{EveSink, EveWriter},
         jsonl::{Content, JsonlSink},
         store::{Store, StoreSink},
         webhook::{Webhook, WebhookSink},
@@ -48,6 +49,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
             .map(|p| Store::open(&p, a.config.store))
             .transpose()?;
     let webhook = Webhook::start(&a.config.webhook);
+    let eve = EveWriter::start(&a.config.eve).map_err(ReplayError::from)?;
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     if let Some(p) = &a.flows_jsonl {
         sinks.push(Box::new(
@@ -80,6 +82,9 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     };
     if let Some(w) = &webhook {
         sinks.push(Box::new(WebhookSink(w)));
+    }
+    if let Some(e) = &eve {
+        sinks.push(Box::new(EveSink::new(e, true)));
     }
     let opts = if a.no_detect {
         ReplayOptions::flows_only(&a.config)
@@ -142,6 +147,26 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
         eprintln!(
             "replay: warning: {} ends mid-record ({reason}); its earlier packets were used",
             file.display()
+        );
+    }
+    if let Some(e) = eve {
+        let st = std::sync::Arc::clone(e.stats());
+        // Dropping the writer writes what is queued.
+        drop(e);
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "replay: {} EVE JSON event(s) in {}{}",
+            n(&st.events),
+            a.config
+                .eve
+                .path
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display(),
+            match n(&st.dropped) {
+                0 => String::new(),
+                d => format!(" ({d} not written: see the log)"),
+            }
         );
     }
     Ok(())

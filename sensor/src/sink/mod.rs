@@ -12,6 +12,7 @@
 //! same row at close, the webhook and the log act at open, an alerts JSONL file holds each
 //! alert once, in its final state.
 
+pub mod eve;
 pub mod jsonl;
 pub mod log;
 pub mod store;
