@@ -25,7 +25,7 @@ pub struct Agent {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<u64, AgentError>>>,
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl Agent {
@@ -39,6 +39,17 @@ impl Agent {
         ifaces: Vec<String>,
         mode: CaptureMode,
         online: Option<sensor::detect::ml::online::OnlineModel>,
+    ) -> Self {
+        Self::start_config(name, ifaces, mode, online, Config::default())
+    }
+
+    /// With `config` (outputs, thresholds) instead of the defaults.
+    pub fn start_config(
+        name: &str,
+        ifaces: Vec<String>,
+        mode: CaptureMode,
+        online: Option<sensor::detect::ml::online::OnlineModel>,
+        config: Config,
     ) -> Self {
         let dir = std::env::temp_dir().join(format!("sensor-live-{}-{name}", std::process::id()));
         let _ignored = std::fs::remove_dir_all(&dir);
@@ -60,7 +71,7 @@ impl Agent {
                 ..KernelConfig::default()
             },
             poll: Duration::from_millis(100),
-            config: Config::default(),
+            config,
             model: None,
             online,
             model_path: None,

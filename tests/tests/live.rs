@@ -455,3 +455,81 @@ fn blocklist_api_drops_in_the_kernel_and_is_audited() {
         "audit rows, newest first"
     );
 }
+
+/// `sensor run --eve-json`: a real scan's alert reaches the EVE file while the sensor runs
+/// (the live writer never blocks detection), `/metrics` counts what it wrote, and after the
+/// stop every line is a whole EVE event.
+#[test]
+fn live_alerts_reach_eve_json_while_running() {
+    if load_or_skip("live EVE JSON", KernelConfig::default()).is_none() || !have_nmap() {
+        return;
+    }
+    let eve = std::env::temp_dir().join(format!("sensor-live-eve-{}.json", std::process::id()));
+    let _ignored = std::fs::remove_file(&eve);
+    let mut config = sensor::config::Config::default();
+    config.eve.path = Some(eve.clone());
+    config.eve.sensor_name = Some("gw-live".into());
+    let lab = VethPair::create();
+    let mut agent = Agent::start_config(
+        "eve",
+        vec![lab.local.to_owned()],
+        CaptureMode::Skb,
+        None,
+        config,
+    );
+    lab.peer.exec(&[
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "-p",
+        "1-200",
+        "-T4",
+        &lab.local_addr.to_string(),
+    ]);
+    let peer = lab.peer_addr.to_string();
+    let mut alert = None;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&eve).unwrap_or_default();
+        alert = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["event_type"] == "alert" && e["src_ip"] == peer.as_str());
+        if alert.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alert = alert.expect("no alert event in the EVE file while the sensor runs");
+    assert_eq!(
+        alert["alert"]["metadata"]["kind"][0], "port_scan",
+        "{alert}"
+    );
+    assert_eq!(alert["host"], "gw-live");
+    let m = http(agent.addr, "GET", "/metrics", None, None).1;
+    let value = |name: &str| {
+        m.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+    };
+    assert!(
+        value("sensor_eve_events_total ").is_some_and(|n| n >= 1),
+        "{m}"
+    );
+    assert_eq!(value("sensor_eve_dropped_total "), Some(0), "{m}");
+    agent.join().expect("agent ran cleanly");
+    let text = std::fs::read_to_string(&eve).expect("EVE file");
+    for l in text.lines() {
+        let e: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(
+            e["event_type"] == "alert" || e["event_type"] == "flow",
+            "{l}"
+        );
+    }
+    assert!(
+        text.lines().any(|l| l.contains("\"event_type\":\"flow\"")),
+        "the stop finishes every flow into the file"
+    );
+    let _ignored = std::fs::remove_file(&eve);
+}
