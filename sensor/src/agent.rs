@@ -28,6 +28,7 @@ use crate::{
         eve::{EveSink, EveWriter},
         log::LogSink,
         store::{Store, StoreError, StoreSink},
+        syslog::{Syslog, SyslogSink},
         webhook::{Webhook, WebhookSink},
     },
     source::{live::CaptureMode, live::SourceError, xdp::KernelConfig},
@@ -45,6 +46,8 @@ pub enum AgentError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+    #[error("{0}")]
+    Syslog(String),
     #[error("API: {0}")]
     Api(#[from] std::io::Error),
 }
@@ -78,6 +81,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         .transpose()?;
     let webhook = Webhook::start(&opts.config.webhook);
     let eve = EveWriter::start(&opts.config.eve)?;
+    let syslog = Syslog::start(&opts.config.syslog).map_err(AgentError::Syslog)?;
     let metrics = Arc::new(LiveMetrics::default());
 
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
@@ -94,6 +98,12 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     }
     if let Some(e) = &eve {
         sinks.push(Box::new(EveSink::new(e, false)));
+    }
+    if let Some(s) = &syslog {
+        sinks.push(Box::new(SyslogSink {
+            syslog: s,
+            at_close: false,
+        }));
     }
     sinks.push(Box::new(LogSink));
 
@@ -164,6 +174,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                     control,
                     webhook: webhook.as_ref().map(|w| Arc::clone(w.stats())),
                     eve: eve.as_ref().map(|e| Arc::clone(e.stats())),
+                    syslog: syslog.as_ref().map(|s| Arc::clone(s.stats())),
                 }),
             });
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -208,6 +219,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     }
     drop(webhook);
     drop(eve);
+    drop(syslog);
     drop(store);
     outcome?;
     let totals = totals?;

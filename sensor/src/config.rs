@@ -13,7 +13,7 @@ use crate::{
     evidence::EvidenceConfig,
     flow::FlowConfig,
     mitigate::MitigationConfig,
-    sink::{eve::EveConfig, store::Retention, webhook::WebhookConfig},
+    sink::{eve::EveConfig, store::Retention, syslog::SyslogConfig, webhook::WebhookConfig},
 };
 
 /// The whole configuration. Every path reads it from here: `sensor replay`, `sensor run` (both
@@ -30,6 +30,7 @@ pub struct Config {
     pub mitigation: MitigationConfig,
     pub evidence: EvidenceConfig,
     pub eve: EveConfig,
+    pub syslog: SyslogConfig,
 }
 
 /// `[flow]`: flow-table timeouts and size.
@@ -162,6 +163,7 @@ impl Config {
         self.mitigation.check().map_err(bad)?;
         self.evidence.check().map_err(bad)?;
         self.eve.check().map_err(bad)?;
+        self.syslog.check().map_err(bad)?;
         if self.flow.idle_timeout_s == 0 || self.flow.max_flows == 0 {
             return Err(bad(
                 "flow.idle_timeout_s and flow.max_flows must be positive".into(),

@@ -24,8 +24,10 @@ const APT_PACKAGES: &[&str] = &[
     "hping3",
     "iperf3",
     "tcpreplay",
-    // tshark reads the alerts' evidence files back in the tests (what analysts open them with).
+    // tshark reads the alerts' evidence files back in the tests (what analysts open them with)
+    // and checks the EVE output's Community IDs; rsyslog receives the syslog output.
     "tshark",
+    "rsyslog",
     // The evaluation set's servers and clients: DNS reflectors and servers, DNS load, HTTP.
     "dnsmasq-base",
     "dnsperf",

@@ -299,6 +299,27 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                 family(&mut out, name, help, "counter", v);
             }
         }
+        if let Some(s) = &live.syslog {
+            for (name, help, v) in [
+                (
+                    "sensor_syslog_sent_total",
+                    "Alerts sent to the syslog collector.",
+                    g(&s.sent),
+                ),
+                (
+                    "sensor_syslog_dropped_total",
+                    "Alerts not sent: queue full or the collector failed.",
+                    g(&s.dropped),
+                ),
+                (
+                    "sensor_syslog_errors_total",
+                    "Syslog send failures.",
+                    g(&s.errors),
+                ),
+            ] {
+                family(&mut out, name, help, "counter", v);
+            }
+        }
         if let Some(e) = &live.eve {
             for (name, help, v) in [
                 (

@@ -36,7 +36,7 @@ pub use self::error::ApiError;
 use crate::{
     config::Config,
     live::{Control, LiveMetrics},
-    sink::{eve::EveStats, store::open_ro, webhook::WebhookStats},
+    sink::{eve::EveStats, store::open_ro, syslog::SyslogStats, webhook::WebhookStats},
 };
 
 /// Shared state of the server.
@@ -57,6 +57,7 @@ pub struct LiveApi {
     pub control: Control,
     pub webhook: Option<Arc<WebhookStats>>,
     pub eve: Option<Arc<EveStats>>,
+    pub syslog: Option<Arc<SyslogStats>>,
 }
 
 impl ApiState {

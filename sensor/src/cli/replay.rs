@@ -13,6 +13,7 @@ use crate::{
         eve::{EveSink, EveWriter},
         jsonl::{Content, JsonlSink},
         store::{Store, StoreSink},
+        syslog::{Syslog, SyslogSink},
         webhook::{Webhook, WebhookSink},
     },
     source::{
@@ -50,6 +51,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
             .transpose()?;
     let webhook = Webhook::start(&a.config.webhook);
     let eve = EveWriter::start(&a.config.eve).map_err(ReplayError::from)?;
+    let syslog = Syslog::start(&a.config.syslog).map_err(anyhow::Error::msg)?;
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     if let Some(p) = &a.flows_jsonl {
         sinks.push(Box::new(
@@ -85,6 +87,12 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = &eve {
         sinks.push(Box::new(EveSink::new(e, true)));
+    }
+    if let Some(s) = &syslog {
+        sinks.push(Box::new(SyslogSink {
+            syslog: s,
+            at_close: true,
+        }));
     }
     let opts = if a.no_detect {
         ReplayOptions::flows_only(&a.config)

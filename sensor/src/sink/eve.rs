@@ -177,7 +177,8 @@ fn open(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-fn host_name() -> String {
+/// This host's name (the default `host` of EVE events and HOSTNAME of syslog messages).
+pub(crate) fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: `buf` is writable for its length; gethostname NUL-terminates within it or fails.
     let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

@@ -16,6 +16,7 @@ pub mod eve;
 pub mod jsonl;
 pub mod log;
 pub mod store;
+pub mod syslog;
 pub mod webhook;
 
 use std::{io, path::PathBuf};
