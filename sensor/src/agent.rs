@@ -26,6 +26,7 @@ use crate::{
     sink::{
         Sink, SinkError,
         eve::{EveSink, EveWriter},
+        ipfix::{Ipfix, IpfixSink},
         log::LogSink,
         store::{Store, StoreError, StoreSink},
         syslog::{Syslog, SyslogSink},
@@ -46,8 +47,9 @@ pub enum AgentError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+    /// An output (syslog, IPFIX) that could not start.
     #[error("{0}")]
-    Syslog(String),
+    Output(String),
     #[error("API: {0}")]
     Api(#[from] std::io::Error),
 }
@@ -81,7 +83,8 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         .transpose()?;
     let webhook = Webhook::start(&opts.config.webhook);
     let eve = EveWriter::start(&opts.config.eve)?;
-    let syslog = Syslog::start(&opts.config.syslog).map_err(AgentError::Syslog)?;
+    let syslog = Syslog::start(&opts.config.syslog).map_err(AgentError::Output)?;
+    let ipfix = Ipfix::start(&opts.config.ipfix).map_err(AgentError::Output)?;
     let metrics = Arc::new(LiveMetrics::default());
 
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
@@ -104,6 +107,9 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             syslog: s,
             at_close: false,
         }));
+    }
+    if let Some(x) = &ipfix {
+        sinks.push(Box::new(IpfixSink::new(x, false)));
     }
     sinks.push(Box::new(LogSink));
 
@@ -175,6 +181,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                     webhook: webhook.as_ref().map(|w| Arc::clone(w.stats())),
                     eve: eve.as_ref().map(|e| Arc::clone(e.stats())),
                     syslog: syslog.as_ref().map(|s| Arc::clone(s.stats())),
+                    ipfix: ipfix.as_ref().map(|x| Arc::clone(x.stats())),
                 }),
             });
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -220,6 +227,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     drop(webhook);
     drop(eve);
     drop(syslog);
+    drop(ipfix);
     drop(store);
     outcome?;
     let totals = totals?;

@@ -13,7 +13,10 @@ use crate::{
     evidence::EvidenceConfig,
     flow::FlowConfig,
     mitigate::MitigationConfig,
-    sink::{eve::EveConfig, store::Retention, syslog::SyslogConfig, webhook::WebhookConfig},
+    sink::{
+        eve::EveConfig, ipfix::IpfixConfig, store::Retention, syslog::SyslogConfig,
+        webhook::WebhookConfig,
+    },
 };
 
 /// The whole configuration. Every path reads it from here: `sensor replay`, `sensor run` (both
@@ -31,6 +34,7 @@ pub struct Config {
     pub evidence: EvidenceConfig,
     pub eve: EveConfig,
     pub syslog: SyslogConfig,
+    pub ipfix: IpfixConfig,
 }
 
 /// `[flow]`: flow-table timeouts and size.
@@ -164,6 +168,7 @@ impl Config {
         self.evidence.check().map_err(bad)?;
         self.eve.check().map_err(bad)?;
         self.syslog.check().map_err(bad)?;
+        self.ipfix.check().map_err(bad)?;
         if self.flow.idle_timeout_s == 0 || self.flow.max_flows == 0 {
             return Err(bad(
                 "flow.idle_timeout_s and flow.max_flows must be positive".into(),

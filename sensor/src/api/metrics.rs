@@ -320,6 +320,32 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                 family(&mut out, name, help, "counter", v);
             }
         }
+        if let Some(x) = &live.ipfix {
+            for (name, help, v) in [
+                (
+                    "sensor_ipfix_records_total",
+                    "IPFIX data records sent.",
+                    g(&x.records),
+                ),
+                (
+                    "sensor_ipfix_messages_total",
+                    "IPFIX messages sent.",
+                    g(&x.messages),
+                ),
+                (
+                    "sensor_ipfix_dropped_total",
+                    "IPFIX records not sent: queue full or the collector failed.",
+                    g(&x.dropped),
+                ),
+                (
+                    "sensor_ipfix_errors_total",
+                    "IPFIX send failures.",
+                    g(&x.errors),
+                ),
+            ] {
+                family(&mut out, name, help, "counter", v);
+            }
+        }
         if let Some(e) = &live.eve {
             for (name, help, v) in [
                 (

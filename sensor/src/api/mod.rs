@@ -36,7 +36,10 @@ pub use self::error::ApiError;
 use crate::{
     config::Config,
     live::{Control, LiveMetrics},
-    sink::{eve::EveStats, store::open_ro, syslog::SyslogStats, webhook::WebhookStats},
+    sink::{
+        eve::EveStats, ipfix::IpfixStats, store::open_ro, syslog::SyslogStats,
+        webhook::WebhookStats,
+    },
 };
 
 /// Shared state of the server.
@@ -58,6 +61,7 @@ pub struct LiveApi {
     pub webhook: Option<Arc<WebhookStats>>,
     pub eve: Option<Arc<EveStats>>,
     pub syslog: Option<Arc<SyslogStats>>,
+    pub ipfix: Option<Arc<IpfixStats>>,
 }
 
 impl ApiState {

@@ -11,6 +11,7 @@ use crate::{
     sink::{
         Sink,
         eve::{EveSink, EveWriter},
+        ipfix::{Ipfix, IpfixSink},
         jsonl::{Content, JsonlSink},
         store::{Store, StoreSink},
         syslog::{Syslog, SyslogSink},
@@ -52,6 +53,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let webhook = Webhook::start(&a.config.webhook);
     let eve = EveWriter::start(&a.config.eve).map_err(ReplayError::from)?;
     let syslog = Syslog::start(&a.config.syslog).map_err(anyhow::Error::msg)?;
+    let ipfix = Ipfix::start(&a.config.ipfix).map_err(anyhow::Error::msg)?;
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     if let Some(p) = &a.flows_jsonl {
         sinks.push(Box::new(
@@ -93,6 +95,9 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
             syslog: s,
             at_close: true,
         }));
+    }
+    if let Some(x) = &ipfix {
+        sinks.push(Box::new(IpfixSink::new(x, true)));
     }
     let opts = if a.no_detect {
         ReplayOptions::flows_only(&a.config)

@@ -13,6 +13,7 @@
 //! alert once, in its final state.
 
 pub mod eve;
+pub mod ipfix;
 pub mod jsonl;
 pub mod log;
 pub mod store;
