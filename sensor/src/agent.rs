@@ -25,6 +25,7 @@ use crate::{
     pipeline::Pipeline,
     sink::{
         Sink, SinkError,
+        email::{Email, EmailSink},
         eve::{EveSink, EveWriter},
         ipfix::{Ipfix, IpfixSink},
         log::LogSink,
@@ -85,6 +86,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     let eve = EveWriter::start(&opts.config.eve)?;
     let syslog = Syslog::start(&opts.config.syslog).map_err(AgentError::Output)?;
     let ipfix = Ipfix::start(&opts.config.ipfix).map_err(AgentError::Output)?;
+    let email = Email::start(&opts.config.email).map_err(AgentError::Output)?;
     let metrics = Arc::new(LiveMetrics::default());
 
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
@@ -110,6 +112,12 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     }
     if let Some(x) = &ipfix {
         sinks.push(Box::new(IpfixSink::new(x, false)));
+    }
+    if let Some(e) = &email {
+        sinks.push(Box::new(EmailSink {
+            email: e,
+            at_close: false,
+        }));
     }
     sinks.push(Box::new(LogSink));
 
@@ -182,6 +190,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                     eve: eve.as_ref().map(|e| Arc::clone(e.stats())),
                     syslog: syslog.as_ref().map(|s| Arc::clone(s.stats())),
                     ipfix: ipfix.as_ref().map(|x| Arc::clone(x.stats())),
+                    email: email.as_ref().map(|e| Arc::clone(e.stats())),
                 }),
             });
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -228,6 +237,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     drop(eve);
     drop(syslog);
     drop(ipfix);
+    drop(email);
     drop(store);
     outcome?;
     let totals = totals?;

@@ -14,8 +14,8 @@ use crate::{
     flow::FlowConfig,
     mitigate::MitigationConfig,
     sink::{
-        eve::EveConfig, ipfix::IpfixConfig, store::Retention, syslog::SyslogConfig,
-        webhook::WebhookConfig,
+        email::EmailConfig, eve::EveConfig, ipfix::IpfixConfig, store::Retention,
+        syslog::SyslogConfig, webhook::WebhookConfig,
     },
 };
 
@@ -35,6 +35,7 @@ pub struct Config {
     pub eve: EveConfig,
     pub syslog: SyslogConfig,
     pub ipfix: IpfixConfig,
+    pub email: EmailConfig,
 }
 
 /// `[flow]`: flow-table timeouts and size.
@@ -169,6 +170,7 @@ impl Config {
         self.eve.check().map_err(bad)?;
         self.syslog.check().map_err(bad)?;
         self.ipfix.check().map_err(bad)?;
+        self.email.check().map_err(bad)?;
         if self.flow.idle_timeout_s == 0 || self.flow.max_flows == 0 {
             return Err(bad(
                 "flow.idle_timeout_s and flow.max_flows must be positive".into(),

@@ -50,6 +50,8 @@ pub fn setup() -> Result<()> {
     nightly_rust_src().context("setup step 'nightly toolchain with rust-src'")?;
     bpf_linker().context("setup step 'bpf-linker'")?;
     clippy().context("setup step 'clippy'")?;
+    // The email test's SMTP receiver (STARTTLS and AUTH), from PyPI.
+    python_package("aiosmtpd", "aiosmtpd")?;
     Ok(())
 }
 
@@ -272,7 +274,7 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Installs a Python package for a benchmark's peer measurement if `import module` fails.
+/// Installs a Python package (a benchmark's peer, a test's receiver) if `import module` fails.
 pub fn python_package(module: &str, package: &str) -> Result<()> {
     let has = Command::new("python3")
         .args(["-c", &format!("import {module}")])
@@ -281,7 +283,7 @@ pub fn python_package(module: &str, package: &str) -> Result<()> {
     if has {
         return Ok(());
     }
-    eprintln!("setup: pip install {package} (benchmark peer)");
+    eprintln!("setup: pip install {package}");
     run(Command::new("python3").args(["-m", "pip", "install", "--quiet", package]))
         .with_context(|| format!("setup step 'pip install {package}'"))
 }

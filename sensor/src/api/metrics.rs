@@ -320,6 +320,32 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                 family(&mut out, name, help, "counter", v);
             }
         }
+        if let Some(e) = &live.email {
+            for (name, help, v) in [
+                (
+                    "sensor_email_mails_total",
+                    "Alert mails the relay accepted.",
+                    g(&e.mails),
+                ),
+                (
+                    "sensor_email_alerts_total",
+                    "Alerts in those mails.",
+                    g(&e.alerts),
+                ),
+                (
+                    "sensor_email_dropped_total",
+                    "Alerts not mailed: queue full or the relay failed.",
+                    g(&e.dropped),
+                ),
+                (
+                    "sensor_email_errors_total",
+                    "Failed mail deliveries.",
+                    g(&e.errors),
+                ),
+            ] {
+                family(&mut out, name, help, "counter", v);
+            }
+        }
         if let Some(x) = &live.ipfix {
             for (name, help, v) in [
                 (

@@ -37,7 +37,7 @@ use crate::{
     config::Config,
     live::{Control, LiveMetrics},
     sink::{
-        eve::EveStats, ipfix::IpfixStats, store::open_ro, syslog::SyslogStats,
+        email::EmailStats, eve::EveStats, ipfix::IpfixStats, store::open_ro, syslog::SyslogStats,
         webhook::WebhookStats,
     },
 };
@@ -62,6 +62,7 @@ pub struct LiveApi {
     pub eve: Option<Arc<EveStats>>,
     pub syslog: Option<Arc<SyslogStats>>,
     pub ipfix: Option<Arc<IpfixStats>>,
+    pub email: Option<Arc<EmailStats>>,
 }
 
 impl ApiState {

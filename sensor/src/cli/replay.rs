@@ -10,6 +10,7 @@ use crate::{
     evidence::{Recorder, Window},
     sink::{
         Sink,
+        email::{Email, EmailSink},
         eve::{EveSink, EveWriter},
         ipfix::{Ipfix, IpfixSink},
         jsonl::{Content, JsonlSink},
@@ -54,6 +55,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     let eve = EveWriter::start(&a.config.eve).map_err(ReplayError::from)?;
     let syslog = Syslog::start(&a.config.syslog).map_err(anyhow::Error::msg)?;
     let ipfix = Ipfix::start(&a.config.ipfix).map_err(anyhow::Error::msg)?;
+    let email = Email::start(&a.config.email).map_err(anyhow::Error::msg)?;
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     if let Some(p) = &a.flows_jsonl {
         sinks.push(Box::new(
@@ -98,6 +100,12 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     }
     if let Some(x) = &ipfix {
         sinks.push(Box::new(IpfixSink::new(x, true)));
+    }
+    if let Some(e) = &email {
+        sinks.push(Box::new(EmailSink {
+            email: e,
+            at_close: true,
+        }));
     }
     let opts = if a.no_detect {
         ReplayOptions::flows_only(&a.config)

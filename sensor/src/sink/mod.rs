@@ -12,6 +12,7 @@
 //! same row at close, the webhook and the log act at open, an alerts JSONL file holds each
 //! alert once, in its final state.
 
+pub mod email;
 pub mod eve;
 pub mod ipfix;
 pub mod jsonl;
