@@ -371,3 +371,122 @@ fn a_dead_collector_is_counted_and_a_bad_one_refused() {
         assert!(e.contains("ipfix.collector"), "{e}");
     }
 }
+
+/// An existing collector: nfcapd (nfdump, Debian's) receives the export over UDP and stores
+/// it; `nfdump` reads back exactly the pipeline's flows, one record per direction, with no
+/// sequence error. This is the collector snippet docs/INTEGRATION.md gives.
+#[test]
+fn nfcapd_stores_exactly_the_exported_flows() {
+    let Some(c) = sensor_tests::corpora() else {
+        sensor_tests::skip("IPFIX into nfcapd", "../shared/corpora is absent");
+        return;
+    };
+    if !Path::new("/usr/bin/nfcapd").exists() {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "nfdump missing (cargo xtask setup installs it)"
+        );
+        sensor_tests::skip("IPFIX into nfcapd", "no nfcapd");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sensor-nfcapd-{}", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+        .port();
+    let mut nfcapd = std::process::Command::new("nfcapd")
+        .args([
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "3600",
+            "-w",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start nfcapd");
+    std::thread::sleep(Duration::from_millis(500));
+    let x = Ipfix::start(&IpfixConfig {
+        collector: format!("udp://127.0.0.1:{port}"),
+        ..IpfixConfig::default()
+    })
+    .expect("config")
+    .expect("exporter");
+    let mut flows = FlowRecords::default();
+    replay(
+        &[
+            c.join("generated/nmap_sS_top1000.pcap"),
+            c.join("zeek/wikipedia.pcap"),
+            c.join("generated/hping3_icmpflood_20k.pcap"),
+        ],
+        ReplayOptions::flows_only(&Config::default()),
+        vec![Box::new(&mut flows), Box::new(IpfixSink::new(&x, true))],
+    )
+    .expect("replay");
+    drop(x);
+    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM: nfcapd writes its file and reports what it received.
+    // SAFETY: kill(2) on the child's pid, a plain syscall.
+    unsafe { libc::kill(nfcapd.id() as i32, libc::SIGTERM) };
+    let out = nfcapd.wait_with_output().expect("nfcapd");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("Sequence Errors: 0, Bad Packets: 0"), "{log}");
+    let dump = std::process::Command::new("nfdump")
+        .arg("-R")
+        .arg(&dir)
+        .args(["-q", "-6", "-o", "fmt:%sa|%da|%sp|%dp|%pr|%ibyt|%ipkt"])
+        .output()
+        .expect("nfdump");
+    let text = String::from_utf8_lossy(&dump.stdout);
+    let mut got = Records::new();
+    for line in text.lines().filter(|l| l.contains('|')) {
+        let f: Vec<&str> = line.split('|').map(str::trim).collect();
+        // ICMP type and code print as "type.code".
+        let port = |s: &str| match s.split_once('.') {
+            Some((t, c)) => t.parse::<u16>().unwrap_or(0) * 256 + c.parse::<u16>().unwrap_or(0),
+            None => s.parse().unwrap_or(0),
+        };
+        let proto = match f[4] {
+            "TCP" => 6,
+            "UDP" => 17,
+            "ICMP" => 1,
+            "ICMP6" => 58,
+            other => other.parse().unwrap_or(0),
+        };
+        let e = got
+            .entry((
+                f[0].to_owned(),
+                f[1].to_owned(),
+                port(f[2]),
+                port(f[3]),
+                proto,
+            ))
+            .or_default();
+        e.0 += f[5].parse::<u64>().expect("bytes");
+        e.1 += f[6].parse::<u64>().expect("packets");
+    }
+    let want = expected(&flows.0);
+    assert!(want.len() > 2000);
+    let diff: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .take(5)
+        .collect();
+    assert!(
+        diff.is_empty() && got.len() == want.len(),
+        "nfdump has {} records, the flows {}; differing: {diff:?}",
+        got.len(),
+        want.len()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -28,6 +28,8 @@ const APT_PACKAGES: &[&str] = &[
     // and checks the EVE output's Community IDs; rsyslog receives the syslog output.
     "tshark",
     "rsyslog",
+    // nfcapd/nfdump: the IPFIX test's collector.
+    "nfdump",
     // The evaluation set's servers and clients: DNS reflectors and servers, DNS load, HTTP.
     "dnsmasq-base",
     "dnsperf",
