@@ -396,7 +396,7 @@ fn nfcapd_stores_exactly_the_exported_flows() {
         .and_then(|s| s.local_addr())
         .expect("port")
         .port();
-    let mut nfcapd = std::process::Command::new("nfcapd")
+    let nfcapd = std::process::Command::new("nfcapd")
         .args([
             "-b",
             "127.0.0.1",
