@@ -462,16 +462,22 @@ struct AlertMeta {
 /// Suricata's timestamp form: microseconds and a numeric UTC offset
 /// (`2026-12-03T08:04:11.123456+0000`).
 pub fn timestamp(ns: u64) -> String {
-    DateTime::from_timestamp_nanos(ns.min(i64::MAX as u64) as i64)
-        .format("%Y-%m-%dT%H:%M:%S%.6f%z")
-        .to_string()
+    timestamp_of(&crate::record::rfc3339_us(ns)).unwrap_or_default()
 }
 
+/// The records' own RFC 3339 form (microseconds, `Z`) in Suricata's: the same digits with the
+/// offset spelled `+0000`. (chrono's strftime was an eighth of a flood replay's time.)
 fn timestamp_of(rfc3339: &str) -> Option<String> {
-    let ns = DateTime::parse_from_rfc3339(rfc3339)
-        .ok()?
-        .timestamp_nanos_opt()?;
-    Some(timestamp(ns.max(0) as u64))
+    match rfc3339.strip_suffix('Z') {
+        Some(base) if base.len() == 26 => Some(format!("{base}+0000")),
+        _ => {
+            let ns = DateTime::parse_from_rfc3339(rfc3339)
+                .ok()?
+                .timestamp_nanos_opt()?;
+            let utc = crate::record::rfc3339_us(ns.max(0) as u64);
+            utc.strip_suffix('Z').map(|b| format!("{b}+0000"))
+        }
+    }
 }
 
 /// Suricata's protocol names (its `proto` field).
