@@ -392,7 +392,16 @@ fn blocklist_api_drops_in_the_kernel_and_is_audited() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(dropped, 50, "entry counted the peer's 50 datagrams");
-    let metrics = http(agent.addr, "GET", "/metrics", None, None).1;
+    // The entry's counter is read from the kernel on request; /metrics has the kernel's
+    // totals as of the last poll.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = http(agent.addr, "GET", "/metrics", None, None).1;
+        if metrics.contains("sensor_xdp_blocked_packets_total 50") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         metrics.contains("sensor_xdp_blocked_packets_total 50"),
         "{metrics}"
