@@ -24,14 +24,9 @@ use crate::{
     live::{self, LiveError, LiveMetrics},
     pipeline::Pipeline,
     sink::{
-        Sink, SinkError,
-        email::{Email, EmailSink},
-        eve::{EveSink, EveWriter},
-        ipfix::{Ipfix, IpfixSink},
+        Outputs, Sink, SinkError,
         log::LogSink,
         store::{Store, StoreError, StoreSink},
-        syslog::{Syslog, SyslogSink},
-        webhook::{Webhook, WebhookSink},
     },
     source::{live::CaptureMode, live::SourceError, xdp::KernelConfig},
 };
@@ -48,9 +43,6 @@ pub enum AgentError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
-    /// An output (syslog, IPFIX) that could not start.
-    #[error("{0}")]
-    Output(String),
     #[error("API: {0}")]
     Api(#[from] std::io::Error),
 }
@@ -82,11 +74,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         .as_ref()
         .map(|p| Store::open(p, opts.config.store))
         .transpose()?;
-    let webhook = Webhook::start(&opts.config.webhook);
-    let eve = EveWriter::start(&opts.config.eve)?;
-    let syslog = Syslog::start(&opts.config.syslog).map_err(AgentError::Output)?;
-    let ipfix = Ipfix::start(&opts.config.ipfix).map_err(AgentError::Output)?;
-    let email = Email::start(&opts.config.email).map_err(AgentError::Output)?;
+    let outputs = Outputs::start(&opts.config)?;
     let metrics = Arc::new(LiveMetrics::default());
 
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
@@ -98,27 +86,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         };
         sinks.push(Box::new(StoreSink::new(s, "live", &source, false)?));
     }
-    if let Some(w) = &webhook {
-        sinks.push(Box::new(WebhookSink(w)));
-    }
-    if let Some(e) = &eve {
-        sinks.push(Box::new(EveSink::new(e, false)));
-    }
-    if let Some(s) = &syslog {
-        sinks.push(Box::new(SyslogSink {
-            syslog: s,
-            at_close: false,
-        }));
-    }
-    if let Some(x) = &ipfix {
-        sinks.push(Box::new(IpfixSink::new(x, false)));
-    }
-    if let Some(e) = &email {
-        sinks.push(Box::new(EmailSink {
-            email: e,
-            at_close: false,
-        }));
-    }
+    sinks.extend(outputs.sinks(true));
     sinks.push(Box::new(LogSink));
 
     let mut table = FlowTable::with_capacity(opts.config.flow.table(), opts.kernel.flows as usize);
@@ -186,11 +154,11 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                 live: Some(LiveApi {
                     metrics: Arc::clone(&metrics),
                     control,
-                    webhook: webhook.as_ref().map(|w| Arc::clone(w.stats())),
-                    eve: eve.as_ref().map(|e| Arc::clone(e.stats())),
-                    syslog: syslog.as_ref().map(|s| Arc::clone(s.stats())),
-                    ipfix: ipfix.as_ref().map(|x| Arc::clone(x.stats())),
-                    email: email.as_ref().map(|e| Arc::clone(e.stats())),
+                    webhook: outputs.webhook.as_ref().map(|w| Arc::clone(w.stats())),
+                    eve: outputs.eve.as_ref().map(|e| Arc::clone(e.stats())),
+                    syslog: outputs.syslog.as_ref().map(|s| Arc::clone(s.stats())),
+                    ipfix: outputs.ipfix.as_ref().map(|x| Arc::clone(x.stats())),
+                    email: outputs.email.as_ref().map(|e| Arc::clone(e.stats())),
                 }),
             });
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -233,11 +201,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     if let Some(t) = api {
         let _ignored = t.join();
     }
-    drop(webhook);
-    drop(eve);
-    drop(syslog);
-    drop(ipfix);
-    drop(email);
+    drop(outputs);
     drop(store);
     outcome?;
     let totals = totals?;

@@ -14,7 +14,10 @@ use std::{
 use sensor::{
     config::Config,
     record::{AlertKind, AlertRecord, DetectorKind, Severity},
-    sink::syslog::{Syslog, SyslogConfig, SyslogSink},
+    sink::{
+        AlertSink,
+        syslog::{Syslog, SyslogConfig},
+    },
     source::replay::{ReplayOptions, replay},
 };
 use serde_json::Value;
@@ -155,8 +158,8 @@ fn replayed_alerts_reach_rsyslog_as_rfc5424_over_udp() {
             c.join("generated/hping3_icmpflood_20k.pcap"),
         ],
         ReplayOptions::new(&Config::default()),
-        vec![Box::new(SyslogSink {
-            syslog: &s,
+        vec![Box::new(AlertSink {
+            out: &s,
             at_close: true,
         })],
     )

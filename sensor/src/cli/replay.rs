@@ -1,5 +1,5 @@
 //! `sensor replay`: capture files through the pipeline into the chosen outputs (database,
-//! JSONL, webhook), with a summary on standard error.
+//! JSONL, EVE, webhook, syslog, IPFIX, email), with a summary on standard error.
 
 use std::path::PathBuf;
 
@@ -9,14 +9,9 @@ use crate::{
     detect::ml::model::Model,
     evidence::{Recorder, Window},
     sink::{
-        Sink,
-        email::{Email, EmailSink},
-        eve::{EveSink, EveWriter},
-        ipfix::{Ipfix, IpfixSink},
+        Outputs, Sink,
         jsonl::{Content, JsonlSink},
         store::{Store, StoreSink},
-        syslog::{Syslog, SyslogSink},
-        webhook::{Webhook, WebhookSink},
     },
     source::{
         pcap,
@@ -51,11 +46,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
         a.db.path()
             .map(|p| Store::open(&p, a.config.store))
             .transpose()?;
-    let webhook = Webhook::start(&a.config.webhook);
-    let eve = EveWriter::start(&a.config.eve).map_err(ReplayError::from)?;
-    let syslog = Syslog::start(&a.config.syslog).map_err(anyhow::Error::msg)?;
-    let ipfix = Ipfix::start(&a.config.ipfix).map_err(anyhow::Error::msg)?;
-    let email = Email::start(&a.config.email).map_err(anyhow::Error::msg)?;
+    let outputs = Outputs::start(&a.config).map_err(ReplayError::from)?;
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     if let Some(p) = &a.flows_jsonl {
         sinks.push(Box::new(
@@ -86,27 +77,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
         )?),
         _ => None,
     };
-    if let Some(w) = &webhook {
-        sinks.push(Box::new(WebhookSink(w)));
-    }
-    if let Some(e) = &eve {
-        sinks.push(Box::new(EveSink::new(e, true)));
-    }
-    if let Some(s) = &syslog {
-        sinks.push(Box::new(SyslogSink {
-            syslog: s,
-            at_close: true,
-        }));
-    }
-    if let Some(x) = &ipfix {
-        sinks.push(Box::new(IpfixSink::new(x, true)));
-    }
-    if let Some(e) = &email {
-        sinks.push(Box::new(EmailSink {
-            email: e,
-            at_close: true,
-        }));
-    }
+    sinks.extend(outputs.sinks(false));
     let opts = if a.no_detect {
         ReplayOptions::flows_only(&a.config)
     } else {
@@ -170,7 +141,8 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
             file.display()
         );
     }
-    if let Some(e) = eve {
+    let mut outputs = outputs;
+    if let Some(e) = outputs.eve.take() {
         let st = std::sync::Arc::clone(e.stats());
         // Dropping the writer writes what is queued.
         drop(e);

@@ -17,7 +17,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -31,7 +30,7 @@ use lettre::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Sink, SinkError};
+use super::worker::Worker;
 use crate::record::{AlertKind, AlertRecord, Severity};
 
 /// How the connection to the relay is protected.
@@ -143,9 +142,8 @@ pub struct EmailStats {
 
 /// The sender thread and its queue.
 pub struct Email {
-    tx: Option<mpsc::SyncSender<AlertRecord>>,
+    worker: Worker<AlertRecord>,
     stats: Arc<EmailStats>,
-    join: Option<JoinHandle<()>>,
     min: Severity,
     kinds: Vec<AlertKind>,
 }
@@ -168,18 +166,16 @@ impl Email {
             host: super::eve::host_name(),
             transport,
         };
-        let (tx, rx) = mpsc::sync_channel::<AlertRecord>(cfg.queue);
         let stats = Arc::new(EmailStats::default());
         let st = Arc::clone(&stats);
         let interval = Duration::from_secs(cfg.interval_s);
-        let join = std::thread::Builder::new()
-            .name("email".into())
-            .spawn(move || digest_loop(&rx, &mailer, interval, &st))
-            .map_err(|e| format!("starting the email sender: {e}"))?;
+        let worker = Worker::spawn("email", cfg.queue, move |rx| {
+            digest_loop(&rx, &mailer, interval, &st);
+        })
+        .map_err(|e| format!("starting the email sender: {e}"))?;
         Ok(Some(Self {
-            tx: Some(tx),
+            worker,
             stats,
-            join: Some(join),
             min: cfg.min_severity,
             kinds: cfg.kinds.clone(),
         }))
@@ -189,26 +185,21 @@ impl Email {
         &self.stats
     }
 
-    /// Queues an alert that passes the filters; never blocks.
+    /// Queues an alert that passes the filters; never blocks. Dropping the sender mails what
+    /// waits (every pending digest at once).
     pub fn send(&self, a: &AlertRecord) {
         if a.severity < self.min || !(self.kinds.is_empty() || self.kinds.contains(&a.kind)) {
             return;
         }
-        if let Some(tx) = &self.tx
-            && tx.try_send(a.clone()).is_err()
-        {
+        if !self.worker.try_send(a.clone()) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-impl Drop for Email {
-    /// Mails what waits (every pending digest at once), then stops.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(j) = self.join.take() {
-            let _ignored = j.join();
-        }
+impl super::AlertOutput for Email {
+    fn send(&self, a: &AlertRecord) {
+        Email::send(self, a);
     }
 }
 
@@ -363,27 +354,5 @@ impl Mailer {
             .send(&msg)
             .map(|_| ())
             .map_err(|e| e.to_string())
-    }
-}
-
-/// Email as a pipeline output: live, each alert when it opens; replay (`at_close`), each once
-/// in its final state.
-pub struct EmailSink<'a> {
-    pub email: &'a Email,
-    pub at_close: bool,
-}
-
-impl Sink for EmailSink<'_> {
-    fn alert_opened(&mut self, rec: &AlertRecord, _: u64) -> Result<(), SinkError> {
-        if !self.at_close {
-            self.email.send(rec);
-        }
-        Ok(())
-    }
-    fn alert_closed(&mut self, rec: &AlertRecord, _: u64) -> Result<(), SinkError> {
-        if self.at_close {
-            self.email.send(rec);
-        }
-        Ok(())
     }
 }

@@ -24,14 +24,13 @@ use std::{
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
-use super::{EndTotals, Sink, SinkError};
+use super::{EndTotals, Sink, SinkError, worker::Worker};
 use crate::{
     flow::EndReason,
     record::{AlertKind, AlertRecord, DetectorKind, FlowRecord, Severity},
@@ -95,9 +94,8 @@ pub struct EveStats {
 
 /// The writer thread and its queue.
 pub struct EveWriter {
-    tx: Option<mpsc::SyncSender<Vec<u8>>>,
+    worker: Worker<Vec<u8>>,
     stats: Arc<EveStats>,
-    join: Option<JoinHandle<()>>,
     host: String,
     flows: bool,
 }
@@ -114,40 +112,36 @@ impl EveWriter {
             source,
         })?;
         let size = file.metadata().map_or(0, |m| m.len());
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(cfg.queue.max(1));
         let stats = Arc::new(EveStats::default());
         let st = Arc::clone(&stats);
         let (max, keep) = (cfg.max_file_bytes, cfg.keep);
-        let join = std::thread::Builder::new()
-            .name("eve".into())
-            .spawn(move || {
-                let mut out = Output {
-                    path,
-                    file: Some(BufWriter::with_capacity(1 << 20, file)),
-                    size,
-                    max,
-                    keep,
-                    logged: None,
-                };
-                while let Ok(lines) = rx.recv() {
+        let worker = Worker::spawn("eve", cfg.queue, move |rx: mpsc::Receiver<Vec<u8>>| {
+            let mut out = Output {
+                path,
+                file: Some(BufWriter::with_capacity(1 << 20, file)),
+                size,
+                max,
+                keep,
+                logged: None,
+            };
+            while let Ok(lines) = rx.recv() {
+                out.write(&lines, &st);
+                // Everything queued now goes out before the buffer is flushed.
+                while let Ok(lines) = rx.try_recv() {
                     out.write(&lines, &st);
-                    // Everything queued now goes out before the buffer is flushed.
-                    while let Ok(lines) = rx.try_recv() {
-                        out.write(&lines, &st);
-                    }
-                    out.flush(&st);
                 }
                 out.flush(&st);
-            })
-            .map_err(|source| SinkError::Output {
-                path: cfg.path.clone().unwrap_or_default(),
-                source,
-            })?;
+            }
+            out.flush(&st);
+        })
+        .map_err(|source| SinkError::Output {
+            path: cfg.path.clone().unwrap_or_default(),
+            source,
+        })?;
         let host = cfg.sensor_name.clone().unwrap_or_else(host_name);
         Ok(Some(Self {
-            tx: Some(tx),
+            worker,
             stats,
-            join: Some(join),
             host,
             flows: cfg.flows,
         }))
@@ -155,16 +149,6 @@ impl EveWriter {
 
     pub fn stats(&self) -> &Arc<EveStats> {
         &self.stats
-    }
-}
-
-impl Drop for EveWriter {
-    /// Writes what is queued, then stops.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(j) = self.join.take() {
-            let _ignored = j.join();
-        }
     }
 }
 
@@ -334,11 +318,10 @@ impl<'a> EveSink<'a> {
         }
         let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH_BYTES + 4096));
         let n = std::mem::take(&mut self.lines);
-        let Some(tx) = &self.w.tx else { return };
         let sent = if self.block {
-            tx.send(batch).is_ok()
+            self.w.worker.send(batch)
         } else {
-            tx.try_send(batch).is_ok()
+            self.w.worker.try_send(batch)
         };
         if !sent {
             self.w.stats.dropped.fetch_add(n, Ordering::Relaxed);

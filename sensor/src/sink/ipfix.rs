@@ -24,13 +24,12 @@ use std::{
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
 
-use super::{EndTotals, Sink, SinkError};
+use super::{EndTotals, Sink, SinkError, worker::Worker};
 use crate::{flow::EndReason, record::FlowRecord};
 
 /// `[ipfix]` in the config file.
@@ -172,9 +171,8 @@ fn header(len: usize, seq: u32, domain: u32) -> [u8; HEADER] {
 
 /// The sender thread and its queue.
 pub struct Ipfix {
-    tx: Option<mpsc::SyncSender<(Vec<u8>, u64)>>,
+    worker: Worker<(Vec<u8>, u64)>,
     stats: Arc<IpfixStats>,
-    join: Option<JoinHandle<()>>,
     cfg: IpfixConfig,
 }
 
@@ -185,16 +183,16 @@ impl Ipfix {
         let Some((tcp, addr)) = cfg.parse()? else {
             return Ok(None);
         };
-        let (tx, rx) = mpsc::sync_channel::<(Vec<u8>, u64)>(cfg.queue);
         let stats = Arc::new(IpfixStats::default());
         let st = Arc::clone(&stats);
         let (domain, refresh) = (
             cfg.observation_domain,
             Duration::from_secs(cfg.template_refresh_s),
         );
-        let join = std::thread::Builder::new()
-            .name("ipfix".into())
-            .spawn(move || {
+        let worker = Worker::spawn(
+            "ipfix",
+            cfg.queue,
+            move |rx: mpsc::Receiver<(Vec<u8>, u64)>| {
                 let mut c = Sender {
                     tcp,
                     addr,
@@ -208,28 +206,18 @@ impl Ipfix {
                 for (msg, records) in rx {
                     c.send(&msg, records, &st);
                 }
-            })
-            .map_err(|e| format!("starting the IPFIX sender: {e}"))?;
+            },
+        )
+        .map_err(|e| format!("starting the IPFIX sender: {e}"))?;
         Ok(Some(Self {
-            tx: Some(tx),
+            worker,
             stats,
-            join: Some(join),
             cfg: cfg.clone(),
         }))
     }
 
     pub fn stats(&self) -> &Arc<IpfixStats> {
         &self.stats
-    }
-}
-
-impl Drop for Ipfix {
-    /// Sends what is queued, then stops.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(j) = self.join.take() {
-            let _ignored = j.join();
-        }
     }
 }
 
@@ -366,11 +354,10 @@ impl<'a> IpfixSink<'a> {
         msg.extend_from_slice(&((4 + data.len()) as u16).to_be_bytes());
         msg.extend_from_slice(&data);
         self.seq = self.seq.wrapping_add(n as u32);
-        let Some(tx) = &self.x.tx else { return };
         let sent = if self.block {
-            tx.send((msg, n)).is_ok()
+            self.x.worker.send((msg, n))
         } else {
-            tx.try_send((msg, n)).is_ok()
+            self.x.worker.try_send((msg, n))
         };
         if !sent {
             self.x.stats.dropped.fetch_add(n, Ordering::Relaxed);

@@ -20,6 +20,7 @@ pub mod log;
 pub mod store;
 pub mod syslog;
 pub mod webhook;
+pub mod worker;
 
 use std::{io, path::PathBuf};
 
@@ -39,6 +40,9 @@ pub enum SinkError {
     },
     #[error("database")]
     Store(#[from] store::StoreError),
+    /// An output (syslog, IPFIX, email) that could not start: the message names the key.
+    #[error("{0}")]
+    Start(String),
 }
 
 /// Totals a sink may want when the pipeline ends (a capture session's summary).
@@ -118,5 +122,88 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn finish(&mut self, totals: EndTotals) -> Result<(), SinkError> {
         (**self).finish(totals)
+    }
+}
+
+/// An output that takes alerts one at a time and never blocks (webhook, syslog, email).
+pub trait AlertOutput {
+    fn send(&self, a: &AlertRecord);
+}
+
+/// An [`AlertOutput`] as a pipeline output: each alert when it opens (live, or the webhook's
+/// immediacy), or once in its final state when it closes (`at_close`, replay).
+pub struct AlertSink<'a> {
+    pub out: &'a dyn AlertOutput,
+    pub at_close: bool,
+}
+
+impl Sink for AlertSink<'_> {
+    fn alert_opened(&mut self, rec: &AlertRecord, _: u64) -> Result<(), SinkError> {
+        if !self.at_close {
+            self.out.send(rec);
+        }
+        Ok(())
+    }
+    fn alert_closed(&mut self, rec: &AlertRecord, _: u64) -> Result<(), SinkError> {
+        if self.at_close {
+            self.out.send(rec);
+        }
+        Ok(())
+    }
+}
+
+/// The config's network and file outputs (`[webhook]`, `[eve]`, `[syslog]`, `[ipfix]`,
+/// `[email]`), started together; dropping them delivers what they hold.
+pub struct Outputs {
+    pub webhook: Option<webhook::Webhook>,
+    pub eve: Option<eve::EveWriter>,
+    pub syslog: Option<syslog::Syslog>,
+    pub ipfix: Option<ipfix::Ipfix>,
+    pub email: Option<email::Email>,
+}
+
+impl Outputs {
+    /// Starts what the config turns on; a bad setting or an EVE file that cannot be opened is
+    /// an error before anything runs.
+    pub fn start(c: &crate::config::Config) -> Result<Self, SinkError> {
+        Ok(Self {
+            webhook: webhook::Webhook::start(&c.webhook),
+            eve: eve::EveWriter::start(&c.eve)?,
+            syslog: syslog::Syslog::start(&c.syslog).map_err(SinkError::Start)?,
+            ipfix: ipfix::Ipfix::start(&c.ipfix).map_err(SinkError::Start)?,
+            email: email::Email::start(&c.email).map_err(SinkError::Start)?,
+        })
+    }
+
+    /// Their sinks. Live never waits for an output and hands each alert over when it opens;
+    /// replay waits for queue space and hands over each alert in its final state (the webhook
+    /// posts at open on both).
+    pub fn sinks(&self, live: bool) -> Vec<Box<dyn Sink + '_>> {
+        let mut v: Vec<Box<dyn Sink + '_>> = Vec::new();
+        if let Some(w) = &self.webhook {
+            v.push(Box::new(AlertSink {
+                out: w,
+                at_close: false,
+            }));
+        }
+        if let Some(e) = &self.eve {
+            v.push(Box::new(eve::EveSink::new(e, !live)));
+        }
+        for out in [
+            self.syslog.as_ref().map(|s| s as &dyn AlertOutput),
+            self.email.as_ref().map(|e| e as &dyn AlertOutput),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            v.push(Box::new(AlertSink {
+                out,
+                at_close: !live,
+            }));
+        }
+        if let Some(x) = &self.ipfix {
+            v.push(Box::new(ipfix::IpfixSink::new(x, !live)));
+        }
+        v
     }
 }

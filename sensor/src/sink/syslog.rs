@@ -17,15 +17,13 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc,
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
 
-use super::{Sink, SinkError};
+use super::worker::Worker;
 use crate::record::{AlertRecord, Severity};
 
 /// `[syslog]` in the config file.
@@ -139,9 +137,8 @@ pub struct SyslogStats {
 
 /// The sender thread and its queue.
 pub struct Syslog {
-    tx: Option<mpsc::SyncSender<Vec<u8>>>,
+    worker: Worker<Vec<u8>>,
     stats: Arc<SyslogStats>,
-    join: Option<JoinHandle<()>>,
     facility: u8,
     app: String,
     host: String,
@@ -154,12 +151,12 @@ impl Syslog {
         let Some((target, facility)) = cfg.parse()? else {
             return Ok(None);
         };
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(cfg.queue.max(1));
         let stats = Arc::new(SyslogStats::default());
         let st = Arc::clone(&stats);
-        let join = std::thread::Builder::new()
-            .name("syslog".into())
-            .spawn(move || {
+        let worker = Worker::spawn(
+            "syslog",
+            cfg.queue,
+            move |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
                 let mut conn = Conn {
                     target,
                     udp: None,
@@ -170,12 +167,12 @@ impl Syslog {
                 for msg in rx {
                     conn.send(&msg, &st);
                 }
-            })
-            .map_err(|e| format!("starting the syslog sender: {e}"))?;
+            },
+        )
+        .map_err(|e| format!("starting the syslog sender: {e}"))?;
         Ok(Some(Self {
-            tx: Some(tx),
+            worker,
             stats,
-            join: Some(join),
             facility,
             app: cfg.app_name.clone(),
             host: cfg.hostname.clone().unwrap_or_else(super::eve::host_name),
@@ -187,24 +184,18 @@ impl Syslog {
         &self.stats
     }
 
-    /// Queues the message of `a`; never blocks.
+    /// Queues the message of `a`; never blocks. Dropping the sender sends what is queued.
     pub fn send(&self, a: &AlertRecord) {
         let msg = message(a, self.facility, &self.host, &self.app, &self.sd_id);
-        if let Some(tx) = &self.tx
-            && tx.try_send(msg.into_bytes()).is_err()
-        {
+        if !self.worker.try_send(msg.into_bytes()) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-impl Drop for Syslog {
-    /// Sends what is queued, then stops.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(j) = self.join.take() {
-            let _ignored = j.join();
-        }
+impl super::AlertOutput for Syslog {
+    fn send(&self, a: &AlertRecord) {
+        Syslog::send(self, a);
     }
 }
 
@@ -349,26 +340,4 @@ pub fn message(a: &AlertRecord, facility: u8, host: &str, app: &str, sd_id: &str
         a.severity.as_str(),
         a.first_seen,
     )
-}
-
-/// Syslog as a pipeline output: live, each alert when it opens; replay (`at_close`), each once
-/// in its final state.
-pub struct SyslogSink<'a> {
-    pub syslog: &'a Syslog,
-    pub at_close: bool,
-}
-
-impl Sink for SyslogSink<'_> {
-    fn alert_opened(&mut self, rec: &AlertRecord, _: u64) -> Result<(), SinkError> {
-        if !self.at_close {
-            self.syslog.send(rec);
-        }
-        Ok(())
-    }
-    fn alert_closed(&mut self, rec: &AlertRecord, _: u64) -> Result<(), SinkError> {
-        if self.at_close {
-            self.syslog.send(rec);
-        }
-        Ok(())
-    }
 }

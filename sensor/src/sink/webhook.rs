@@ -7,14 +7,13 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
-        mpsc,
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 
+use super::worker::Worker;
 use crate::record::AlertRecord;
 
 /// `[webhook]` in the config file.
@@ -55,9 +54,8 @@ pub struct WebhookStats {
 }
 
 pub struct Webhook {
-    tx: Option<mpsc::SyncSender<AlertRecord>>,
+    worker: Worker<AlertRecord>,
     stats: Arc<WebhookStats>,
-    join: Option<JoinHandle<()>>,
 }
 
 impl Webhook {
@@ -66,51 +64,39 @@ impl Webhook {
         if cfg.url.is_empty() {
             return None;
         }
-        let (tx, rx) = mpsc::sync_channel::<AlertRecord>(cfg.queue.max(1));
         let stats = Arc::new(WebhookStats::default());
         let st = Arc::clone(&stats);
         let cfg = cfg.clone();
-        let join = std::thread::Builder::new()
-            .name("webhook".into())
-            .spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_millis(cfg.timeout_ms)))
-                    .http_status_as_error(true)
-                    .build()
-                    .into();
-                for alert in rx {
-                    deliver(&agent, &cfg, &alert, &st);
-                }
-            })
-            .ok()?;
-        Some(Self {
-            tx: Some(tx),
-            stats,
-            join: Some(join),
+        let worker = Worker::spawn("webhook", cfg.queue, move |rx| {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_millis(cfg.timeout_ms)))
+                .http_status_as_error(true)
+                .build()
+                .into();
+            for alert in rx {
+                deliver(&agent, &cfg, &alert, &st);
+            }
         })
-    }
-
-    /// Queues an alert; never blocks.
-    pub fn send(&self, a: &AlertRecord) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(a.clone()).is_err()
-        {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        .ok()?;
+        Some(Self { worker, stats })
     }
 
     pub fn stats(&self) -> &Arc<WebhookStats> {
         &self.stats
     }
+
+    /// Queues an alert; never blocks. Dropping the webhook sends what is queued (with its
+    /// retries) first.
+    pub fn send(&self, a: &AlertRecord) {
+        if !self.worker.try_send(a.clone()) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
-impl Drop for Webhook {
-    /// Sends what is queued (with its retries), then stops.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(j) = self.join.take() {
-            let _ignored = j.join();
-        }
+impl super::AlertOutput for Webhook {
+    fn send(&self, a: &AlertRecord) {
+        Webhook::send(self, a);
     }
 }
 
@@ -138,20 +124,6 @@ fn deliver(agent: &ureq::Agent, cfg: &WebhookConfig, alert: &AlertRecord, st: &W
                 backoff = (backoff * 2).min(cfg.max_backoff_ms);
             }
         }
-    }
-}
-
-/// The webhook as a pipeline output: each alert is POSTed once, when it opens.
-pub struct WebhookSink<'a>(pub &'a Webhook);
-
-impl crate::sink::Sink for WebhookSink<'_> {
-    fn alert_opened(
-        &mut self,
-        rec: &AlertRecord,
-        _last_seen_ns: u64,
-    ) -> Result<(), crate::sink::SinkError> {
-        self.0.send(rec);
-        Ok(())
     }
 }
 
