@@ -13,6 +13,20 @@ use sensor_tests::{
 };
 use serde_json::Value;
 
+/// A real nmap SYN scan of `ports` from the peer to the sensor's side.
+fn syn_scan(lab: &VethPair, ports: &str) {
+    lab.peer.exec(&[
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "-p",
+        ports,
+        "-T4",
+        &lab.local_addr.to_string(),
+    ]);
+}
+
 fn have_nmap() -> bool {
     if std::path::Path::new("/usr/bin/nmap").exists() {
         return true;
@@ -67,16 +81,7 @@ fn live(mode: CaptureMode) {
         xdp,
         "sensor status: {attached:?}"
     );
-    lab.peer.exec(&[
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "-p",
-        "1-200",
-        "-T4",
-        &lab.local_addr.to_string(),
-    ]);
+    syn_scan(&lab, "1-200");
 
     let mut found = None;
     for _ in 0..100 {
@@ -162,16 +167,7 @@ fn evidence(agent: &Agent, lab: &VethPair, alert: &Value, xdp: bool) {
         .as_str()
         .expect("an XDP alert names its pcap file");
     // The scan ended before the alert opened; the attacker keeps going (a second scan).
-    lab.peer.exec(&[
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "-p",
-        "201-300",
-        "-T4",
-        &lab.local_addr.to_string(),
-    ]);
+    syn_scan(lab, "201-300");
     let peer = lab.peer_addr.to_string();
     let mut lines = Vec::new();
     let file =
@@ -486,16 +482,7 @@ fn live_alerts_reach_eve_json_while_running() {
         None,
         config,
     );
-    lab.peer.exec(&[
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "-p",
-        "1-200",
-        "-T4",
-        &lab.local_addr.to_string(),
-    ]);
+    syn_scan(&lab, "1-200");
     let peer = lab.peer_addr.to_string();
     let mut alert = None;
     for _ in 0..100 {
