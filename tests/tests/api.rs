@@ -595,3 +595,44 @@ fn alert_pcap_serves_only_evidence_files_and_needs_the_token() {
         );
     }
 }
+
+/// Every response carries the dashboard's security headers (a CSP with nothing inline, no
+/// framing, no sniffing, no referrer), and no CORS header, whatever the Origin.
+#[test]
+fn responses_carry_security_headers_and_no_cors() {
+    let srv = start("headers", fill_alerts);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for path in [
+        "/",
+        "/app.js",
+        "/api/status",
+        "/api/alerts?limit=x",
+        "/api/alerts/1/pcap",
+    ] {
+        let resp = agent
+            .get(format!("http://{}{path}", srv.addr))
+            .header("Origin", "https://evil.example")
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let h = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let csp = h("content-security-policy");
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp:?}"
+        );
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(h("x-frame-options"), "DENY", "{path}");
+        assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(h("access-control-allow-origin"), "", "{path}: no CORS");
+    }
+}

@@ -11,6 +11,8 @@ use sensor::{
     source::replay::{ReplayOptions, replay},
 };
 
+const MARKUP: &str = "<img src=x onerror=alert(1)><b id=injected>bold</b>";
+
 fn chromium() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
@@ -43,12 +45,36 @@ fn dashboard_renders_cards_charts_and_alerts() {
     let summary = {
         let store = Store::open(&db, Retention::default()).expect("store");
         let sink = StoreSink::new(&store, "replay", "dashboard test", true).expect("session");
-        replay(
+        let s = replay(
             &files,
             ReplayOptions::new(&Config::default()),
             vec![Box::new(sink)],
         )
-        .expect("replay")
+        .expect("replay");
+        // An alert whose evidence carries markup (what a hostile packet could put in a
+        // field): the page must show it as text.
+        store
+            .alert(
+                sensor::record::AlertRecord {
+                    id: 999,
+                    kind: sensor::record::AlertKind::PortScan,
+                    severity: sensor::record::Severity::Low,
+                    detector: sensor::record::DetectorKind::Rule,
+                    src_ip: None,
+                    dst_ip: None,
+                    first_seen: "2026-11-27T12:00:00.000000Z".into(),
+                    last_seen: "2026-11-27T12:00:00.000000Z".into(),
+                    count: 1,
+                    score: None,
+                    evidence: serde_json::json!({ "note": MARKUP }),
+                    pcap: None,
+                },
+                1_795_000_000_000_000_000,
+                true,
+            )
+            .expect("hostile alert");
+        store.sync().expect("sync");
+        s
     };
     let state = Arc::new(ApiState::read_only(
         db,
@@ -110,8 +136,17 @@ fn dashboard_renders_cards_charts_and_alerts() {
     assert_eq!(card("c-flows"), summary.flows.to_string(), "flow card");
     assert_eq!(
         card("c-alerts"),
-        summary.alerts.values().sum::<u64>().to_string(),
-        "alert card"
+        (summary.alerts.values().sum::<u64>() + 1).to_string(),
+        "alert card (the replay's and the hostile one)"
+    );
+    // The markup is text in the alert table: escaped in the DOM, no element made of it.
+    assert!(
+        dom.contains("&lt;img src=x onerror=alert(1)&gt;&lt;b id=injected&gt;bold&lt;/b&gt;"),
+        "the evidence's markup is not shown as text"
+    );
+    assert!(
+        !dom.contains("<img src=\"x\"") && !dom.contains("id=\"injected\""),
+        "markup from an alert became elements"
     );
     // Charts: Chart.js sized the canvases when it drew them.
     for id in ["ch-traffic", "ch-proto", "ch-kinds"] {
