@@ -246,3 +246,85 @@ fn the_online_model_scores_every_flow_and_separates_a_scan() {
         s.alerts
     );
 }
+
+/// The same files through the `sensor replay` binary, one process each, as an analyst runs
+/// it: exit 0 with a summary, or exit 2 with one error line naming the file; never a panic
+/// (101) or a signal, never a hang (30 s each), and memory bounded (the largest child's peak).
+#[test]
+fn the_replay_command_exits_0_or_2_on_every_tcpdump_test_file() {
+    let Some(dir) = sensor_tests::corpora() else {
+        sensor_tests::skip(
+            "replay command on tcpdump-tests",
+            "../shared/corpora is absent",
+        );
+        return;
+    };
+    // target/debug/deps/replay_corpus-... -> target/debug/sensor, built with the workspace.
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("sensor")))
+        .filter(|p| p.is_file());
+    let Some(bin) = bin else {
+        sensor_tests::skip(
+            "replay command on tcpdump-tests",
+            "no sensor binary beside the tests",
+        );
+        return;
+    };
+    let mut files: Vec<PathBuf> = fs::read_dir(dir.join("tcpdump-tests"))
+        .expect("tcpdump-tests readable")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let (mut ok, mut refused) = (0, 0);
+    for f in &files {
+        let mut child = std::process::Command::new(&bin)
+            .arg("replay")
+            .arg(f)
+            .arg("--no-db")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sensor");
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                let _ignored = child.kill();
+                panic!("{}: sensor replay still running after 30 s", f.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).expect("stderr");
+        }
+        match status.code() {
+            Some(0) => ok += 1,
+            Some(2) => {
+                refused += 1;
+                assert!(
+                    err.starts_with("error: ") && err.contains(&*f.to_string_lossy()),
+                    "{}: exit 2 without an error naming the file: {err}",
+                    f.display()
+                );
+            }
+            other => panic!("{}: exit {other:?}: {err}", f.display()),
+        }
+    }
+    // SAFETY: getrusage fills the struct it is given.
+    let peak_kib = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u.ru_maxrss
+    };
+    eprintln!(
+        "sensor replay on tcpdump-tests: {ok} exit 0, {refused} exit 2, largest peak {} MiB",
+        peak_kib / 1024
+    );
+    assert!(ok > 300 && refused > 0, "{ok} read, {refused} refused");
+    assert!(peak_kib < 512 * 1024, "a replay peaked at {peak_kib} KiB");
+}
