@@ -151,6 +151,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                 token: opts.token.clone(),
                 started: Instant::now(),
                 config: opts.config.clone(),
+                http: crate::api::HttpLimits::default(),
                 live: Some(LiveApi {
                     metrics: Arc::clone(&metrics),
                     control,

@@ -636,3 +636,71 @@ fn responses_carry_security_headers_and_no_cors() {
         assert_eq!(h("access-control-allow-origin"), "", "{path}: no CORS");
     }
 }
+
+/// Slow and idle clients: a connection that does not finish its request headers within the
+/// header timeout is closed, and beyond the connection cap a new connection is closed at
+/// once, counted on /metrics; once the idle ones are gone the server answers again.
+#[test]
+fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use std::io::{Read as _, Write as _};
+    let dir = std::env::temp_dir().join(format!("sensor-api-{}-slow", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let db = dir.join("sensor.db");
+    Store::open(&db, Retention::default())
+        .expect("store")
+        .sync()
+        .expect("sync");
+    let mut state = ApiState::read_only(db, dir.clone(), "t0ken-for-tests-0123456789".into());
+    state.http = sensor::api::HttpLimits {
+        header_timeout: Duration::from_millis(500),
+        max_connections: 4,
+    };
+    let srv = sensor_tests::TestServer::start(Arc::new(state));
+    let closed_within = |s: &mut std::net::TcpStream, secs: u64| -> bool {
+        s.set_read_timeout(Some(Duration::from_secs(secs)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        // Closed: EOF (0) or a reset; a timeout means it is still open.
+        !matches!(s.read(&mut buf), Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    };
+    // Slowloris: half a request, then silence.
+    let mut slow = std::net::TcpStream::connect(srv.addr).expect("connect");
+    slow.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    assert!(
+        closed_within(&mut slow, 10),
+        "a half-sent request held the connection"
+    );
+    // Four idle connections fill the cap; a fifth is closed at once.
+    let mut idle: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(srv.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut extra = std::net::TcpStream::connect(srv.addr).expect("connect");
+    extra
+        .write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok();
+    let mut buf = Vec::new();
+    extra
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let _ignored = extra.read_to_end(&mut buf);
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200 OK"),
+        "served beyond the cap"
+    );
+    // The idle ones time out like the slow one; then the server answers again.
+    for s in &mut idle {
+        assert!(closed_within(s, 10), "an idle connection stayed open");
+    }
+    let (code, metrics) = http(srv.addr, "GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sensor_api_connections_refused_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("refused counter");
+    assert!(refused >= 1, "{metrics}");
+    std::fs::remove_dir_all(&dir).ok();
+}

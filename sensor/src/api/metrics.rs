@@ -55,6 +55,13 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
             .map_or(0, |(_, n)| *n);
         let _ignored = writeln!(out, "sensor_alerts_total{{kind=\"{}\"}} {n}", k.as_str());
     }
+    family(
+        &mut out,
+        "sensor_api_connections_refused_total",
+        "API connections closed at accept: the connection cap was reached.",
+        "counter",
+        super::REFUSED_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed),
+    );
     if let Some(live) = &st.live {
         let m = &live.metrics;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -22,7 +22,7 @@ use std::{
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -54,6 +54,7 @@ pub struct ApiState {
     pub config: Config,
     /// The live sensor (`sensor run`); `None` in `sensor serve`.
     pub live: Option<LiveApi>,
+    pub http: HttpLimits,
 }
 
 /// What `sensor run` adds to the API.
@@ -77,6 +78,7 @@ impl ApiState {
             started: Instant::now(),
             config: Config::default(),
             live: None,
+            http: HttpLimits::default(),
         }
     }
 
@@ -163,15 +165,82 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
                        img-src 'self' data: blob:; connect-src 'self'; base-uri 'none'; \
                        form-action 'none'; frame-ancestors 'none'";
 
-/// Serves until `shutdown` completes, then finishes in-flight requests.
+/// Connection limits of the server (slow and idle clients, too many clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A client has this long to send a request's headers, the first and every next one on a
+    /// kept-alive connection; then the connection is closed (slowloris, idle sockets).
+    pub header_timeout: Duration,
+    /// Connections open at once at most; beyond it a new connection is closed at once (the
+    /// event streams of open dashboards count).
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 256,
+        }
+    }
+}
+
+/// Connections closed at accept because `max_connections` were open.
+pub static REFUSED_CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish (5 s at most; event
+/// streams are told to end). Hand-rolled accept loop rather than `axum::serve`, for the header
+/// timeout and the connection cap, which it does not offer.
 pub async fn serve(
     listener: TcpListener,
     state: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.http;
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // HTTP/1.1 only: the dashboard and every client of this API speak it, and hyper's header
+    // timeout then covers a connection from its first byte on (version sniffing for HTTP/2
+    // would wait for that byte without one).
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = shutdown;
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            REFUSED_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ignored = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    Ok(())
 }
 
 /// Binds `addr`.
