@@ -38,6 +38,10 @@ fn kill_9_during_ingest_loses_no_committed_alert_and_leaves_no_xdp() {
         return;
     }
     let Some(bin) = sensor_bin() else {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "target/debug/sensor missing (cargo xtask test builds it)"
+        );
         sensor_tests::skip("kill -9 under load", "no sensor binary beside the tests");
         return;
     };

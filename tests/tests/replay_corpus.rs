@@ -265,6 +265,10 @@ fn the_replay_command_exits_0_or_2_on_every_tcpdump_test_file() {
         .and_then(|p| Some(p.parent()?.parent()?.join("sensor")))
         .filter(|p| p.is_file());
     let Some(bin) = bin else {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "target/debug/sensor missing (cargo xtask test builds it)"
+        );
         sensor_tests::skip(
             "replay command on tcpdump-tests",
             "no sensor binary beside the tests",

@@ -246,6 +246,15 @@ fn test(args: &[String]) -> Result<()> {
     if is_root() {
         remove_stale_test_namespaces();
     }
+    // The tests that run the `sensor` binary itself (replay of hostile files, kill -9) find it
+    // beside them in target/debug: build it first, so it is the tree's.
+    let st = cargo()
+        .args(["build", "-p", "sensor", "--bin", "sensor"])
+        .status()
+        .context("cargo build -p sensor")?;
+    if !st.success() {
+        bail!("cargo build -p sensor failed: {st}");
+    }
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "sensor-ebpf"])
         .args(args);
