@@ -9,6 +9,17 @@ use sensor::{
     source::replay::{ReplayError, ReplayOptions, ReplaySummary, replay},
 };
 
+/// Every file of tcpdump's test suite in the corpora, in name order.
+fn tcpdump_tests(corpora: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(corpora.join("tcpdump-tests"))
+        .expect("tcpdump-tests readable")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
 /// Replays with detection on and no output files.
 fn run(files: &[PathBuf]) -> Result<ReplaySummary, ReplayError> {
     replay(files, ReplayOptions::new(&Config::default()), Vec::new())
@@ -23,12 +34,7 @@ fn every_tcpdump_test_file_gives_flows_or_a_clear_error() {
         );
         return;
     };
-    let mut files: Vec<PathBuf> = fs::read_dir(dir.join("tcpdump-tests"))
-        .expect("tcpdump-tests readable")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
+    let files = tcpdump_tests(&dir);
     let (mut ok, mut refused, mut packets) = (0, 0, 0u64);
     for f in &files {
         match run(std::slice::from_ref(f)) {
@@ -275,12 +281,7 @@ fn the_replay_command_exits_0_or_2_on_every_tcpdump_test_file() {
         );
         return;
     };
-    let mut files: Vec<PathBuf> = fs::read_dir(dir.join("tcpdump-tests"))
-        .expect("tcpdump-tests readable")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
+    let files = tcpdump_tests(&dir);
     let (mut ok, mut refused) = (0, 0);
     for f in &files {
         let mut child = std::process::Command::new(&bin)

@@ -57,6 +57,20 @@ fn expect_stats(s: &FlowStats, packets: u64, bytes: u64) {
     );
 }
 
+/// Every one of `n` frames is in exactly one class.
+fn assert_one_class_each(c: &GlobalCounters, n: u64) {
+    assert_eq!(
+        c.tcp_packets
+            + c.udp_packets
+            + c.icmp_packets
+            + c.other_ip_packets
+            + c.non_ip_packets
+            + c.parse_errors,
+        n,
+        "every frame must land in exactly one class: {c:?}"
+    );
+}
+
 fn counters(prog: &SensorProgram) -> GlobalCounters {
     prog.counters().expect("read counters")
 }
@@ -410,16 +424,7 @@ fn random_garbage_is_passed_and_every_packet_accounted() {
         .values()
         .map(|h| h.packets)
         .sum();
-    assert_eq!(
-        c.tcp_packets
-            + c.udp_packets
-            + c.icmp_packets
-            + c.other_ip_packets
-            + c.non_ip_packets
-            + c.parse_errors,
-        n,
-        "every frame must land in exactly one class: {c:?}"
-    );
+    assert_one_class_each(&c, n);
     assert!(
         c.parse_errors > 0 && c.ipv4_packets + c.ipv6_packets > 0,
         "garbage exercised too little: {c:?}"
@@ -608,16 +613,7 @@ fn a_million_mutated_frames_are_passed_and_accounted() {
     }
     let c = counters(&p);
     assert_eq!(c.packets, n, "{c:?}");
-    assert_eq!(
-        c.tcp_packets
-            + c.udp_packets
-            + c.icmp_packets
-            + c.other_ip_packets
-            + c.non_ip_packets
-            + c.parse_errors,
-        n,
-        "every frame must land in exactly one class: {c:?}"
-    );
+    assert_one_class_each(&c, n);
     eprintln!(
         "1M mutated frames: tcp {} udp {} icmp {} other IP {} non-IP {} parse errors {}",
         c.tcp_packets,
