@@ -286,7 +286,12 @@ fn dashboard_starts_and_stops_a_capture() {
                 json!([]),
             ) == json!(true)
         });
-        browser.click("#t-alerts button.pcap");
+        // Clicked inside the page: the table is redrawn as alerts arrive, so a WebDriver
+        // element found a moment before may be gone by the time it is clicked.
+        browser.script(
+            "document.querySelector('#t-alerts button.pcap').click(); return true;",
+            json!([]),
+        );
         browser.wait_for("the download done", |b| {
             b.text("#pcap-msg").starts_with("downloaded alert-")
         });
