@@ -298,8 +298,10 @@ fn over_tcp_the_stream_is_messages_with_templates_first() {
         vec![Box::new(&mut flows), Box::new(IpfixSink::new(&x, true))],
     )
     .expect("replay");
-    let records = x.stats().records.load(Ordering::Relaxed);
+    // Dropping the exporter joins its thread, so the counter is final only after.
+    let stats = std::sync::Arc::clone(x.stats());
     drop(x);
+    let records = stats.records.load(Ordering::Relaxed);
     let bytes = reader.join().expect("reader");
     let (mut off, mut data, mut seq_next, mut first) = (0usize, 0u64, 0u32, true);
     while off < bytes.len() {
