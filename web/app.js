@@ -130,6 +130,10 @@ async function loadStatus() {
     ? `threshold ${inUse.threshold.toFixed(3)} (${inUse.threshold_rule === "max_alerts_per_hour" ? `budget ${inUse.max_alerts_per_hour}/h` : `contamination ${inUse.contamination}`}; ~${inUse.expected_alerts_per_hour ?? "?"} alerts/h on its baseline)`
     : s.model ? `${s.model.flows} flows, threshold ${s.model.threshold.toFixed(3)}` : "none";
   $("st-uptime").textContent = `${Math.floor(s.uptime_s / 60)} min`;
+  const w = s.database_writes;
+  $("st-db").textContent = !w ? "read-only" : w.ok ? "writing"
+    : `NOT WRITING: ${w.error} (${w.pending_rows} rows held in memory, ${w.dropped_rows} dropped)`;
+  $("st-db").className = w && !w.ok ? "badge sev-critical" : "";
 }
 
 async function refresh() {

@@ -72,7 +72,8 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     let store = opts
         .db
         .as_ref()
-        .map(|p| Store::open(p, opts.config.store))
+        // A database that fails at start does not stop detection: rows wait in memory.
+        .map(|p| Store::open_or_retry(p, opts.config.store))
         .transpose()?;
     let outputs = Outputs::start(&opts.config)?;
     let metrics = Arc::new(LiveMetrics::default());
@@ -106,12 +107,13 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     if let Some(s) = &store
         && opts.config.evidence.enabled
     {
-        pipeline.set_recorder(Recorder::new(
+        // A data directory that fails now does not stop detection (see `new_or_retry`).
+        pipeline.set_recorder(Recorder::new_or_retry(
             opts.config.evidence.clone(),
             opts.data_dir.join("evidence"),
             s.sid(),
             Window::FromOpen,
-        )?);
+        ));
     }
     let (mut lp, control) = live::new(
         kernel,
@@ -152,6 +154,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                 started: Instant::now(),
                 config: opts.config.clone(),
                 http: crate::api::HttpLimits::default(),
+                jobs: crate::api::job_slot(),
                 live: Some(LiveApi {
                     metrics: Arc::clone(&metrics),
                     control,
@@ -160,6 +163,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                     syslog: outputs.syslog.as_ref().map(|s| Arc::clone(s.stats())),
                     ipfix: outputs.ipfix.as_ref().map(|x| Arc::clone(x.stats())),
                     email: outputs.email.as_ref().map(|e| Arc::clone(e.stats())),
+                    store: store.as_ref().map(|s| Arc::clone(s.stats())),
                 }),
             });
             let rt = tokio::runtime::Builder::new_multi_thread()

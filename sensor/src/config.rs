@@ -186,7 +186,12 @@ impl Config {
             path: path.into(),
             source,
         })?;
-        toml::from_str::<Self>(&text)
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and checks a config file's text (`path` names it in errors).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str::<Self>(text)
             .map_err(|e| ConfigError::Parse {
                 path: path.into(),
                 message: e.to_string(),

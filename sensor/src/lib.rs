@@ -27,6 +27,7 @@ pub mod flow;
 pub mod live;
 pub mod mitigate;
 pub mod pipeline;
+pub mod privileges;
 pub mod record;
 pub mod sink;
 pub mod source;

@@ -51,10 +51,19 @@ pub struct LiveMetrics {
     pub pcap_packets: AtomicU64,
     pub db_queue: AtomicU64,
     pub db_dropped: AtomicU64,
+    /// 1 while the database does not take writes (rows are held in memory).
+    pub db_failing: AtomicU64,
+    /// Rows held in memory because the database failed.
+    pub db_pending: AtomicU64,
+    pub db_errors: AtomicU64,
     /// Records a sink could not take (database writer gone, ...).
     pub sink_errors: AtomicU64,
     /// Anomalies not kept because the detector's buffer was full.
     pub anomalies_dropped: AtomicU64,
+    /// Anomalies counted into the rule alert they belong to, without a row of their own.
+    pub anomalies_folded: AtomicU64,
+    /// Alerts opened since start, counted in memory whether or not they could be stored.
+    pub alerts_raised: AtomicU64,
     /// Firings that found the alert book full (no new alert opened).
     pub alerts_suppressed: AtomicU64,
     /// New keys the rules did not track because a tracker was full.
@@ -245,6 +254,9 @@ pub enum LiveError {
     Kernel(#[from] KernelError),
 }
 
+/// How often watched interfaces are checked (down, deleted, back).
+const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+
 /// The live loop's state.
 pub struct LiveLoop<'a> {
     sources: Sources,
@@ -339,6 +351,8 @@ impl LiveLoop<'_> {
     /// [`LiveLoop::finish`] flushes what it holds.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), LiveError> {
         let mut next_poll = Instant::now();
+        // Interfaces that went down, went away or came back (see `Sources::supervise`).
+        let mut next_check = Instant::now() + SUPERVISE_EVERY;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             while let Ok(cmd) = self.control.try_recv() {
@@ -348,6 +362,10 @@ impl LiveLoop<'_> {
                 self.pipeline.packets(&mut self.table, &batch);
             }
             let now = Instant::now();
+            if now >= next_check {
+                self.sources.supervise();
+                next_check = now + SUPERVISE_EVERY;
+            }
             if now >= next_poll || stopping {
                 self.poll_once()?;
                 next_poll += self.poll;
@@ -586,12 +604,26 @@ impl LiveLoop<'_> {
                 .store(st.queued.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
             m.db_dropped
                 .store(st.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+            m.db_failing.store(
+                u64::from(st.failing_since_ns.load(Ordering::Relaxed) != 0),
+                Ordering::Relaxed,
+            );
+            m.db_pending
+                .store(st.pending.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
+            m.db_errors
+                .store(st.errors.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         m.sink_errors
             .store(self.pipeline.totals().sink_errors, Ordering::Relaxed);
+        m.alerts_raised.store(
+            self.pipeline.totals().alerts.values().sum(),
+            Ordering::Relaxed,
+        );
         if let Some(d) = self.pipeline.detector() {
             m.anomalies_dropped
                 .store(d.anomalies_dropped, Ordering::Relaxed);
+            m.anomalies_folded
+                .store(d.anomalies_folded, Ordering::Relaxed);
             m.alerts_suppressed
                 .store(d.book.suppressed, Ordering::Relaxed);
             m.rules_untracked

@@ -53,6 +53,18 @@ impl Agent {
     ) -> Self {
         let dir = std::env::temp_dir().join(format!("sensor-live-{}-{name}", std::process::id()));
         let _ignored = std::fs::remove_dir_all(&dir);
+        Self::start_in(dir, ifaces, mode, online, config)
+    }
+
+    /// With its data directory at `dir` (a small or read-only file system, say); what it
+    /// holds is removed on drop, `dir` itself may stay.
+    pub fn start_in(
+        dir: PathBuf,
+        ifaces: Vec<String>,
+        mode: CaptureMode,
+        online: Option<sensor::detect::ml::online::OnlineModel>,
+        config: Config,
+    ) -> Self {
         // A free port inside the namespace (bound, then released).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

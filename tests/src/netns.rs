@@ -125,3 +125,32 @@ impl VethPair {
         }
     }
 }
+
+impl VethPair {
+    /// A real nmap SYN scan of `ports` (e.g. "1-200") from the peer to the local side.
+    pub fn syn_scan(&self, ports: &str) {
+        self.peer.exec(&[
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            "-p",
+            ports,
+            "-T4",
+            &self.local_addr.to_string(),
+        ]);
+    }
+}
+
+/// Whether nmap is installed; where kernel tests must run, its absence fails the test.
+pub fn have_nmap(test: &str) -> bool {
+    if std::path::Path::new("/usr/bin/nmap").exists() {
+        return true;
+    }
+    assert!(
+        !crate::kernel_tests_required(),
+        "nmap missing (cargo xtask setup installs it)"
+    );
+    crate::skip(test, "no nmap");
+    false
+}

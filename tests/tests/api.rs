@@ -704,3 +704,126 @@ fn slow_clients_are_cut_off_and_connections_are_capped() {
     assert!(refused >= 1, "{metrics}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// One raw request on a fresh connection; the status code of the answer (0: none).
+fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request).expect("send");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Huge limits and numbers, bad UTF-8 in the query (escaped and raw) and in JSON bodies: a
+/// clear 4xx, and the server still answers the next request.
+#[test]
+fn huge_numbers_and_bad_utf8_are_400() {
+    let srv = start("utf8", fill_alerts);
+    for path in [
+        "/api/alerts?limit=18446744073709551616",
+        "/api/alerts?limit=99999999",
+        "/api/alerts?limit=1e9",
+        "/api/alerts?cursor=99999999999999999999999",
+        "/api/flows?min_score=1e999",
+        "/api/alerts?kind=%FF%FE",
+        "/api/alerts?ip=%C0%AF",
+    ] {
+        let (code, body) = http(srv.addr, "GET", path, None, None);
+        assert_eq!(code, 400, "{path}: {body}");
+    }
+    let raw: [&[u8]; 2] = [
+        b"GET /api/alerts?kind=\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+        // Header values may carry such bytes (obs-text); a token made of them is just wrong.
+        b"GET /api/interfaces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n",
+    ];
+    for r in raw {
+        let code = raw_status(srv.addr, r);
+        assert!(
+            (400..500).contains(&code),
+            "{:?}: {code}",
+            String::from_utf8_lossy(r)
+        );
+    }
+    let body = b"{\"path\": \"\xff\xfe.pcap\"}";
+    let req = [
+        format!(
+            "POST /api/replay HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            srv.token,
+            body.len()
+        )
+        .as_bytes(),
+        body,
+    ]
+    .concat();
+    assert_eq!(raw_status(srv.addr, &req), 400, "bad UTF-8 in a JSON body");
+    let (code, _) = http(srv.addr, "GET", "/api/alerts?limit=1", None, None);
+    assert_eq!(code, 200, "still serving");
+}
+
+/// Eight replays asked for at the same moment: one runs, the others are told 409 at once
+/// (each would hold a flow table and a thread); the slot is free again afterwards.
+#[test]
+fn concurrent_replays_run_one_at_a_time() {
+    let Some(corpora) = sensor_tests::corpora() else {
+        sensor_tests::skip("concurrent replays", "../shared/corpora is absent");
+        return;
+    };
+    let srv = start("jobs", |_| {});
+    std::fs::copy(
+        corpora.join("generated/hping3_synflood_20k.pcap"),
+        srv.dir.join("flood.pcap"),
+    )
+    .expect("copy capture");
+    let go = std::sync::Barrier::new(8);
+    let codes: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    go.wait();
+                    http(
+                        srv.addr,
+                        "POST",
+                        "/api/replay",
+                        Some(&srv.token),
+                        Some("{\"path\": \"flood.pcap\"}"),
+                    )
+                    .0
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("client")).collect()
+    });
+    let ok = codes.iter().filter(|c| **c == 200).count();
+    let busy = codes.iter().filter(|c| **c == 409).count();
+    assert_eq!(ok + busy, 8, "only 200 or 409: {codes:?}");
+    assert!(
+        ok >= 1 && busy >= 1,
+        "one ran, the others were refused: {codes:?}"
+    );
+    let db = sensor::sink::store::open_ro(&srv.dir.join("sensor.db")).expect("db");
+    let sessions: i64 = db
+        .query_row("SELECT count(*) FROM capture_sessions", [], |r| r.get(0))
+        .expect("sessions");
+    assert_eq!(sessions as usize, ok, "a session per replay that ran");
+    let (code, body) = http(
+        srv.addr,
+        "POST",
+        "/api/replay",
+        Some(&srv.token),
+        Some("{\"path\": \"flood.pcap\"}"),
+    );
+    assert_eq!(code, 200, "the slot is free again: {body}");
+}

@@ -13,11 +13,20 @@ use std::{
 use sensor::source::xdp::KernelConfig;
 use sensor_tests::{agent::xdp_on, load_or_skip, netns::VethPair};
 
-fn sensor_bin() -> Option<PathBuf> {
-    std::env::current_exe()
+/// target/debug/sensor beside the tests; where kernel tests must run, its absence fails.
+fn sensor_bin(test: &str) -> Option<PathBuf> {
+    let bin = std::env::current_exe()
         .ok()
         .and_then(|p| Some(p.parent()?.parent()?.join("sensor")))
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_file());
+    if bin.is_none() {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "target/debug/sensor missing (cargo xtask test builds it)"
+        );
+        sensor_tests::skip(test, "no sensor binary beside the tests");
+    }
+    bin
 }
 
 /// (alerts committed, integrity_check answer) of the database, read-only.
@@ -37,12 +46,7 @@ fn kill_9_during_ingest_loses_no_committed_alert_and_leaves_no_xdp() {
     if load_or_skip("kill -9 under load", KernelConfig::default()).is_none() {
         return;
     }
-    let Some(bin) = sensor_bin() else {
-        assert!(
-            !sensor_tests::kernel_tests_required(),
-            "target/debug/sensor missing (cargo xtask test builds it)"
-        );
-        sensor_tests::skip("kill -9 under load", "no sensor binary beside the tests");
+    let Some(bin) = sensor_bin("kill -9 under load") else {
         return;
     };
     if !std::path::Path::new("/usr/sbin/hping3").exists() {
@@ -133,5 +137,96 @@ fn kill_9_during_ingest_loses_no_committed_alert_and_leaves_no_xdp() {
         );
     }
     eprintln!("kill -9 x20 under a SYN flood: {committed} alerts kept, integrity ok every time");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A child killed (if still running) when the test ends, also by a failed assertion.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ignored = self.0.kill();
+        let _ignored = self.0.wait();
+    }
+}
+
+/// The capability bits of `pid` (`CapPrm`, `CapEff`, `CapBnd` from /proc).
+fn cap_sets(pid: u32) -> [u64; 3] {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let get = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    [get("CapPrm:"), get("CapEff:"), get("CapBnd:")]
+}
+
+/// Started as root, `sensor run` keeps only what it uses (BPF, NET_ADMIN, PERFMON,
+/// SYS_RESOURCE, NET_RAW) in its permitted, effective and bounding sets, and with those it
+/// still attaches at start, detaches and attaches again from the API.
+#[test]
+fn sensor_run_keeps_only_the_capabilities_it_uses() {
+    if load_or_skip("capabilities", KernelConfig::default()).is_none() {
+        return;
+    }
+    let Some(bin) = sensor_bin("capabilities") else {
+        return;
+    };
+    let lab = VethPair::create();
+    let dir = std::env::temp_dir().join(format!("sensor-caps-{}", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut sensor = Killed(
+        Command::new(&bin)
+            .args([
+                "run",
+                "--iface",
+                lab.local,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sensor run"),
+    );
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        sensor_tests::try_http(addr, "GET", "/api/status", None, None).is_ok()
+    });
+    assert!(up, "the API did not come up");
+    assert!(xdp_on(lab.local), "attached at start with the reduced sets");
+    // BPF 39, PERFMON 38, SYS_RESOURCE 24, NET_ADMIN 12, NET_RAW 13.
+    // What this (root) test process has of those: a container may lack some.
+    let want: u64 = ((1 << 39) | (1 << 38) | (1 << 24) | (1 << 12) | (1 << 13))
+        & cap_sets(std::process::id())[0];
+    let [prm, eff, bnd] = cap_sets(sensor.0.id());
+    assert_eq!(
+        (prm, eff, bnd),
+        (want, want, want),
+        "permitted/effective/bounding {prm:#x}/{eff:#x}/{bnd:#x}, want {want:#x}"
+    );
+    let token = std::fs::read_to_string(dir.join("api-token")).expect("token");
+    let body = format!("{{\"iface\": \"{}\"}}", lab.local);
+    let control = |path: &str| {
+        let (code, text) = sensor_tests::http(addr, "POST", path, Some(token.trim()), Some(&body));
+        assert_eq!(code, 200, "{path}: {text}");
+    };
+    control("/api/capture/stop");
+    assert!(!xdp_on(lab.local), "detached");
+    control("/api/capture/start");
+    assert!(xdp_on(lab.local), "attached again");
+    // SAFETY: SIGTERM to our own child.
+    unsafe { libc::kill(sensor.0.id() as i32, libc::SIGTERM) };
+    let st = sensor.0.wait().expect("wait");
+    assert!(st.success(), "clean stop: {st}");
+    assert!(!xdp_on(lab.local), "XDP left after stop");
     std::fs::remove_dir_all(&dir).ok();
 }

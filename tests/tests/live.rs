@@ -13,30 +13,12 @@ use sensor_tests::{
 };
 use serde_json::Value;
 
-/// A real nmap SYN scan of `ports` from the peer to the sensor's side.
 fn syn_scan(lab: &VethPair, ports: &str) {
-    lab.peer.exec(&[
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "-p",
-        ports,
-        "-T4",
-        &lab.local_addr.to_string(),
-    ]);
+    lab.syn_scan(ports);
 }
 
 fn have_nmap() -> bool {
-    if std::path::Path::new("/usr/bin/nmap").exists() {
-        return true;
-    }
-    assert!(
-        !sensor_tests::kernel_tests_required(),
-        "nmap missing (cargo xtask setup installs it)"
-    );
-    sensor_tests::skip("live agent test", "no nmap");
-    false
+    sensor_tests::netns::have_nmap("live agent test")
 }
 
 #[test]
@@ -528,4 +510,117 @@ fn live_alerts_reach_eve_json_while_running() {
         "the stop finishes every flow into the file"
     );
     let _ignored = std::fs::remove_file(&eve);
+}
+
+/// The attachment of `iface` as `/api/status` shows it, once `pred` holds (10 s at most).
+fn attachment_until(
+    agent: &Agent,
+    iface: &str,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let s = get_json(agent.addr, "/api/status");
+        last = s["attached"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["iface"] == iface))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if pred(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within 10 s; {iface} shows {last}");
+}
+
+/// Kernel packets counted so far.
+fn kernel_packets(agent: &Agent) -> u64 {
+    get_json(agent.addr, "/api/status")["kernel"]["packets"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// The watched interface goes down and up (still attached, counted again once up), then is
+/// deleted (the sensor keeps serving and says so) and created again under the same name:
+/// the sensor attaches to the new one by itself, and a scan there is detected.
+#[test]
+fn an_interface_that_goes_down_or_away_is_attached_again_when_it_returns() {
+    if load_or_skip("interface supervision", KernelConfig::default()).is_none() || !have_nmap() {
+        return;
+    }
+    let lab = VethPair::create();
+    let mut agent = Agent::start("supervise", vec![lab.local.to_owned()], CaptureMode::Auto);
+    attachment_until(&agent, lab.local, "up at start", |a| a["state"] == "up");
+
+    sensor_tests::netns::sh(&["ip", "link", "set", lab.local, "down"]);
+    attachment_until(&agent, lab.local, "seen down", |a| a["state"] == "down");
+    assert!(
+        xdp_on(lab.local),
+        "XDP stays attached while the link is down"
+    );
+    sensor_tests::netns::sh(&["ip", "link", "set", lab.local, "up"]);
+    attachment_until(&agent, lab.local, "seen up again", |a| a["state"] == "up");
+    let before = kernel_packets(&agent);
+    lab.peer
+        .send_udp(lab.peer_addr, lab.local_addr, 40000, 9, 50, 100);
+    let mut now = before;
+    for _ in 0..50 {
+        now = kernel_packets(&agent);
+        if now >= before + 50 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        now >= before + 50,
+        "after down/up: {} of 50 counted",
+        now - before
+    );
+
+    // Deleted: both ends of the veth go.
+    sensor_tests::netns::sh(&["ip", "link", "del", lab.local]);
+    let gone = attachment_until(&agent, lab.local, "seen gone", |a| a["state"] == "gone");
+    assert_eq!(gone["mode"], "driver", "the mode it ran in is kept: {gone}");
+    let (code, _) = http(agent.addr, "GET", "/api/alerts", None, None);
+    assert!(code == 200 || code == 404, "the API keeps serving: {code}");
+
+    // Back under the same name (a new interface index).
+    sensor_tests::netns::sh(&[
+        "ip",
+        "link",
+        "add",
+        lab.local,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sxdp1",
+        "netns",
+        &lab.peer.name,
+    ]);
+    sensor_tests::netns::sh(&["ip", "addr", "add", "10.203.0.1/24", "dev", lab.local]);
+    sensor_tests::netns::sh(&["ip", "link", "set", lab.local, "up"]);
+    lab.peer
+        .exec(&["ip", "addr", "add", "10.203.0.2/24", "dev", "sxdp1"]);
+    lab.peer.exec(&["ip", "link", "set", "sxdp1", "up"]);
+    attachment_until(&agent, lab.local, "attached again", |a| a["state"] == "up");
+    assert!(
+        xdp_on(lab.local),
+        "the kernel shows XDP on the new interface"
+    );
+    syn_scan(&lab, "1-200");
+    let mut found = false;
+    for _ in 0..100 {
+        let v = get_json(agent.addr, "/api/alerts?kind=port_scan");
+        if v["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            found = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(found, "no port_scan alert from the re-attached interface");
+    agent.join().expect("clean stop");
+    assert!(!xdp_on(lab.local), "XDP left attached after stop");
 }

@@ -5,9 +5,11 @@ mod bench_replay;
 mod corpus;
 mod e2e_mitigation;
 mod eval;
+mod fuzz;
 mod lab;
 mod live;
 mod setup;
+mod soak;
 
 use std::{
     env,
@@ -107,6 +109,19 @@ enum Task {
     BenchApi,
     /// Compare `sensor replay` flow totals with nDPI's flow lists in ../shared/corpora/ndpi.
     CorpusCheck,
+    /// Runs the cargo-fuzz targets (nightly; default all: packet, pcap, config, model, api)
+    /// for --minutes each and prints executions and failures.
+    Fuzz {
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
+    /// The lab at full speed for --minutes: a flood throughout, every attack in turn, the API
+    /// read without pause; memory, open files and alerts sampled and judged (not in `test`).
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+    },
     /// BPF_PROG_TEST_RUN ns/packet of the sensor vs an empty XDP program, same run.
     BenchXdp {
         /// Arguments for the benchmark (--flows N --repeat N --rounds N --cache-slots N --coarse-time).
@@ -486,6 +501,13 @@ fn main() -> ExitCode {
         Task::LabRole { .. } => Ok(()),
         Task::BenchXdp { args } => bench_bin("bench_xdp", args),
         Task::BenchApi => bench_bin("bench_api", &[]),
+        Task::Soak { minutes } => {
+            require_root("the soak")?;
+            soak::soak(&release_sensor()?, *minutes)
+        }
+        Task::Fuzz { targets, minutes } => {
+            fuzz::fuzz(targets, (minutes * 60.0).round().max(1.0) as u64)
+        }
         Task::BenchIforest { online, epochs } => {
             setup::python_package("sklearn", "scikit-learn")?;
             let mut args = vec!["--epochs".to_owned(), epochs.to_string()];

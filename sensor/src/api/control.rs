@@ -48,6 +48,19 @@ fn body<T: DeserializeOwned>(b: Result<Json<T>, JsonRejection>) -> Result<T, Api
         .map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
+/// Takes the one slot for a replay or training; the blocking job holds it (so a client
+/// that hangs up does not free it while the job still runs).
+fn job_slot(st: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    std::sync::Arc::clone(&st.jobs)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::Conflict(
+            "a replay or training started from the API is still running; try again when it ends"
+                .into(),
+        )
+        })
+}
+
 fn read_only() -> ApiError {
     ApiError::Conflict(
         "this server only reads the database (sensor serve); live capture is controlled by \
@@ -197,8 +210,10 @@ pub(super) async fn replay(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&st, &headers)?;
     let file = inside_data_dir(&st.data_dir, &body(b)?.path)?;
+    let slot = job_slot(&st)?;
     let state = st.clone();
     let summary = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let _slot = slot;
         let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
         let store = Store::open(&state.db, state.config.store).map_err(|e| internal(&e))?;
         let sink = StoreSink::new(&store, "replay", &file.display().to_string(), true)
@@ -285,9 +300,11 @@ pub(super) async fn train(
         }
     };
     let out = st.data_dir.join("model.json");
+    let slot = job_slot(&st)?;
     let state = st.clone();
     let (model, reply) =
         tokio::task::spawn_blocking(move || -> Result<(Model, Value), ApiError> {
+            let _slot = slot;
             let cfg = &state.config;
             let (rows, meta, what) = match source {
                 Source::File(file) => {

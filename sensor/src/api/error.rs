@@ -55,7 +55,31 @@ impl IntoResponse for ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Internal(e.to_string())
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            // Another process holds the file locked: the client may retry; nothing is broken.
+            Some(C::DatabaseBusy | C::DatabaseLocked) => {
+                Self::Unavailable("the database is locked by another process; try again".into())
+            }
+            Some(C::OperationInterrupted) => Self::Unavailable(format!(
+                "the query ran past {} s; narrow it (since, until, limit)",
+                crate::api::READ_LIMIT.as_secs()
+            )),
+            Some(C::CannotOpen | C::NotADatabase | C::DatabaseCorrupt | C::SystemIoFailure) => {
+                tracing::error!(error = %e, "API cannot read the database");
+                Self::Unavailable("the database cannot be read right now".into())
+            }
+            _ => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::sink::store::StoreError> for ApiError {
+    fn from(e: crate::sink::store::StoreError) -> Self {
+        match e {
+            crate::sink::store::StoreError::Sqlite { source, .. } => source.into(),
+            e => Self::Internal(e.to_string()),
+        }
     }
 }
 

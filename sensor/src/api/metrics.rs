@@ -21,25 +21,49 @@ fn family(out: &mut String, name: &str, help: &str, kind: &str, v: u64) {
 }
 
 pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiError> {
-    let t = read(&st, |c| Ok(q::metric_totals(c)?)).await?;
-    let (packets, bytes, flows, kinds) = (t.packets, t.bytes, t.flows, t.alerts);
+    // The stored totals need the database; the live counters do not, so a database that is
+    // locked or gone leaves the scrape with those (and `sensor_db_readable 0`).
+    let stored = read(&st, |c| Ok(q::metric_totals(c)?)).await;
     let mut out = String::new();
     family(
         &mut out,
+        "sensor_db_readable",
+        "1 when this scrape could read the stored totals from the database.",
+        "gauge",
+        u64::from(stored.is_ok()),
+    );
+    if let Ok(t) = stored {
+        stored_totals(&mut out, &t);
+    }
+    family(
+        &mut out,
+        "sensor_api_connections_refused_total",
+        "API connections closed at accept: the connection cap was reached.",
+        "counter",
+        super::REFUSED_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    live_metrics(&mut out, &st);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+fn stored_totals(out: &mut String, t: &q::MetricTotals) {
+    let (packets, bytes, flows, kinds) = (t.packets, t.bytes, t.flows, &t.alerts);
+    family(
+        out,
         "sensor_packets_total",
         "Packets counted.",
         "counter",
         packets.max(0) as u64,
     );
     family(
-        &mut out,
+        out,
         "sensor_bytes_total",
         "Bytes counted.",
         "counter",
         bytes.max(0) as u64,
     );
     family(
-        &mut out,
+        out,
         "sensor_flows_total",
         "Finished flows stored.",
         "counter",
@@ -55,13 +79,10 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
             .map_or(0, |(_, n)| *n);
         let _ignored = writeln!(out, "sensor_alerts_total{{kind=\"{}\"}} {n}", k.as_str());
     }
-    family(
-        &mut out,
-        "sensor_api_connections_refused_total",
-        "API connections closed at accept: the connection cap was reached.",
-        "counter",
-        super::REFUSED_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed),
-    );
+}
+
+/// The counters `sensor run` keeps in memory: the loop's, the kernel's, the outputs'.
+fn live_metrics(out: &mut String, st: &Shared) {
     if let Some(live) = &st.live {
         let m = &live.metrics;
         let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -243,9 +264,33 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
             ),
             (
                 "sensor_db_dropped_total",
-                "Rows the full database queue refused.",
+                "Rows lost: refused by the full queue, or beyond what is held in memory while the database fails.",
                 "counter",
                 g(&m.db_dropped),
+            ),
+            (
+                "sensor_alerts_raised_total",
+                "Alerts opened since start (counted in memory, stored or not).",
+                "counter",
+                g(&m.alerts_raised),
+            ),
+            (
+                "sensor_db_failing",
+                "1 while the database does not take writes (rows are held in memory and retried).",
+                "gauge",
+                g(&m.db_failing),
+            ),
+            (
+                "sensor_db_pending_rows",
+                "Rows held in memory because the database failed.",
+                "gauge",
+                g(&m.db_pending),
+            ),
+            (
+                "sensor_db_write_errors_total",
+                "Failed database commits (each retry counts).",
+                "counter",
+                g(&m.db_errors),
             ),
             (
                 "sensor_sink_errors_total",
@@ -258,6 +303,12 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                 "Anomalies not kept: the detector's buffer was full.",
                 "counter",
                 g(&m.anomalies_dropped),
+            ),
+            (
+                "sensor_anomalies_folded_total",
+                "Model anomalies inside an attack a rule alert reports, counted into that alert without a row of their own.",
+                "counter",
+                g(&m.anomalies_folded),
             ),
             (
                 "sensor_alerts_suppressed_total",
@@ -278,7 +329,7 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                 live.control.attachments().len() as u64,
             ),
         ] {
-            family(&mut out, name, help, kind, v);
+            family(out, name, help, kind, v);
         }
         if let Some(w) = &live.webhook {
             for (name, help, v) in [
@@ -303,7 +354,7 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                     g(&w.dropped),
                 ),
             ] {
-                family(&mut out, name, help, "counter", v);
+                family(out, name, help, "counter", v);
             }
         }
         if let Some(s) = &live.syslog {
@@ -324,7 +375,7 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                     g(&s.errors),
                 ),
             ] {
-                family(&mut out, name, help, "counter", v);
+                family(out, name, help, "counter", v);
             }
         }
         if let Some(e) = &live.email {
@@ -350,7 +401,7 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                     g(&e.errors),
                 ),
             ] {
-                family(&mut out, name, help, "counter", v);
+                family(out, name, help, "counter", v);
             }
         }
         if let Some(x) = &live.ipfix {
@@ -376,7 +427,7 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                     g(&x.errors),
                 ),
             ] {
-                family(&mut out, name, help, "counter", v);
+                family(out, name, help, "counter", v);
             }
         }
         if let Some(e) = &live.eve {
@@ -402,9 +453,8 @@ pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiErr
                     g(&e.errors),
                 ),
             ] {
-                family(&mut out, name, help, "counter", v);
+                family(out, name, help, "counter", v);
             }
         }
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -55,6 +55,14 @@ pub struct ApiState {
     /// The live sensor (`sensor run`); `None` in `sensor serve`.
     pub live: Option<LiveApi>,
     pub http: HttpLimits,
+    /// One replay or training at a time: each holds a flow table and a thread, so a burst
+    /// of requests must not multiply them (the others get 409).
+    pub jobs: Arc<tokio::sync::Semaphore>,
+}
+
+/// The slot for a replay or training run from the API.
+pub fn job_slot() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(1))
 }
 
 /// What `sensor run` adds to the API.
@@ -66,6 +74,8 @@ pub struct LiveApi {
     pub syslog: Option<Arc<SyslogStats>>,
     pub ipfix: Option<Arc<IpfixStats>>,
     pub email: Option<Arc<EmailStats>>,
+    /// The database writer: whether writes fail and why, for status.
+    pub store: Option<Arc<crate::sink::store::WriterStats>>,
 }
 
 impl ApiState {
@@ -79,6 +89,7 @@ impl ApiState {
             config: Config::default(),
             live: None,
             http: HttpLimits::default(),
+            jobs: job_slot(),
         }
     }
 
@@ -248,6 +259,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Longest an API read may run (see `read`).
+pub const READ_LIMIT: Duration = Duration::from_secs(5);
+
 /// Runs a read against the database off the async threads.
 async fn read<T: Send + 'static>(
     st: &Shared,
@@ -260,7 +274,11 @@ async fn read<T: Send + 'static>(
                 "no database yet: replay a capture or start a capture first".into(),
             ));
         }
-        let c = open_ro(&db).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let c = open_ro(&db)?;
+        // A read holds its snapshot, and the writer cannot truncate the WAL past it: no read
+        // from the API runs longer than READ_LIMIT (503 instead).
+        let started = Instant::now();
+        c.progress_handler(10_000, Some(move || started.elapsed() > READ_LIMIT));
         f(&c)
     })
     .await

@@ -247,7 +247,10 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
                     "live on {}",
                     attached
                         .iter()
-                        .map(|a| format!("{} ({})", a.iface, a.mode))
+                        .map(|a| match a.state {
+                            "up" => format!("{} ({})", a.iface, a.mode),
+                            state => format!("{} ({}, {state})", a.iface, a.mode),
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
@@ -268,6 +271,7 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
                 "poll_cycle_max_us": g(&m.poll_cycle_max_us),
                 "polls_late": g(&m.polls_late),
                 "pcap_packets": g(&m.pcap_packets),
+                "alerts_raised": g(&m.alerts_raised),
             });
             (
                 capture,
@@ -278,6 +282,18 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
         }
     };
     let (loaded, in_use) = loaded.unwrap_or((None, None));
+    // Live only: whether rows reach the database, or wait in memory because it fails.
+    let writes = st.live.as_ref().and_then(|l| l.store.as_ref()).map(|w| {
+        let n = |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
+        json!({
+            "ok": w.failure().is_none(),
+            "error": w.failure(),
+            "pending_rows": n(&w.pending),
+            "queued_rows": n(&w.queued),
+            "dropped_rows": w.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            "failed_commits": w.errors.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    });
     Ok(Json(json!({
         "capture": capture,
         "live": st.live.is_some(),
@@ -291,5 +307,6 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
         "online_model_in_use": online,
         "uptime_s": uptime,
         "kernel": kernel,
+        "database_writes": writes,
     })))
 }

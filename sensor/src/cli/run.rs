@@ -28,6 +28,14 @@ pub(super) struct RunArgs {
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
+    // Before any thread starts, so that all of them run with the reduced sets.
+    let dropped = crate::privileges::keep_only(&crate::privileges::needed(a.listen.port() < 1024))?;
+    if !dropped.is_empty() {
+        tracing::info!(
+            dropped = dropped.len(),
+            "capabilities lowered to what the live sensor uses"
+        );
+    }
     let model = a.model.as_deref().map(Model::load).transpose()?;
     let online = a
         .online_model

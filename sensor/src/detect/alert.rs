@@ -204,6 +204,17 @@ impl AlertBook {
         true
     }
 
+    /// Model anomalies attached so far to the open rule alert `attach_model` would attach an
+    /// anomaly of `src` -> `dst` to; `None` when no such alert is open.
+    pub fn attached_model(&self, src: IpAddr, dst: IpAddr) -> Option<u64> {
+        self.open
+            .values()
+            .find(|a| {
+                ATTACK_KINDS.contains(&a.kind) && (a.dst_ip == Some(dst) || a.src_ip == Some(src))
+            })
+            .map(|a| a.model_anomalies)
+    }
+
     /// Whether an alert of `kind` between exactly these endpoints is open.
     pub fn is_open(&self, kind: AlertKind, src: Option<IpAddr>, dst: Option<IpAddr>) -> bool {
         self.open.contains_key(&(kind, src, dst))

@@ -112,6 +112,10 @@ struct EvidenceFlow {
 /// consumer that stopped draining reaches it (the excess is counted, not kept).
 const MAX_PENDING_ANOMALIES: usize = 100_000;
 
+/// Anomalies of an attack a rule alert already reports that still get their own explained
+/// row; the rest are counted into the alert (`model_anomalies`) and `anomalies_folded`.
+pub const EXPLAINED_PER_ALERT: u64 = 100;
+
 /// Everything that turns flows into alerts.
 pub struct Detector {
     pub rules: Rules,
@@ -128,6 +132,8 @@ pub struct Detector {
     anomalies: Vec<AnomalyRow>,
     /// Anomalies not kept because `MAX_PENDING_ANOMALIES` were waiting.
     pub anomalies_dropped: u64,
+    /// Anomalies counted into the rule alert they belong to without a row of their own.
+    pub anomalies_folded: u64,
     last_ns: u64,
     next_close_ns: u64,
     volume: Volume,
@@ -218,6 +224,7 @@ impl Detector {
             collected_meta: Vec::new(),
             anomalies: Vec::new(),
             anomalies_dropped: 0,
+            anomalies_folded: 0,
             last_ns: 0,
             next_close_ns: 0,
             volume: Volume::default(),
@@ -367,14 +374,31 @@ impl Detector {
             });
         }
         let model = self.model.as_ref()?;
-        let v = model.judge(&raw);
+        let (score, severity, x) = model.assess(&raw);
         let scored = FlowScore {
-            score: v.score,
-            anomalous: v.severity != Severity::Normal,
+            score,
+            anomalous: severity != Severity::Normal,
         };
-        if v.severity == Severity::Normal {
+        if severity == Severity::Normal {
             return Some(scored);
         }
+        // Inside an attack a rule already reports, an anomaly is evidence of that alert (it
+        // counts there, and the flow row keeps its score); past the first few, explaining
+        // each and storing it again says the same thing once per flow of a flood.
+        if self
+            .book
+            .attached_model(f.src, f.dst)
+            .is_some_and(|n| n >= EXPLAINED_PER_ALERT)
+        {
+            self.book.attach_model(f.src, f.dst, score);
+            self.anomalies_folded += 1;
+            return Some(scored);
+        }
+        let v = ml::model::Verdict {
+            score,
+            severity,
+            top: model.explain(&raw, x.view()),
+        };
         let top: Vec<TopFeature> = v
             .top
             .iter()
@@ -738,6 +762,15 @@ mod tests {
             .max_by_key(|a| a.model_anomalies)
             .expect("the DDoS rule fires");
         assert!(ddos.model_anomalies > 30_000, "{}", ddos.model_anomalies);
+        // Explained rows: the first EXPLAINED_PER_ALERT of the alert, and those before it
+        // opened; the rest are only counted.
+        let rows = d.take_anomalies().len() as u64;
+        assert!(
+            rows < ddos.model_anomalies / 10 && d.anomalies_folded > 0,
+            "{rows} anomaly rows, {} folded, {} attached",
+            d.anomalies_folded,
+            ddos.model_anomalies
+        );
         let ml = all
             .iter()
             .filter(|a| a.kind == AlertKind::MlAnomaly)

@@ -247,6 +247,8 @@ pub struct Recorder {
     /// The set of recordings changed since [`Recorder::take_changed`].
     changed: bool,
     error_logged: bool,
+    /// The directory exists (made at start, or at a later alert when it could not be then).
+    dir_ready: bool,
 }
 
 impl Recorder {
@@ -262,6 +264,30 @@ impl Recorder {
             path: dir.clone(),
             source,
         })?;
+        Ok(Self::with_dir(cfg, dir, session, window, true))
+    }
+
+    /// Like [`Recorder::new`], but a directory that cannot be made now (a read-only or full
+    /// data directory) is logged and tried again at the next alert's file: the live sensor
+    /// does not stop for it.
+    pub fn new_or_retry(cfg: EvidenceConfig, dir: PathBuf, session: u64, window: Window) -> Self {
+        let ready = match create_private_dir(&dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "evidence directory unavailable; trying again at the next alert");
+                false
+            }
+        };
+        Self::with_dir(cfg, dir, session, window, ready)
+    }
+
+    fn with_dir(
+        cfg: EvidenceConfig,
+        dir: PathBuf,
+        session: u64,
+        window: Window,
+        dir_ready: bool,
+    ) -> Self {
         let mut r = Self {
             cfg,
             dir,
@@ -274,9 +300,12 @@ impl Recorder {
             stats: EvidenceStats::default(),
             changed: false,
             error_logged: false,
+            dir_ready,
         };
-        r.rotate();
-        Ok(r)
+        if dir_ready {
+            r.rotate();
+        }
+        r
     }
 
     pub fn config(&self) -> &EvidenceConfig {
@@ -398,6 +427,17 @@ impl Recorder {
                 self.stats.cut_short += 1;
                 r.done = true;
                 continue;
+            }
+            if r.writer.is_none() && !self.dir_ready {
+                match create_private_dir(&self.dir) {
+                    Ok(()) => self.dir_ready = true,
+                    Err(e) => {
+                        r.done = true;
+                        let dir = self.dir.clone();
+                        self.file_error(&dir, &e);
+                        continue;
+                    }
+                }
             }
             if r.writer.is_none() {
                 match PcapWriter::create(&self.dir.join(&r.name), linktype, self.cfg.snaplen) {

@@ -28,7 +28,7 @@ pub fn second_pass(rec: &mut Recorder, files: &[PathBuf]) -> Result<u64, Capture
         while let Ok(pkt) = cap.next_packet() {
             read += 1;
             let h = pkt.header;
-            let ts = h.ts.tv_sec.max(0) as u64 * 1_000_000_000 + h.ts.tv_usec.max(0) as u64;
+            let ts = pcap::packet_time_ns(h);
             if rec.start_due(ts) {
                 next_end = rec.next_end().unwrap_or(u64::MAX);
             }

@@ -179,6 +179,20 @@ pub fn open_live(
     Ok((cap, link))
 }
 
+/// Latest packet time taken from a file (2^62 ns, in the year 2116); later ones are clamped to
+/// it, so that windows and timeouts added to packet times cannot overflow. (Found by the pcap
+/// fuzz target: a record time of ~2^63 s.)
+pub const MAX_TS_NS: u64 = 1 << 62;
+
+/// A record's time in ns (`open_file` reads at nanosecond precision), clamped to
+/// [`MAX_TS_NS`].
+pub fn packet_time_ns(h: &pcap::PacketHeader) -> u64 {
+    (h.ts.tv_sec.max(0) as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(h.ts.tv_usec.max(0) as u64)
+        .min(MAX_TS_NS)
+}
+
 /// Feeds every packet of `cap` into `sink`. `on_packet` sees each
 /// record's size on disk (for progress). Reading stops at the end of the data, or (live) when
 /// `stop` says so; it is asked at every read timeout and every 1,024 packets. A read error (a
@@ -218,7 +232,7 @@ pub fn feed<T: Activated + ?Sized>(
             }
         };
         let h = pkt.header;
-        let ts_ns = h.ts.tv_sec.max(0) as u64 * 1_000_000_000 + h.ts.tv_usec.max(0) as u64;
+        let ts_ns = packet_time_ns(h);
         st.packets += 1;
         st.bytes += u64::from(h.len);
         on_packet(16 + u64::from(h.caplen));

@@ -143,6 +143,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// Processes started elsewhere, stopped the same way.
+    pub fn from_children(children: Vec<Child>) -> Self {
+        Self {
+            commands: Vec::new(),
+            children,
+        }
+    }
+
     /// Whether every process has exited (scans end by themselves).
     pub fn finished(&mut self) -> bool {
         self.children

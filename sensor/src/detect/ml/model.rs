@@ -209,6 +209,17 @@ pub(crate) fn load_json<T: serde::de::DeserializeOwned>(
         path: path.into(),
         source,
     })?;
+    parse_json(&bytes, path, format, version, hint)
+}
+
+/// [`load_json`] on bytes already read; `path` names them in errors.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    format: &str,
+    version: u32,
+    hint: &str,
+) -> Result<T, ModelError> {
     #[derive(Deserialize)]
     struct Header {
         format: String,
@@ -218,7 +229,7 @@ pub(crate) fn load_json<T: serde::de::DeserializeOwned>(
         path: path.into(),
         reason,
     };
-    let h: Header = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let h: Header = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if h.format != format {
         return Err(corrupt(format!(
             "format is {:?}, expected {format:?}{hint}",
@@ -231,7 +242,7 @@ pub(crate) fn load_json<T: serde::de::DeserializeOwned>(
             found: h.version,
         });
     }
-    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
 }
 
 /// Hours of traffic the baseline holds: the time between consecutive flow ends, each gap
@@ -398,17 +409,34 @@ impl Model {
                 top: Vec::new(),
             };
         }
-        let share = self.forest.attribution(x.view());
+        Verdict {
+            score,
+            severity,
+            top: self.explain(raw, x.view()),
+        }
+    }
+
+    /// Score and severity only: [`Model::judge`] without the explanation (for flows whose
+    /// explanation is not needed, see `Detector::on_flow`).
+    pub fn assess(&self, raw: &[f64; N_FEATURES]) -> (f64, Severity, Array1<f64>) {
+        let x = self.scaler.transform(raw);
+        let score = self.forest.score(x.view());
+        (score, self.severity(score), x)
+    }
+
+    /// The three features that did most of the isolating: (name, share, raw, z-score).
+    pub fn explain(
+        &self,
+        raw: &[f64; N_FEATURES],
+        x: ArrayView1<'_, f64>,
+    ) -> Vec<(&'static str, f64, f64, f64)> {
+        let share = self.forest.attribution(x);
         let mut top: Vec<(&'static str, f64, f64, f64)> = (0..N_FEATURES)
             .map(|i| (FEATURE_NAMES[i], share[i], raw[i], x[i]))
             .collect();
         top.sort_by(|a, b| b.1.total_cmp(&a.1));
         top.truncate(3);
-        Verdict {
-            score,
-            severity,
-            top,
-        }
+        top
     }
 
     pub fn scaled(&self, raw: &[f64]) -> Array1<f64> {
@@ -424,7 +452,17 @@ impl Model {
     }
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let m: Self = load_json(path, MODEL_FORMAT, MODEL_VERSION, "")?;
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_slice(&bytes, path)
+    }
+
+    /// Parses and checks a model file's bytes (`path` names them in errors): what is accepted
+    /// here can be scored without a panic or an endless walk.
+    pub fn from_slice(bytes: &[u8], path: &Path) -> Result<Self, ModelError> {
+        let m: Self = parse_json(bytes, path, MODEL_FORMAT, MODEL_VERSION, "")?;
         let corrupt = |reason: String| ModelError::Corrupt {
             path: path.into(),
             reason,

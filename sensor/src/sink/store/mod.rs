@@ -5,6 +5,13 @@
 //! waits on the disk; readers (the API) use their own connections, which WAL mode lets run
 //! beside the writer. The schema is versioned with `PRAGMA user_version` and migrated forward on
 //! open. Retention by age and by row count runs in the writer every minute.
+//!
+//! The writer outlives a failing database (disk full, data directory read-only, the file
+//! locked by another process, or not openable at all): the rows it could not commit stay in
+//! memory (alerts, audit rows and sessions always; flows, anomalies and statistics up to
+//! [`PENDING_ROWS`], the oldest dropped and counted first), it retries with backoff, and
+//! writes them in order once the database takes writes again. Detection and the API never
+//! wait for it.
 
 use std::{
     os::unix::fs::OpenOptionsExt as _,
@@ -52,6 +59,13 @@ pub enum StoreError {
     Newer { path: PathBuf, found: i64 },
     #[error("the database writer has stopped")]
     WriterGone,
+    /// The database does not take writes right now; rows are held in memory meanwhile.
+    #[error("{path}: database unavailable ({reason}); {pending} row(s) held in memory")]
+    Unavailable {
+        path: PathBuf,
+        reason: String,
+        pending: usize,
+    },
 }
 
 /// Retention limits (`[store]` in the config file).
@@ -81,10 +95,10 @@ enum Msg {
     Anomaly(Box<AnomalyRow>),
     Stats(StatsRow),
     Mitigation(Box<MitigationEvent>, u64),
-    SessionStart(String, String, mpsc::Sender<i64>),
+    SessionStart(String, String, mpsc::Sender<Result<i64, StoreError>>),
     SessionEnd(i64, u64, u64),
     Model(String, f64, u64, String),
-    Sync(mpsc::Sender<()>),
+    Sync(mpsc::Sender<Result<(), StoreError>>),
     /// Many rows in one message: one wake-up of the writer for all of them.
     Batch(Vec<Msg>),
 }
@@ -92,12 +106,40 @@ enum Msg {
 /// Counters of the writer, for `/metrics` and status.
 #[derive(Default)]
 pub struct WriterStats {
+    /// Rows handed over and not yet committed (in the queue or held after a failure).
     pub queued: AtomicUsize,
     pub written: AtomicU64,
+    /// Rows lost: refused by the full queue (live), or the oldest flows/anomalies/statistics
+    /// beyond what is held in memory while the database fails.
     pub dropped: AtomicU64,
     pub commits: AtomicU64,
+    /// Failed commits (each retry counts).
     pub errors: AtomicU64,
+    /// Rows held in memory because the database failed.
+    pub pending: AtomicUsize,
+    /// When the current failure began (ns since the epoch); 0 while writes succeed.
+    pub failing_since_ns: AtomicU64,
+    /// The current failure, for status and logs.
+    pub last_error: std::sync::Mutex<String>,
 }
+
+impl WriterStats {
+    /// `Some(reason)` while the database does not take writes.
+    pub fn failure(&self) -> Option<String> {
+        (self.failing_since_ns.load(Ordering::Relaxed) != 0).then(|| {
+            self.last_error
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default()
+        })
+    }
+}
+
+/// Flows, anomalies and statistics held in memory at most while the database fails (alerts,
+/// audit rows and sessions are always kept): some minutes of a busy gateway, ~100 MB.
+pub const PENDING_ROWS: usize = 200_000;
+/// Longest wait between retries of a failing database.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Handle to the writer thread. Dropping it flushes and stops the writer.
 pub struct Store {
@@ -105,8 +147,9 @@ pub struct Store {
     tx: Option<mpsc::SyncSender<Msg>>,
     stats: Arc<WriterStats>,
     join: Option<JoinHandle<()>>,
-    /// Capture session later rows belong to (0: none).
-    session: AtomicI64,
+    /// Capture session later rows belong to (0: none); the writer sets it when a session
+    /// it could not create at first is committed.
+    session: Arc<AtomicI64>,
 }
 
 /// Creates the file with mode 0600 (it holds who talked to whom) before SQLite opens it.
@@ -137,8 +180,13 @@ pub fn open_rw(path: &Path) -> Result<Connection, StoreError> {
         source,
     };
     let mut c = Connection::open(path).map_err(sql)?;
-    c.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    // Short: only our own API readers and checkpoints contend (WAL), and a file another
+    // process holds locked is retried by the writer rather than waited on.
+    c.busy_timeout(Duration::from_secs(1)).map_err(sql)?;
     c.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+    // A WAL reset by a checkpoint is cut back to this size rather than kept at its peak.
+    c.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(sql)?;
     c.pragma_update(None, "synchronous", "NORMAL")
         .map_err(sql)?;
     let version: i64 = c
@@ -170,7 +218,8 @@ pub fn open_ro(path: &Path) -> Result<Connection, StoreError> {
         path: path.into(),
         source,
     })?;
-    c.busy_timeout(Duration::from_secs(5))
+    // Short: an API read waits this long on a database another process holds locked.
+    c.busy_timeout(Duration::from_secs(2))
         .map_err(|source| StoreError::Sqlite {
             path: path.into(),
             source,
@@ -185,18 +234,74 @@ const BATCH_ROWS: usize = 10_000;
 const QUEUE_MESSAGES: usize = 1024;
 const BATCH_TIME: Duration = Duration::from_millis(100);
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// How often the writer checkpoints the WAL back into the database and truncates it.
+/// SQLite's automatic checkpoints never restart the WAL while some reader is in it, and an
+/// API read without pause (a dashboard, a scraper) always is: the soak found the WAL at
+/// 9.8 GB after six minutes of a flood. A TRUNCATE checkpoint waits (the busy timeout) for
+/// the readers that started before it, and readers that start after read the file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Opens the database and starts the writer thread.
     pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
         let conn = open_rw(path)?;
+        Self::start(path, retention, Some(conn))
+    }
+
+    /// Like [`Store::open`], but a database that cannot be opened now (read-only or full
+    /// data directory, locked file) is not fatal: the writer holds rows in memory and keeps
+    /// trying. For the live sensor, whose detection must not wait for its disk. A database
+    /// of a newer schema is still refused.
+    pub fn open_or_retry(path: &Path, retention: Retention) -> Result<Self, StoreError> {
+        match open_rw(path) {
+            Ok(conn) => Self::start(path, retention, Some(conn)),
+            Err(e @ StoreError::Newer { .. }) => Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "database unavailable at start; rows are held in memory until it opens");
+                let s = Self::start(path, retention, None)?;
+                s.stats.failing_since_ns.store(now_ns(), Ordering::Relaxed);
+                if let Ok(mut last) = s.stats.last_error.lock() {
+                    *last = e.to_string();
+                }
+                Ok(s)
+            }
+        }
+    }
+
+    fn start(
+        path: &Path,
+        retention: Retention,
+        conn: Option<Connection>,
+    ) -> Result<Self, StoreError> {
+        Self::start_with_cap(path, retention, conn, PENDING_ROWS)
+    }
+
+    fn start_with_cap(
+        path: &Path,
+        retention: Retention,
+        conn: Option<Connection>,
+        cap: usize,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_MESSAGES);
         let stats = Arc::new(WriterStats::default());
-        let st = Arc::clone(&stats);
-        let p = path.to_path_buf();
+        let session = Arc::new(AtomicI64::new(0));
+        let w = Writer {
+            conn,
+            path: path.to_path_buf(),
+            st: Arc::clone(&stats),
+            retention,
+            session: Arc::clone(&session),
+            current: 0,
+            pending: Vec::new(),
+            droppable: 0,
+            cap,
+            failing: None,
+            next_try: Instant::now(),
+            backoff: Duration::ZERO,
+        };
         let join = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(conn, rx, st, retention, p))
+            .spawn(move || w.run(rx))
             .map_err(|source| StoreError::Create {
                 path: path.into(),
                 source,
@@ -206,7 +311,7 @@ impl Store {
             tx: Some(tx),
             stats,
             join: Some(join),
-            session: AtomicI64::new(0),
+            session,
         })
     }
 
@@ -247,20 +352,21 @@ impl Store {
     }
 
     /// Starts a capture session (a replay, or a live capture) that later rows belong to.
+    /// While the database fails this is `Unavailable`, and the session is still created
+    /// (first) once it takes writes; the rows queued meanwhile are then filed under it.
     pub fn start_session(&self, kind: &str, source: &str) -> Result<i64, StoreError> {
         let (tx, rx) = mpsc::channel();
         self.send(Msg::SessionStart(kind.into(), source.into(), tx), true)?;
-        let id = rx.recv().map_err(|_| StoreError::WriterGone)?;
+        let id = rx.recv().map_err(|_| StoreError::WriterGone)??;
         self.session.store(id, Ordering::Relaxed);
         Ok(id)
     }
 
     pub fn end_session(&self, packets: u64, flows: u64) -> Result<(), StoreError> {
+        // 0: the session's start is not committed yet (the database failed); the writer ends
+        // the one it creates.
         let id = self.session.swap(0, Ordering::Relaxed);
-        if id > 0 {
-            self.send(Msg::SessionEnd(id, packets, flows), true)?;
-        }
-        Ok(())
+        self.send(Msg::SessionEnd(id, packets, flows), true)
     }
 
     /// The capture session later rows belong to (0 before the first): alert ids are unique
@@ -297,11 +403,12 @@ impl Store {
         self.send(Msg::Model(path.into(), threshold, flows, metadata), true)
     }
 
-    /// Waits until everything queued so far is committed.
+    /// Waits until everything queued so far is committed; `Unavailable` at once while the
+    /// database fails (the rows stay held).
     pub fn sync(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
         self.send(Msg::Sync(tx), true)?;
-        rx.recv().map_err(|_| StoreError::WriterGone)
+        rx.recv().map_err(|_| StoreError::WriterGone)?
     }
 }
 
@@ -320,53 +427,240 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn writer(
-    mut c: Connection,
-    rx: mpsc::Receiver<Msg>,
+/// The writer thread's state.
+struct Writer {
+    /// `None` until the database opens (it could not at start).
+    conn: Option<Connection>,
+    path: PathBuf,
     st: Arc<WriterStats>,
     retention: Retention,
-    path: PathBuf,
-) {
-    let mut last_retention = Instant::now();
-    let mut batch = Vec::with_capacity(BATCH_ROWS);
-    let add = |batch: &mut Vec<Msg>, m: Msg| match m {
-        Msg::Batch(v) => batch.extend(v),
-        m => batch.push(m),
-    };
-    // Someone waits for these: commit now rather than at the end of the gathering time.
-    let awaited = |m: &Msg| matches!(m, Msg::Sync(_) | Msg::SessionStart(..));
-    while let Ok(first) = rx.recv() {
-        let mut urgent = awaited(&first);
-        add(&mut batch, first);
-        let deadline = Instant::now() + BATCH_TIME;
-        while batch.len() < BATCH_ROWS && !urgent {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(m) => {
-                    urgent = awaited(&m);
-                    add(&mut batch, m);
+    /// The store's current session, shared with its handle.
+    session: Arc<AtomicI64>,
+    /// The session rows without one are filed under (set when its start is committed).
+    current: i64,
+    /// Rows in arrival order: the next batch, or what failed and is retried.
+    pending: Vec<Msg>,
+    /// Flows, anomalies and statistics in `pending` (what may be dropped under pressure).
+    droppable: usize,
+    /// At most this many of those are held ([`PENDING_ROWS`]; smaller in tests).
+    cap: usize,
+    /// When the current failure began.
+    failing: Option<Instant>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+impl Writer {
+    fn unavailable(&self) -> StoreError {
+        StoreError::Unavailable {
+            path: self.path.clone(),
+            reason: self.st.failure().unwrap_or_default(),
+            pending: self.pending.len(),
+        }
+    }
+
+    /// Takes one message: flattens batches; while failing, answers whoever waits at once.
+    fn add(&mut self, m: Msg) -> bool {
+        match m {
+            Msg::Batch(v) => v.into_iter().fold(false, |u, m| self.add(m) | u),
+            Msg::Sync(done) if self.failing.is_some() => {
+                let _ignored = done.send(Err(self.unavailable()));
+                self.st.queued.fetch_sub(1, Ordering::Relaxed);
+                false
+            }
+            Msg::SessionStart(kind, source, reply) if self.failing.is_some() => {
+                let _ignored = reply.send(Err(self.unavailable()));
+                // Created (with nobody waiting) once the database takes writes.
+                let (orphan, _) = mpsc::channel();
+                self.pending.push(Msg::SessionStart(kind, source, orphan));
+                false
+            }
+            m => {
+                let urgent = matches!(m, Msg::Sync(_) | Msg::SessionStart(..));
+                if matches!(m, Msg::Flow(..) | Msg::Anomaly(_) | Msg::Stats(_)) {
+                    self.droppable += 1;
                 }
-                Err(_) => break,
+                self.pending.push(m);
+                urgent
             }
         }
-        let n = batch.len();
-        if let Err(e) = commit(&mut c, &mut batch, &st) {
-            st.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(db = %path.display(), error = %e, "database write failed; batch dropped");
+    }
+
+    /// Keeps what is held within [`PENDING_ROWS`] flows/anomalies/statistics, dropping the
+    /// oldest of those (never alerts, audit rows or sessions).
+    fn shed(&mut self) {
+        let excess = self.droppable.saturating_sub(self.cap);
+        if excess == 0 {
+            return;
         }
-        batch.clear();
-        st.queued.fetch_sub(n, Ordering::Relaxed);
-        if last_retention.elapsed() >= RETENTION_EVERY {
-            last_retention = Instant::now();
-            if let Err(e) = apply_retention(&c, retention, now_ns()) {
-                tracing::warn!(error = %e, "retention cleanup failed");
+        let mut left = excess;
+        self.pending.retain(|m| {
+            if left > 0 && matches!(m, Msg::Flow(..) | Msg::Anomaly(_) | Msg::Stats(_)) {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.droppable -= excess;
+        self.st.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+        self.st.queued.fetch_sub(excess, Ordering::Relaxed);
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut last_retention = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let mut closed = false;
+        while !closed {
+            if self.pending.is_empty() {
+                match rx.recv() {
+                    Ok(m) => {
+                        self.add(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Gather: for the batch time while healthy (at once if someone waits), until the
+            // next retry while failing.
+            let deadline = if self.failing.is_some() {
+                self.next_try
+            } else {
+                Instant::now() + BATCH_TIME
+            };
+            let mut urgent = false;
+            while self.failing.is_some() || (self.pending.len() < BATCH_ROWS && !urgent) {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(m) => urgent |= self.add(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            self.shed();
+            self.attempt();
+            if self.failing.is_none() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                last_checkpoint = Instant::now();
+                if let Some(c) = &self.conn {
+                    checkpoint(c, &self.path);
+                }
+            }
+            if self.failing.is_none() && last_retention.elapsed() >= RETENTION_EVERY {
+                last_retention = Instant::now();
+                if let Some(c) = &self.conn
+                    && let Err(e) = apply_retention(c, self.retention, now_ns())
+                {
+                    tracing::warn!(error = %e, "retention cleanup failed");
+                }
+            }
+        }
+        if !self.pending.is_empty() {
+            // The handle is gone (shutdown): one last try, then what is left is lost.
+            self.attempt();
+            let n = self.pending.len();
+            if n > 0 {
+                self.st.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                tracing::error!(db = %self.path.display(), rows = n, reason = %self.st.failure().unwrap_or_default(), "database unavailable at shutdown; rows held in memory are lost");
+            }
+        }
+    }
+
+    /// Commits what is pending (opening the database first if it is not open yet); on
+    /// failure keeps it and schedules the next try.
+    fn attempt(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let r = match &mut self.conn {
+            Some(c) => commit(c, &mut self.pending, &self.st, &mut self.current),
+            None => match open_rw(&self.path) {
+                Ok(mut c) => {
+                    let r = commit(&mut c, &mut self.pending, &self.st, &mut self.current);
+                    self.conn = Some(c);
+                    r
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match r {
+            Ok(n) => {
+                self.st.queued.fetch_sub(n, Ordering::Relaxed);
+                self.droppable = 0;
+                self.session.store(self.current, Ordering::Relaxed);
+                if let Some(since) = self.failing.take() {
+                    tracing::info!(db = %self.path.display(), rows = n, after_s = since.elapsed().as_secs_f64(), "database takes writes again; rows held in memory written");
+                    self.st.failing_since_ns.store(0, Ordering::Relaxed);
+                }
+                self.backoff = Duration::ZERO;
+                self.st.pending.store(0, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.st.errors.fetch_add(1, Ordering::Relaxed);
+                // Opened afresh at the next try: a connection that saw an I/O error (a file
+                // system remounted read-only, say) may not recover in place.
+                self.conn = None;
+                if self.failing.is_none() {
+                    tracing::error!(db = %self.path.display(), error = %e, "database write failed; holding rows in memory and retrying");
+                    self.failing = Some(Instant::now());
+                    self.st.failing_since_ns.store(now_ns(), Ordering::Relaxed);
+                    // Whoever waits is told now, not after the retry.
+                    let waiting = std::mem::take(&mut self.pending);
+                    self.droppable = 0;
+                    if let Ok(mut last) = self.st.last_error.lock() {
+                        *last = e.clone();
+                    }
+                    for m in waiting {
+                        self.add(m);
+                    }
+                }
+                if let Ok(mut last) = self.st.last_error.lock() {
+                    *last = e;
+                }
+                self.backoff = (self.backoff * 2).clamp(Duration::from_millis(250), RETRY_MAX);
+                self.next_try = Instant::now() + self.backoff;
+                self.st.pending.store(self.pending.len(), Ordering::Relaxed);
             }
         }
     }
 }
 
-fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlite::Result<()> {
+/// Writes `batch` in one transaction and clears it; on an error nothing is written and the
+/// batch is kept (for the retry). Returns the rows written. `current` is the session rows
+/// without one are filed under; sessions started in the batch update it.
+fn commit(
+    c: &mut Connection,
+    batch: &mut Vec<Msg>,
+    st: &WriterStats,
+    current: &mut i64,
+) -> Result<usize, String> {
+    let mut session = *current;
+    let started = write_batch(c, batch, &mut session).map_err(|e| e.to_string())?;
+    *current = session;
+    let n = batch.len();
+    let mut ids = started.into_iter();
+    for m in batch.drain(..) {
+        match m {
+            Msg::SessionStart(_, _, reply) => {
+                let _ignored = reply.send(ids.next().ok_or(StoreError::WriterGone));
+            }
+            Msg::Sync(done) => {
+                let _ignored = done.send(Ok(()));
+            }
+            _ => {}
+        }
+    }
+    st.written.fetch_add(n as u64, Ordering::Relaxed);
+    st.commits.fetch_add(1, Ordering::Relaxed);
+    Ok(n)
+}
+
+/// The rows of `batch` in one transaction; the ids of the sessions it started, in order.
+fn write_batch(c: &mut Connection, batch: &[Msg], session: &mut i64) -> rusqlite::Result<Vec<i64>> {
     let tx = c.transaction()?;
-    let mut syncs = Vec::new();
+    let mut started = Vec::new();
+    // Rows sent before their session could be created carry none: they belong to it.
+    let file = |sid: u64, session: i64| if sid == 0 { session.max(0) as u64 } else { sid };
     {
         let mut flow = tx.prepare_cached(
             "INSERT INTO flows (first_seen, last_seen, src_ip, dst_ip, src_port, dst_port, proto, packets, bytes, session_id, record, score)
@@ -379,16 +673,17 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                dst_ip = excluded.dst_ip, last_seen = excluded.last_seen, count = excluded.count,
                score = excluded.score, record = excluded.record",
         )?;
-        for m in batch.drain(..) {
+        for m in batch {
             match m {
                 Msg::Flow(f, last_ns, sid) => {
+                    let sid = file(*sid, *session);
                     let first_ns = chrono::DateTime::parse_from_rfc3339(&f.first_seen)
                         .ok()
                         .and_then(|d| d.timestamp_nanos_opt())
                         .unwrap_or(0);
                     flow.execute(params![
                         first_ns,
-                        last_ns as i64,
+                        *last_ns as i64,
                         f.src_ip,
                         f.dst_ip,
                         f.src_port,
@@ -397,18 +692,19 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                         (f.packets_fwd + f.packets_rev) as i64,
                         (f.bytes_fwd + f.bytes_rev) as i64,
                         (sid > 0).then_some(sid as i64),
-                        serde_json::to_string(&f).unwrap_or_default(),
+                        serde_json::to_string(f).unwrap_or_default(),
                         f.score,
                     ])?;
                 }
                 Msg::Alert(a, last_ns, sid) => {
+                    let sid = file(*sid, *session);
                     let first_ns = chrono::DateTime::parse_from_rfc3339(&a.first_seen)
                         .ok()
                         .and_then(|d| d.timestamp_nanos_opt())
                         .unwrap_or(0);
                     let text =
                         |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
-                    let j = serde_json::to_value(&a).unwrap_or_default();
+                    let j = serde_json::to_value(a).unwrap_or_default();
                     alert.execute(params![
                         text(&j["kind"]),
                         text(&j["severity"]),
@@ -416,7 +712,7 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                         a.src_ip.map(|i| i.to_string()),
                         a.dst_ip.map(|i| i.to_string()),
                         first_ns,
-                        last_ns as i64,
+                        *last_ns as i64,
                         a.count as i64,
                         a.score,
                         (sid > 0).then_some(sid as i64),
@@ -449,6 +745,7 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                     ])?;
                 }
                 Msg::Mitigation(e, sid) => {
+                    let sid = file(*sid, *session);
                     tx.prepare_cached(
                         "INSERT INTO mitigations (ts, action, target, expires, reason, origin, alert_key, alert_kind, packets, bytes, session_id)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -468,38 +765,63 @@ fn commit(c: &mut Connection, batch: &mut Vec<Msg>, st: &WriterStats) -> rusqlit
                         (sid > 0).then_some(sid as i64),
                     ])?;
                 }
-                Msg::SessionStart(kind, source, reply) => {
+                Msg::SessionStart(kind, source, _) => {
                     tx.execute(
                         "INSERT INTO capture_sessions (started, kind, source) VALUES (?1, ?2, ?3)",
                         params![now_ns() as i64, kind, source],
                     )?;
-                    let _ignored = reply.send(tx.last_insert_rowid());
+                    *session = tx.last_insert_rowid();
+                    started.push(*session);
                 }
                 Msg::SessionEnd(id, packets, flows) => {
+                    // Ended before the database let its start be known: the current one.
+                    let id = if *id > 0 { *id } else { *session };
                     tx.execute(
                         "UPDATE capture_sessions SET ended = ?1, packets = ?2, flows = ?3 WHERE id = ?4",
-                        params![now_ns() as i64, packets as i64, flows as i64, id],
+                        params![now_ns() as i64, *packets as i64, *flows as i64, id],
                     )?;
+                    *session = 0;
                 }
                 Msg::Model(path, threshold, flows, meta) => {
                     tx.execute(
                         "INSERT INTO model_versions (created, path, threshold, flows, metadata) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![now_ns() as i64, path, threshold, flows as i64, meta],
+                        params![now_ns() as i64, path, threshold, *flows as i64, meta],
                     )?;
                 }
-                Msg::Sync(done) => syncs.push(done),
-                // Flattened by the writer before a commit.
-                Msg::Batch(_) => {}
+                // Answered after the commit; batches are flattened by the writer.
+                Msg::Sync(_) | Msg::Batch(_) => {}
             }
-            st.written.fetch_add(1, Ordering::Relaxed);
         }
     }
     tx.commit()?;
-    st.commits.fetch_add(1, Ordering::Relaxed);
-    for s in syncs {
-        let _ignored = s.send(());
+    Ok(started)
+}
+
+/// WAL size past which the checkpoint waits for readers as long as an API read may last.
+const WAL_PATIENCE_BYTES: u64 = 256 << 20;
+
+/// Checkpoints the WAL into the database and truncates it; a checkpoint that could not finish
+/// (a reader held on past the busy timeout) is tried again next time. Once the WAL is big, it
+/// waits out the readers (API reads are cut at 5 s), holding the writer up that long rather
+/// than letting the WAL fill the disk.
+fn checkpoint(c: &Connection, db: &Path) {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_PATIENCE_BYTES);
+    if big {
+        let _ignored = c.busy_timeout(Duration::from_secs(10));
     }
-    Ok(())
+    let r = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    if big {
+        let _ignored = c.busy_timeout(Duration::from_secs(1));
+    }
+    match r {
+        Ok(0) => {}
+        Ok(_) => tracing::debug!("WAL checkpoint could not finish (readers); retried later"),
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+    }
 }
 
 /// Deletes rows older than the age limit, then the oldest beyond the row limit, per table.
@@ -558,7 +880,12 @@ impl<'a> StoreSink<'a> {
         source: &str,
         block: bool,
     ) -> Result<Self, StoreError> {
-        store.start_session(kind, source)?;
+        match store.start_session(kind, source) {
+            Ok(_) => {}
+            // Live ingest goes on: the session is created once the database takes writes.
+            Err(StoreError::Unavailable { .. }) if !block => {}
+            Err(e) => return Err(e),
+        }
         Ok(Self {
             store,
             block,
@@ -826,6 +1153,60 @@ mod tests {
             (SCHEMA_VERSION, 1, None),
             "old rows kept, new column added"
         );
+        std::fs::remove_dir_all(p.parent().expect("dir")).ok();
+    }
+
+    /// A database locked by another connection: rows wait in memory, the oldest statistics
+    /// rows beyond the cap are dropped and counted; what is held lands once the lock goes.
+    #[test]
+    fn a_locked_database_holds_rows_sheds_the_oldest_and_recovers() {
+        let p = tmp("locked");
+        drop(open_rw(&p).expect("create"));
+        let holder = Connection::open(&p).expect("other connection");
+        holder.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        let s = Store::start_with_cap(&p, Retention::default(), Some(open_rw(&p).expect("rw")), 10)
+            .expect("store");
+        let row = |i: u64| StatsRow {
+            ts: i,
+            seconds: 1,
+            packets: i,
+            ..StatsRow::default()
+        };
+        for i in 0..25 {
+            s.stats_row(row(i), true).expect("queued");
+        }
+        let err = s.sync().expect_err("nothing commits while locked");
+        assert!(
+            matches!(&err, StoreError::Unavailable { reason, .. } if reason.contains("locked")),
+            "{err}"
+        );
+        assert!(s.stats().failure().is_some());
+        // The cap is applied at every retry: of the 30 rows, the oldest 20 are dropped.
+        std::thread::sleep(Duration::from_millis(1500));
+        for i in 25..30 {
+            s.stats_row(row(i), true).expect("queued");
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(s.stats().dropped.load(Ordering::Relaxed), 20);
+        holder.execute_batch("COMMIT").expect("unlock");
+        let mut ok = false;
+        for _ in 0..100 {
+            if s.sync().is_ok() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(ok, "writes resume once the lock is released");
+        assert!(s.stats().failure().is_none());
+        let (n, min): (i64, i64) = holder
+            .query_row("SELECT count(*), min(ts) FROM statistics", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("rows");
+        // The newest 10 kept, in order.
+        assert_eq!((n, min), (10, 20));
+        drop(s);
         std::fs::remove_dir_all(p.parent().expect("dir")).ok();
     }
 

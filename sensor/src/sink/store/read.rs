@@ -141,11 +141,29 @@ fn range(f: &Filter, col: &str) -> (String, Vec<i64>) {
     (sql, args)
 }
 
-/// Sources by bytes sent.
+/// How far back top talkers look when no `since` is given: from the newest flow stored (so a
+/// replayed capture of years ago is covered as much as live traffic).
+pub const TALKERS_WINDOW_NS: i64 = 3_600_000_000_000;
+/// Flows top talkers add up at most: the newest of the range.
+pub const TALKERS_FLOWS: u64 = 200_000;
+
+/// Sources by bytes sent. Without `since`, over the hour up to the newest flow: the whole
+/// table (millions of rows after a flood) would take seconds per dashboard refresh.
 pub fn top_talkers(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
-    let (cond, args) = range(f, "last_seen");
+    let mut f = f.clone();
+    if f.since.is_none() {
+        let newest: Option<i64> =
+            c.query_row("SELECT max(last_seen) FROM flows", [], |r| r.get(0))?;
+        f.since = newest
+            .map(|n| f.until.map_or(n, |u| u.min(n)))
+            .map(|end| end.saturating_sub(TALKERS_WINDOW_NS));
+    }
+    let (cond, args) = range(&f, "last_seen");
+    // The newest TALKERS_FLOWS flows of the range at most: a flood hour holds millions.
     let sql = format!(
-        "SELECT src_ip, sum(bytes), sum(packets), count(*) FROM flows WHERE 1=1{cond}
+        "SELECT src_ip, sum(bytes), sum(packets), count(*) FROM
+           (SELECT src_ip, bytes, packets FROM flows NOT INDEXED WHERE 1=1{cond}
+            ORDER BY id DESC LIMIT {TALKERS_FLOWS})
          GROUP BY src_ip ORDER BY sum(bytes) DESC LIMIT ?"
     );
     let mut stmt = c.prepare(&sql)?;
