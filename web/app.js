@@ -106,7 +106,9 @@ async function loadTables() {
   ]);
   setRows("t-alerts", alerts.items, (tr, a) => {
     cell(tr, a.last_seen); cell(tr, a.kind); cell(tr, a.severity, "badge sev-" + a.severity);
-    cell(tr, a.src_ip ?? "many"); cell(tr, a.dst_ip ?? "many"); cell(tr, a.count); cell(tr, JSON.stringify(a.evidence));
+    cell(tr, a.src_ip ?? "many"); cell(tr, a.dst_ip ?? "many"); cell(tr, a.count);
+    // A flood's small flows past its first rows are summed into its alert: shown beside the evidence.
+    cell(tr, JSON.stringify(a.flows_summed ? { ...a.evidence, flows_summed: a.flows_summed } : a.evidence));
     pcapCell(tr, a);
   });
   setRows("t-anomalies", anomalies.items.map((x) => ({ ts: x.flow?.last_seen, src: x.flow?.src_ip, dst: x.flow?.dst_ip,

@@ -62,6 +62,8 @@ pub struct LiveMetrics {
     pub anomalies_dropped: AtomicU64,
     /// Anomalies counted into the rule alert they belong to, without a row of their own.
     pub anomalies_folded: AtomicU64,
+    /// Small flows of an attack summed into its alert's attack-flow rows, without a row each.
+    pub flows_summed: AtomicU64,
     /// Alerts opened since start, counted in memory whether or not they could be stored.
     pub alerts_raised: AtomicU64,
     /// Firings that found the alert book full (no new alert opened).
@@ -624,6 +626,7 @@ impl LiveLoop<'_> {
                 .store(d.anomalies_dropped, Ordering::Relaxed);
             m.anomalies_folded
                 .store(d.anomalies_folded, Ordering::Relaxed);
+            m.flows_summed.store(d.flows_summed, Ordering::Relaxed);
             m.alerts_suppressed
                 .store(d.book.suppressed, Ordering::Relaxed);
             m.rules_untracked

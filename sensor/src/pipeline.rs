@@ -277,10 +277,16 @@ impl<'a> Pipeline<'a> {
             rec.score = Some((v.score * 10_000.0).round() / 10_000.0);
             rec.anomalous = Some(v.anomalous);
         }
+        let attack = self.detector.as_mut().and_then(|d| d.attack_flow(f));
         for s in &mut self.sinks {
-            if s.wants_flows()
-                && let Err(e) = s.flow(&rec, f.last_seen_ns)
-            {
+            if !s.wants_flows() {
+                continue;
+            }
+            let r = match attack {
+                Some(alert) => s.attack_flow(&rec, f.last_seen_ns, alert),
+                None => s.flow(&rec, f.last_seen_ns),
+            };
+            if let Err(e) = r {
                 self.totals.sink_errors += 1;
                 self.first_error.get_or_insert(e);
             }
@@ -364,5 +370,151 @@ impl<'a> Pipeline<'a> {
                 self.first_error.get_or_insert(e);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use sensor_common::{FlowKey, family, proto};
+
+    use super::*;
+    use crate::{
+        detect::{RuleConfig, alert::ATTACK_FLOW_ROWS},
+        flow::FlowConfig,
+        sink::store::{Retention, Store, StoreSink, open_ro},
+        source::packet::tcp,
+    };
+
+    const S: u64 = NS;
+
+    fn syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, flags: u8, ts: u64) -> (Parsed, u32, u64) {
+        let key = FlowKey {
+            src_addr: src.to_ipv6_mapped().octets(),
+            dst_addr: dst.to_ipv6_mapped().octets(),
+            src_port: sport,
+            dst_port: 80,
+            proto: proto::TCP,
+            family: family::IPV4,
+            _pad: [0; 2],
+        };
+        let p = Parsed {
+            key,
+            tcp_flags: flags,
+            echo: false,
+            fragment: false,
+        };
+        (p, 60, ts)
+    }
+
+    /// A forged-source SYN flood stores its first rows and sums the rest into its alert, also
+    /// for the flows that finish after the alert closed; a conversation with the victim during
+    /// the flood and a probe after it keep rows of their own; nothing is lost in the sum.
+    #[test]
+    fn a_flood_keeps_its_first_flows_as_rows_and_sums_the_rest_into_its_alert() {
+        let dir =
+            std::env::temp_dir().join(format!("sensor-pipeline-{}-attack", std::process::id()));
+        let _ignored = std::fs::remove_dir_all(&dir);
+        let db = dir.join("sensor.db");
+        let store = Store::open(&db, Retention::default()).expect("open");
+        let victim = Ipv4Addr::new(10, 9, 9, 9);
+        let client = Ipv4Addr::new(10, 1, 1, 1);
+        let late = Ipv4Addr::new(10, 1, 1, 2);
+        const FORGED: u32 = 40_000;
+        {
+            let sink = StoreSink::new(&store, "replay", "test", true).expect("session");
+            let mut pipe = Pipeline::new(
+                Some(Detector::new(RuleConfig::default())),
+                vec![Box::new(sink)],
+            );
+            let mut table = FlowTable::new(FlowConfig::default());
+            table.record_events(true);
+            let mut batch = Vec::new();
+            for i in 0..FORGED {
+                let src = Ipv4Addr::from(0xc000_0000 ^ i.wrapping_mul(2_654_435_761));
+                let ts = 100 * S + u64::from(i) * 100_000;
+                batch.push(syn(src, victim, 1024 + (i % 60_000) as u16, tcp::SYN, ts));
+                // A client's 20-packet conversation with the victim in the middle of it.
+                if i % 1_000 == 500 && i < 20_500 {
+                    batch.push(syn(client, victim, 40_000, tcp::ACK | tcp::PSH, ts));
+                }
+                if batch.len() >= 256 {
+                    pipe.packets(&mut table, &batch);
+                    batch.clear();
+                }
+            }
+            pipe.packets(&mut table, &batch);
+            // Long after the flood (and after its alert closed), one probe at the victim.
+            pipe.packets(&mut table, &[syn(late, victim, 50_000, tcp::SYN, 180 * S)]);
+            let totals = pipe.finish(&mut table).expect("finish");
+            assert_eq!(totals.flows, u64::from(FORGED) + 2);
+        }
+        drop(store);
+        let c = open_ro(&db).expect("read");
+        let q = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        let rows = q("SELECT count(*) FROM flows");
+        let summed = q("SELECT coalesce(sum(flows), 0) FROM attack_flows");
+        let summed_packets = q("SELECT coalesce(sum(packets), 0) FROM attack_flows");
+        assert_eq!(
+            rows + summed,
+            i64::from(FORGED) + 2,
+            "{rows} rows + {summed} summed"
+        );
+        assert_eq!(summed_packets, summed, "one SYN per forged flow");
+        assert!(
+            summed >= i64::from(FORGED) * 9 / 10,
+            "most of the flood is summed: {summed} of {FORGED}"
+        );
+        // The first rows of each alert that claims the flood, and those before it opened.
+        let alerts = q("SELECT count(*) FROM alerts WHERE kind IN ('syn_flood', 'ddos')");
+        assert!(alerts >= 1, "the flood raised an alert");
+        assert!(
+            rows >= ATTACK_FLOW_ROWS as i64 && rows <= alerts * ATTACK_FLOW_ROWS as i64 + 2_000,
+            "{rows} flow rows for {alerts} alert(s)"
+        );
+        let kept = |src: Ipv4Addr| {
+            q(&format!(
+                "SELECT count(*) FROM flows WHERE src_ip = '{src}'"
+            ))
+        };
+        assert_eq!(kept(client), 1, "the conversation keeps its row");
+        assert_eq!(kept(late), 1, "a probe after the attack keeps its row");
+        // Every summed row names an alert of the session, and the alert list shows the sums.
+        assert_eq!(
+            q(
+                "SELECT count(*) FROM attack_flows f LEFT JOIN alerts a ON a.alert_key = f.alert_key WHERE a.id IS NULL"
+            ),
+            0
+        );
+        let list = crate::sink::store::read::list(
+            &c,
+            crate::sink::store::read::Table::Alerts,
+            &crate::sink::store::read::Filter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .expect("list");
+        let shown: i64 = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|a| a["flows_summed"]["flows"].as_i64())
+            .sum();
+        assert_eq!(shown, summed);
+        // The totals count every flow seen, summed or not.
+        let st = crate::sink::store::read::stats(
+            &c,
+            &crate::sink::store::read::Filter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .expect("stats");
+        assert_eq!(st["totals"]["flows"], i64::from(FORGED) + 2, "{st}");
+        assert_eq!(st["totals"]["flows_summed"], summed);
+        drop(c);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

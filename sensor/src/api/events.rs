@@ -14,13 +14,18 @@ use crate::sink::store::read::{self as q, Filter};
 pub(super) async fn events(
     State(st): State<Shared>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    Sse::new(stream(st)).keep_alive(KeepAlive::default())
+    // Where the stream starts is read before the response goes out: every alert stored after
+    // the client has its 200 is pushed (read later, an alert stored in between was skipped).
+    let last_id: i64 = read(&st, |c| Ok(q::max_alert_id(c)?)).await.unwrap_or(0);
+    Sse::new(stream(st, last_id)).keep_alive(KeepAlive::default())
 }
 
-fn stream(st: Shared) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
+fn stream(
+    st: Shared,
+    mut last_id: i64,
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
-        let mut last_id: i64 = read(&st, |c| Ok(q::max_alert_id(c)?)).await.unwrap_or(0);
         let mut tick = 0u64;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -311,6 +311,12 @@ fn live_metrics(out: &mut String, st: &Shared) {
                 g(&m.anomalies_folded),
             ),
             (
+                "sensor_flows_summed_total",
+                "Small flows of an attack a rule alert reports, past its first 1000 rows of them, summed into the alert's attack_flows rows instead of a row each.",
+                "counter",
+                g(&m.flows_summed),
+            ),
+            (
                 "sensor_alerts_suppressed_total",
                 "Firings that could not open an alert: too many open.",
                 "counter",

@@ -96,6 +96,35 @@ pub struct Firing {
 
 type AlertKey = (AlertKind, Option<IpAddr>, Option<IpAddr>);
 
+/// Small flows of an attack alert (see [`AlertBook::attack_flow`]) that get a stored row of
+/// their own; the rest are summed into the alert's attack-flow rows.
+pub const ATTACK_FLOW_ROWS: u64 = 1_000;
+/// A flow of at most this many packets (both directions) is "small": a probe, a flood packet
+/// and its answer, a handshake that went nowhere. Its row says nothing a count does not.
+pub const SMALL_FLOW_PACKETS: u64 = 4;
+/// How long a closed attack alert still claims the flows that began while it was open: they
+/// finish up to a flow idle timeout (120 s by default) after their last packet.
+const CLAIM_AFTER_CLOSE_NS: u64 = 600 * 1_000_000_000;
+/// Attack alerts whose flows are tracked at most (open and recently closed).
+const MAX_TRACKED: usize = 8_192;
+
+/// An attack alert whose flows are being counted.
+struct Tracked {
+    /// Who the flows are matched by: the alert's source, or its victim when it has none.
+    by: Endpoint,
+    last_seen_ns: u64,
+    /// Data time it closed (0 while open).
+    closed_ns: u64,
+    /// Small flows of it stored as rows so far.
+    rows: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Endpoint {
+    Src(IpAddr),
+    Dst(IpAddr),
+}
+
 /// Open alerts, keyed by kind and endpoints.
 pub struct AlertBook {
     open: FastMap<AlertKey, Alert>,
@@ -109,6 +138,10 @@ pub struct AlertBook {
     opened: Vec<Alert>,
     /// Alerts closed (quiet) or flushed, in closing order.
     closed: Vec<Alert>,
+    /// Attack alerts by id, for summing their small flows.
+    tracked: FastMap<u64, Tracked>,
+    /// The newest tracked alert per endpoint.
+    claims: FastMap<Endpoint, u64>,
 }
 
 impl AlertBook {
@@ -121,6 +154,89 @@ impl AlertBook {
             suppressed: 0,
             opened: Vec::new(),
             closed: Vec::new(),
+            tracked: FastMap::default(),
+            claims: FastMap::default(),
+        }
+    }
+
+    /// The attack alert a finished flow `src` -> `dst` that began at `first_seen_ns` belongs
+    /// to: one from its source (a scan, a sweep, a single-source flood) or, for an alert whose
+    /// sources are many or forged, into its victim; open, or closed recently with the flow
+    /// begun while it was open. `Some(id)` once that alert has stored [`ATTACK_FLOW_ROWS`]
+    /// small flows (this one is to be summed into it), `None` when the flow gets its own row.
+    pub fn attack_flow(&mut self, src: IpAddr, dst: IpAddr, first_seen_ns: u64) -> Option<u64> {
+        let id = [Endpoint::Src(src), Endpoint::Dst(dst)]
+            .iter()
+            .filter_map(|e| self.claims.get(e).copied())
+            .find(|id| {
+                self.tracked
+                    .get(id)
+                    .is_some_and(|t| t.closed_ns == 0 || first_seen_ns <= t.last_seen_ns)
+            })?;
+        let t = self.tracked.get_mut(&id)?;
+        if t.rows < ATTACK_FLOW_ROWS {
+            t.rows += 1;
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Starts counting the flows of a newly opened attack alert.
+    fn track(&mut self, a: &Alert) {
+        if !ATTACK_KINDS.contains(&a.kind) {
+            return;
+        }
+        let by = match (a.src_ip, a.dst_ip) {
+            (Some(s), _) => Endpoint::Src(s),
+            (None, Some(d)) => Endpoint::Dst(d),
+            (None, None) => return,
+        };
+        if self.tracked.len() >= MAX_TRACKED {
+            // Room by forgetting the oldest closed alerts (open ones always stay).
+            let excess = self.tracked.len() - MAX_TRACKED / 2;
+            let oldest = self.closed_before(u64::MAX);
+            self.forget(oldest.into_iter().take(excess).map(|(_, id)| id));
+        }
+        self.tracked.insert(
+            a.id,
+            Tracked {
+                by,
+                last_seen_ns: a.last_seen_ns,
+                closed_ns: 0,
+                rows: 0,
+            },
+        );
+        self.claims.insert(by, a.id);
+    }
+
+    /// A tracked alert closed at `now_ns` with its last firing at `last_seen_ns`.
+    fn untrack(&mut self, id: u64, last_seen_ns: u64, now_ns: u64) {
+        if let Some(t) = self.tracked.get_mut(&id) {
+            t.last_seen_ns = last_seen_ns;
+            t.closed_ns = now_ns.max(1);
+        }
+    }
+
+    /// Closed alerts (close time, id) that closed before `before_ns`, oldest first.
+    fn closed_before(&self, before_ns: u64) -> Vec<(u64, u64)> {
+        let mut done: Vec<(u64, u64)> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.closed_ns != 0 && t.closed_ns < before_ns)
+            .map(|(id, t)| (t.closed_ns, *id))
+            .collect();
+        done.sort_unstable();
+        done
+    }
+
+    /// Stops tracking these alerts; an endpoint's claim goes with its newest alert.
+    fn forget(&mut self, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            if let Some(t) = self.tracked.remove(&id)
+                && self.claims.get(&t.by) == Some(&id)
+            {
+                self.claims.remove(&t.by);
+            }
         }
     }
 
@@ -174,6 +290,7 @@ impl AlertBook {
                     model_max_score: 0.0,
                 };
                 self.next_id += 1;
+                self.track(&a);
                 self.opened.push(a.clone());
                 self.open.insert(key, a);
             }
@@ -238,15 +355,21 @@ impl AlertBook {
             .collect();
         for k in done {
             if let Some(a) = self.open.remove(&k) {
+                self.untrack(a.id, a.last_seen_ns, now_ns);
                 self.closed.push(a);
             }
         }
+        let expired = self.closed_before(now_ns.saturating_sub(CLAIM_AFTER_CLOSE_NS));
+        self.forget(expired.into_iter().map(|(_, id)| id));
     }
 
     /// Closes everything (end of a replay, shutdown).
     pub fn flush(&mut self) {
         let mut all: Vec<Alert> = self.open.drain().map(|(_, a)| a).collect();
         all.sort_by_key(|a| a.id);
+        for a in &all {
+            self.untrack(a.id, a.last_seen_ns, a.last_seen_ns);
+        }
         self.closed.extend(all);
     }
 

@@ -26,6 +26,14 @@ use crate::{
 /// of an attacker's reach.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Gives back a pruned map's room once it holds under a quarter of it: a forged-source flood
+/// grows per-host state to its cap for a minute, and a map keeps its peak capacity otherwise.
+pub(crate) fn shrink<K: Eq + std::hash::Hash, V>(m: &mut FastMap<K, V>) {
+    if m.capacity() > 4 * m.len().max(1_024) {
+        m.shrink_to(2 * m.len());
+    }
+}
+
 /// The model's verdict on one finished flow, for its record.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FlowScore {
@@ -134,6 +142,8 @@ pub struct Detector {
     pub anomalies_dropped: u64,
     /// Anomalies counted into the rule alert they belong to without a row of their own.
     pub anomalies_folded: u64,
+    /// Small flows of an attack summed into its alert's attack-flow rows instead of a row each.
+    pub flows_summed: u64,
     last_ns: u64,
     next_close_ns: u64,
     volume: Volume,
@@ -225,6 +235,7 @@ impl Detector {
             anomalies: Vec::new(),
             anomalies_dropped: 0,
             anomalies_folded: 0,
+            flows_summed: 0,
             last_ns: 0,
             next_close_ns: 0,
             volume: Volume::default(),
@@ -511,6 +522,20 @@ impl Detector {
             score: Some((score * 10_000.0).round() / 10_000.0),
             evidence,
         });
+    }
+
+    /// The attack alert whose stored rows a finished flow is summed into instead of a row of
+    /// its own: a small flow (at most [`alert::SMALL_FLOW_PACKETS`]) of an attack a rule alert
+    /// reports, once that alert has [`alert::ATTACK_FLOW_ROWS`] of them stored. A flood's
+    /// millions of one-packet flows say what their count says; the flows that carried a
+    /// conversation keep their rows whatever happens around them.
+    pub fn attack_flow(&mut self, f: &Flow) -> Option<u64> {
+        if f.fwd.packets + f.rev.packets > alert::SMALL_FLOW_PACKETS {
+            return None;
+        }
+        let id = self.book.attack_flow(f.src, f.dst, f.first_seen_ns)?;
+        self.flows_summed += 1;
+        Some(id)
     }
 
     /// Moves data time forward: closes alerts that went quiet.

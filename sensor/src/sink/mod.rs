@@ -1,7 +1,9 @@
 //! Outputs of the pipeline. Each implements [`Sink`]; the pipeline hands every sink the same
 //! records at the same moments, on every path (replay, XDP, libpcap):
 //!
-//! - a finished flow when the table finishes it;
+//! - a finished flow when the table finishes it (a small flow of an attack an alert reports,
+//!   past the alert's first rows of them, comes as an attack flow: the store sums those into
+//!   the alert's attack-flow rows instead of a row each);
 //! - an alert when it opens (so live consumers see it within one poll) and again, in its final
 //!   state, when it closes;
 //! - an anomaly when the model judges a flow anomalous;
@@ -66,6 +68,17 @@ pub trait Sink {
     fn flow(&mut self, _rec: &FlowRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
         Ok(())
     }
+    /// A small flow of the attack that alert `alert` (run-local id) reports, past the rows the
+    /// alert keeps of them: a sink that stores flows may sum it into the alert; the others
+    /// take it as any flow.
+    fn attack_flow(
+        &mut self,
+        rec: &FlowRecord,
+        last_seen_ns: u64,
+        _alert: u64,
+    ) -> Result<(), SinkError> {
+        self.flow(rec, last_seen_ns)
+    }
     fn alert_opened(&mut self, _rec: &AlertRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
         Ok(())
     }
@@ -101,6 +114,14 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn flow(&mut self, rec: &FlowRecord, last_seen_ns: u64) -> Result<(), SinkError> {
         (**self).flow(rec, last_seen_ns)
+    }
+    fn attack_flow(
+        &mut self,
+        rec: &FlowRecord,
+        last_seen_ns: u64,
+        alert: u64,
+    ) -> Result<(), SinkError> {
+        (**self).attack_flow(rec, last_seen_ns, alert)
     }
     fn alert_opened(&mut self, rec: &AlertRecord, last_seen_ns: u64) -> Result<(), SinkError> {
         (**self).alert_opened(rec, last_seen_ns)

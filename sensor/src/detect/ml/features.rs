@@ -144,6 +144,7 @@ impl SourceContext {
             t.prune(now, w, true);
             !t.seen.is_empty()
         });
+        crate::detect::shrink(&mut self.targets);
     }
 }
 

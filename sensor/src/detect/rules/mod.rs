@@ -221,6 +221,10 @@ impl Rules {
             .retain(|_, s| now / NS <= s.syns.last_sec + 2 * self.cfg.syn_flood_window_s);
         self.hosts
             .retain(|_, h| now.saturating_sub(h.last_ns) < long);
+        crate::detect::shrink(&mut self.scans);
+        crate::detect::shrink(&mut self.sweeps);
+        crate::detect::shrink(&mut self.syn);
+        crate::detect::shrink(&mut self.hosts);
         self.slow_prune(now);
     }
 }

@@ -68,9 +68,17 @@ pub(super) fn reply_shaped(src_port: u16, dst_port: u16) -> bool {
 
 /// A TCP packet that probes: a SYN, or a lone packet without payload (FIN, NULL, Xmas and ACK
 /// scans send one, twice at most with a retransmission), never a SYN-ACK (always a reply).
-/// Data-bearing packets are a connection we joined mid-way.
+/// Data-bearing packets are a connection we joined mid-way. Without a SYN, a RST (no scan
+/// sends one: it answers or tears down) or a packet shaped as a reply (from a service port to
+/// a client port) is a host answering: a flooded server's RSTs and challenge ACKs to the
+/// flood's many source ports, whose SYNs the flow map had no room for, are no port scan.
 pub(super) fn tcp_probe(ev: &FlowEvent) -> bool {
-    ev.syn_ack == 0 && (ev.syn > 0 || (ev.packets <= 2 && ev.bytes <= ev.packets * PROBE_MAX_FRAME))
+    ev.syn_ack == 0
+        && (ev.syn > 0
+            || (ev.rst == 0
+                && !reply_shaped(ev.src_port, ev.dst_port)
+                && ev.packets <= 2
+                && ev.bytes <= ev.packets * PROBE_MAX_FRAME))
 }
 
 /// Largest frame of a header-only TCP probe: Ethernet, two VLAN tags, IPv6, TCP with options.

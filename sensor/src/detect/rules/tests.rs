@@ -46,6 +46,11 @@ fn kinds(a: &[Alert]) -> Vec<AlertKind> {
     a.iter().map(|a| a.kind).collect()
 }
 
+fn any_scan(a: &[Alert]) -> bool {
+    a.iter()
+        .any(|a| matches!(a.kind, AlertKind::PortScan | AlertKind::HostSweep))
+}
+
 #[test]
 fn port_scan_fires_at_the_threshold_and_aggregates_into_one_alert() {
     let probes: Vec<_> = (0..19)
@@ -535,12 +540,7 @@ fn syn_ack_reflection_is_a_ddos_not_a_scan() {
         });
     }
     let alerts = run(&events);
-    assert!(
-        !kinds(&alerts)
-            .iter()
-            .any(|k| matches!(k, AlertKind::PortScan | AlertKind::HostSweep)),
-        "{alerts:?}"
-    );
+    assert!(!any_scan(&alerts), "{alerts:?}");
     let d = alerts
         .iter()
         .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
@@ -573,4 +573,28 @@ fn stealth_probes_count_and_data_does_not() {
         })
         .collect();
     assert!(kinds(&run(&joined)).is_empty());
+}
+
+#[test]
+fn a_flooded_servers_answers_are_no_scan() {
+    // B's port 80 answers a flood from A and 25 bots: RSTs and challenge ACKs to the flood's
+    // source ports, each a new flow of B's (the flow map kept no room for the SYNs).
+    let mut events = Vec::new();
+    for i in 0..2000u64 {
+        let to = if i % 2 == 0 {
+            A
+        } else {
+            ip(10, 0, 1, (i % 25) as u8 + 1)
+        };
+        events.push(FlowEvent {
+            syn: 0,
+            rst: i % 3,
+            src_port: 80,
+            ..ev(i, B, to, 1024 + (i * 7919 % 60_000) as u16, proto::TCP)
+        });
+    }
+    // (The same lone packets from a client port to services are an ACK scan: see
+    // `stealth_probes_count_and_data_does_not`.)
+    let alerts = run(&events);
+    assert!(!any_scan(&alerts), "{alerts:?}");
 }

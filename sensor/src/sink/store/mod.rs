@@ -95,6 +95,7 @@ enum Msg {
     Anomaly(Box<AnomalyRow>),
     Stats(StatsRow),
     Mitigation(Box<MitigationEvent>, u64),
+    AttackFlows(Box<AttackFlowRow>, u64),
     SessionStart(String, String, mpsc::Sender<Result<i64, StoreError>>),
     SessionEnd(i64, u64, u64),
     Model(String, f64, u64, String),
@@ -744,6 +745,24 @@ fn write_batch(c: &mut Connection, batch: &[Msg], session: &mut i64) -> rusqlite
                         s.flows as i64
                     ])?;
                 }
+                Msg::AttackFlows(r, sid) => {
+                    let sid = file(*sid, *session);
+                    tx.prepare_cached(
+                        "INSERT INTO attack_flows (alert_key, ts, last_seen, proto, flows, packets, bytes, session_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        // The alert's row key in this session (see alerts.alert_key).
+                        (sid > 0).then(|| format!("{sid}-{}", r.alert)),
+                        r.ts as i64,
+                        r.last_seen as i64,
+                        r.proto,
+                        r.flows as i64,
+                        r.packets as i64,
+                        r.bytes as i64,
+                        (sid > 0).then_some(sid as i64),
+                    ])?;
+                }
                 Msg::Mitigation(e, sid) => {
                     let sid = file(*sid, *session);
                     tx.prepare_cached(
@@ -834,6 +853,7 @@ pub fn apply_retention(c: &Connection, r: Retention, now_ns: u64) -> rusqlite::R
         ("anomalies", "ts"),
         ("statistics", "ts"),
         ("mitigations", "ts"),
+        ("attack_flows", "last_seen"),
     ] {
         deleted += c.execute(&format!("DELETE FROM {table} WHERE {col} < ?1"), [cutoff])? as u64;
         deleted += c.execute(
@@ -852,16 +872,56 @@ pub struct StoreSink<'a> {
     /// Replay waits for queue space; live ingest counts a drop instead of waiting on the disk.
     block: bool,
     buf: Vec<Msg>,
+    /// Attack flows being summed in the current time slot, by alert and protocol.
+    attack: std::collections::BTreeMap<(u64, u8), AttackFlowRow>,
+    /// The slot they belong to (ns).
+    slot: u64,
 }
 
 /// Rows a sink gathers before it hands them over.
 const SINK_BATCH: usize = 256;
+/// Data time one attack-flow row sums at most.
+const ATTACK_ROW_NS: u64 = 10_000_000_000;
+
+/// Small flows of one attack alert summed over one protocol and [`ATTACK_ROW_NS`] of data time
+/// (table `attack_flows`, linked to the alert row by its key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttackFlowRow {
+    /// The alert's run-local id.
+    pub alert: u64,
+    /// Start of the row's time slot (ns).
+    pub ts: u64,
+    pub last_seen: u64,
+    pub proto: u8,
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
 
 impl StoreSink<'_> {
     fn push(&mut self, m: Msg) -> Result<(), crate::sink::SinkError> {
         self.buf.push(m);
         if self.buf.len() >= SINK_BATCH {
             self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Data time reached `ts_ns`: the attack-flow sums of an earlier slot are rows now.
+    fn advance(&mut self, ts_ns: u64) -> Result<(), crate::sink::SinkError> {
+        let slot = ts_ns / ATTACK_ROW_NS * ATTACK_ROW_NS;
+        if slot > self.slot {
+            self.slot = slot;
+            self.sum_rows()?;
+        }
+        Ok(())
+    }
+
+    /// The attack-flow sums so far as rows.
+    fn sum_rows(&mut self) -> Result<(), crate::sink::SinkError> {
+        let sid = self.store.sid();
+        for (_, r) in std::mem::take(&mut self.attack) {
+            self.push(Msg::AttackFlows(Box::new(r), sid))?;
         }
         Ok(())
     }
@@ -890,6 +950,8 @@ impl<'a> StoreSink<'a> {
             store,
             block,
             buf: Vec::with_capacity(SINK_BATCH),
+            attack: Default::default(),
+            slot: 0,
         })
     }
 }
@@ -902,8 +964,33 @@ impl crate::sink::Sink for StoreSink<'_> {
         true
     }
     fn flow(&mut self, rec: &FlowRecord, last_seen_ns: u64) -> Result<(), crate::sink::SinkError> {
+        self.advance(last_seen_ns)?;
         let sid = self.store.sid();
         self.push(Msg::Flow(Box::new(rec.clone()), last_seen_ns, sid))
+    }
+    /// Summed into the alert's row of this protocol and time slot.
+    fn attack_flow(
+        &mut self,
+        rec: &FlowRecord,
+        last_seen_ns: u64,
+        alert: u64,
+    ) -> Result<(), crate::sink::SinkError> {
+        self.advance(last_seen_ns)?;
+        let slot = self.slot;
+        let r = self
+            .attack
+            .entry((alert, rec.proto))
+            .or_insert(AttackFlowRow {
+                alert,
+                ts: slot,
+                proto: rec.proto,
+                ..AttackFlowRow::default()
+            });
+        r.last_seen = r.last_seen.max(last_seen_ns);
+        r.flows += 1;
+        r.packets += rec.packets_fwd + rec.packets_rev;
+        r.bytes += rec.bytes_fwd + rec.bytes_rev;
+        Ok(())
     }
     fn alert_opened(
         &mut self,
@@ -942,6 +1029,7 @@ impl crate::sink::Sink for StoreSink<'_> {
         self.hand_over()
     }
     fn finish(&mut self, t: crate::sink::EndTotals) -> Result<(), crate::sink::SinkError> {
+        self.sum_rows()?;
         self.hand_over()?;
         self.store.end_session(t.packets, t.flows)?;
         Ok(self.store.sync()?)
@@ -1115,8 +1203,9 @@ mod tests {
                 |r| r.get(0),
             )
             .expect("tables");
-        // flows, alerts, anomalies, statistics, capture_sessions, model_versions, mitigations.
-        assert_eq!(tables, 7);
+        // flows, alerts, anomalies, statistics, capture_sessions, model_versions, mitigations,
+        // attack_flows.
+        assert_eq!(tables, 8);
         let c = open_rw(&p).expect("reopen");
         let n: i64 = c
             .query_row("SELECT sum(packets) FROM statistics", [], |r| r.get(0))

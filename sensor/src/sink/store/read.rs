@@ -103,29 +103,48 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
         sql.push_str(" ORDER BY id DESC LIMIT ?");
     }
     args.push(Box::new(f.limit + 1));
-    let sql = sql.replacen("SELECT id, record", "SELECT id, record, score", 1);
+    // An attack alert's small flows past its first rows of them are summed in attack_flows.
+    let summed = if with_kind { ATTACK_FLOWS_SUM } else { "NULL" };
+    let sql = sql.replacen(
+        "SELECT id, record",
+        &format!("SELECT id, record, score, {summed}"),
+        1,
+    );
     let mut stmt = c.prepare(&sql)?;
-    let mut rows: Vec<(i64, String, Option<f64>)> = stmt
+    let mut rows: Vec<(i64, String, Option<f64>, Option<String>)> = stmt
         .query_map(params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<Result<_, _>>()?;
     let more = rows.len() as i64 > f.limit;
     rows.truncate(f.limit as usize);
     // Newest first pages by id; score order by (score, id), written "score_id".
-    let next: Option<Value> =
-        more.then(|| rows.last())
-            .flatten()
-            .map(|(id, _, score)| match (f.by_score, score) {
-                (true, Some(s)) => json!(format!("{s}_{id}")),
-                _ => json!(id),
-            });
+    let next: Option<Value> = more
+        .then(|| rows.last())
+        .flatten()
+        .map(|(id, _, score, _)| match (f.by_score, score) {
+            (true, Some(s)) => json!(format!("{s}_{id}")),
+            _ => json!(id),
+        });
     let items: Vec<Value> = rows
         .into_iter()
-        .map(|(id, rec, _)| with_id(&rec, id))
+        .map(|(id, rec, _, summed)| {
+            let mut v = with_id(&rec, id);
+            if let (Value::Object(m), Some(s)) = (&mut v, summed) {
+                m.insert(
+                    "flows_summed".into(),
+                    serde_json::from_str(&s).unwrap_or(Value::Null),
+                );
+            }
+            v
+        })
         .collect();
     Ok(json!({ "items": items, "next_cursor": next }))
 }
+
+/// The attack flows summed into an alert (flows, packets, bytes), as JSON; NULL when none were.
+const ATTACK_FLOWS_SUM: &str = "(SELECT json_object('flows', sum(flows), 'packets', sum(packets), 'bytes', sum(bytes)) \
+     FROM attack_flows f WHERE f.alert_key = alerts.alert_key HAVING count(*) > 0)";
 
 fn range(f: &Filter, col: &str) -> (String, Vec<i64>) {
     let mut sql = String::new();
@@ -216,11 +235,18 @@ pub fn stats(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
     )?;
     let (fcond, fargs) = range(f, "last_seen");
-    let flows: i64 = c.query_row(
+    let stored: i64 = c.query_row(
         &format!("SELECT count(*) FROM flows WHERE 1=1{fcond}"),
         params_from_iter(fargs.clone()),
         |r| r.get(0),
     )?;
+    // Every flow seen: the stored rows and the attacks' small flows summed into their alerts.
+    let summed: i64 = c.query_row(
+        &format!("SELECT coalesce(sum(flows), 0) FROM attack_flows WHERE 1=1{fcond}"),
+        params_from_iter(fargs.clone()),
+        |r| r.get(0),
+    )?;
+    let flows = stored + summed;
     let anomalies: i64 = c.query_row(
         &format!(
             "SELECT count(*) FROM anomalies WHERE 1=1{}",
@@ -271,7 +297,7 @@ pub fn stats(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
         }
     }
     Ok(json!({
-        "totals": { "packets": packets, "bytes": bytes, "flows": flows, "alerts": alerts, "anomalies": anomalies },
+        "totals": { "packets": packets, "bytes": bytes, "flows": flows, "flows_summed": summed, "alerts": alerts, "anomalies": anomalies },
         "protocols": { "tcp": tcp, "udp": udp, "icmp": icmp, "other": other },
         "alerts_by_kind": by_kind,
         "series": series,
@@ -365,7 +391,12 @@ pub fn metric_totals(c: &Connection) -> rusqlite::Result<MetricTotals> {
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let flows: i64 = c.query_row("SELECT count(*) FROM flows", [], |r| r.get(0))?;
+    // The stored rows and the attacks' small flows summed into their alerts.
+    let flows: i64 = c.query_row(
+        "SELECT (SELECT count(*) FROM flows) + (SELECT coalesce(sum(flows), 0) FROM attack_flows)",
+        [],
+        |r| r.get(0),
+    )?;
     let mut stmt = c.prepare("SELECT kind, count(*) FROM alerts GROUP BY kind")?;
     let kinds: Vec<(String, i64)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
