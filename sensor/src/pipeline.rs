@@ -44,6 +44,8 @@ pub struct Totals {
 #[derive(Debug, Default)]
 pub struct AlertChanges {
     pub opened: Vec<Alert>,
+    /// Open alerts whose figures changed (at most once a data second each).
+    pub updated: Vec<Alert>,
     pub closed: Vec<Alert>,
 }
 
@@ -297,6 +299,7 @@ impl<'a> Pipeline<'a> {
     fn emit_detections(&mut self) {
         let Some(d) = &mut self.detector else { return };
         let opened = d.book.take_opened();
+        let updated = d.book.take_updated();
         let closed = d.book.take_closed();
         let anomalies = d.take_anomalies();
         let mut fail = |e: SinkError, totals: &mut Totals| {
@@ -309,6 +312,15 @@ impl<'a> Pipeline<'a> {
             rec.pcap = self.evidence.as_mut().and_then(|e| e.alert_opened(a));
             for s in &mut self.sinks {
                 if let Err(e) = s.alert_opened(&rec, a.last_seen_ns) {
+                    fail(e, &mut self.totals);
+                }
+            }
+        }
+        for a in &updated {
+            let mut rec = AlertRecord::from(a);
+            rec.pcap = self.evidence.as_ref().and_then(|e| e.file_of(a.id));
+            for s in &mut self.sinks {
+                if let Err(e) = s.alert_updated(&rec, a.last_seen_ns) {
                     fail(e, &mut self.totals);
                 }
             }
@@ -332,6 +344,7 @@ impl<'a> Pipeline<'a> {
         }
         if let Some(t) = &mut self.tap {
             t.opened.extend(opened);
+            t.updated.extend(updated);
             t.closed.extend(closed);
         }
     }

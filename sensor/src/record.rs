@@ -87,10 +87,41 @@ pub enum DetectorKind {
     Ml,
 }
 
+/// Where an alert (an incident) stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The attack is running: the record is updated while its figures change.
+    Open,
+    /// Quiet for the close period (or the data ended): final figures. Records written before
+    /// incidents had a state were written at close, so this is also the default.
+    #[default]
+    Closed,
+    /// Folded into a larger incident about the same attack (`merged_into`), which carries
+    /// its counts from then on: not an attack of its own.
+    Merged,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+            Self::Merged => "merged",
+        }
+    }
+}
+
 /// The JSON form of an [`Alert`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AlertRecord {
     pub id: u64,
+    /// Open while the attack lasts, then closed; merged when a larger incident took it over.
+    #[serde(default)]
+    pub state: AlertState,
+    /// The run-local id of the incident this alert was merged into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<u64>,
     pub kind: AlertKind,
     pub severity: Severity,
     pub detector: DetectorKind,

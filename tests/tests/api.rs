@@ -68,6 +68,8 @@ fn alert(i: u64, kind: AlertKind, severity: Severity, src: &str) -> (AlertRecord
     (
         AlertRecord {
             id: i,
+            state: sensor::record::AlertState::Closed,
+            merged_into: None,
             kind,
             severity,
             detector: DetectorKind::Rule,

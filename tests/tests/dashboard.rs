@@ -57,6 +57,8 @@ fn dashboard_renders_cards_charts_and_alerts() {
             .alert(
                 sensor::record::AlertRecord {
                     id: 999,
+                    state: sensor::record::AlertState::Closed,
+                    merged_into: None,
                     kind: sensor::record::AlertKind::PortScan,
                     severity: sensor::record::Severity::Low,
                     detector: sensor::record::DetectorKind::Rule,

@@ -189,6 +189,8 @@ impl Drop for Receiver {
 fn alert(id: u64, kind: AlertKind, severity: Severity, last: u8) -> AlertRecord {
     AlertRecord {
         id,
+        state: sensor::record::AlertState::Closed,
+        merged_into: None,
         kind,
         severity,
         detector: DetectorKind::Rule,

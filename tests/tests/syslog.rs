@@ -209,6 +209,8 @@ fn replayed_alerts_reach_rsyslog_as_rfc5424_over_udp() {
 fn crafted(id: u64) -> AlertRecord {
     AlertRecord {
         id,
+        state: sensor::record::AlertState::Closed,
+        merged_into: None,
         kind: AlertKind::Ddos,
         severity: Severity::Medium,
         detector: DetectorKind::Rule,

@@ -1,5 +1,5 @@
-//! Server-sent events: new alerts as they are stored (polled every second), and statistics
-//! every 5 s.
+//! Server-sent events: alerts as they are written, new ones and updates of running incidents
+//! alike (polled every second, in write order), and statistics every 5 s.
 
 use std::{convert::Infallible, time::Duration};
 
@@ -16,13 +16,13 @@ pub(super) async fn events(
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     // Where the stream starts is read before the response goes out: every alert stored after
     // the client has its 200 is pushed (read later, an alert stored in between was skipped).
-    let last_id: i64 = read(&st, |c| Ok(q::max_alert_id(c)?)).await.unwrap_or(0);
-    Sse::new(stream(st, last_id)).keep_alive(KeepAlive::default())
+    let last_rev: i64 = read(&st, |c| Ok(q::max_alert_rev(c)?)).await.unwrap_or(0);
+    Sse::new(stream(st, last_rev)).keep_alive(KeepAlive::default())
 }
 
 fn stream(
     st: Shared,
-    mut last_id: i64,
+    mut last_rev: i64,
 ) -> impl futures_util::Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
@@ -30,12 +30,12 @@ fn stream(
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             tick += 1;
-            let since = last_id;
+            let since = last_rev;
             let new = read(&st, move |c| Ok(q::alerts_after(c, since, 500)?))
                 .await
                 .unwrap_or_default();
-            for (id, v) in new {
-                last_id = id;
+            for (rev, v) in new {
+                last_rev = rev;
                 if tx
                     .send(Event::default().event("alert").data(v.to_string()))
                     .await

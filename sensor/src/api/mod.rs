@@ -134,6 +134,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/status", get(read::status))
         .route("/api/stats", get(read::stats))
         .route("/api/alerts", get(read::alerts))
+        .route("/api/alerts/{id}", get(read::alert))
         .route("/api/alerts/{id}/pcap", get(evidence::pcap))
         .route("/api/anomalies", get(read::anomalies))
         .route("/api/flows", get(read::flows))

@@ -28,6 +28,8 @@ pub(super) struct ListQuery {
     /// `time` (newest first, the default) or `score` (highest model score first).
     sort: Option<String>,
     min_score: Option<String>,
+    /// Alerts only: `open`, `closed` or `merged`.
+    state: Option<String>,
 }
 
 /// RFC 3339 or Unix seconds, to ns.
@@ -120,6 +122,13 @@ impl ListQuery {
                 "severity must be low, medium, high or critical".into(),
             ));
         }
+        if let Some(st) = &self.state
+            && !["open", "closed", "merged"].contains(&st.as_str())
+        {
+            return Err(ApiError::BadRequest(
+                "state must be open, closed or merged".into(),
+            ));
+        }
         if let Some(ip) = &self.ip
             && ip.parse::<std::net::IpAddr>().is_err()
         {
@@ -146,6 +155,7 @@ impl ListQuery {
             by_score,
             cursor_score,
             min_score,
+            state: self.state,
         })
     }
 }
@@ -168,6 +178,22 @@ pub(super) async fn alerts(
     Ok(Json(
         read(&st, move |c| Ok(q::list(c, Table::Alerts, &f)?)).await?,
     ))
+}
+
+/// `GET /api/alerts/{id}`: one alert with what an operator investigates it by (its packets
+/// over time, flows, model anomalies, mitigation, the alerts merged into it).
+pub(super) async fn alert(
+    State(st): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: i64 =
+        id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
+            ApiError::BadRequest("the alert id must be a positive integer".into())
+        })?;
+    read(&st, move |c| Ok(q::alert_detail(c, id)?))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
 }
 
 pub(super) async fn anomalies(

@@ -7,12 +7,15 @@ use std::net::IpAddr;
 use crate::detect::FastMap;
 
 use crate::record::rfc3339_us;
-pub use crate::record::{AlertKind, AlertRecord, DetectorKind, Severity};
+pub use crate::record::{AlertKind, AlertRecord, AlertState, DetectorKind, Severity};
 
 /// One alert, as stored and as written (`first_seen`/`last_seen` in RFC 3339 on output).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alert {
     pub id: u64,
+    pub state: AlertState,
+    /// The incident this alert was folded into (state `Merged`).
+    pub merged_into: Option<u64>,
     pub kind: AlertKind,
     pub severity: Severity,
     pub detector: DetectorKind,
@@ -65,6 +68,8 @@ impl From<&Alert> for AlertRecord {
         }
         Self {
             id: a.id,
+            state: a.state,
+            merged_into: a.merged_into,
             kind: a.kind,
             severity: a.severity,
             detector: a.detector,
@@ -95,6 +100,39 @@ pub struct Firing {
 }
 
 type AlertKey = (AlertKind, Option<IpAddr>, Option<IpAddr>);
+
+/// The kinds that are a rate into one victim.
+const FLOOD_KINDS: [AlertKind; 4] = [
+    AlertKind::SynFlood,
+    AlertKind::UdpFlood,
+    AlertKind::IcmpFlood,
+    AlertKind::Ddos,
+];
+
+fn is_flood(k: AlertKind) -> bool {
+    FLOOD_KINDS.contains(&k)
+}
+
+/// Whether an open incident `i` already reports what a firing `f` says, so that the firing
+/// counts into it instead of opening an alert of its own: a flood into a victim that a
+/// broader flood incident about the same victim covers (the same kind, or a DDoS, from every
+/// source or from this one), or a port scan by a source that is flooding that very host (a
+/// flood to random ports reaches many ports; it is one attack, not also a scan).
+fn covers(i: &Alert, kind: AlertKind, src: Option<IpAddr>, dst: Option<IpAddr>) -> bool {
+    if dst.is_none() || i.dst_ip != dst || !is_flood(i.kind) {
+        return false;
+    }
+    if is_flood(kind) {
+        return (i.kind == kind || i.kind == AlertKind::Ddos)
+            && (i.src_ip.is_none() || i.src_ip == src);
+    }
+    kind == AlertKind::PortScan && src.is_some() && i.src_ip == src
+}
+
+/// Data time a traffic spike waits before it is raised: an attack rule that judges over a
+/// window (a flood's rate, a scan's distinct ports) may confirm the attack behind it in the
+/// meantime, and then the spike is that attack's, not an alert of its own.
+pub const SPIKE_HOLD_NS: u64 = 3_000_000_000;
 
 /// Small flows of an attack alert (see [`AlertBook::attack_flow`]) that get a stored row of
 /// their own; the rest are summed into the alert's attack-flow rows.
@@ -142,6 +180,15 @@ pub struct AlertBook {
     tracked: FastMap<u64, Tracked>,
     /// The newest tracked alert per endpoint.
     claims: FastMap<Endpoint, u64>,
+    /// Open alerts whose figures changed since their last update went out.
+    dirty: FastMap<AlertKey, ()>,
+    /// Updates of open alerts, at most one per alert and data second ([`AlertBook::take_updated`]).
+    updated: Vec<Alert>,
+    /// Per endpoint of an attack alert, the data time its attacks began and were last seen:
+    /// a spike of that host within an attack (and its quiet period) is part of it.
+    attacked: FastMap<IpAddr, (u64, u64)>,
+    /// Alerts merged into a larger incident so far.
+    pub merged: u64,
 }
 
 impl AlertBook {
@@ -156,7 +203,107 @@ impl AlertBook {
             closed: Vec::new(),
             tracked: FastMap::default(),
             claims: FastMap::default(),
+            dirty: FastMap::default(),
+            updated: Vec::new(),
+            attacked: FastMap::default(),
+            merged: 0,
         }
+    }
+
+    /// Whether `ip` was an endpoint of an attack alert at data time `ts_ns`: between
+    /// [`SPIKE_HOLD_NS`] before the attack's first firing and the quiet period after its last.
+    pub fn attacked_at(&self, ip: IpAddr, ts_ns: u64) -> bool {
+        self.attacked.get(&ip).is_some_and(|&(first, last)| {
+            ts_ns.saturating_add(SPIKE_HOLD_NS) >= first
+                && ts_ns <= last.saturating_add(self.quiet_ns)
+        })
+    }
+
+    fn note_attack(&mut self, kind: AlertKind, src: Option<IpAddr>, dst: Option<IpAddr>, ts: u64) {
+        if !ATTACK_KINDS.contains(&kind) {
+            return;
+        }
+        for ip in [src, dst].into_iter().flatten() {
+            if ip.is_unspecified() {
+                continue;
+            }
+            let e = self.attacked.entry(ip).or_insert((ts, ts));
+            e.0 = e.0.min(ts);
+            e.1 = e.1.max(ts);
+        }
+    }
+
+    /// The open incident a firing counts into: its own key, or one that covers it.
+    fn incident_for(&self, key: &AlertKey, f: &Firing) -> Option<AlertKey> {
+        if self.open.contains_key(key) {
+            return Some(*key);
+        }
+        if !is_flood(f.kind) && f.kind != AlertKind::PortScan {
+            return None;
+        }
+        self.open
+            .iter()
+            .find(|(_, i)| covers(i, f.kind, f.src_ip, f.dst_ip))
+            .map(|(k, _)| *k)
+    }
+
+    /// Open alerts a newly opened incident `a` takes over: narrower floods into its victim, a
+    /// scan of that victim by its flooding source, and traffic spikes of its endpoints.
+    fn subsumed_by(&self, a: &Alert) -> Vec<AlertKey> {
+        if !ATTACK_KINDS.contains(&a.kind) {
+            return Vec::new();
+        }
+        let ends = [a.src_ip, a.dst_ip];
+        let mut keys: Vec<(u64, AlertKey)> = self
+            .open
+            .iter()
+            .filter(|(_, j)| j.id != a.id)
+            .filter(|(_, j)| {
+                (j.kind == AlertKind::TrafficSpike
+                    && ends
+                        .iter()
+                        .flatten()
+                        .any(|e| j.src_ip == Some(*e) || j.dst_ip == Some(*e)))
+                    || (is_flood(a.kind) && covers(a, j.kind, j.src_ip, j.dst_ip))
+            })
+            .map(|(k, j)| (j.id, *k))
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// Folds the open alerts under `keys` into the incident under `into`: its counts grow by
+    /// theirs, they close as merged (every output hears of it, and what acted on them stops).
+    fn merge(&mut self, into: AlertKey, keys: Vec<AlertKey>) {
+        for k in keys {
+            let Some(mut j) = self.open.remove(&k) else {
+                continue;
+            };
+            self.dirty.remove(&k);
+            let Some(i) = self.open.get_mut(&into) else {
+                self.open.insert(k, j);
+                return;
+            };
+            i.count += j.count;
+            i.first_seen_ns = i.first_seen_ns.min(j.first_seen_ns);
+            i.last_seen_ns = i.last_seen_ns.max(j.last_seen_ns);
+            i.severity = i.severity.max(j.severity);
+            i.model_anomalies += j.model_anomalies;
+            i.model_max_score = i.model_max_score.max(j.model_max_score);
+            j.state = AlertState::Merged;
+            j.merged_into = Some(i.id);
+            self.dirty.insert(into, ());
+            self.merged += 1;
+            self.untrack(j.id, j.last_seen_ns, j.last_seen_ns);
+            self.closed.push(j);
+        }
+    }
+
+    /// Open alerts whose figures changed since their last update, taken once per data second
+    /// by [`AlertBook::close_quiet`]: the store, the API and the dashboard follow an attack
+    /// while it runs.
+    pub fn take_updated(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.updated)
     }
 
     /// The attack alert a finished flow `src` -> `dst` that began at `first_seen_ns` belongs
@@ -254,27 +401,34 @@ impl AlertBook {
         } else {
             (f.kind, f.src_ip, f.dst_ip)
         };
+        self.note_attack(f.kind, f.src_ip, f.dst_ip, f.ts_ns);
         let full = self.open.len() >= self.max_open;
-        match self.open.get_mut(&key) {
-            Some(a) => {
-                if a.dst_ip != f.dst_ip {
+        let incident = self.incident_for(&key, &f);
+        match incident.and_then(|k| self.open.get_mut(&k).map(|a| (k, a))) {
+            Some((k, a)) => {
+                let own = k == key;
+                if own && a.dst_ip != f.dst_ip {
                     a.dst_ip = None;
                 }
                 a.last_seen_ns = a.last_seen_ns.max(f.ts_ns);
                 a.count += 1;
                 a.severity = a.severity.max(f.severity);
-                if f.rate >= a.peak_rate {
+                // A covering incident keeps its own evidence (a broader view of the attack).
+                if own && f.rate >= a.peak_rate {
                     a.peak_rate = f.rate;
                     a.evidence = f.evidence;
                 }
                 if let (Some(s), Some(prev)) = (f.score, a.score) {
                     a.score = Some(s.max(prev));
                 }
+                self.dirty.insert(k, ());
             }
             None if full => self.suppressed += 1,
             None => {
                 let a = Alert {
                     id: self.next_id,
+                    state: AlertState::Open,
+                    merged_into: None,
                     kind: f.kind,
                     severity: f.severity,
                     detector: f.detector,
@@ -291,8 +445,11 @@ impl AlertBook {
                 };
                 self.next_id += 1;
                 self.track(&a);
+                let taken = self.subsumed_by(&a);
                 self.opened.push(a.clone());
                 self.open.insert(key, a);
+                self.merge(key, taken);
+                // The opening record goes out as it is; what the merge added is its first update.
             }
         }
     }
@@ -311,13 +468,14 @@ impl AlertBook {
     /// Attaches a model anomaly of a flow `src` -> `dst` to an open rule alert about the same
     /// attack (the flood into `dst`, the scan by `src`); false when none is open.
     pub fn attach_model(&mut self, src: IpAddr, dst: IpAddr, score: f64) -> bool {
-        let Some(a) = self.open.values_mut().find(|a| {
+        let Some((k, a)) = self.open.iter_mut().find(|(_, a)| {
             ATTACK_KINDS.contains(&a.kind) && (a.dst_ip == Some(dst) || a.src_ip == Some(src))
         }) else {
             return false;
         };
         a.model_anomalies += 1;
         a.model_max_score = a.model_max_score.max(score);
+        self.dirty.insert(*k, ());
         true
     }
 
@@ -337,13 +495,6 @@ impl AlertBook {
         self.open.contains_key(&(kind, src, dst))
     }
 
-    /// Whether an alert of one of `kinds` is open with `ip` as source or destination.
-    pub fn involves(&self, kinds: &[AlertKind], ip: IpAddr) -> bool {
-        self.open
-            .values()
-            .any(|a| kinds.contains(&a.kind) && (a.src_ip == Some(ip) || a.dst_ip == Some(ip)))
-    }
-
     /// Closes alerts quiet for the configured period as of `now_ns`.
     pub fn close_quiet(&mut self, now_ns: u64) {
         let quiet = self.quiet_ns;
@@ -354,21 +505,37 @@ impl AlertBook {
             .map(|(k, _)| *k)
             .collect();
         for k in done {
-            if let Some(a) = self.open.remove(&k) {
+            self.dirty.remove(&k);
+            if let Some(mut a) = self.open.remove(&k) {
                 self.untrack(a.id, a.last_seen_ns, now_ns);
+                a.state = AlertState::Closed;
                 self.closed.push(a);
             }
         }
         let expired = self.closed_before(now_ns.saturating_sub(CLAIM_AFTER_CLOSE_NS));
         self.forget(expired.into_iter().map(|(_, id)| id));
+        // Changed open alerts go out as updates (once per data second: this runs once a second).
+        let mut changed: Vec<Alert> = self
+            .dirty
+            .drain()
+            .filter_map(|(k, ())| self.open.get(&k).cloned())
+            .collect();
+        changed.sort_unstable_by_key(|a| a.id);
+        self.updated.extend(changed);
+        let keep = self.quiet_ns.saturating_add(SPIKE_HOLD_NS);
+        self.attacked
+            .retain(|_, (_, last)| now_ns.saturating_sub(*last) <= keep);
+        crate::detect::shrink(&mut self.attacked);
     }
 
     /// Closes everything (end of a replay, shutdown).
     pub fn flush(&mut self) {
         let mut all: Vec<Alert> = self.open.drain().map(|(_, a)| a).collect();
         all.sort_by_key(|a| a.id);
-        for a in &all {
+        self.dirty.clear();
+        for a in &mut all {
             self.untrack(a.id, a.last_seen_ns, a.last_seen_ns);
+            a.state = AlertState::Closed;
         }
         self.closed.extend(all);
     }

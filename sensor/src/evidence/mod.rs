@@ -381,6 +381,11 @@ impl Recorder {
         Some(name)
     }
 
+    /// The file name of an open alert's recording, if it has one (its updates name it too).
+    pub fn file_of(&self, id: u64) -> Option<String> {
+        self.names.get(&id).cloned()
+    }
+
     /// An alert closed: its file name, if it has one (its recording runs to the window's end).
     pub fn alert_closed(&mut self, id: u64) -> Option<String> {
         self.names.remove(&id)
@@ -646,6 +651,8 @@ mod tests {
 
     fn alert(id: u64, src: Option<Ipv4Addr>, dst: Option<Ipv4Addr>, first: u64) -> Alert {
         Alert {
+            state: crate::record::AlertState::Open,
+            merged_into: None,
             id,
             kind: AlertKind::PortScan,
             severity: Severity::High,

@@ -768,6 +768,8 @@ mod tests {
 
     fn alert(kind: AlertKind, src: Option<&str>, dst: &str, evidence: Value) -> Alert {
         Alert {
+            state: crate::record::AlertState::Open,
+            merged_into: None,
             id: 7,
             kind,
             severity: Severity::High,

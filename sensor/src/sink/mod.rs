@@ -82,6 +82,12 @@ pub trait Sink {
     fn alert_opened(&mut self, _rec: &AlertRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
         Ok(())
     }
+    /// An open alert whose figures changed (at most once a data second per alert): sinks that
+    /// show an attack while it runs (the store, so the API and the dashboard) take it; event
+    /// streams keep their open and close events (docs/DETECTION.md, "Incidents").
+    fn alert_updated(&mut self, _rec: &AlertRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
     fn alert_closed(&mut self, _rec: &AlertRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
         Ok(())
     }
@@ -125,6 +131,9 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
     fn alert_opened(&mut self, rec: &AlertRecord, last_seen_ns: u64) -> Result<(), SinkError> {
         (**self).alert_opened(rec, last_seen_ns)
+    }
+    fn alert_updated(&mut self, rec: &AlertRecord, last_seen_ns: u64) -> Result<(), SinkError> {
+        (**self).alert_updated(rec, last_seen_ns)
     }
     fn alert_closed(&mut self, rec: &AlertRecord, last_seen_ns: u64) -> Result<(), SinkError> {
         (**self).alert_closed(rec, last_seen_ns)

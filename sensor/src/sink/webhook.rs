@@ -143,6 +143,8 @@ mod tests {
     fn alert() -> AlertRecord {
         AlertRecord {
             id: 7,
+            state: crate::record::AlertState::Closed,
+            merged_into: None,
             kind: AlertKind::PortScan,
             severity: Severity::High,
             detector: DetectorKind::Rule,

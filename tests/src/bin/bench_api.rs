@@ -63,6 +63,8 @@ fn alert(i: u64) -> AlertRecord {
     let ts = T0 + i * 10_000_000;
     AlertRecord {
         id: i,
+        state: sensor::record::AlertState::Closed,
+        merged_into: None,
         kind: [
             AlertKind::PortScan,
             AlertKind::SynFlood,

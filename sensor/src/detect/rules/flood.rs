@@ -227,6 +227,7 @@ impl Rules {
                             "attempts": st.syns.sum,
                             "completed": st.done.sum,
                             "sources": sources,
+                            "sample_sources": st.sources.sample(10),
                             "rate_pps": st.syns.rate().round(),
                             "window_s": w,
                         }),
@@ -297,8 +298,7 @@ impl Rules {
                 h,
                 sec,
                 if rx { (n, 0) } else { (0, n) },
-                now,
-                book,
+                &mut self.spikes_held,
             );
             if rx {
                 Self::floods(&self.cfg, host, pkt_src, h, sec, now, book);
@@ -376,6 +376,7 @@ impl Rules {
                 "packets": total,
                 "answers": answers,
                 "sources": sources,
+                "sample_sources": h.sources.sample(10),
                 "overflow_packets": h.overflow.sum,
                 "rate_pps": rate.round(),
                 "window_s": cfg.ddos_window_s,

@@ -125,6 +125,8 @@ pub struct Rules {
     syn: FastMap<(IpAddr, u16), SynState>,
     hosts: FastMap<IpAddr, HostState>,
     slow: slow::Slow,
+    /// Traffic spikes waiting out their hold (see `alert::SPIKE_HOLD_NS`).
+    spikes_held: Vec<crate::detect::alert::Firing>,
     next_prune_ns: u64,
     /// New keys refused because a tracker held `max_tracked`.
     pub untracked: u64,
@@ -148,6 +150,7 @@ impl Rules {
             syn: FastMap::default(),
             hosts: FastMap::default(),
             slow: slow::Slow::default(),
+            spikes_held: Vec::new(),
             next_prune_ns: 0,
             untracked: 0,
         }
@@ -192,11 +195,12 @@ impl Rules {
         let cfg = self.cfg.clone();
         for (host, h) in &mut self.hosts {
             if h.spike.started {
-                Self::close_second(&cfg, *host, &mut h.spike, now, book);
+                Self::close_second(&cfg, *host, &mut h.spike, &mut self.spikes_held);
                 h.spike.rx = 0;
                 h.spike.tx = 0;
             }
         }
+        self.release_spikes(now, true, book);
     }
 
     fn prune(&mut self, now: u64) {

@@ -327,5 +327,7 @@ impl Rules {
         }
         self.scans_pending_fire(now, book);
         self.slow_tick(now, book);
+        self.close_spike_seconds(now);
+        self.release_spikes(now, false, book);
     }
 }

@@ -31,8 +31,13 @@ pub(super) struct Unanswered<T: Hash + Eq + Copy> {
     items: FastMap<T, u64>,
     /// Probes counted when the rule last fired: it fires again only when the count grows.
     fired_at: usize,
+    /// Probes a fast alert of the same pair already reported (counted while it was open):
+    /// the long window reports only what reaches its threshold beyond them.
+    absorbed: usize,
     /// Items refused because the key held its cap.
     over: u64,
+    /// Time of the newest of those.
+    over_ns: u64,
 }
 
 impl<T: Hash + Eq + Copy + Ord> Unanswered<T> {
@@ -40,7 +45,9 @@ impl<T: Hash + Eq + Copy + Ord> Unanswered<T> {
         Self {
             items: FastMap::default(),
             fired_at: 0,
+            absorbed: 0,
             over: 0,
+            over_ns: 0,
         }
     }
 
@@ -49,6 +56,7 @@ impl<T: Hash + Eq + Copy + Ord> Unanswered<T> {
             self.items.entry(item).or_insert(ts);
         } else {
             self.over += 1;
+            self.over_ns = self.over_ns.max(ts);
         }
     }
 
@@ -63,10 +71,14 @@ impl<T: Hash + Eq + Copy + Ord> Unanswered<T> {
     /// Probes older than the answer grace (newer ones may still be answered), and the newest
     /// of them.
     fn settled(&self, now: u64, end: bool) -> (usize, u64) {
-        self.items
+        let settled = |t: &u64| end || now.saturating_sub(*t) >= ANSWER_GRACE_NS;
+        let (n, newest) = self
+            .items
             .values()
-            .filter(|t| end || now.saturating_sub(**t) >= ANSWER_GRACE_NS)
-            .fold((0, 0), |(n, newest), t| (n + 1, newest.max(*t)))
+            .filter(|t| settled(t))
+            .fold((0, 0), |(n, newest), t| (n + 1, newest.max(*t)));
+        // Probes past the cap are only counted (all of them), and the newest dates the scan.
+        (n, newest.max(self.over_ns))
     }
 
     fn sample(&self, n: usize) -> Vec<T> {
@@ -167,18 +179,20 @@ impl Rules {
         let window = self.cfg.slow_window_s;
         let (ports_min, hosts_min) = (self.cfg.slow_scan_ports, self.cfg.slow_sweep_hosts);
         for ((src, dst), u) in &mut self.slow.scans {
+            // A fast scan's own alert already tells it: while it is open, the probes are its
+            // (absorbed, never reported again); the long window reports only a scan that goes
+            // on past it, once that part alone reaches the threshold.
+            if u.fired_at == 0 && book.is_open(AlertKind::PortScan, Some(*src), Some(*dst)) {
+                u.absorbed = u.items.len() + u.over as usize;
+                continue;
+            }
             if u.items.len() < ports_min {
                 continue;
             }
             let (n, newest) = u.settled(now, end);
             // Probes past the key's cap are counted, not kept: the alert still grows with them.
             let probes = n + u.over as usize;
-            // A fast scan's own alert already tells it; the long window is for what it missed.
-            // Its own alert, once open, grows with the scan.
-            if n < ports_min
-                || probes <= u.fired_at
-                || (u.fired_at == 0 && book.is_open(AlertKind::PortScan, Some(*src), Some(*dst)))
-            {
+            if n < ports_min || probes <= u.fired_at || probes < u.absorbed + ports_min {
                 continue;
             }
             u.fired_at = probes;
@@ -202,15 +216,16 @@ impl Rules {
             });
         }
         for ((src, probe), u) in &mut self.slow.sweeps {
+            if u.fired_at == 0 && book.is_open(AlertKind::HostSweep, Some(*src), None) {
+                u.absorbed = u.items.len() + u.over as usize;
+                continue;
+            }
             if u.items.len() < hosts_min {
                 continue;
             }
             let (n, newest) = u.settled(now, end);
             let probes = n + u.over as usize;
-            if n < hosts_min
-                || probes <= u.fired_at
-                || (u.fired_at == 0 && book.is_open(AlertKind::HostSweep, Some(*src), None))
-            {
+            if n < hosts_min || probes <= u.fired_at || probes < u.absorbed + hosts_min {
                 continue;
             }
             u.fired_at = probes;

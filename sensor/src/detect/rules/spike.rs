@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde_json::json;
 
 use super::{RuleConfig, Rules, flood::HostState};
-use crate::detect::alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity};
+use crate::detect::alert::{AlertBook, AlertKind, DetectorKind, Firing, SPIKE_HOLD_NS, Severity};
 
 #[derive(Default)]
 pub(super) struct Spike {
@@ -25,8 +25,7 @@ impl Rules {
         h: &mut HostState,
         sec: u64,
         (rx, tx): (u64, u64),
-        now: u64,
-        book: &mut AlertBook,
+        held: &mut Vec<Firing>,
     ) {
         let s = &mut h.spike;
         if !s.started {
@@ -34,7 +33,7 @@ impl Rules {
             s.sec = sec;
         }
         if sec > s.sec {
-            Self::close_second(cfg, host, s, now, book);
+            Self::close_second(cfg, host, s, held);
             // Seconds without traffic pull the baseline towards zero.
             let idle = (sec - s.sec - 1).min(64) as i32;
             let keep = (1.0 - cfg.spike_baseline_alpha).powi(idle);
@@ -48,16 +47,9 @@ impl Rules {
         s.tx += tx;
     }
 
-    /// Judges a finished second of one host against its baseline, then folds it in.
-    pub(super) fn close_second(
-        cfg: &RuleConfig,
-        host: IpAddr,
-        s: &mut Spike,
-        now: u64,
-        book: &mut AlertBook,
-    ) {
-        // A host already in an attack alert needs no second alert for the same packets.
-        let explained = book.involves(&crate::detect::alert::ATTACK_KINDS, host);
+    /// Judges a finished second of one host against its baseline, then folds it in. A spike
+    /// is held (`held`) for [`SPIKE_HOLD_NS`], stamped with its own second.
+    pub(super) fn close_second(cfg: &RuleConfig, host: IpAddr, s: &mut Spike, held: &mut Vec<Firing>) {
         let over = |count: u64, base: f64| {
             count >= cfg.spike_pps && count as f64 > cfg.spike_factor * base
         };
@@ -66,19 +58,19 @@ impl Rules {
             .into_iter()
             .filter(|(c, b, _)| over(*c, *b))
             .max_by_key(|(c, _, _)| *c);
-        if let (false, Some((count, base, dir))) = (explained, spiked) {
+        if let Some((count, base, dir)) = spiked {
             let c = count as f64;
             let (src_ip, dst_ip) = if dir == "rx" {
                 (None, Some(host))
             } else {
                 (Some(host), None)
             };
-            book.fire(Firing {
+            held.push(Firing {
                 kind: AlertKind::TrafficSpike,
                 detector: DetectorKind::Rule,
                 src_ip,
                 dst_ip,
-                ts_ns: now,
+                ts_ns: s.sec * super::NS,
                 severity: Severity::from_ratio(c / cfg.spike_pps as f64),
                 rate: c,
                 score: None,
@@ -94,5 +86,49 @@ impl Rules {
         let a = cfg.spike_baseline_alpha;
         s.base_rx = a * s.rx as f64 + (1.0 - a) * s.base_rx;
         s.base_tx = a * s.tx as f64 + (1.0 - a) * s.base_tx;
+    }
+}
+
+impl Rules {
+    /// Judges every host's second that data time has left behind (a host that went quiet
+    /// would otherwise have its last busy second judged only when it next sends, or at the end
+    /// of the data, long after the attack it was part of).
+    pub(super) fn close_spike_seconds(&mut self, now: u64) {
+        let sec = now / super::NS;
+        let cfg = &self.cfg;
+        for (host, h) in &mut self.hosts {
+            let s = &mut h.spike;
+            if s.started && s.sec < sec && s.rx + s.tx > 0 {
+                Self::close_second(cfg, *host, s, &mut self.spikes_held);
+                let idle = (sec - s.sec - 1).min(64) as i32;
+                let keep = (1.0 - cfg.spike_baseline_alpha).powi(idle);
+                s.base_rx *= keep;
+                s.base_tx *= keep;
+                s.sec = sec;
+                s.rx = 0;
+                s.tx = 0;
+            }
+        }
+    }
+
+    /// Raises the held spikes whose hold is over as of `now` (all of them at the end of the
+    /// data), except those of a host an attack alert was about at that second: the attack's
+    /// packets are what spiked, and its alert tells it.
+    pub(super) fn release_spikes(&mut self, now: u64, end: bool, book: &mut AlertBook) {
+        if self.spikes_held.is_empty() {
+            return;
+        }
+        let (due, wait): (Vec<Firing>, Vec<Firing>) = std::mem::take(&mut self.spikes_held)
+            .into_iter()
+            .partition(|f| end || f.ts_ns.saturating_add(SPIKE_HOLD_NS) <= now);
+        self.spikes_held = wait;
+        for f in due {
+            let Some(host) = f.src_ip.or(f.dst_ip) else {
+                continue;
+            };
+            if !book.attacked_at(host, f.ts_ns) {
+                book.fire(f);
+            }
+        }
     }
 }

@@ -598,3 +598,184 @@ fn a_flooded_servers_answers_are_no_scan() {
     let alerts = run(&events);
     assert!(!any_scan(&alerts), "{alerts:?}");
 }
+
+/// Events through the rules and the book as the detector drives them, then data time moving
+/// on second by second to `end_ms` (alerts close when quiet), then the end of the data. Every
+/// alert that was opened, as closed or merged, in id order.
+fn run_until(events: &[FlowEvent], end_ms: u64) -> Vec<Alert> {
+    let mut r = Rules::new(RuleConfig::default());
+    let mut book = AlertBook::new(30 * NS, 1000);
+    let mut next = 0;
+    for e in events {
+        r.on_event(e, &mut book);
+        if e.ts_ns >= next {
+            r.tick(e.ts_ns, &mut book);
+            book.close_quiet(e.ts_ns);
+            next = e.ts_ns + NS;
+        }
+    }
+    let mut t = events.last().map_or(0, |e| e.ts_ns);
+    while t < end_ms * 1_000_000 {
+        t += NS;
+        r.tick(t, &mut book);
+        book.close_quiet(t);
+    }
+    r.flush(t, &mut book);
+    book.flush();
+    let mut all = book.take_closed();
+    all.sort_by_key(|a| a.id);
+    all
+}
+
+/// The incidents an operator sees: alerts not merged into another.
+fn incidents(a: &[Alert]) -> Vec<&Alert> {
+    a.iter()
+        .filter(|a| a.state != crate::record::AlertState::Merged)
+        .collect()
+}
+
+#[test]
+fn a_fast_scan_is_one_alert_whatever_its_long_window_sees_later() {
+    // nmap -T4 of 1,000 ports: every probe unanswered, all within 2 s; then 3 minutes of data
+    // time (the fast alert closes after 30 s quiet; the 15-minute window still holds them).
+    let probes: Vec<_> = (0..1000)
+        .map(|p| ev(p * 2, A, B, 1 + p as u16, proto::TCP))
+        .collect();
+    let all = run_until(&probes, 180_000);
+    assert_eq!(kinds(&all), vec![AlertKind::PortScan], "{all:?}");
+    assert!(all[0].evidence["ports"].as_u64() >= Some(900), "{:?}", all[0]);
+    assert!(all[0].evidence.get("slow").is_none(), "{:?}", all[0].evidence);
+    // A scan that goes on slowly past the fast alert is reported once its own part reaches
+    // the long window's threshold: 150 more ports, one every 4 s (too slow for the fast
+    // rule), after the first closed.
+    let mut more = probes.clone();
+    more.extend((0..150).map(|p| ev(120_000 + p * 4_000, A, B, 2000 + p as u16, proto::TCP)));
+    let all = run_until(&more, 700_000);
+    assert_eq!(
+        kinds(&all),
+        vec![AlertKind::PortScan, AlertKind::PortScan],
+        "{all:?}"
+    );
+    assert_eq!(all[1].evidence["slow"], true, "{:?}", all[1]);
+}
+
+#[test]
+fn a_spike_of_an_attacks_endpoints_is_part_of_the_attack() {
+    // The scanner sends 1,000 probes in one second: its own tx spikes against no baseline.
+    let probes: Vec<_> = (0..1000)
+        .map(|p| ev(p, A, B, 1 + p as u16, proto::TCP))
+        .collect();
+    let all = run_until(&probes, 120_000);
+    assert_eq!(kinds(&all), vec![AlertKind::PortScan], "{all:?}");
+    // The same second of packets between hosts no attack alert names is a spike.
+    let c = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    let d = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 4));
+    let bulk: Vec<_> = (0..1500)
+        .map(|i| FlowEvent {
+            new_flow: i == 0,
+            syn: u64::from(i == 0),
+            ..ev(i * 2 / 3, c, d, 443, proto::TCP)
+        })
+        .collect();
+    let all = run_until(&bulk, 20_000);
+    assert!(
+        !all.is_empty() && all.iter().all(|a| a.kind == AlertKind::TrafficSpike),
+        "{all:?}"
+    );
+    // Stamped with the second that spiked, not with when it was judged.
+    assert!(all[0].first_seen_ns < 2 * NS, "{:?}", all[0]);
+}
+
+#[test]
+fn a_udp_flood_to_random_ports_is_a_flood_not_also_a_scan() {
+    // One source, 5,000 UDP packets a second for 3 s, each to another port of the victim.
+    let flood: Vec<_> = (0..15_000u64)
+        .map(|i| FlowEvent {
+            src_port: 1024 + (i % 50_000) as u16,
+            bytes: 120,
+            ..ev(i / 5, A, B, 1 + ((i * 7919) % 65_000) as u16, proto::UDP)
+        })
+        .collect();
+    let all = run_until(&flood, 60_000);
+    let seen = incidents(&all);
+    assert_eq!(
+        seen.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        vec![AlertKind::UdpFlood],
+        "{all:?}"
+    );
+    // The scan the first packets looked like was folded into the flood, never left open.
+    for a in all.iter().filter(|a| a.kind == AlertKind::PortScan) {
+        assert_eq!(a.merged_into, Some(seen[0].id), "{a:?}");
+    }
+}
+
+#[test]
+fn a_victim_flooded_by_a_growing_crowd_is_one_incident() {
+    // SYNs into B:80 from one source for a second, then from 25.
+    let bot = |i: u64| IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1 + (i % 25) as u8));
+    let mut flood: Vec<_> = (0..1000u64)
+        .map(|i| ev(i, A, B, 80, proto::TCP))
+        .collect();
+    flood.extend((0..5000u64).map(|i| ev(1000 + i / 2, bot(i), B, 80, proto::TCP)));
+    let all = run_until(&flood, 60_000);
+    let seen = incidents(&all);
+    assert_eq!(seen.len(), 1, "{all:?}");
+    assert_eq!(seen[0].kind, AlertKind::Ddos);
+    assert_eq!((seen[0].src_ip, seen[0].dst_ip), (None, Some(B)));
+    let merged: Vec<&Alert> = all.iter().filter(|a| a.id != seen[0].id).collect();
+    assert!(!merged.is_empty(), "the single-source flood opened first");
+    // Each merged alert leads to the incident (directly, or through the one it was merged
+    // into before that was merged in turn).
+    let root = |a: &Alert| {
+        let mut into = a.merged_into;
+        let mut id = a.id;
+        while let Some(next) = into {
+            id = next;
+            into = all.iter().find(|b| b.id == next).and_then(|b| b.merged_into);
+        }
+        id
+    };
+    for a in merged {
+        assert_eq!(root(a), seen[0].id, "{a:?}");
+        assert!(seen[0].first_seen_ns <= a.first_seen_ns, "{a:?}");
+    }
+    let sources = seen[0].evidence["sample_sources"].as_array().map(Vec::len);
+    assert!(sources >= Some(10), "{:?}", seen[0].evidence);
+}
+
+#[test]
+fn an_open_alert_is_updated_at_most_once_a_data_second_while_it_grows() {
+    let mut r = Rules::new(RuleConfig::default());
+    let mut book = AlertBook::new(30 * NS, 1000);
+    let mut updates: Vec<Alert> = Vec::new();
+    let mut next = 0;
+    // 600 ports over 6 s.
+    for p in 0..600u64 {
+        let e = ev(p * 10, A, B, 1 + p as u16, proto::TCP);
+        r.on_event(&e, &mut book);
+        if e.ts_ns >= next {
+            r.tick(e.ts_ns, &mut book);
+            book.close_quiet(e.ts_ns);
+            updates.extend(book.take_updated());
+            next = e.ts_ns + NS;
+        }
+    }
+    let opened = book.take_opened();
+    assert_eq!(opened.len(), 1);
+    assert!(
+        (4..=7).contains(&updates.len()),
+        "{} updates in 6 s",
+        updates.len()
+    );
+    let ports: Vec<u64> = updates
+        .iter()
+        .map(|a| a.evidence["ports"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(ports.windows(2).all(|w| w[0] < w[1]), "{ports:?}");
+    assert!(ports.last() >= Some(&500), "{ports:?}");
+    assert!(
+        updates
+            .iter()
+            .all(|a| a.id == opened[0].id && a.state == crate::record::AlertState::Open)
+    );
+}

@@ -668,11 +668,14 @@ fn write_batch(c: &mut Connection, batch: &[Msg], session: &mut i64) -> rusqlite
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         let mut alert = tx.prepare_cached(
-            "INSERT INTO alerts (kind, severity, detector, src_ip, dst_ip, first_seen, last_seen, count, score, session_id, record, alert_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+            "INSERT INTO alerts (kind, severity, detector, src_ip, dst_ip, first_seen, last_seen, count, score, session_id, record, alert_key,
+               state, merged_into, rev)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
+               (SELECT id FROM alerts WHERE alert_key = ?14), (SELECT coalesce(max(rev), 0) + 1 FROM alerts))
              ON CONFLICT(alert_key) DO UPDATE SET severity = excluded.severity, src_ip = excluded.src_ip,
-               dst_ip = excluded.dst_ip, last_seen = excluded.last_seen, count = excluded.count,
-               score = excluded.score, record = excluded.record",
+               dst_ip = excluded.dst_ip, first_seen = excluded.first_seen, last_seen = excluded.last_seen,
+               count = excluded.count, score = excluded.score, record = excluded.record,
+               state = excluded.state, merged_into = excluded.merged_into, rev = excluded.rev",
         )?;
         for m in batch {
             match m {
@@ -718,8 +721,12 @@ fn write_batch(c: &mut Connection, batch: &[Msg], session: &mut i64) -> rusqlite
                         a.score,
                         (sid > 0).then_some(sid as i64),
                         j.to_string(),
-                        // Replays write each alert once, in its final state: no key needed.
+                        // Rows before sessions existed had no key (written once, closed).
                         (sid > 0).then(|| format!("{sid}-{}", a.id)),
+                        a.state.as_str(),
+                        a.merged_into
+                            .filter(|_| sid > 0)
+                            .map(|m| format!("{sid}-{m}")),
                     ])?;
                 }
                 Msg::Anomaly(a) => {
@@ -998,6 +1005,15 @@ impl crate::sink::Sink for StoreSink<'_> {
         last_seen_ns: u64,
     ) -> Result<(), crate::sink::SinkError> {
         // Rows of the same flows first, so the database never shows an alert before them.
+        self.hand_over()?;
+        Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
+    }
+    /// The same row as at open (upsert on the session's alert key), with the figures so far.
+    fn alert_updated(
+        &mut self,
+        rec: &AlertRecord,
+        last_seen_ns: u64,
+    ) -> Result<(), crate::sink::SinkError> {
         self.hand_over()?;
         Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
     }

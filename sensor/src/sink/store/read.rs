@@ -1,7 +1,7 @@
 //! Read side of the store: the queries the API answers with. Every value from a client is a
 //! bound parameter; only column and table names chosen here are formatted into SQL.
 
-use rusqlite::{Connection, OptionalExtension as _, ToSql, params_from_iter};
+use rusqlite::{Connection, OptionalExtension as _, ToSql, params, params_from_iter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -30,6 +30,8 @@ pub struct Filter {
     pub cursor_score: Option<f64>,
     /// Rows scoring at least this.
     pub min_score: Option<f64>,
+    /// Alerts in this state only (`open`, `closed`, `merged`).
+    pub state: Option<String>,
 }
 
 /// The tables a list can read, with their time column.
@@ -73,6 +75,10 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
         sql.push_str(" AND kind = ?");
         args.push(Box::new(k.clone()));
     }
+    if with_kind && let Some(st) = &f.state {
+        sql.push_str(" AND state = ?");
+        args.push(Box::new(st.clone()));
+    }
     if let Some(s) = &f.severity {
         sql.push_str(" AND severity = ?");
         args.push(Box::new(s.clone()));
@@ -105,15 +111,16 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
     args.push(Box::new(f.limit + 1));
     // An attack alert's small flows past its first rows of them are summed in attack_flows.
     let summed = if with_kind { ATTACK_FLOWS_SUM } else { "NULL" };
+    let merged = if with_kind { "merged_into" } else { "NULL" };
     let sql = sql.replacen(
         "SELECT id, record",
-        &format!("SELECT id, record, score, {summed}"),
+        &format!("SELECT id, record, score, {summed}, {merged}"),
         1,
     );
     let mut stmt = c.prepare(&sql)?;
-    let mut rows: Vec<(i64, String, Option<f64>, Option<String>)> = stmt
+    let mut rows: Vec<(i64, String, Option<f64>, Option<String>, Option<i64>)> = stmt
         .query_map(params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<Result<_, _>>()?;
     let more = rows.len() as i64 > f.limit;
@@ -122,14 +129,14 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
     let next: Option<Value> = more
         .then(|| rows.last())
         .flatten()
-        .map(|(id, _, score, _)| match (f.by_score, score) {
+        .map(|(id, _, score, _, _)| match (f.by_score, score) {
             (true, Some(s)) => json!(format!("{s}_{id}")),
             _ => json!(id),
         });
     let items: Vec<Value> = rows
         .into_iter()
-        .map(|(id, rec, _, summed)| {
-            let mut v = with_id(&rec, id);
+        .map(|(id, rec, _, summed, merged)| {
+            let mut v = with_id(&rec, id, merged);
             if let (Value::Object(m), Some(s)) = (&mut v, summed) {
                 m.insert(
                     "flows_summed".into(),
@@ -352,28 +359,171 @@ pub fn latest_model(c: &Connection) -> rusqlite::Result<Option<Value>> {
 }
 
 /// Highest alert id (0 when there is none).
-pub fn max_alert_id(c: &Connection) -> rusqlite::Result<i64> {
-    c.query_row("SELECT coalesce(max(id), 0) FROM alerts", [], |r| r.get(0))
+/// The newest write of any alert row (see `alerts.rev`): where an event stream starts.
+pub fn max_alert_rev(c: &Connection) -> rusqlite::Result<i64> {
+    c.query_row("SELECT coalesce(max(rev), 0) FROM alerts", [], |r| r.get(0))
 }
 
-/// Alerts with an id above `after`, oldest first, with the id in each record.
+/// Alerts written (opened, updated, closed, merged) after write `after`, oldest write first:
+/// (rev, record with the row id).
 pub fn alerts_after(c: &Connection, after: i64, limit: i64) -> rusqlite::Result<Vec<(i64, Value)>> {
-    let mut s = c.prepare("SELECT id, record FROM alerts WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-    let rows: Vec<(i64, String)> = s
-        .query_map([after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let mut s = c.prepare(
+        "SELECT rev, id, record, merged_into FROM alerts WHERE rev > ?1 ORDER BY rev LIMIT ?2",
+    )?;
+    let rows: Vec<(i64, i64, String, Option<i64>)> = s
+        .query_map([after, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<Result<_, _>>()?;
     Ok(rows
         .into_iter()
-        .map(|(id, rec)| (id, with_id(&rec, id)))
+        .map(|(rev, id, rec, merged)| (rev, with_id(&rec, id, merged)))
         .collect())
 }
 
-fn with_id(rec: &str, id: i64) -> Value {
+/// A stored record as the API shows it: run-local ids replaced by row ids.
+fn with_id(rec: &str, id: i64, merged_into: Option<i64>) -> Value {
     let mut v: Value = serde_json::from_str(rec).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("id".into(), json!(id));
+        if let Some(into) = merged_into {
+            m.insert("merged_into".into(), json!(into));
+        }
     }
     v
+}
+
+/// One alert by row id, as the list shows it (the detail view's header).
+pub fn alert(c: &Connection, id: i64) -> rusqlite::Result<Option<Value>> {
+    let row: Option<(String, Option<i64>, Option<String>)> = c
+        .query_row(
+            &format!("SELECT record, merged_into, {ATTACK_FLOWS_SUM} FROM alerts WHERE id = ?1"),
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(row.map(|(rec, merged, summed)| {
+        let mut v = with_id(&rec, id, merged);
+        if let (Value::Object(m), Some(s)) = (&mut v, summed) {
+            m.insert(
+                "flows_summed".into(),
+                serde_json::from_str(&s).unwrap_or(Value::Null),
+            );
+        }
+        v
+    }))
+}
+
+/// Rows of each part of an alert's detail at most (its flows, its anomalies).
+pub const DETAIL_ROWS: i64 = 200;
+/// Width of a bucket of an incident's packet timeline.
+const TIMELINE_BUCKET_NS: i64 = 10_000_000_000;
+
+/// An alert as an operator investigates it: its record, its packets over time (its flows'
+/// and its summed flows' packets per 10 s), its flows, the model anomalies about its
+/// endpoints while it ran (top features in each), and what mitigation did about it.
+/// `None` when there is no such alert.
+pub fn alert_detail(c: &Connection, id: i64) -> rusqlite::Result<Option<Value>> {
+    let Some(alert) = self::alert(c, id)? else {
+        return Ok(None);
+    };
+    let (first, last, src, dst, key): (i64, i64, Option<String>, Option<String>, Option<String>) =
+        c.query_row(
+            "SELECT first_seen, last_seen, src_ip, dst_ip, alert_key FROM alerts WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+    // The alert's traffic: from its source (or into its victim when it names no source), from
+    // the window its rule measured before it opened to a little after its last firing.
+    let from = first.saturating_sub(60_000_000_000);
+    let to = last.saturating_add(TIMELINE_BUCKET_NS);
+    let (col, ip) = match (&src, &dst) {
+        (Some(s), _) => ("src_ip", s.clone()),
+        (None, Some(d)) => ("dst_ip", d.clone()),
+        (None, None) => ("src_ip", String::new()),
+    };
+    // A pair's alert (a scan) shows the pair's flows; a source's or a victim's, all of theirs.
+    let pair = src.as_ref().and(dst.clone()).unwrap_or_default();
+    let flows: Vec<Value> = {
+        let mut s = c.prepare(&format!(
+            "SELECT id, record FROM flows WHERE {col} = ?1 AND last_seen >= ?2 AND last_seen <= ?3
+               AND (?4 = '' OR dst_ip = ?4)
+             ORDER BY last_seen LIMIT {DETAIL_ROWS}"
+        ))?;
+        s.query_map(params![ip, from, to, pair], |r| {
+            Ok(with_id(&r.get::<_, String>(1)?, r.get(0)?, None))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    let mut timeline: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    {
+        let sql = format!(
+            "SELECT last_seen / {TIMELINE_BUCKET_NS}, sum(packets) FROM flows
+             WHERE {col} = ?1 AND last_seen >= ?2 AND last_seen <= ?3 GROUP BY 1"
+        );
+        let mut s = c.prepare(&sql)?;
+        for r in s.query_map(params![ip, from, to], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (b, n): (i64, i64) = r?;
+            *timeline.entry(b).or_default() += n;
+        }
+        let mut s = c.prepare(&format!(
+            "SELECT ts / {TIMELINE_BUCKET_NS}, sum(packets) FROM attack_flows WHERE alert_key = ?1 GROUP BY 1"
+        ))?;
+        for r in s.query_map([key.clone()], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (b, n): (i64, i64) = r?;
+            *timeline.entry(b).or_default() += n;
+        }
+    }
+    let anomalies: Vec<Value> = {
+        let mut s = c.prepare(&format!(
+            "SELECT id, record FROM anomalies WHERE ts >= ?1 AND ts <= ?2
+               AND (src_ip = ?3 OR dst_ip = ?3 OR src_ip = ?4 OR dst_ip = ?4)
+             ORDER BY score DESC LIMIT {DETAIL_ROWS}"
+        ))?;
+        s.query_map(params![from, to, src, dst], |r| {
+            Ok(with_id(&r.get::<_, String>(1)?, r.get(0)?, None))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    let mitigations: Vec<Value> = {
+        let mut s = c.prepare(
+            "SELECT ts, action, target, expires, reason, packets, bytes FROM mitigations
+             WHERE alert_key = ?1 ORDER BY id",
+        )?;
+        s.query_map([key], |r| {
+            Ok(json!({
+                "ts": r.get::<_, i64>(0)?,
+                "action": r.get::<_, String>(1)?,
+                "target": r.get::<_, String>(2)?,
+                "expires": r.get::<_, Option<i64>>(3)?,
+                "reason": r.get::<_, String>(4)?,
+                "dropped_packets": r.get::<_, i64>(5)?,
+                "dropped_bytes": r.get::<_, i64>(6)?,
+            }))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    let merged: Vec<Value> = {
+        let mut s = c.prepare(
+            "SELECT id, record, merged_into FROM alerts WHERE merged_into = ?1 ORDER BY id",
+        )?;
+        s.query_map([id], |r| {
+            Ok(with_id(&r.get::<_, String>(1)?, r.get(0)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    let timeline: Vec<Value> = timeline
+        .into_iter()
+        .map(|(b, n)| json!({ "ts": b * TIMELINE_BUCKET_NS, "packets": n }))
+        .collect();
+    Ok(Some(json!({
+        "alert": alert,
+        "timeline": { "bucket_s": TIMELINE_BUCKET_NS / 1_000_000_000, "points": timeline },
+        "flows": flows,
+        "anomalies": anomalies,
+        "mitigations": mitigations,
+        "merged": merged,
+    })))
 }
 
 /// Stored totals for `/metrics`.

@@ -2,7 +2,7 @@
 //! i + 1; `PRAGMA user_version` says where a file is.
 
 /// Current schema version; `MIGRATIONS[i]` takes a database from version i to i + 1.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -121,4 +121,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX attack_flows_alert ON attack_flows(alert_key);
     CREATE INDEX attack_flows_last_seen ON attack_flows(last_seen);",
+    // 5 -> 6: alerts are incidents: open while the attack runs (updated as it grows), then
+    // closed, or merged into a larger incident (its row id in merged_into); rev orders every
+    // write of an alert row, so the event stream pushes updates as well as new alerts.
+    "ALTER TABLE alerts ADD COLUMN state TEXT NOT NULL DEFAULT 'closed';
+    ALTER TABLE alerts ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE alerts ADD COLUMN merged_into INTEGER;
+    UPDATE alerts SET rev = id;
+    CREATE INDEX alerts_rev ON alerts(rev);
+    CREATE INDEX alerts_state ON alerts(state, last_seen);",
 ];
