@@ -46,6 +46,7 @@ function draw(id) {
       return t.desc ? -c : c;
     });
   }
+  if (id === "t-alerts") rows = alertOrder(rows);
   const tbody = $(id).querySelector("tbody");
   tbody.replaceChildren(...rows.map((r) => { const tr = document.createElement("tr"); t.render(tr, r); return tr; }));
 }
@@ -62,6 +63,30 @@ document.querySelectorAll("th[data-key]").forEach((th) => {
 });
 document.querySelectorAll(".filter").forEach((i) => i.addEventListener("input", () => draw(i.dataset.table)));
 document.getElementById("flows-by-score")?.addEventListener("change", () => loadTables());
+
+// Time on a real axis: x is ms since the epoch, and a gap longer than twice the step between
+// two points gets a null between them, so a line is never drawn across hours without data.
+function timePoints(items, tsKey, yKey, stepMs) {
+  const out = [];
+  let prev = null;
+  for (const p of items) {
+    const x = typeof p[tsKey] === "number" ? p[tsKey] : Date.parse(p[tsKey]);
+    if (Number.isNaN(x)) continue;
+    if (prev !== null && x - prev > 2 * stepMs) out.push({ x: prev + stepMs, y: null });
+    out.push({ x, y: p[yKey] });
+    prev = x;
+  }
+  return out;
+}
+function timeLabel(ms, spanMs) {
+  const iso = new Date(ms).toISOString();
+  return spanMs > 86400000 ? iso.slice(5, 16).replace("T", " ") : iso.slice(11, 19);
+}
+function timeScale(points) {
+  const xs = points.map((p) => p.x);
+  const span = xs.length ? Math.max(...xs) - Math.min(...xs) : 0;
+  return { type: "linear", ticks: { color: "#999", maxTicksLimit: 8, callback: (v) => timeLabel(v, span) } };
+}
 
 const charts = {};
 function chart(id, type, labels, datasets, extra = {}) {
@@ -84,33 +109,36 @@ function showStats(s) {
   $("c-flows").textContent = fmt(s.totals.flows);
   $("c-anomalies").textContent = fmt(s.totals.anomalies);
   $("c-alerts").textContent = fmt(s.totals.alerts);
-  chart("ch-traffic", "line", s.series.map((p) => p.ts.slice(11, 19)),
-    [{ label: "packets/s", data: s.series.map((p) => p.pps), borderColor: "#4aa3ff", pointRadius: 0 }]);
+  const step = s.series.length > 1 ? Math.max(1000, (Date.parse(s.series[s.series.length - 1].ts) - Date.parse(s.series[0].ts)) / (s.series.length - 1)) : 1000;
+  const traffic = timePoints(s.series, "ts", "pps", step);
+  chart("ch-traffic", "line", undefined,
+    [{ label: "packets/s", data: traffic, borderColor: "#4aa3ff", pointRadius: 0, spanGaps: false }],
+    { scales: { x: timeScale(traffic), y: { ticks: { color: "#999" } } } });
   const p = s.protocols;
   chart("ch-proto", "doughnut", ["TCP", "UDP", "ICMP", "other"],
     [{ data: [p.tcp, p.udp, p.icmp, p.other], backgroundColor: ["#4aa3ff", "#f5a623", "#d0021b", "#7ed321"] }]);
   // Alerts by kind over time: one stacked bar per time bucket, one colour per kind.
-  const times = [...new Set(s.alert_series.map((a) => a.ts))];
   const kinds = [...new Set(s.alert_series.map((a) => a.kind))];
   const colours = ["#f5a623", "#d0021b", "#4aa3ff", "#7ed321", "#bd10e0", "#50e3c2", "#b8e986", "#9b9b9b"];
-  chart("ch-kinds", "bar", times.map((t) => t.slice(11, 19)), kinds.map((k, i) => ({
+  const sets = kinds.map((k, i) => ({
     label: k, backgroundColor: colours[i % colours.length],
-    data: times.map((t) => s.alert_series.find((a) => a.ts === t && a.kind === k)?.count ?? 0),
-  })), { scales: { x: { stacked: true, ticks: { color: "#999" } }, y: { stacked: true, ticks: { color: "#999" } } } });
+    data: s.alert_series.filter((a) => a.kind === k).map((a) => ({ x: Date.parse(a.ts), y: a.count })),
+  }));
+  for (const d of sets) { d.barThickness = 6; }
+  chart("ch-kinds", "bar", undefined, sets,
+    { scales: { x: { ...timeScale(sets.flatMap((d) => d.data)), stacked: true }, y: { stacked: true, ticks: { color: "#999" } } } });
 }
 
 async function loadTables() {
-  const [alerts, anomalies, flows, sus, talkers] = await Promise.all([
-    api("/api/alerts?limit=200"), api("/api/anomalies?limit=200"), api($("flows-by-score")?.checked ? "/api/flows?limit=200&sort=score" : "/api/flows?limit=200"),
+  const [openAlerts, alerts, anomalies, flows, sus, talkers] = await Promise.all([
+    api("/api/alerts?state=open&limit=200"), api("/api/alerts?limit=200"), api("/api/anomalies?limit=200"), api($("flows-by-score")?.checked ? "/api/flows?limit=200&sort=score" : "/api/flows?limit=200"),
     api("/api/suspicious-ips?limit=50"), api("/api/top-talkers?limit=50"),
   ]);
-  setRows("t-alerts", alerts.items, (tr, a) => {
-    cell(tr, a.last_seen); cell(tr, a.kind); cell(tr, a.severity, "badge sev-" + a.severity);
-    cell(tr, a.src_ip ?? "many"); cell(tr, a.dst_ip ?? "many"); cell(tr, a.count);
-    // A flood's small flows past its first rows are summed into its alert: shown beside the evidence.
-    cell(tr, JSON.stringify(a.flows_summed ? { ...a.evidence, flows_summed: a.flows_summed } : a.evidence));
-    pcapCell(tr, a);
-  });
+  // Running incidents first (they may be older than the newest closed ones), merged ones not
+  // at all: their counts are in the incident that took them over.
+  const byId = new Map();
+  for (const a of [...openAlerts.items, ...alerts.items]) byId.set(a.id, a);
+  setRows("t-alerts", [...byId.values()].filter((a) => a.state !== "merged"), alertRow);
   setRows("t-anomalies", anomalies.items.map((x) => ({ ts: x.flow?.last_seen, src: x.flow?.src_ip, dst: x.flow?.dst_ip,
       score: x.score ?? null, features: (x.top_features || []).map((f) => `${f.feature} (${Math.round(f.share * 100)}%)`).join(", ") })),
     (tr, a) => { cell(tr, a.ts); cell(tr, a.src); cell(tr, a.dst); cell(tr, a.score); cell(tr, a.features); });
@@ -123,6 +151,85 @@ async function loadTables() {
   setRows("t-talkers", talkers.items, (tr, t) => { cell(tr, t.ip); cell(tr, fmt(t.bytes)); cell(tr, fmt(t.packets)); cell(tr, t.flows); });
 }
 
+// One alert row: open incidents marked and drawn first, what happened as a sentence; a click
+// opens its detail view.
+function alertRow(tr, a) {
+  cell(tr, a.state === "open" ? "open" : "closed", "badge st-" + (a.state || "closed"));
+  cell(tr, a.last_seen); cell(tr, a.kind); cell(tr, a.severity, "badge sev-" + a.severity);
+  cell(tr, a.src_ip ?? "many"); cell(tr, a.dst_ip ?? "many"); cell(tr, fmt(a.count));
+  const n = a.flows_summed?.flows;
+  const summed = n ? ` (+${fmt(n)} small flow${n === 1 ? "" : "s"} summed)` : "";
+  cell(tr, (a.summary || JSON.stringify(a.evidence)) + summed, "summary");
+  pcapCell(tr, a);
+  tr.dataset.id = a.id;
+  tr.className = "alert-row" + (a.state === "open" ? " open" : "");
+  tr.onclick = (e) => { if (!e.target.closest("button")) openDetail(a.id); };
+}
+
+// The alert table keeps open incidents on top whatever column the operator sorts by.
+function alertOrder(rows) {
+  return rows.slice().sort((x, y) => (y.state === "open") - (x.state === "open"));
+}
+
+// The detail view of one alert: its sentence, its fields, its packets over time (gaps shown),
+// the model's anomalies about it with their top features, its flows, its pcap, mitigation and
+// the alerts merged into it. `#alert-ID` in the address opens it.
+async function openDetail(id) {
+  let d;
+  try {
+    d = await api(`/api/alerts/${id}`);
+  } catch (e) {
+    $("pcap-msg").textContent = `alert ${id}: ${e.message}`;
+    return;
+  }
+  const a = d.alert;
+  $("detail").hidden = false;
+  if (location.hash !== `#alert-${id}`) history.replaceState(null, "", `#alert-${id}`);
+  $("d-title").textContent = `#${a.id} ${a.kind} (${a.state || "closed"}, ${a.severity}): ${a.summary || ""}`;
+  const fields = [
+    ["state", a.state], ["first seen", a.first_seen], ["last seen", a.last_seen], ["count", a.count],
+    ["source", a.src_ip ?? "many"], ["destination", a.dst_ip ?? "many"], ["detector", a.detector],
+    ["score", a.score], ["merged into", a.merged_into ? `#${a.merged_into}` : null],
+    ...Object.entries(a.evidence || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v]),
+  ].filter(([, v]) => v !== null && v !== undefined);
+  if (a.flows_summed) fields.push(["flows summed", `${fmt(a.flows_summed.flows)} flows, ${fmt(a.flows_summed.packets)} packets`]);
+  setRows("t-detail-fields", fields.map(([k, v]) => ({ k, v })), (tr, f) => { cell(tr, f.k); cell(tr, f.v); });
+  // The rate the rule measured at each update while it ran (live), and the packets of its
+  // finished flows per 10 s (known once they end): both on one time axis, gaps kept.
+  const points = timePoints(d.timeline.points, "ts", "packets", d.timeline.bucket_s * 1000)
+    .map((p) => ({ x: p.x / 1e6, y: p.y }));
+  const hist = (a.rate_history || []).map(([ms, r]) => ({ ms, r }));
+  const histStep = hist.length > 1 ? Math.max(1000, (hist[hist.length - 1].ms - hist[0].ms) / (hist.length - 1)) : 1000;
+  const rates = timePoints(hist, "ms", "r", histStep);
+  const unit = a.kind === "port_scan" ? "ports" : a.kind === "host_sweep" ? "hosts" : a.kind === "ml_anomaly" ? "score" : "packets/s";
+  chart("ch-detail", "line", undefined, [
+    { label: `rate (${unit})`, data: rates, borderColor: "#d0021b", pointRadius: 1, spanGaps: false, yAxisID: "y" },
+    { label: `flow packets per ${d.timeline.bucket_s} s`, data: points, borderColor: "#f5a623", pointRadius: 2, spanGaps: false, yAxisID: "y1" },
+  ], { scales: { x: timeScale([...rates, ...points]), y: { position: "left", ticks: { color: "#999" } },
+    y1: { position: "right", grid: { drawOnChartArea: false }, ticks: { color: "#999" } } } });
+  setRows("t-detail-anomalies", d.anomalies.map((x) => ({ ts: x.flow?.last_seen, flow: `${x.flow?.src_ip} -> ${x.flow?.dst_ip}:${x.flow?.dst_port ?? ""}`,
+      score: x.score, features: (x.top_features || []).map((f) => `${f.feature} (${Math.round(f.share * 100)}%)`).join(", ") })),
+    (tr, x) => { cell(tr, x.ts); cell(tr, x.flow); cell(tr, x.score); cell(tr, x.features); });
+  setRows("t-detail-flows", d.flows.map((f) => ({ last_seen: f.last_seen, src: `${f.src_ip}:${f.src_port}`, dst: `${f.dst_ip}:${f.dst_port}`,
+      proto: f.proto, packets: f.packets_fwd + f.packets_rev, end: f.end, score: f.score ?? null })),
+    (tr, f) => { cell(tr, f.last_seen); cell(tr, f.src); cell(tr, f.dst); cell(tr, f.proto); cell(tr, fmt(f.packets)); cell(tr, f.end); cell(tr, f.score === null ? "-" : f.score.toFixed(3)); });
+  setRows("t-detail-mitigation", d.mitigations, (tr, m) => { cell(tr, new Date(m.ts / 1e6).toISOString()); cell(tr, m.action, "badge act-" + m.action); cell(tr, m.target); cell(tr, m.reason); cell(tr, fmt(m.dropped_packets)); });
+  setRows("t-detail-merged", d.merged, (tr, m) => { cell(tr, `#${m.id}`); cell(tr, m.kind); cell(tr, m.summary || ""); });
+  $("d-counts").textContent = `${d.flows.length} flows, ${d.anomalies.length} model anomalies, ${d.mitigations.length} mitigation actions, ${d.merged.length} alerts merged in`;
+  const p = $("d-pcap");
+  p.replaceChildren();
+  if (a.pcap) {
+    const b = document.createElement("button");
+    b.className = "pcap";
+    b.textContent = `download ${a.pcap}`;
+    b.onclick = () => downloadPcap(a.id, a.pcap);
+    p.appendChild(b);
+  } else {
+    p.textContent = "no packet evidence recorded";
+  }
+}
+$("d-close").onclick = () => { $("detail").hidden = true; history.replaceState(null, "", location.pathname + location.search); };
+
 async function loadStatus() {
   const s = await api("/api/status");
   $("st-capture").textContent = s.capture || "idle";
@@ -131,6 +238,8 @@ async function loadStatus() {
   $("st-model").textContent = inUse
     ? `threshold ${inUse.threshold.toFixed(3)} (${inUse.threshold_rule === "max_alerts_per_hour" ? `budget ${inUse.max_alerts_per_hour}/h` : `contamination ${inUse.contamination}`}; ~${inUse.expected_alerts_per_hour ?? "?"} alerts/h on its baseline)`
     : s.model ? `${s.model.flows} flows, threshold ${s.model.threshold.toFixed(3)}` : "none";
+  // A threshold that could not follow the asked-for rule says why (a baseline too short).
+  if (inUse?.threshold_note) $("st-model").textContent += " - " + inUse.threshold_note;
   $("st-uptime").textContent = `${Math.floor(s.uptime_s / 60)} min`;
   const w = s.database_writes;
   $("st-db").textContent = !w ? "read-only" : w.ok ? "writing"
@@ -154,10 +263,17 @@ function live() {
   const es = new EventSource("/api/events");
   es.onopen = () => $("st-live").className = "dot on";
   es.onerror = () => $("st-live").className = "dot off";
+  // Every write of an alert comes here: a new one, an update of a running incident, its
+  // close, or its merge into another (which takes it off the list).
   es.addEventListener("alert", (ev) => {
     const a = JSON.parse(ev.data);
     const t = tables["t-alerts"];
-    if (t) { t.rows.unshift(a); draw("t-alerts"); }
+    if (t) {
+      const rest = t.rows.filter((r) => r.id !== a.id);
+      t.rows = a.state === "merged" ? rest : [a, ...rest];
+      draw("t-alerts");
+    }
+    if (!$("detail").hidden && $("d-title").textContent.startsWith(`#${a.id} `)) openDetail(a.id);
   });
   es.addEventListener("stats", (ev) => showStats(JSON.parse(ev.data)));
 }
@@ -260,7 +376,7 @@ async function control(path, body) {
 function describe(r) {
   if (r.attached) return `watching ${r.attached.iface} (${r.attached.mode})`;
   if (r.detached) return `stopped watching ${r.detached.iface}`;
-  if (r.threshold !== undefined) return `model trained on ${fmt(r.flows)} flows, threshold ${r.threshold.toFixed(3)}${r.loaded ? ", now scoring live flows" : ""}`;
+  if (r.threshold !== undefined) return `model trained on ${fmt(r.flows)} flows, threshold ${r.threshold.toFixed(3)}${r.loaded ? ", now scoring live flows" : ""}${r.threshold_note ? " (" + r.threshold_note + ")" : ""}`;
   if (r.packets !== undefined) return `replayed ${fmt(r.packets)} packets, ${fmt(r.flows)} flows, alerts: ${Object.entries(r.alerts || {}).map(([k, n]) => `${n} ${k}`).join(", ") || "none"}`;
   return JSON.stringify(r);
 }
@@ -343,7 +459,10 @@ $("ctl-stop").onclick = () => { const iface = pickedIface(); if (iface) control(
 $("ctl-iface").onfocus = () => { if ($("ctl-iface").options.length <= 1) loadInterfaces(true); };
 loadInterfaces();
 
-refresh();
+refresh().then(() => {
+  const m = /^#alert-(\d+)$/.exec(location.hash);
+  if (m) openDetail(Number(m[1]));
+});
 // `?live=0` gives a static page (reports, screenshots, headless tests): no event stream, no
 // periodic reload, so the page goes idle once it has drawn.
 if (new URLSearchParams(location.search).get("live") !== "0") {

@@ -111,7 +111,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         pipeline.set_recorder(Recorder::new_or_retry(
             opts.config.evidence.clone(),
             opts.data_dir.join("evidence"),
-            s.sid(),
+            s.evidence_prefix(),
             Window::FromOpen,
         ));
     }

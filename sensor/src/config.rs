@@ -91,8 +91,35 @@ pub struct ModelSettings {
     /// anomalies are one alert about the destination, not one per (possibly forged) source.
     pub victim_sources: usize,
     /// Training picks the threshold so the baseline raises at most this many model alerts
-    /// an hour (instead of the contamination quantile); unset: contamination decides.
+    /// an hour, when the baseline is long enough to count alerts per hour on
+    /// (`detect::ml::model::MIN_BUDGET_BASELINE_S`); a shorter one falls back to the
+    /// contamination quantile and says so. Unset: contamination decides.
     pub max_alerts_per_hour: Option<f64>,
+    /// `budget` (default): the alert budget above; `contamination`: the quantile always.
+    pub threshold: ThresholdChoice,
+}
+
+/// How training picks the model's threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdChoice {
+    #[default]
+    Budget,
+    Contamination,
+}
+
+/// Model alerts per baseline hour training aims at by default: an operator reads one; the
+/// contamination quantile on a quiet baseline means hundreds.
+pub const DEFAULT_ALERT_BUDGET: f64 = 1.0;
+
+impl ModelSettings {
+    /// The alert budget training applies, if any.
+    pub fn budget(&self) -> Option<f64> {
+        match self.threshold {
+            ThresholdChoice::Budget => self.max_alerts_per_hour,
+            ThresholdChoice::Contamination => None,
+        }
+    }
 }
 
 impl Default for ModelSettings {
@@ -105,7 +132,8 @@ impl Default for ModelSettings {
             seed: p.seed,
             max_alerts_per_minute: 30,
             victim_sources: 10,
-            max_alerts_per_hour: None,
+            max_alerts_per_hour: Some(DEFAULT_ALERT_BUDGET),
+            threshold: ThresholdChoice::Budget,
         }
     }
 }
@@ -194,10 +222,39 @@ impl Config {
         toml::from_str::<Self>(text)
             .map_err(|e| ConfigError::Parse {
                 path: path.into(),
-                message: e.to_string(),
+                message: located(text, &e),
             })?
             .validate(path)
     }
+}
+
+/// A TOML error as an operator fixes it: the line, the key (with its table) and what is wrong,
+/// on one line (the parser's own text spans several, with a caret).
+fn located(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_owned();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    // The table the line is in: the nearest `[header]` above it.
+    let table = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let what = match (table, key) {
+        (Some(t), Some(k)) => format!(", key `{t}.{k}`"),
+        (None, Some(k)) => format!(", key `{k}`"),
+        (Some(t), None) => format!(", table [{t}]"),
+        (None, None) => String::new(),
+    };
+    format!("line {line_no}{what}: {}", e.message())
 }
 
 #[cfg(test)]
@@ -213,6 +270,17 @@ mod tests {
             RuleConfig::default().host_sweep_hosts
         );
         let e = toml::from_str::<Config>("[rules]\nport_scan_port = 15\n").expect_err("typo");
+        let bad = Config::from_toml(
+            "# sensor\n[rules]\nport_scan_ports = \"x\"\n",
+            Path::new("bad.toml"),
+        )
+        .expect_err("a string for a number");
+        let msg = bad.to_string();
+        assert!(
+            msg.starts_with("bad.toml: invalid config: line 3, key `rules.port_scan_ports`: ")
+                && msg.contains("invalid type"),
+            "{msg}"
+        );
         assert!(e.to_string().contains("port_scan_port"), "{e}");
         assert_eq!(
             toml::from_str::<Config>("").expect("empty"),

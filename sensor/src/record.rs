@@ -131,7 +131,15 @@ pub struct AlertRecord {
     pub last_seen: String,
     pub count: u64,
     pub score: Option<f64>,
+    /// What happened, in one sentence an operator reads without opening the evidence (built
+    /// from it by [`summary`]).
+    #[serde(default)]
+    pub summary: String,
     pub evidence: serde_json::Value,
+    /// The alert's rate over time while it was open: `[unix ms, rate]` per update (rate as the
+    /// kind measures it: packets/s for floods, ports or hosts for scans and sweeps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_history: Vec<(u64, f64)>,
     /// The alert's packet evidence file in `DATA_DIR/evidence` (`GET /api/alerts/{id}/pcap`),
     /// when its packets are recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -68,7 +68,9 @@ fn dashboard_renders_cards_charts_and_alerts() {
                     last_seen: "2026-11-27T12:00:00.000000Z".into(),
                     count: 1,
                     score: None,
+                    summary: MARKUP.into(),
                     evidence: serde_json::json!({ "note": MARKUP }),
+                    rate_history: Vec::new(),
                     pcap: None,
                 },
                 1_795_000_000_000_000_000,
@@ -88,7 +90,7 @@ fn dashboard_renders_cards_charts_and_alerts() {
     // headless Chromium waits for before it dumps or shoots.
     let url = format!("http://{}/?live=0", server.addr);
     let profile = dir.join("profile");
-    let run = |extra: &[&str]| {
+    let run_at = |url: &str, extra: &[&str]| {
         let out = Command::new(&browser)
             .args([
                 "--headless=new",
@@ -104,7 +106,7 @@ fn dashboard_renders_cards_charts_and_alerts() {
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
-            .arg(&url)
+            .arg(url)
             .output()
             .expect("run chromium");
         assert!(
@@ -114,7 +116,23 @@ fn dashboard_renders_cards_charts_and_alerts() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let run = |extra: &[&str]| run_at(&url, extra);
     let dom = run(&["--dump-dom"]);
+    // The detail view of the scan's alert, opened by its address as a click opens it.
+    let scan_id: i64 = sensor::sink::store::open_ro(&dir.join("sensor.db"))
+        .expect("db")
+        .query_row(
+            "SELECT id FROM alerts WHERE kind = 'port_scan' AND src_ip IS NOT NULL ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("a stored scan alert");
+    let detail_dom = run_at(&format!("{url}#alert-{scan_id}"), &["--dump-dom"]);
+    let detail_shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-detail.png");
+    run_at(
+        &format!("{url}#alert-{scan_id}"),
+        &[&format!("--screenshot={}", detail_shot.display())],
+    );
     let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
     run(&[&format!("--screenshot={}", shot.display())]);
     drop(server);
@@ -177,5 +195,31 @@ fn dashboard_renders_cards_charts_and_alerts() {
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000),
         "screenshot missing or empty"
+    );
+    // The table says what happened in words, not JSON.
+    assert!(
+        table.contains("TCP scan of ") && table.contains(" ports of 10.99.0.2 from 10.99.0.1"),
+        "no sentence for the scan: {table}"
+    );
+
+    // Detail view: shown, with the sentence, the evidence's fields, the scan's flows, and its
+    // timeline drawn on a time axis.
+    let at = detail_dom.find("id=\"detail\"").expect("detail section");
+    let section = &detail_dom[at..];
+    let section = &section[..section.find("</section>").expect("section end")];
+    let open_tag = &detail_dom[detail_dom[..at].rfind('<').expect("tag")..at + 20];
+    assert!(!open_tag.contains("hidden"), "detail view not opened: {open_tag}");
+    for needle in [&format!("#{scan_id} port_scan"), "TCP scan of", "sample_ports", "10.99.0.1:", "Its flows"] {
+        assert!(section.contains(needle), "detail view lacks {needle}: {section}");
+    }
+    let flows = &section[section.find("id=\"t-detail-flows\"").expect("flows table")..];
+    let rows = flows[..flows.find("</table>").expect("end")].matches("<tr>").count();
+    assert!(rows > 10, "{rows} flow rows in the detail view");
+    let canvas = &section[section.find("id=\"ch-detail\"").expect("detail chart")..];
+    let tag = &section[section[..section.len() - canvas.len()].rfind('<').expect("tag")..section.len() - canvas.len() + 20];
+    assert!(tag.contains("box-sizing"), "detail chart not drawn: {tag}");
+    assert!(
+        std::fs::metadata(&detail_shot).is_ok_and(|m| m.len() > 10_000),
+        "detail screenshot missing or empty"
     );
 }

@@ -305,3 +305,111 @@ fn dashboard_starts_and_stops_a_capture() {
     drop(browser);
     drop(agent);
 }
+
+/// An operator watching a flood: its alert row is marked open, stays on top, and its count
+/// and sentence change while the flood runs, from the event stream alone (no reload); the
+/// row opens the alert's detail view, which names the victim and draws its timeline.
+#[test]
+fn a_running_floods_row_updates_in_place_and_opens_its_detail() {
+    if load_or_skip("dashboard flood row", KernelConfig::default()).is_none() {
+        return;
+    }
+    if !std::path::Path::new("/usr/sbin/hping3").exists() {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "hping3 missing (cargo xtask setup installs it)"
+        );
+        sensor_tests::skip("dashboard flood row", "no hping3");
+        return;
+    }
+    let lab = VethPair::create();
+    let agent = Agent::start("dash-flood", vec![lab.local.to_owned()], CaptureMode::Auto);
+    let Some(browser) = Browser::start() else {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "chromium or chromedriver is missing (cargo xtask setup installs them)"
+        );
+        sensor_tests::skip("dashboard flood row", "no chromium/chromedriver");
+        return;
+    };
+    browser.cmd(
+        "POST",
+        "url",
+        Some(json!({ "url": format!("http://{}/", agent.addr) })),
+    );
+    // A SYN flood of ~2,000 packets/s for 12 s from the peer, in the background.
+    let mut flood = Command::new("ip")
+        .args(["netns", "exec", &lab.peer.name, "timeout", "12", "hping3", "-q", "-S"])
+        .args(["-p", "80", "-i", "u500"])
+        .arg(lab.local_addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hping3");
+    let row = "#t-alerts tbody tr.alert-row.open";
+    let count = |b: &Browser| -> (String, String) {
+        let v = b.script(
+            "const r = document.querySelector(arguments[0]); \
+             return r ? [r.children[2].textContent, r.children[6].textContent, r.children[7].textContent] : null;",
+            json!([row]),
+        );
+        (
+            format!("{} {}", v[0].as_str().unwrap_or_default(), v[1].as_str().unwrap_or_default()),
+            v[2].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    browser.wait_for("an open syn_flood row", |b| count(b).0.starts_with("syn_flood "));
+    let (first, _) = count(&browser);
+    std::thread::sleep(Duration::from_millis(3000));
+    let (later, sentence) = count(&browser);
+    let n = |s: &str| -> u64 {
+        s.split_whitespace()
+            .nth(1)
+            .map(|c| c.chars().filter(char::is_ascii_digit).collect::<String>())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        n(&later) > n(&first),
+        "the open row's count did not grow while the flood ran: {first:?} -> {later:?}"
+    );
+    assert!(
+        sentence.starts_with("SYN flood into ") && sentence.contains(&lab.local_addr.to_string()),
+        "{sentence}"
+    );
+    // Open on top: the first row of the table is the running incident.
+    let top = browser.script(
+        "return document.querySelector('#t-alerts tbody tr').classList.contains('open');",
+        json!([]),
+    );
+    assert_eq!(top, json!(true), "the running incident is not the first row");
+
+    browser.script(
+        "document.querySelector(arguments[0]).children[1].click(); return true;",
+        json!([row]),
+    );
+    browser.wait_for("the detail view", |b| {
+        b.text("#d-title").contains("syn_flood") && b.text("#d-title").contains("SYN flood into")
+    });
+    let drawn = browser.script(
+        "return document.getElementById('detail').hidden === false && \
+         document.getElementById('ch-detail').style.boxSizing !== undefined;",
+        json!([]),
+    );
+    assert_eq!(drawn, json!(true));
+    assert!(
+        browser.text("#t-detail-fields tbody").contains("tcp_syn"),
+        "{}",
+        browser.text("#t-detail-fields tbody")
+    );
+    let shot = browser.cmd("GET", "screenshot", None);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().unwrap_or_default())
+        .expect("screenshot is base64");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-flood.png");
+    std::fs::write(&path, &png).expect("write screenshot");
+    let _ignored = flood.kill();
+    let _ignored = flood.wait();
+    drop(browser);
+    drop(agent);
+}

@@ -200,7 +200,9 @@ fn alert(id: u64, kind: AlertKind, severity: Severity, last: u8) -> AlertRecord 
         last_seen: "2026-12-01T10:00:05.000001Z".into(),
         count: 4,
         score: None,
+        summary: String::new(),
         evidence: serde_json::json!({}),
+        rate_history: Vec::new(),
         pcap: Some(format!("alert-1-{id}.pcap")),
     }
 }

@@ -220,7 +220,9 @@ fn crafted(id: u64) -> AlertRecord {
         last_seen: "2026-12-01T10:00:05.000001Z".into(),
         count: 3,
         score: None,
+        summary: String::new(),
         evidence: serde_json::json!({}),
+        rate_history: Vec::new(),
         pcap: Some("odd\"name]\\x.pcap".into()),
     }
 }

@@ -451,9 +451,10 @@ fn model_report(
             .arg(kind)
             .arg("--model")
             .arg(&model);
-        if let Some(b) = budget {
-            c.args(["--max-alerts-per-hour", b]);
-        }
+        match budget {
+            Some(b) => c.args(["--max-alerts-per-hour", b]),
+            None => c.args(["--contamination", "0.1"]),
+        };
         let st = c
             .stderr(std::process::Stdio::null())
             .status()

@@ -210,6 +210,88 @@ pub fn detect(
     Ok(found)
 }
 
+/// What the e2e saw of one attack: when its alert appeared, and whether the alert's figures
+/// moved on while the attack still ran.
+pub struct Seen {
+    pub after: Duration,
+    pub id: Value,
+    /// For attacks that run until stopped: the alert read again 2.5 s later, still running.
+    pub grew: Option<(bool, String)>,
+}
+
+/// Like [`detect`], and for an attack that runs until stopped, reads its alert again while it
+/// goes on: an incident is updated while it runs (state open, `last_seen` and `count` later).
+pub fn detect_growing(
+    sensor: &Sensor,
+    kind: Kind,
+    t: Target,
+    limit: Duration,
+    log: &Path,
+) -> Result<Option<Seen>> {
+    let query = format!("&kind={}", kind.alert());
+    let before: Vec<Value> = sensor
+        .alerts(&query)
+        .iter()
+        .filter(|a| matches(a, kind, t))
+        .map(|a| a["id"].clone())
+        .collect();
+    let started = Instant::now();
+    let mut running = attack::launch(kind, t, log)?;
+    let mut found = None;
+    while started.elapsed() < limit {
+        let new = |a: &&Value| matches(a, kind, t) && !before.contains(&a["id"]);
+        if let Some(a) = sensor.alerts(&query).iter().find(new) {
+            found = Some((started.elapsed(), a.clone()));
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let Some((after, first)) = found else {
+        running.stop();
+        return Ok(None);
+    };
+    let mut grew = None;
+    if !kind.ends_by_itself() {
+        thread::sleep(Duration::from_millis(2500));
+        let later = sensor
+            .get(&format!("/api/alerts/{}", first["id"]))
+            .map(|d| d["alert"].clone())
+            .unwrap_or(Value::Null);
+        let ok = later["state"] == "open"
+            && later["last_seen"].as_str() > first["last_seen"].as_str()
+            && later["count"].as_u64() > first["count"].as_u64();
+        grew = Some((
+            ok,
+            format!(
+                "count {} -> {}, last_seen {} -> {}, state {}",
+                first["count"], later["count"], first["last_seen"], later["last_seen"], later["state"]
+            ),
+        ));
+    }
+    running.stop();
+    Ok(Some(Seen {
+        after,
+        id: first["id"].clone(),
+        grew,
+    }))
+}
+
+/// Alerts an operator reads about one attack: those naming its attacker or its victim, less
+/// those merged into another (the incident that took them over is counted).
+pub fn alerts_of(alerts: &[Value], kind: Kind, t: Target) -> Vec<Value> {
+    let (src, victim) = kind.endpoints(t);
+    let ends = [src.to_string(), victim.to_string()];
+    alerts
+        .iter()
+        .filter(|a| a["state"] != "merged")
+        .filter(|a| {
+            ends.iter()
+                .any(|e| a["src_ip"].as_str() == Some(e) || a["dst_ip"].as_str() == Some(e))
+        })
+        .cloned()
+        .collect()
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -273,12 +355,35 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
         logs.display()
     );
     let tools_log = logs.join("attacks.log");
-    let mut next = Instant::now() + every;
+    let started = unix_secs();
+    // The benign warm-up the model is trained on: at least 30 s, so that flows have finished.
+    let mut next = Instant::now() + every.max(Duration::from_secs(30));
+    let mut trained = false;
     let mut i = 0usize;
     while !STOP.load(Ordering::SeqCst) {
         if let Ok(Some(status)) = s.child.try_wait() {
             drop(guard);
             bail!("the sensor exited with {status}");
+        }
+        // The old tool's workflow: a model trained on the benign warm-up, then both detectors
+        // watch the attacks (the dashboard's "Train model" does the same).
+        if !trained && Instant::now() + Duration::from_secs(3) >= next {
+            trained = true;
+            let body = serde_json::json!({"since": started.to_string(), "until": unix_secs().to_string()});
+            match s.post("/api/model/train", token, &body) {
+                Some((200, v)) => eprintln!(
+                    "lab: model trained on the {} flows of the benign warm-up, threshold {:.3} \
+                     (~{} model alerts/hour on it){}; it now judges every finished flow",
+                    v["flows"],
+                    v["threshold"].as_f64().unwrap_or(0.0),
+                    v["expected_alerts_per_hour"],
+                    v["threshold_note"]
+                        .as_str()
+                        .map(|n| format!("; {n}"))
+                        .unwrap_or_default()
+                ),
+                other => eprintln!("lab: training the model failed: {other:?}"),
+            }
         }
         if Instant::now() >= next {
             let kind = Kind::ALL[i % Kind::ALL.len()];
@@ -295,12 +400,21 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
                 t.victim,
                 kind.alert()
             );
-            match detect(&s, kind, t, Duration::from_secs(20), &tools_log) {
-                Ok(Some(d)) => eprintln!(
-                    "lab: {} detected {:.2} s after launch",
-                    kind.name(),
-                    d.as_secs_f64()
-                ),
+            match detect_growing(&s, kind, t, Duration::from_secs(20), &tools_log) {
+                Ok(Some(seen)) => {
+                    let now = s
+                        .get(&format!("/api/alerts/{}", seen.id))
+                        .map(|d| d["alert"].clone())
+                        .unwrap_or(Value::Null);
+                    eprintln!(
+                        "lab: {} detected {:.2} s after launch: alert #{} ({}): {}",
+                        kind.name(),
+                        seen.after.as_secs_f64(),
+                        seen.id,
+                        now["state"].as_str().unwrap_or("?"),
+                        now["summary"].as_str().unwrap_or("?")
+                    );
+                }
                 Ok(None) => eprintln!("lab: {} NOT detected within 20 s", kind.name()),
                 Err(e) => eprintln!("lab: {}: {e:#}", kind.name()),
             }
@@ -379,15 +493,21 @@ pub fn e2e(sensor: &Path, benign: Duration) -> Result<Cases> {
         format!("{trained:?}"),
     ));
 
+    let mut targets = Vec::new();
     for (i, kind) in Kind::ALL.into_iter().enumerate() {
         // Fresh attacker and victim addresses per kind: alerts cannot borrow from each other.
         let t = Target {
             src: lab::attacker_alias(i as u8),
             victim: lab::victim_alias(i as u8),
         };
-        let found = detect(&s, kind, t, Duration::from_secs(30), &log)?;
-        let detail = match found {
-            Some(d) => format!("{} alert after {:.2} s", kind.alert(), d.as_secs_f64()),
+        targets.push((kind, t));
+        let found = detect_growing(&s, kind, t, Duration::from_secs(30), &log)?;
+        let detail = match &found {
+            Some(seen) => format!(
+                "{} alert after {:.2} s",
+                kind.alert(),
+                seen.after.as_secs_f64()
+            ),
             None => {
                 let seen = s.alerts("");
                 format!(
@@ -400,8 +520,45 @@ pub fn e2e(sensor: &Path, benign: Duration) -> Result<Cases> {
             }
         };
         cases.push((format!("{} detected", kind.name()), found.is_some(), detail));
+        if let Some((ok, detail)) = found.and_then(|f| f.grew) {
+            cases.push((
+                format!("{} alert updated while the attack runs", kind.name()),
+                ok,
+                detail,
+            ));
+        }
         thread::sleep(Duration::from_secs(1));
     }
+
+    // One alert per attack: what each attack's attacker and victim are named in, incidents
+    // merged into another not counted. Read once the last alerts had time to close.
+    thread::sleep(Duration::from_secs(5));
+    let all = s.alerts("");
+    let per: Vec<(Kind, Vec<Value>)> = targets
+        .iter()
+        .map(|(k, t)| (*k, alerts_of(&all, *k, *t)))
+        .collect();
+    let total: usize = per.iter().map(|(_, a)| a.len()).sum();
+    let exactly_one = per.iter().filter(|(_, a)| a.len() == 1).count();
+    let extra: Vec<String> = per
+        .iter()
+        .filter(|(_, a)| a.len() != 1)
+        .map(|(k, a)| format!("{}: {}", k.name(), summarize(a)))
+        .collect();
+    eprintln!(
+        "e2e: {total} alerts for {} attacks ({:.2} per attack), {exactly_one} with exactly one",
+        per.len(),
+        total as f64 / per.len() as f64
+    );
+    cases.push((
+        "one alert per attack".into(),
+        exactly_one == per.len(),
+        format!(
+            "{total} alerts for {} attacks, {exactly_one} with exactly one; {}",
+            per.len(),
+            extra.join("; ")
+        ),
+    ));
 
     // The model judged live flows: its anomalies are in the API while the sensor runs.
     let mut anomalies = 0;

@@ -263,13 +263,8 @@ fn test(args: &[String]) -> Result<()> {
     }
     // The tests that run the `sensor` binary itself (replay of hostile files, kill -9) find it
     // beside them in target/debug: build it first, so it is the tree's.
-    let st = cargo()
-        .args(["build", "-p", "sensor", "--bin", "sensor"])
-        .status()
+    cargo_build(cargo().args(["build", "-p", "sensor", "--bin", "sensor"]))
         .context("cargo build -p sensor")?;
-    if !st.success() {
-        bail!("cargo build -p sensor failed: {st}");
-    }
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "sensor-ebpf"])
         .args(args);
@@ -439,14 +434,46 @@ pub(crate) fn corpora() -> PathBuf {
 
 /// Builds the release `sensor` binary and returns its path.
 fn release_sensor() -> Result<PathBuf> {
-    setup::run(cargo().args(["build", "--release", "--package", "sensor"]))
+    cargo_build(cargo().args(["build", "--release", "--package", "sensor"]))
         .context("building the sensor")?;
     Ok(target_dir().join("release/sensor"))
 }
 
+/// Runs a cargo build and passes its output on, except the eBPF build's: aya-build relays
+/// every line of the nested cargo as a `warning: sensor@...:` line (dozens per build), shown
+/// here as one line unless the build fails, when every held line is printed.
+fn cargo_build(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let stderr = child.stderr.take().context("cargo stderr")?;
+    let mut held = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.context("reading cargo's output")?;
+        if line.starts_with("warning: sensor@") {
+            if held.is_empty() {
+                eprintln!("   Building the XDP program (nightly toolchain, bpf-linker)");
+            }
+            held.push(line);
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    let status = child.wait().context("waiting for cargo")?;
+    if !status.success() {
+        for l in &held {
+            eprintln!("{l}");
+        }
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
 /// Builds and runs one of the benchmark binaries of `sensor-tests`.
 fn bench_bin(name: &str, args: &[String]) -> Result<()> {
-    setup::run(cargo().args([
+    cargo_build(cargo().args([
         "build",
         "--release",
         "--package",

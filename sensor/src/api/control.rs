@@ -225,7 +225,7 @@ pub(super) async fn replay(
                 Recorder::new(
                     ev.clone(),
                     state.data_dir.join("evidence"),
-                    store.sid(),
+                    store.evidence_prefix(),
                     Window::FromFirstSeen,
                 )
             })
@@ -346,7 +346,7 @@ pub(super) async fn train(
             m.calibrate(
                 &rows,
                 &meta,
-                budget.or(cfg.model.max_alerts_per_hour),
+                budget.or(cfg.model.budget()),
                 cfg.rules.quiet_close_s * 1_000_000_000,
             );
             m.save(&out)
@@ -369,6 +369,7 @@ pub(super) async fn train(
                 "threshold_rule": m.threshold_rule,
                 "max_alerts_per_hour": m.max_alerts_per_hour,
                 "expected_alerts_per_hour": m.expected_alerts_per_hour,
+                "threshold_note": m.threshold_note,
             });
             Ok((m, reply))
         })

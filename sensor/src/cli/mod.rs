@@ -185,7 +185,8 @@ pub enum Command {
         #[arg(long)]
         contamination: Option<f64>,
         /// Pick the threshold so the baseline raises at most N model alerts per hour
-        /// (default: [model] max_alerts_per_hour; unset: contamination decides).
+        /// (default: [model] max_alerts_per_hour, 1; a baseline under 10 minutes falls back
+        /// to the contamination quantile and says so; `--contamination` alone: the quantile).
         #[arg(long, value_name = "N")]
         max_alerts_per_hour: Option<f64>,
         /// Trees of the forest (default: [model], 100).
@@ -394,12 +395,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("--contamination must be within 0 and 0.5, not {c}");
                 }
                 m.contamination = c;
+                // Asked for a quantile and no budget: the quantile it is.
+                if max_alerts_per_hour.is_none() {
+                    m.threshold = crate::config::ThresholdChoice::Contamination;
+                }
             }
             if let Some(n) = max_alerts_per_hour {
                 if !(n.is_finite() && n >= 0.0) {
                     anyhow::bail!("--max-alerts-per-hour must be a number >= 0, not {n}");
                 }
                 m.max_alerts_per_hour = Some(n);
+                m.threshold = crate::config::ThresholdChoice::Budget;
             }
             m.trees = trees.unwrap_or(m.trees);
             m.sample_size = sample_size.unwrap_or(m.sample_size);

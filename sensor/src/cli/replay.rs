@@ -72,7 +72,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
         Some(st) if a.config.evidence.enabled && !a.no_detect => Some(Recorder::new(
             a.config.evidence.clone(),
             a.db.data_dir.join("evidence"),
-            st.sid(),
+            st.evidence_prefix(),
             Window::FromFirstSeen,
         )?),
         _ => None,

@@ -28,6 +28,14 @@ pub(super) struct RunArgs {
 }
 
 pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
+    // A mistyped interface is refused before anything is created (data directory, token).
+    if let Some(missing) = a
+        .ifaces
+        .iter()
+        .find(|i| !crate::source::xdp::attach::iface_exists(i))
+    {
+        return Err(crate::source::xdp::attach::AttachError::NoInterface(missing.clone()).into());
+    }
     // Before any thread starts, so that all of them run with the reduced sets.
     let dropped = crate::privileges::keep_only(&crate::privileges::needed(a.listen.port() < 1024))?;
     if !dropped.is_empty() {

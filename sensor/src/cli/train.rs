@@ -17,10 +17,13 @@ pub(super) fn run(pcaps: &[PathBuf], model: &Path, config: &Config) -> anyhow::R
     m.calibrate(
         &s.features,
         &s.feature_meta,
-        config.model.max_alerts_per_hour,
+        config.model.budget(),
         config.rules.quiet_close_s * 1_000_000_000,
     );
     m.save(model)?;
+    if let Some(note) = &m.threshold_note {
+        eprintln!("train: NOTE: {note}");
+    }
     let rule = match m.max_alerts_per_hour {
         Some(n) => format!("at most {n} model alerts/hour on the baseline"),
         None => format!("contamination {}", m.contamination),
@@ -56,10 +59,13 @@ pub(super) fn run_online(
             },
             epochs,
             contamination: config.model.contamination,
-            max_alerts_per_hour: config.model.max_alerts_per_hour,
+            max_alerts_per_hour: config.model.budget(),
         },
     )?;
     m.save(model)?;
+    if let Some(note) = &m.threshold_note {
+        eprintln!("train: NOTE: {note}");
+    }
     let rule = match m.max_alerts_per_hour {
         Some(n) => format!("at most {n} model alerts/hour on the baseline"),
         None => format!("contamination {}", m.contamination),

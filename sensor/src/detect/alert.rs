@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use crate::detect::FastMap;
 
+pub use crate::detect::evidence::Evidence;
 use crate::record::rfc3339_us;
 pub use crate::record::{AlertKind, AlertRecord, AlertState, DetectorKind, Severity};
 
@@ -31,12 +32,33 @@ pub struct Alert {
     pub score: Option<f64>,
     /// Highest rate seen (packets/s or probes/s, per kind).
     pub peak_rate: f64,
-    pub evidence: serde_json::Value,
+    pub evidence: Evidence,
     /// Model anomalies this (rule) alert already explains: the flows of a flood or a scan
     /// the model also found odd, attached here instead of raising alerts of their own.
     pub model_anomalies: u64,
     /// Highest model score among them.
     pub model_max_score: f64,
+    /// The rate of its latest firing, and the rate over time while it was open: one point
+    /// (data time, rate) per update, halved when full (see [`HISTORY_POINTS`]).
+    pub last_rate: f64,
+    pub history: Vec<(u64, f64)>,
+}
+
+/// Points of an alert's rate history kept at most: every other one is dropped when it fills,
+/// so a long attack keeps its whole span at a coarser step (and its record stays small).
+pub const HISTORY_POINTS: usize = 120;
+
+impl Alert {
+    fn record_rate(&mut self, ts_ns: u64) {
+        if self.history.len() >= HISTORY_POINTS {
+            let mut i = 0;
+            self.history.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+        }
+        self.history.push((ts_ns, self.last_rate));
+    }
 }
 
 /// The kinds that are attack verdicts about endpoints: what a model anomaly attaches to, and
@@ -52,7 +74,7 @@ pub const ATTACK_KINDS: [AlertKind; 6] = [
 
 impl From<&Alert> for AlertRecord {
     fn from(a: &Alert) -> Self {
-        let mut evidence = a.evidence.clone();
+        let mut evidence = a.evidence.json();
         if let serde_json::Value::Object(m) = &mut evidence {
             m.insert(
                 "peak_rate".into(),
@@ -79,7 +101,13 @@ impl From<&Alert> for AlertRecord {
             last_seen: rfc3339_us(a.last_seen_ns),
             count: a.count,
             score: a.score,
+            summary: crate::detect::evidence::summary(a),
             evidence,
+            rate_history: a
+                .history
+                .iter()
+                .map(|&(ts, r)| (ts / 1_000_000, (r * 10.0).round() / 10.0))
+                .collect(),
             pcap: None,
         }
     }
@@ -96,7 +124,7 @@ pub struct Firing {
     pub severity: Severity,
     pub rate: f64,
     pub score: Option<f64>,
-    pub evidence: serde_json::Value,
+    pub evidence: Evidence,
 }
 
 type AlertKey = (AlertKind, Option<IpAddr>, Option<IpAddr>);
@@ -328,6 +356,17 @@ impl AlertBook {
         Some(id)
     }
 
+    /// Whether a flow `src` -> `dst` begun at `first_seen_ns` belongs to an attack alert that
+    /// has closed since (its flows finish up to an idle timeout after its last packet): the
+    /// model's verdict on it is evidence of that attack, not a new alert.
+    pub fn closed_attack_claims(&self, src: IpAddr, dst: IpAddr, first_seen_ns: u64) -> bool {
+        [Endpoint::Src(src), Endpoint::Dst(dst)]
+            .iter()
+            .filter_map(|e| self.claims.get(e))
+            .filter_map(|id| self.tracked.get(id))
+            .any(|t| t.closed_ns != 0 && first_seen_ns <= t.last_seen_ns)
+    }
+
     /// Starts counting the flows of a newly opened attack alert.
     fn track(&mut self, a: &Alert) {
         if !ATTACK_KINDS.contains(&a.kind) {
@@ -413,6 +452,9 @@ impl AlertBook {
                 a.last_seen_ns = a.last_seen_ns.max(f.ts_ns);
                 a.count += 1;
                 a.severity = a.severity.max(f.severity);
+                if own {
+                    a.last_rate = f.rate;
+                }
                 // A covering incident keeps its own evidence (a broader view of the attack).
                 if own && f.rate >= a.peak_rate {
                     a.peak_rate = f.rate;
@@ -442,6 +484,8 @@ impl AlertBook {
                     evidence: f.evidence,
                     model_anomalies: 0,
                     model_max_score: 0.0,
+                    last_rate: f.rate,
+                    history: vec![(f.ts_ns, f.rate)],
                 };
                 self.next_id += 1;
                 self.track(&a);
@@ -514,11 +558,16 @@ impl AlertBook {
         }
         let expired = self.closed_before(now_ns.saturating_sub(CLAIM_AFTER_CLOSE_NS));
         self.forget(expired.into_iter().map(|(_, id)| id));
-        // Changed open alerts go out as updates (once per data second: this runs once a second).
-        let mut changed: Vec<Alert> = self
-            .dirty
-            .drain()
-            .filter_map(|(k, ())| self.open.get(&k).cloned())
+        // Changed open alerts go out as updates (once per data second: this runs once a second),
+        // each with a point of its rate history.
+        let keys: Vec<AlertKey> = self.dirty.drain().map(|(k, ())| k).collect();
+        let mut changed: Vec<Alert> = keys
+            .iter()
+            .filter_map(|k| {
+                let a = self.open.get_mut(k)?;
+                a.record_rate(a.last_seen_ns);
+                Some(a.clone())
+            })
             .collect();
         changed.sort_unstable_by_key(|a| a.id);
         self.updated.extend(changed);

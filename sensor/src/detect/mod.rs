@@ -2,11 +2,16 @@
 //! reporting into one book of alerts.
 
 pub mod alert;
+pub mod evidence;
 pub mod ml;
 pub mod rules;
 
 use sensor_common::{HostKey, HostStats};
 
+use self::evidence::{
+    BudgetEvidence, Evidence, EvidenceFlow, ModelEvidence, OnlineEvent, OnlineEvidence,
+    OnlineFeature, TopFeature,
+};
 use self::ml::{
     features::{N_FEATURES, SourceContext, features},
     model::Model,
@@ -34,22 +39,23 @@ pub(crate) fn shrink<K: Eq + std::hash::Hash, V>(m: &mut FastMap<K, V>) {
     }
 }
 
+/// Link-layer control chatter: ARP, ICMPv6 neighbour discovery and multicast listener
+/// messages (types 130-137, 143), IGMP. Hosts send it on their own schedule (a router's
+/// solicitation, a new address's duplicate detection), it never leaves the link, and the rules
+/// judge ARP sweeps on their own: the models score it but never raise it as an anomaly, which
+/// on a quiet baseline it would be at every interface that comes up.
+pub fn link_chatter(family: u8, proto_: u8, icmp_port: u16) -> bool {
+    use sensor_common::{family as fam, proto as p};
+    family == fam::ARP
+        || proto_ == 2
+        || (proto_ == p::ICMPV6 && matches!(icmp_port >> 8, 130..=137 | 143))
+}
+
 /// The model's verdict on one finished flow, for its record.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FlowScore {
     pub score: f64,
     pub anomalous: bool,
-}
-
-/// One of the features that isolated an anomalous flow.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-struct TopFeature {
-    feature: &'static str,
-    /// Share of the isolation credited to it (shares of all features sum to 1).
-    share: f64,
-    value: f64,
-    /// Standard deviations from the training mean.
-    z: f64,
 }
 
 /// An anomaly as stored: the flow, why it stood out, and against what threshold.
@@ -62,31 +68,6 @@ struct AnomalyDoc<'a> {
     threshold: f64,
 }
 
-/// A feature that explains an online-model anomaly.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
-struct OnlineFeature {
-    feature: &'static str,
-    /// Share of the reconstruction error (shares of all features sum to 1).
-    share: f64,
-    value: f64,
-}
-
-/// The flow event the online model judged, in the shape of a flow record's endpoints (the
-/// dashboard and API read `flow.src_ip` and `flow.last_seen` from every anomaly).
-#[derive(Clone, Debug, serde::Serialize)]
-struct OnlineEvent {
-    src_ip: std::net::IpAddr,
-    dst_ip: std::net::IpAddr,
-    proto: u8,
-    src_port: u16,
-    dst_port: u16,
-    /// Sent by the flow's initiator.
-    from_src: bool,
-    packets: u64,
-    bytes: u64,
-    last_seen: String,
-}
-
 #[derive(serde::Serialize)]
 struct OnlineDoc<'a> {
     model: &'static str,
@@ -95,25 +76,6 @@ struct OnlineDoc<'a> {
     score: f64,
     severity: &'static str,
     threshold: f64,
-}
-
-/// The evidence of an `ml_anomaly` alert.
-#[derive(serde::Serialize)]
-struct AnomalyEvidence<'a> {
-    top_features: &'a [TopFeature],
-    threshold: f64,
-    flow: EvidenceFlow,
-}
-
-#[derive(serde::Serialize)]
-struct EvidenceFlow {
-    src_ip: std::net::IpAddr,
-    proto: u8,
-    src_port: u16,
-    dst_port: u16,
-    packets: u64,
-    bytes: u64,
-    duration_s: f64,
 }
 
 /// Anomalies held between two drains at most; the pipeline drains after every batch, so only a
@@ -301,7 +263,9 @@ impl Detector {
     pub fn on_event(&mut self, ev: &FlowEvent) {
         self.rules.on_event(ev, &mut self.book);
         self.context.on_event(ev);
-        if let Some(v) = self.online.as_mut().and_then(|o| o.observe(ev)) {
+        if let Some(v) = self.online.as_mut().and_then(|o| o.observe(ev))
+            && !link_chatter(ev.family, ev.proto, ev.key_dst_port)
+        {
             self.online_anomaly(ev, &v);
         }
         self.tick(ev.ts_ns);
@@ -351,12 +315,12 @@ impl Detector {
                 record: serde_json::to_string(&doc).unwrap_or_default(),
             });
         }
-        self.raise(ev.src, ev.dst, ev.ts_ns, v.score, v.severity, || {
-            serde_json::json!({
-                "model": "kitnet",
-                "top_features": top,
-                "threshold": threshold,
-                "flow": event,
+        self.raise(ev.src, ev.dst, ev.ts_ns, ev.ts_ns, v.score, v.severity, || {
+            Evidence::Online(OnlineEvidence {
+                model: "kitnet",
+                top_features: top,
+                threshold,
+                flow: event,
             })
         });
     }
@@ -368,11 +332,15 @@ impl Detector {
 
     /// A finished flow: feature row for training, or a score against the model.
     pub fn on_flow(&mut self, f: &Flow) -> Option<FlowScore> {
+        let chatter = link_chatter(f.family, f.proto, f.dst_port);
         let online = self
             .online
             .as_mut()
             .and_then(|o| o.finish(&ml::online::flow_socket(f)))
-            .map(|(score, anomalous)| FlowScore { score, anomalous });
+            .map(|(score, anomalous)| FlowScore {
+                score,
+                anomalous: anomalous && !chatter,
+            });
         if self.model.is_none() && self.collected.is_none() {
             return online;
         }
@@ -388,9 +356,9 @@ impl Detector {
         let (score, severity, x) = model.assess(&raw);
         let scored = FlowScore {
             score,
-            anomalous: severity != Severity::Normal,
+            anomalous: severity != Severity::Normal && !chatter,
         };
-        if severity == Severity::Normal {
+        if !scored.anomalous {
             return Some(scored);
         }
         // Inside an attack a rule already reports, an anomaly is evidence of that alert (it
@@ -441,9 +409,9 @@ impl Detector {
             });
         }
         let threshold = (model.threshold * 10_000.0).round() / 10_000.0;
-        self.raise(f.src, f.dst, f.last_seen_ns, v.score, v.severity, || {
-            serde_json::to_value(AnomalyEvidence {
-                top_features: &top,
+        self.raise(f.src, f.dst, f.first_seen_ns, f.last_seen_ns, v.score, v.severity, || {
+            Evidence::Model(ModelEvidence {
+                top_features: top,
                 threshold,
                 flow: EvidenceFlow {
                     src_ip: f.src,
@@ -455,7 +423,6 @@ impl Detector {
                     duration_s: f.duration().as_secs_f64(),
                 },
             })
-            .unwrap_or_default()
         });
         Some(scored)
     }
@@ -464,17 +431,27 @@ impl Detector {
     /// evidence of an open rule alert about the same attack; one alert about the destination
     /// when its anomalous sources are many; within the per-minute budget, the excess counted
     /// into one summary alert. `evidence` is built only when this anomaly is its alert's peak.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one anomaly's parts, from two models"
+    )]
     fn raise(
         &mut self,
         src: std::net::IpAddr,
         dst: std::net::IpAddr,
+        first_seen: u64,
         ts: u64,
         score: f64,
         severity: Severity,
-        evidence: impl FnOnce() -> serde_json::Value,
+        evidence: impl FnOnce() -> Evidence,
     ) {
-        // An anomaly inside an attack a rule already reports is evidence of that alert.
+        // An anomaly inside an attack a rule already reports is evidence of that alert; so is
+        // one of a flow that began while such an alert was open and finished after it closed.
         if self.book.attach_model(src, dst, score) {
+            return;
+        }
+        if self.book.closed_attack_claims(src, dst, first_seen) {
+            self.anomalies_folded += 1;
             return;
         }
         // Many (or forged) sources at one destination: one alert about the destination.
@@ -496,10 +473,10 @@ impl Detector {
                 severity: Severity::Low,
                 rate: 0.0,
                 score: Some((score * 10_000.0).round() / 10_000.0),
-                evidence: serde_json::json!({
-                    "summary": true,
-                    "reason": "model alert budget reached",
-                    "budget_per_minute": self.volume.cfg.per_minute,
+                evidence: Evidence::Budget(BudgetEvidence {
+                    summary: true,
+                    reason: "model alert budget reached",
+                    budget_per_minute: self.volume.cfg.per_minute,
                 }),
             });
             return;
@@ -507,7 +484,7 @@ impl Detector {
         // An aggregated anomaly alert keeps the evidence of its most anomalous flow: build it
         // only when this flow is that one.
         let evidence = if peak.is_some_and(|p| score < p) {
-            serde_json::Value::Null
+            Evidence::None
         } else {
             evidence()
         };
@@ -818,7 +795,7 @@ mod tests {
         let alerts = ml_alerts(&mut d);
         let summaries: Vec<&Alert> = alerts
             .iter()
-            .filter(|a| a.evidence["summary"] == true)
+            .filter(|a| matches!(a.evidence, Evidence::Budget(_)))
             .collect();
         assert_eq!(summaries.len(), 1, "{alerts:?}");
         assert!(summaries[0].count > 1_000, "{:?}", summaries[0]);
@@ -887,7 +864,7 @@ mod tests {
             alerts.len()
         );
         assert_eq!(
-            alerts[0].evidence["model"], "kitnet",
+            alerts[0].evidence.json()["model"], "kitnet",
             "{:?}",
             alerts[0].evidence
         );

@@ -120,9 +120,10 @@ pub enum EvidenceError {
     },
 }
 
-/// The evidence file name of alert `id` of store session `session`.
-pub fn file_name(session: u64, id: u64) -> String {
-    format!("alert-{session}-{id}.pcap")
+/// The evidence file name of alert `id` under `prefix` ([`crate::sink::store::Store::evidence_prefix`]:
+/// the database's tag and the session, so databases sharing a data directory never collide).
+pub fn file_name(prefix: &str, id: u64) -> String {
+    format!("alert-{prefix}-{id}.pcap")
 }
 
 /// Whether `name` is an evidence file name (what the API accepts before it touches the disk).
@@ -133,11 +134,16 @@ pub fn is_file_name(name: &str) -> bool {
     else {
         return false;
     };
-    let mut parts = mid.split('-');
-    let digits = |s: Option<&str>| {
-        s.is_some_and(|s| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()))
-    };
-    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+    let parts: Vec<&str> = mid.split('-').collect();
+    let digits =
+        |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    let tag = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match parts.as_slice() {
+        // alert-{session}-{id}.pcap, as files were named before databases had a tag.
+        [session, id] => digits(session) && digits(id),
+        [t, session, id] => tag(t) && digits(session) && digits(id),
+        _ => false,
+    }
 }
 
 /// The 16-byte form the flow keys and the kernel use (IPv4 mapped into IPv6).
@@ -233,7 +239,8 @@ struct Recording {
 pub struct Recorder {
     cfg: EvidenceConfig,
     dir: PathBuf,
-    session: u64,
+    /// What file names start with (see [`file_name`]).
+    prefix: String,
     window: Window,
     /// Live: whether a source that can copy packets is attached (XDP); no file names are
     /// promised while none is.
@@ -252,25 +259,26 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder writing into `dir` (created mode 0700), naming files after store session
-    /// `session`. The directory is brought under the total cap at once.
+    /// A recorder writing into `dir` (created mode 0700), naming files with `prefix` (the
+    /// store's [`crate::sink::store::Store::evidence_prefix`]). The directory is brought under
+    /// the total cap at once.
     pub fn new(
         cfg: EvidenceConfig,
         dir: PathBuf,
-        session: u64,
+        prefix: String,
         window: Window,
     ) -> Result<Self, EvidenceError> {
         create_private_dir(&dir).map_err(|source| EvidenceError::Dir {
             path: dir.clone(),
             source,
         })?;
-        Ok(Self::with_dir(cfg, dir, session, window, true))
+        Ok(Self::with_dir(cfg, dir, prefix, window, true))
     }
 
     /// Like [`Recorder::new`], but a directory that cannot be made now (a read-only or full
     /// data directory) is logged and tried again at the next alert's file: the live sensor
     /// does not stop for it.
-    pub fn new_or_retry(cfg: EvidenceConfig, dir: PathBuf, session: u64, window: Window) -> Self {
+    pub fn new_or_retry(cfg: EvidenceConfig, dir: PathBuf, prefix: String, window: Window) -> Self {
         let ready = match create_private_dir(&dir) {
             Ok(()) => true,
             Err(e) => {
@@ -278,20 +286,20 @@ impl Recorder {
                 false
             }
         };
-        Self::with_dir(cfg, dir, session, window, ready)
+        Self::with_dir(cfg, dir, prefix, window, ready)
     }
 
     fn with_dir(
         cfg: EvidenceConfig,
         dir: PathBuf,
-        session: u64,
+        prefix: String,
         window: Window,
         dir_ready: bool,
     ) -> Self {
         let mut r = Self {
             cfg,
             dir,
-            session,
+            prefix,
             window,
             capturing: window == Window::FromFirstSeen,
             active: Vec::new(),
@@ -346,8 +354,7 @@ impl Recorder {
             Window::FromFirstSeen => {
                 let measured = a
                     .evidence
-                    .get("window_s")
-                    .and_then(serde_json::Value::as_u64)
+                    .window_s()
                     .unwrap_or(1)
                     .min(self.cfg.max_seconds);
                 (
@@ -363,7 +370,7 @@ impl Recorder {
             self.stats.refused += 1;
             return None;
         }
-        let name = file_name(self.session, a.id);
+        let name = file_name(&self.prefix, a.id);
         self.active.push(Recording {
             alert_id: a.id,
             name: name.clone(),
@@ -664,9 +671,11 @@ mod tests {
             count: 1,
             score: None,
             peak_rate: 0.0,
-            evidence: serde_json::json!({}),
+            evidence: crate::detect::evidence::Evidence::None,
             model_anomalies: 0,
             model_max_score: 0.0,
+            last_rate: 0.0,
+            history: Vec::new(),
         }
     }
 
@@ -682,11 +691,14 @@ mod tests {
 
     #[test]
     fn file_names_are_checked_strictly() {
-        assert!(is_file_name(&file_name(3, 17)));
+        assert!(is_file_name(&file_name("0a1b2c3d-3", 17)));
+        assert!(is_file_name("alert-3-17.pcap"), "names before the tag");
         for bad in [
             "alert-3-17.pcapx",
             "alert-3.pcap",
             "alert-3-17-1.pcap",
+            "alert-0a1b2c3g-3-17.pcap",
+            "alert-0a1b2c3d4-3-17.pcap",
             "alert--17.pcap",
             "alert-3-../x.pcap",
             "../alert-3-17.pcap",
@@ -718,7 +730,7 @@ mod tests {
             total_bytes: 1000,
             ..EvidenceConfig::default()
         };
-        let mut r = Recorder::new(cfg, dir.clone(), 5, Window::FromFirstSeen).expect("recorder");
+        let mut r = Recorder::new(cfg, dir.clone(), "5".into(), Window::FromFirstSeen).expect("recorder");
         let t0 = 1_000 * NS;
         let name = r
             .alert_opened(&alert(1, Some(Ipv4Addr::new(10, 0, 0, 9)), None, t0))
@@ -763,7 +775,7 @@ mod tests {
             max_open: 1,
             ..EvidenceConfig::default()
         };
-        let mut r = Recorder::new(cfg, dir.clone(), 1, Window::FromOpen).expect("recorder");
+        let mut r = Recorder::new(cfg, dir.clone(), "1".into(), Window::FromOpen).expect("recorder");
         let a = alert(1, Some(Ipv4Addr::new(10, 0, 0, 9)), None, 0);
         assert_eq!(
             r.alert_opened(&a),

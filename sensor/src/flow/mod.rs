@@ -465,12 +465,12 @@ impl FlowTable {
             Some(id) => {
                 // Timeouts are applied here too, so results never depend on when sweeps ran.
                 let f = self.flows.get_mut(id);
-                let closed_quiet = closed(f) && d.first_ns >= f.last_seen_ns.saturating_add(close);
+                let closed_quiet = ended(f) && d.first_ns >= f.last_seen_ns.saturating_add(close);
                 if closed_quiet || d.first_ns >= f.last_seen_ns.saturating_add(idle) {
                     let mut done = new_flow(&bk, lo_to_hi, d.first_ns);
                     std::mem::swap(&mut done, f);
                     done.end =
-                        if closed(&done) && d.first_ns < done.last_seen_ns.saturating_add(idle) {
+                        if ended(&done) && d.first_ns < done.last_seen_ns.saturating_add(idle) {
                             EndReason::Closed
                         } else {
                             EndReason::Idle
@@ -600,7 +600,7 @@ impl FlowTable {
         for id in self.flows.ids() {
             let f = self.flows.get_mut(id);
             let quiet = now.saturating_sub(f.last_seen_ns);
-            let closed_quiet = quiet >= close && closed(f);
+            let closed_quiet = quiet >= close && ended(f);
             if closed_quiet || quiet >= idle {
                 if let Some(mut done) = self.flows.remove(id) {
                     done.end = if quiet < idle {
@@ -745,6 +745,20 @@ fn flip(f: &mut Flow) {
 
 fn closed(f: &Flow) -> bool {
     f.rst > 0 || (f.fin_fwd && f.fin_rev)
+}
+
+/// Whether a TCP flow is over once quiet for the close timeout: closed (RST, FIN both ways),
+/// or, where only the initiator's side is seen (a host's own interface sees its ingress, one
+/// leg of an asymmetric path), ended by the initiator's FIN or made of nothing but SYNs: the
+/// RST or FIN that answered it passed where the sensor does not look, and a handshake attempt
+/// that went quiet has failed. Live scans' flows then finish in seconds, as in a replay of a
+/// capture holding both directions.
+fn ended(f: &Flow) -> bool {
+    closed(f)
+        || (f.proto == proto::TCP
+            && f.family != family::ARP
+            && f.rev.packets == 0
+            && (f.fin_fwd || (f.syn > 0 && u64::from(f.syn) >= f.fwd.packets)))
 }
 
 fn restart(f: &mut Flow, now: u64) {
@@ -1042,12 +1056,49 @@ mod tests {
                 (5 * S, p(1, 2, 5, 80, tcp::ACK)),
                 // An open connection on another port is not affected.
                 (5 * S, p(1, 2, 6, 80, tcp::SYN)),
+                (5 * S, p(2, 1, 80, 6, tcp::SYN | tcp::ACK)),
+                (5 * S, p(1, 2, 6, 80, tcp::ACK)),
                 (30 * S, pkt(3, 4, 7, 7, proto::UDP, 0)),
             ],
         );
         assert_eq!(out.len(), 1, "only the closed connection ends: {out:?}");
         assert_eq!((out[0].packets(), out[0].end), (6, EndReason::Closed));
         assert_eq!(t.len(), 2);
+    }
+
+    /// Seen from one side only (a host's ingress), a scan's probes and a client's closed
+    /// connection end at the close timeout, not the idle timeout: the answers (RST, the
+    /// other FIN) passed where the sensor does not look. An answered flow is not cut short.
+    #[test]
+    fn one_sided_probes_and_closes_finish_at_the_close_timeout() {
+        let p = |a, b, sp, dp, fl| pkt(a, b, sp, dp, proto::TCP, fl);
+        let (out, t) = run(
+            FlowConfig::default(),
+            &[
+                // A SYN probe and its retransmission, nothing back.
+                (S, p(1, 2, 5, 22, tcp::SYN)),
+                (2 * S, p(1, 2, 5, 22, tcp::SYN)),
+                // A client's side of a whole connection: SYN, ACK, data, FIN.
+                (S, p(1, 2, 6, 80, tcp::SYN)),
+                (S, p(1, 2, 6, 80, tcp::ACK)),
+                (S, p(1, 2, 6, 80, tcp::PSH | tcp::ACK)),
+                (2 * S, p(1, 2, 6, 80, tcp::FIN | tcp::ACK)),
+                // A connection seen both ways, idle but open: stays.
+                (S, p(1, 3, 7, 443, tcp::SYN)),
+                (S, p(3, 1, 443, 7, tcp::SYN | tcp::ACK)),
+                (S, p(1, 3, 7, 443, tcp::ACK)),
+                (15 * S, pkt(8, 9, 7, 7, proto::UDP, 0)),
+            ],
+        );
+        let mut ended: Vec<(u16, u64, EndReason)> =
+            out.iter().map(|f| (f.dst_port, f.packets(), f.end)).collect();
+        ended.sort_unstable_by_key(|e| e.0);
+        assert_eq!(
+            ended,
+            vec![(22, 2, EndReason::Closed), (80, 4, EndReason::Closed)],
+            "{out:?}"
+        );
+        assert_eq!(t.len(), 2, "the answered connection and the UDP flow stay");
     }
 
     #[test]

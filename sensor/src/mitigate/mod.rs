@@ -736,22 +736,20 @@ impl Mitigator {
 /// The protocol, SYN-only flag and port a flood alert without a single source is limited by:
 /// from its evidence's vector (what the rule measured), or its kind.
 fn flood_vector(a: &Alert) -> Option<(u8, bool, u16)> {
-    let vector = a.evidence.get("vector").and_then(Value::as_str);
-    let port = a
-        .evidence
-        .get("dst_port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(0);
+    use crate::detect::evidence::{Evidence, Vector};
+    let (vector, port) = match &a.evidence {
+        Evidence::Flood(f) => (Some(f.vector), f.dst_port.unwrap_or(0)),
+        _ => (None, 0),
+    };
     let icmp = match a.dst_ip {
         Some(IpAddr::V6(_)) => proto::ICMPV6,
         _ => proto::ICMP,
     };
     match (a.kind, vector) {
-        (_, Some("tcp_syn")) => Some((proto::TCP, true, port)),
-        (_, Some("tcp_syn_ack_reflection")) => Some((proto::TCP, false, 0)),
-        (_, Some("udp" | "udp_reflection")) => Some((proto::UDP, false, 0)),
-        (_, Some("icmp")) => Some((icmp, false, 0)),
+        (_, Some(Vector::TcpSyn)) => Some((proto::TCP, true, port)),
+        (_, Some(Vector::TcpSynAckReflection)) => Some((proto::TCP, false, 0)),
+        (_, Some(Vector::Udp | Vector::UdpReflection)) => Some((proto::UDP, false, 0)),
+        (_, Some(Vector::Icmp)) => Some((icmp, false, 0)),
         (AlertKind::SynFlood, _) => Some((proto::TCP, true, port)),
         (AlertKind::UdpFlood, _) => Some((proto::UDP, false, 0)),
         (AlertKind::IcmpFlood, _) => Some((icmp, false, 0)),
@@ -764,9 +762,19 @@ fn flood_vector(a: &Alert) -> Option<(u8, bool, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{DetectorKind, Severity};
+    use crate::{
+        detect::evidence::{Evidence, FloodEvidence, Sources, Vector},
+        record::{DetectorKind, Severity},
+    };
 
-    fn alert(kind: AlertKind, src: Option<&str>, dst: &str, evidence: Value) -> Alert {
+    fn flood(v: Vector, dst_port: Option<u16>) -> Evidence {
+        Evidence::Flood(FloodEvidence {
+            dst_port,
+            ..FloodEvidence::new(v, Sources::Counted(1))
+        })
+    }
+
+    fn alert(kind: AlertKind, src: Option<&str>, dst: &str, evidence: Evidence) -> Alert {
         Alert {
             state: crate::record::AlertState::Open,
             merged_into: None,
@@ -784,6 +792,8 @@ mod tests {
             evidence,
             model_anomalies: 0,
             model_max_score: 0.0,
+            last_rate: 0.0,
+            history: Vec::new(),
         }
     }
 
@@ -801,7 +811,7 @@ mod tests {
             AlertKind::SynFlood,
             Some("203.0.113.7"),
             "198.51.100.20",
-            json!({"vector": "tcp_syn"}),
+            flood(Vector::TcpSyn, None),
         );
         m.alert_opened(&a, None);
         let list = m.list(None).expect("list");
@@ -820,7 +830,7 @@ mod tests {
                 AlertKind::HostSweep,
                 Some("203.0.113.9"),
                 "198.51.100.1",
-                json!({}),
+                Evidence::None,
             ),
             None,
         );
@@ -835,7 +845,7 @@ mod tests {
                 AlertKind::Ddos,
                 None,
                 "198.51.100.20",
-                json!({"vector": "tcp_syn", "dst_port": 80}),
+                flood(Vector::TcpSyn, Some(80)),
             ),
             None,
         );
@@ -858,7 +868,7 @@ mod tests {
                 AlertKind::Ddos,
                 None,
                 "198.51.100.21",
-                json!({"vector": "any"}),
+                flood(Vector::Any, None),
             ),
             None,
         );
@@ -882,7 +892,7 @@ mod tests {
                 AlertKind::PortScan,
                 Some("192.0.2.50"),
                 "198.51.100.20",
-                json!({}),
+                Evidence::None,
             ),
             None,
         );
@@ -917,7 +927,7 @@ mod tests {
                 AlertKind::PortScan,
                 Some("198.51.100.66"),
                 "192.0.2.1",
-                json!({}),
+                Evidence::None,
             ),
             None,
         );

@@ -606,21 +606,10 @@ fn severity(s: Severity) -> u8 {
 
 fn alert_event<'a>(a: &'a AlertRecord, host: &'a str) -> Event<'a> {
     // A model alert names its peak flow; a rule alert its protocol (a flow's ports it has not).
-    let flow = a.evidence.get("flow");
-    let num = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_u64);
-    let proto = num(flow.and_then(|f| f.get("proto")))
-        .map(|p| p as u8)
-        .or_else(|| {
-            let named = |k| a.evidence.get(k).and_then(serde_json::Value::as_str);
-            match named("proto").or_else(|| named("vector")) {
-                Some("tcp" | "tcp_syn") => Some(6),
-                Some("udp") => Some(17),
-                Some("icmp") => Some(1),
-                _ => None,
-            }
-        });
-    let sport = num(flow.and_then(|f| f.get("src_port"))).map(|p| p as u16);
-    let dport = num(flow.and_then(|f| f.get("dst_port"))).map(|p| p as u16);
+    let view = crate::detect::evidence::EvidenceView::of(&a.evidence);
+    let proto = view.proto();
+    let sport = view.flow.as_ref().and_then(|f| f.src_port);
+    let dport = view.flow.as_ref().and_then(|f| f.dst_port);
     let community = match (a.src_ip, a.dst_ip, proto, sport, dport) {
         (Some(s), Some(d), Some(p), Some(sp), Some(dp)) => community_id(s, d, p, sp, dp),
         _ => None,

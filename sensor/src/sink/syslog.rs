@@ -330,8 +330,10 @@ pub fn message(a: &AlertRecord, facility: u8, host: &str, app: &str, sd_id: &str
         sd.push_str(&format!(" pcap=\"{}\"", sd_value(p)));
     }
     sd.push(']');
+    // The sentence last: what an operator reads in a SIEM's message column.
+    let said: String = a.summary.chars().filter(|c| !c.is_control()).collect();
     format!(
-        "<{pri}>1 {} {} {app} {} {} {sd} {} alert: {src} -> {dst} ({} severity, first seen {})",
+        "<{pri}>1 {} {} {app} {} {} {sd} {} alert: {src} -> {dst} ({} severity, first seen {}){}",
         a.first_seen,
         if host.is_empty() { "-" } else { &host },
         std::process::id(),
@@ -339,5 +341,6 @@ pub fn message(a: &AlertRecord, facility: u8, host: &str, app: &str, sd_id: &str
         a.kind.as_str(),
         a.severity.as_str(),
         a.first_seen,
+        if said.is_empty() { String::new() } else { format!(": {said}") },
     )
 }

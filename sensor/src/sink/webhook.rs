@@ -154,7 +154,9 @@ mod tests {
             last_seen: "2026-01-01T00:00:01.000000Z".into(),
             count: 3,
             score: None,
+            summary: String::new(),
             evidence: serde_json::json!({"ports": 25}),
+            rate_history: Vec::new(),
             pcap: None,
         }
     }

@@ -78,7 +78,9 @@ fn alert(i: u64) -> AlertRecord {
         last_seen: rfc3339_us(ts),
         count: i % 50 + 1,
         score: None,
+        summary: String::new(),
         evidence: serde_json::json!({ "ports": 25, "sample_ports": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }),
+        rate_history: Vec::new(),
         pcap: None,
     }
 }

@@ -109,6 +109,36 @@ pub struct Model {
     /// alerts closing after the quiet period), when the rows' times were known.
     #[serde(default)]
     pub expected_alerts_per_hour: Option<f64>,
+    /// Why the asked-for rule was not used (a baseline too short for an alert budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_note: Option<String>,
+}
+
+/// Baseline an alert budget needs: alerts per hour counted on less than this much traffic
+/// time are noise (one alert in 30 s is "120 an hour").
+pub const MIN_BUDGET_BASELINE_S: u64 = 600;
+
+/// The budget calibration may apply to a baseline of these rows, or why not.
+pub fn usable_budget(meta: &[RowMeta], per_hour: Option<f64>) -> (Option<f64>, Option<String>) {
+    let Some(b) = per_hour.filter(|b| b.is_finite() && *b >= 0.0) else {
+        return (None, None);
+    };
+    let (lo, hi) = meta.iter().fold((u64::MAX, 0), |(lo, hi), m| {
+        (lo.min(m.ts_ns), hi.max(m.ts_ns))
+    });
+    let span_s = hi.saturating_sub(lo) / 1_000_000_000;
+    if span_s >= MIN_BUDGET_BASELINE_S {
+        (Some(b), None)
+    } else {
+        (
+            None,
+            Some(format!(
+                "baseline spans {span_s} s, under the {MIN_BUDGET_BASELINE_S} s an alert budget \
+                 ({b}/hour) needs: threshold from the contamination quantile instead; train on a \
+                 longer baseline for a budgeted threshold"
+            )),
+        )
+    }
 }
 
 fn contamination_rule() -> String {
@@ -317,6 +347,7 @@ impl Model {
             threshold_rule: contamination_rule(),
             max_alerts_per_hour: None,
             expected_alerts_per_hour: None,
+            threshold_note: None,
             training: Training {
                 flows: rows.len(),
                 sources,
@@ -338,6 +369,7 @@ impl Model {
             "contamination": self.contamination,
             "max_alerts_per_hour": self.max_alerts_per_hour,
             "expected_alerts_per_hour": self.expected_alerts_per_hour,
+            "threshold_note": self.threshold_note,
             "trained_flows": self.training.flows,
             "trained_at": self.training.trained_at,
         })
@@ -360,7 +392,9 @@ impl Model {
         let scores: Vec<f64> = rows.iter().map(|r| self.score_raw(r)).collect();
         let mut by_time: Vec<usize> = (0..rows.len()).collect();
         by_time.sort_by_key(|&i| meta[i].ts_ns);
-        if let Some(budget) = per_hour.filter(|b| b.is_finite() && *b >= 0.0) {
+        let (per_hour, note) = usable_budget(meta, per_hour);
+        self.threshold_note = note;
+        if let Some(budget) = per_hour {
             // Above every training score when even the highest alone is over budget.
             self.threshold = budget_threshold(&scores, meta, &by_time, budget, quiet_ns)
                 .unwrap_or_else(|| {
@@ -538,6 +572,22 @@ mod tests {
         // Zero: above every baseline score.
         m.calibrate(&r, &meta, Some(0.0), quiet);
         assert_eq!(m.expected_alerts_per_hour, Some(0.0));
+        assert_eq!(m.threshold_note, None);
+        // The same flows within 36 s: too short to count alerts per hour on; the quantile
+        // decides, and the model says why.
+        let short: Vec<RowMeta> = meta
+            .iter()
+            .map(|m| RowMeta {
+                ts_ns: m.ts_ns / 100,
+                ..*m
+            })
+            .collect();
+        let mut m = Model::train(&r, ForestParams::default(), 0.1, vec![]).expect("train");
+        m.calibrate(&r, &short, Some(1.0), quiet);
+        assert_eq!(m.threshold_rule, "contamination");
+        assert_eq!(m.threshold, by_contamination);
+        let note = m.threshold_note.as_deref().unwrap_or_default();
+        assert!(note.contains("baseline spans 35 s"), "{note}");
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct OnlineModel {
     pub threshold_rule: String,
     pub max_alerts_per_hour: Option<f64>,
     pub expected_alerts_per_hour: Option<f64>,
+    /// Why the asked-for rule was not used (a baseline too short for an alert budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_note: Option<String>,
     pub training: OnlineTraining,
 }
 
@@ -95,7 +98,9 @@ impl OnlineModel {
         self.threshold_rule = "contamination".into();
         let mut by_time: Vec<usize> = (0..scores.len()).collect();
         by_time.sort_by_key(|&i| meta[i].ts_ns);
-        if let Some(budget) = per_hour.filter(|b| b.is_finite() && *b >= 0.0) {
+        let (per_hour, note) = super::model::usable_budget(meta, per_hour);
+        self.threshold_note = note;
+        if let Some(budget) = per_hour {
             self.threshold = budget_threshold(scores, meta, &by_time, budget, quiet_ns)
                 .unwrap_or_else(|| sorted.last().map_or(1.0, |s| s * 2.0));
             self.threshold_rule = "max_alerts_per_hour".into();
@@ -116,6 +121,7 @@ impl OnlineModel {
             "contamination": self.contamination,
             "max_alerts_per_hour": self.max_alerts_per_hour,
             "expected_alerts_per_hour": self.expected_alerts_per_hour,
+            "threshold_note": self.threshold_note,
             "ensemble": self.net.ensemble.len(),
             "trained_events": self.training.events,
             "trained_at": self.training.trained_at,
@@ -352,6 +358,7 @@ pub fn model_from(
         threshold_rule: "contamination".into(),
         max_alerts_per_hour: None,
         expected_alerts_per_hour: None,
+        threshold_note: None,
         training: OnlineTraining {
             events,
             learnt: events.saturating_sub(params.mapping_samples),

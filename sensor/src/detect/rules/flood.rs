@@ -12,7 +12,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use sensor_common::{HostKey, HostStats, proto};
-use serde_json::json;
 
 use super::{
     NS, OVERFLOW_MIN_PACKETS, RuleConfig, Rules, host_ip, packet_dst, scan,
@@ -20,7 +19,10 @@ use super::{
     window::{Distinct, SecWindow},
 };
 use crate::{
-    detect::alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity},
+    detect::{
+        alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity},
+        evidence::{Evidence, FloodEvidence, ReflectedService, Sources, Vector},
+    },
     flow::FlowEvent,
 };
 
@@ -221,15 +223,14 @@ impl Rules {
                         ),
                         rate: st.syns.rate(),
                         score: None,
-                        evidence: json!({
-                            "vector": "tcp_syn",
-                            "dst_port": ev.dst_port,
-                            "attempts": st.syns.sum,
-                            "completed": st.done.sum,
-                            "sources": sources,
-                            "sample_sources": st.sources.sample(10),
-                            "rate_pps": st.syns.rate().round(),
-                            "window_s": w,
+                        evidence: Evidence::Flood(FloodEvidence {
+                            dst_port: Some(ev.dst_port),
+                            attempts: Some(st.syns.sum),
+                            completed: Some(st.done.sum),
+                            sample_sources: st.sources.sample(10),
+                            rate_pps: Some(st.syns.rate().round()),
+                            window_s: Some(w),
+                            ..FloodEvidence::new(Vector::TcpSyn, Sources::Counted(sources))
                         }),
                     });
                 }
@@ -321,8 +322,8 @@ impl Rules {
         let many = sources >= cfg.ddos_sources;
         let flood_min = cfg.flood_pps * cfg.flood_window_s;
         for (kind, rx, tx, vector) in [
-            (AlertKind::UdpFlood, &mut h.rx_udp, &mut h.tx_udp, "udp"),
-            (AlertKind::IcmpFlood, &mut h.rx_icmp, &mut h.tx_icmp, "icmp"),
+            (AlertKind::UdpFlood, &mut h.rx_udp, &mut h.tx_udp, Vector::Udp),
+            (AlertKind::IcmpFlood, &mut h.rx_icmp, &mut h.tx_icmp, Vector::Icmp),
         ] {
             let inbound = rx.sum_at(sec);
             let replies = tx.sum_at(sec);
@@ -331,14 +332,13 @@ impl Rules {
                 || (replies as f64) < cfg.flood_max_reply_ratio * inbound as f64;
             if inbound >= flood_min && one_sided {
                 let rate = rx.rate();
-                let mut evidence = json!({
-                    "vector": vector,
-                    "packets": inbound,
-                    "replies": replies,
-                    "sources": sources,
-                    "rate_pps": rate.round(),
-                    "window_s": cfg.flood_window_s,
-                });
+                let mut evidence = FloodEvidence {
+                    packets: Some(inbound),
+                    replies: Some(replies),
+                    rate_pps: Some(rate.round()),
+                    window_s: Some(cfg.flood_window_s),
+                    ..FloodEvidence::new(vector, Sources::Counted(sources))
+                };
                 if kind == AlertKind::UdpFlood {
                     reflection_evidence(
                         &mut evidence,
@@ -346,7 +346,7 @@ impl Rules {
                         inbound,
                         &h.reflected_ports,
                         h.reflectors.seen.len(),
-                        "udp_reflection",
+                        Vector::UdpReflection,
                     );
                 }
                 book.fire(Firing {
@@ -358,7 +358,7 @@ impl Rules {
                     severity: Severity::from_ratio(rate / cfg.flood_pps as f64),
                     rate,
                     score: None,
-                    evidence,
+                    evidence: Evidence::Flood(evidence),
                 });
             }
         }
@@ -371,20 +371,19 @@ impl Rules {
         let unanswered = (answers as f64) < cfg.ddos_max_answer_ratio * received as f64;
         if rate >= cfg.ddos_pps as f64 && ((many && unanswered) || h.overflow.sum > 0) {
             let syn_acks = h.unsolicited_syn_ack.sum_at(sec);
-            let mut evidence = json!({
-                "vector": "any",
-                "packets": total,
-                "answers": answers,
-                "sources": sources,
-                "sample_sources": h.sources.sample(10),
-                "overflow_packets": h.overflow.sum,
-                "rate_pps": rate.round(),
-                "window_s": cfg.ddos_window_s,
-            });
+            let mut evidence = FloodEvidence {
+                packets: Some(total),
+                answers: Some(answers),
+                sample_sources: h.sources.sample(10),
+                overflow_packets: Some(h.overflow.sum),
+                rate_pps: Some(rate.round()),
+                window_s: Some(cfg.ddos_window_s),
+                ..FloodEvidence::new(Vector::Any, Sources::Counted(sources))
+            };
             let vector = if 2 * syn_acks >= received {
-                "tcp_syn_ack_reflection"
+                Vector::TcpSynAckReflection
             } else {
-                "udp_reflection"
+                Vector::UdpReflection
             };
             reflection_evidence(
                 &mut evidence,
@@ -403,7 +402,7 @@ impl Rules {
                 severity: Severity::from_ratio(rate / cfg.ddos_pps as f64),
                 rate,
                 score: None,
-                evidence,
+                evidence: Evidence::Flood(evidence),
             });
         }
     }
@@ -447,21 +446,20 @@ impl Rules {
         {
             return;
         }
-        let mut evidence = json!({
-            "vector": "udp_reflection",
-            "packets": packets,
-            "replies": replies,
-            "sources": sources,
-            "window_s": cfg.slow_window_s,
-            "slow": true,
-        });
+        let mut evidence = FloodEvidence {
+            packets: Some(packets),
+            replies: Some(replies),
+            window_s: Some(cfg.slow_window_s),
+            slow: Some(true),
+            ..FloodEvidence::new(Vector::UdpReflection, Sources::Counted(sources))
+        };
         reflection_evidence(
             &mut evidence,
             packets,
             packets,
             &h.reflected_ports,
             sources,
-            "udp_reflection",
+            Vector::UdpReflection,
         );
         book.fire(Firing {
             kind: AlertKind::Ddos,
@@ -472,7 +470,7 @@ impl Rules {
             severity: Severity::Low,
             rate: packets as f64 / (cfg.slow_window_s.max(1) as f64),
             score: None,
-            evidence,
+            evidence: Evidence::Flood(evidence),
         });
     }
 
@@ -516,7 +514,10 @@ impl Rules {
                 severity: Severity::from_ratio(s.syn as f64 / self.cfg.syn_flood_syns as f64),
                 rate: s.syn as f64,
                 score: None,
-                evidence: json!({ "vector": "tcp_syn", "overflow_syns": s.syn, "sources": "unknown (flow map full)" }),
+                evidence: Evidence::Flood(FloodEvidence {
+                    overflow_syns: Some(s.syn),
+                    ..FloodEvidence::new(Vector::TcpSyn, Sources::Unknown("unknown (flow map full)"))
+                }),
             });
         }
     }
@@ -525,30 +526,24 @@ impl Rules {
 /// Adds what is known of a reflection to a flood's evidence: the reflected service (the port
 /// most unsolicited replies came from) when unsolicited replies are most of what arrived.
 fn reflection_evidence(
-    evidence: &mut serde_json::Value,
+    evidence: &mut FloodEvidence,
     unsolicited: u64,
     received: u64,
     ports: &PortTally,
     reflectors: usize,
-    vector: &str,
+    vector: Vector,
 ) {
-    if received == 0 || 2 * unsolicited < received {
+    // One source sending from a low port to a higher one is a flood shaped like replies, not
+    // a reflection: that takes several reflectors.
+    if received == 0 || 2 * unsolicited < received || reflectors < scan::REFLECTORS_MIN {
         return;
     }
-    let serde_json::Value::Object(m) = evidence else {
-        return;
-    };
-    m.insert("vector".into(), json!(vector));
-    m.insert("unsolicited_packets".into(), json!(unsolicited));
-    m.insert("reflectors".into(), json!(reflectors));
-    if let Some((port, share)) = ports.top() {
-        m.insert(
-            "reflected_service".into(),
-            json!({
-                "port": port,
-                "name": service_name(port),
-                "share": (share * 100.0).round() / 100.0,
-            }),
-        );
-    }
+    evidence.vector = vector;
+    evidence.unsolicited_packets = Some(unsolicited);
+    evidence.reflectors = Some(reflectors);
+    evidence.reflected_service = ports.top().map(|(port, share)| ReflectedService {
+        port,
+        name: service_name(port),
+        share: (share * 100.0).round() / 100.0,
+    });
 }

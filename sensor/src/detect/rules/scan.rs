@@ -6,11 +6,13 @@ use std::net::IpAddr;
 use crate::detect::FastMap;
 
 use sensor_common::{family, proto};
-use serde_json::json;
 
 use super::{NS, Rules, window::Distinct};
 use crate::{
-    detect::alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity},
+    detect::{
+        alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity},
+        evidence::{Evidence, ScanEvidence, SweepEvidence},
+    },
     flow::FlowEvent,
 };
 
@@ -56,7 +58,7 @@ pub(super) const ANSWER_GRACE_NS: u64 = NS;
 
 /// Reflectors sending unsolicited replies from one port to a host before that port's traffic
 /// to it stops counting as probes (whatever its ports look like).
-const REFLECTORS_MIN: usize = 3;
+pub(super) const REFLECTORS_MIN: usize = 3;
 
 /// The shape of a reply, never of a probe: sent from a service's port (well-known or
 /// registered, below the dynamic range) to a higher, client-side port. Reflected floods arrive
@@ -173,11 +175,14 @@ impl Rules {
             severity: Severity::from_ratio(n as f64 / threshold as f64),
             rate: n as f64,
             score: None,
-            evidence: json!({
-                "ports": n,
-                "sample_ports": ports.sample(10),
-                "proto": if *p == proto::TCP { "tcp" } else { "udp" },
-                "window_s": window,
+            evidence: Evidence::Scan(ScanEvidence {
+                ports: n,
+                probes: None,
+                unanswered: None,
+                sample_ports: ports.sample(10),
+                proto: Some(if *p == proto::TCP { "tcp" } else { "udp" }),
+                window_s: window,
+                slow: None,
             }),
         });
     }
@@ -294,11 +299,14 @@ impl Rules {
             severity: Severity::from_ratio(n as f64 / self.cfg.host_sweep_hosts as f64),
             rate: n as f64,
             score: None,
-            evidence: json!({
-                "hosts": n,
-                "sample_hosts": hosts,
-                "probe": key.1.label(),
-                "window_s": self.cfg.host_sweep_window_s,
+            evidence: Evidence::Sweep(SweepEvidence {
+                hosts: n,
+                probes: None,
+                unanswered: None,
+                sample_hosts: hosts,
+                probe: key.1.label(),
+                window_s: self.cfg.host_sweep_window_s,
+                slow: None,
             }),
         });
     }

@@ -15,14 +15,16 @@ use std::{hash::Hash, net::IpAddr};
 use crate::detect::FastMap;
 
 use sensor_common::{family, proto};
-use serde_json::json;
 
 use super::{
     NS, Rules,
     scan::{ANSWER_GRACE_NS, Probe},
 };
 use crate::{
-    detect::alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity},
+    detect::{
+        alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity},
+        evidence::{Evidence, ScanEvidence, SweepEvidence},
+    },
     flow::FlowEvent,
 };
 
@@ -205,13 +207,14 @@ impl Rules {
                 severity: slow_severity(probes, ports_min),
                 rate: probes as f64,
                 score: None,
-                evidence: json!({
-                    "ports": n,
-                    "probes": probes,
-                    "unanswered": true,
-                    "sample_ports": u.sample(10),
-                    "window_s": window,
-                    "slow": true,
+                evidence: Evidence::Scan(ScanEvidence {
+                    ports: n,
+                    probes: Some(probes),
+                    unanswered: Some(true),
+                    sample_ports: u.sample(10),
+                    proto: None,
+                    window_s: window,
+                    slow: Some(true),
                 }),
             });
         }
@@ -238,14 +241,14 @@ impl Rules {
                 severity: slow_severity(probes, hosts_min),
                 rate: probes as f64,
                 score: None,
-                evidence: json!({
-                    "hosts": n,
-                    "probes": probes,
-                    "unanswered": true,
-                    "sample_hosts": u.sample(10),
-                    "probe": probe.label(),
-                    "window_s": window,
-                    "slow": true,
+                evidence: Evidence::Sweep(SweepEvidence {
+                    hosts: n,
+                    probes: Some(probes),
+                    unanswered: Some(true),
+                    sample_hosts: u.sample(10),
+                    probe: probe.label(),
+                    window_s: window,
+                    slow: Some(true),
                 }),
             });
         }

@@ -3,10 +3,12 @@
 
 use std::net::IpAddr;
 
-use serde_json::json;
 
 use super::{RuleConfig, Rules, flood::HostState};
-use crate::detect::alert::{AlertBook, AlertKind, DetectorKind, Firing, SPIKE_HOLD_NS, Severity};
+use crate::detect::{
+    alert::{AlertBook, AlertKind, DetectorKind, Firing, SPIKE_HOLD_NS, Severity},
+    evidence::{Evidence, SpikeEvidence},
+};
 
 #[derive(Default)]
 pub(super) struct Spike {
@@ -74,12 +76,12 @@ impl Rules {
                 severity: Severity::from_ratio(c / cfg.spike_pps as f64),
                 rate: c,
                 score: None,
-                evidence: json!({
-                    "pps": count,
-                    "baseline_pps": base.round(),
-                    "direction": dir,
-                    "rx_pps": s.rx,
-                    "tx_pps": s.tx,
+                evidence: Evidence::Spike(SpikeEvidence {
+                    pps: count,
+                    baseline_pps: base.round(),
+                    direction: dir,
+                    rx_pps: s.rx,
+                    tx_pps: s.tx,
                 }),
             });
         }

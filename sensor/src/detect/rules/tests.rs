@@ -69,7 +69,7 @@ fn port_scan_fires_at_the_threshold_and_aggregates_into_one_alert() {
     // Updated at most once a data second (2 s of probes here), and its final evidence counts
     // every port: the growth held back within a second is fired by the next tick or the end.
     assert!(alerts[0].count <= 3, "{:?}", alerts[0]);
-    assert_eq!(alerts[0].evidence["ports"], 200, "{:?}", alerts[0]);
+    assert_eq!(alerts[0].evidence.json()["ports"], 200, "{:?}", alerts[0]);
     // Spread beyond the window, the same ports are no scan.
     let slow: Vec<_> = (0..40)
         .map(|p| ev(p * 4_000, A, B, 1000 + p as u16, proto::TCP))
@@ -333,13 +333,13 @@ fn reflected_floods_are_ddos_with_the_service_and_never_port_scans() {
         .iter()
         .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
         .unwrap_or_else(|| panic!("no ddos on the victim: {alerts:?}"));
-    assert_eq!(d.evidence["vector"], "udp_reflection", "{}", d.evidence);
+    assert_eq!(d.evidence.json()["vector"], "udp_reflection", "{}", d.evidence);
     assert_eq!(
-        d.evidence["reflected_service"]["port"], 53,
+        d.evidence.json()["reflected_service"]["port"], 53,
         "{}",
         d.evidence
     );
-    assert_eq!(d.evidence["reflected_service"]["name"], "dns");
+    assert_eq!(d.evidence.json()["reflected_service"]["name"], "dns");
     // A high-port service (memcached) from a handful of reflectors: still no port scan, even
     // for the replies that happen to reach ports below the service's.
     let events: Vec<_> = (0..3000u64)
@@ -359,7 +359,7 @@ fn reflected_floods_are_ddos_with_the_service_and_never_port_scans() {
             .iter()
             .any(|a| matches!(a.kind, AlertKind::UdpFlood | AlertKind::Ddos)
                 && a.dst_ip == Some(B)
-                && a.evidence["reflected_service"]["port"] == 11211),
+                && a.evidence.json()["reflected_service"]["port"] == 11211),
         "{alerts:?}"
     );
 }
@@ -405,8 +405,8 @@ fn low_and_slow_reflection_surfaces_at_low_severity() {
         .find(|a| a.kind == AlertKind::Ddos)
         .unwrap_or_else(|| panic!("low-and-slow reflection missed: {alerts:?}"));
     assert_eq!((d.severity, d.dst_ip), (Severity::Low, Some(B)));
-    assert_eq!(d.evidence["slow"], true);
-    assert_eq!(d.evidence["reflected_service"]["name"], "ntp");
+    assert_eq!(d.evidence.json()["slow"], true);
+    assert_eq!(d.evidence.json()["reflected_service"]["name"], "ntp");
     // The same replies to a host that asked for them (it sends UDP back) are no reflection.
     let mut asked = events.clone();
     for i in 0..450u64 {
@@ -432,11 +432,11 @@ fn slow_scans_and_sweeps_count_unanswered_probes_over_the_long_window() {
         .collect();
     let alerts = run(&scan);
     assert_eq!(kinds(&alerts), vec![AlertKind::PortScan], "{alerts:?}");
-    assert_eq!(alerts[0].evidence["slow"], true);
+    assert_eq!(alerts[0].evidence.json()["slow"], true);
     assert_eq!(alerts[0].severity, Severity::Low);
     // One alert that grows with the scan, not one frozen at the threshold.
     assert!(
-        alerts[0].evidence["probes"].as_u64() > Some(100) && alerts[0].count > 1,
+        alerts[0].evidence.json()["probes"].as_u64() > Some(100) && alerts[0].count > 1,
         "{:?}",
         alerts[0]
     );
@@ -466,7 +466,7 @@ fn slow_scans_and_sweeps_count_unanswered_probes_over_the_long_window() {
         .collect();
     let alerts = run(&sweep);
     assert_eq!(kinds(&alerts), vec![AlertKind::HostSweep], "{alerts:?}");
-    assert_eq!(alerts[0].evidence["slow"], true);
+    assert_eq!(alerts[0].evidence.json()["slow"], true);
 }
 
 #[test]
@@ -546,11 +546,11 @@ fn syn_ack_reflection_is_a_ddos_not_a_scan() {
         .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
         .unwrap_or_else(|| panic!("no ddos: {alerts:?}"));
     assert_eq!(
-        d.evidence["vector"], "tcp_syn_ack_reflection",
+        d.evidence.json()["vector"], "tcp_syn_ack_reflection",
         "{}",
         d.evidence
     );
-    assert_eq!(d.evidence["reflected_service"]["port"], 80);
+    assert_eq!(d.evidence.json()["reflected_service"]["port"], 80);
 }
 
 #[test]
@@ -643,8 +643,8 @@ fn a_fast_scan_is_one_alert_whatever_its_long_window_sees_later() {
         .collect();
     let all = run_until(&probes, 180_000);
     assert_eq!(kinds(&all), vec![AlertKind::PortScan], "{all:?}");
-    assert!(all[0].evidence["ports"].as_u64() >= Some(900), "{:?}", all[0]);
-    assert!(all[0].evidence.get("slow").is_none(), "{:?}", all[0].evidence);
+    assert!(all[0].evidence.json()["ports"].as_u64() >= Some(900), "{:?}", all[0]);
+    assert!(all[0].evidence.json().get("slow").is_none(), "{:?}", all[0].evidence);
     // A scan that goes on slowly past the fast alert is reported once its own part reaches
     // the long window's threshold: 150 more ports, one every 4 s (too slow for the fast
     // rule), after the first closed.
@@ -656,7 +656,7 @@ fn a_fast_scan_is_one_alert_whatever_its_long_window_sees_later() {
         vec![AlertKind::PortScan, AlertKind::PortScan],
         "{all:?}"
     );
-    assert_eq!(all[1].evidence["slow"], true, "{:?}", all[1]);
+    assert_eq!(all[1].evidence.json()["slow"], true, "{:?}", all[1]);
 }
 
 #[test]
@@ -739,7 +739,7 @@ fn a_victim_flooded_by_a_growing_crowd_is_one_incident() {
         assert_eq!(root(a), seen[0].id, "{a:?}");
         assert!(seen[0].first_seen_ns <= a.first_seen_ns, "{a:?}");
     }
-    let sources = seen[0].evidence["sample_sources"].as_array().map(Vec::len);
+    let sources = seen[0].evidence.json()["sample_sources"].as_array().map(Vec::len);
     assert!(sources >= Some(10), "{:?}", seen[0].evidence);
 }
 
@@ -769,7 +769,7 @@ fn an_open_alert_is_updated_at_most_once_a_data_second_while_it_grows() {
     );
     let ports: Vec<u64> = updates
         .iter()
-        .map(|a| a.evidence["ports"].as_u64().unwrap_or(0))
+        .map(|a| a.evidence.json()["ports"].as_u64().unwrap_or(0))
         .collect();
     assert!(ports.windows(2).all(|w| w[0] < w[1]), "{ports:?}");
     assert!(ports.last() >= Some(&500), "{ports:?}");

@@ -370,6 +370,22 @@ impl Store {
         self.send(Msg::SessionEnd(id, packets, flows), true)
     }
 
+    /// What this database's evidence files are named with: a tag of its path and the session
+    /// (alert ids are unique within a session; the tag keeps two databases sharing a data
+    /// directory from naming a file alike, which would lose one alert's packets).
+    pub fn evidence_prefix(&self) -> String {
+        let path = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
+        // FNV-1a: stable across runs and builds (std's hasher is not).
+        let tag = path
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0x811c_9dc5_u32, |h, b| {
+                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+            });
+        format!("{tag:08x}-{}", self.sid())
+    }
+
     /// The capture session later rows belong to (0 before the first): alert ids are unique
     /// within it, so evidence files are named after both.
     pub fn sid(&self) -> u64 {

@@ -58,6 +58,9 @@ impl Table {
     }
 }
 
+/// A list row: id, record, score, attack flows summed (JSON), merged into (alerts).
+type ListRow = (i64, String, Option<f64>, Option<String>, Option<i64>);
+
 /// Rows of `table` matching `f`, newest first, with a cursor to the next page.
 pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value> {
     let (table, time_col, with_kind) = (table.name(), table.time_col(), table == Table::Alerts);
@@ -118,7 +121,7 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
         1,
     );
     let mut stmt = c.prepare(&sql)?;
-    let mut rows: Vec<(i64, String, Option<f64>, Option<String>, Option<i64>)> = stmt
+    let mut rows: Vec<ListRow> = stmt
         .query_map(params_from_iter(args.iter().map(|b| b.as_ref())), |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
