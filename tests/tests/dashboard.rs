@@ -128,7 +128,8 @@ fn dashboard_renders_cards_charts_and_alerts() {
         )
         .expect("a stored scan alert");
     let detail_dom = run_at(&format!("{url}#alert-{scan_id}"), &["--dump-dom"]);
-    let detail_shot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-detail.png");
+    let detail_shot =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-detail.png");
     run_at(
         &format!("{url}#alert-{scan_id}"),
         &[&format!("--screenshot={}", detail_shot.display())],
@@ -208,15 +209,30 @@ fn dashboard_renders_cards_charts_and_alerts() {
     let section = &detail_dom[at..];
     let section = &section[..section.find("</section>").expect("section end")];
     let open_tag = &detail_dom[detail_dom[..at].rfind('<').expect("tag")..at + 20];
-    assert!(!open_tag.contains("hidden"), "detail view not opened: {open_tag}");
-    for needle in [&format!("#{scan_id} port_scan"), "TCP scan of", "sample_ports", "10.99.0.1:", "Its flows"] {
-        assert!(section.contains(needle), "detail view lacks {needle}: {section}");
+    assert!(
+        !open_tag.contains("hidden"),
+        "detail view not opened: {open_tag}"
+    );
+    for needle in [
+        &format!("#{scan_id} port_scan"),
+        "TCP scan of",
+        "sample_ports",
+        "10.99.0.1:",
+        "Its flows",
+    ] {
+        assert!(
+            section.contains(needle),
+            "detail view lacks {needle}: {section}"
+        );
     }
     let flows = &section[section.find("id=\"t-detail-flows\"").expect("flows table")..];
-    let rows = flows[..flows.find("</table>").expect("end")].matches("<tr>").count();
+    let rows = flows[..flows.find("</table>").expect("end")]
+        .matches("<tr>")
+        .count();
     assert!(rows > 10, "{rows} flow rows in the detail view");
-    let canvas = &section[section.find("id=\"ch-detail\"").expect("detail chart")..];
-    let tag = &section[section[..section.len() - canvas.len()].rfind('<').expect("tag")..section.len() - canvas.len() + 20];
+    let at = section.find("id=\"ch-detail\"").expect("detail chart");
+    let tag = &section[section[..at].rfind('<').expect("tag start")
+        ..at + section[at..].find('>').expect("tag end")];
     assert!(tag.contains("box-sizing"), "detail chart not drawn: {tag}");
     assert!(
         std::fs::metadata(&detail_shot).is_ok_and(|m| m.len() > 10_000),

@@ -339,7 +339,16 @@ fn a_running_floods_row_updates_in_place_and_opens_its_detail() {
     );
     // A SYN flood of ~2,000 packets/s for 12 s from the peer, in the background.
     let mut flood = Command::new("ip")
-        .args(["netns", "exec", &lab.peer.name, "timeout", "12", "hping3", "-q", "-S"])
+        .args([
+            "netns",
+            "exec",
+            &lab.peer.name,
+            "timeout",
+            "12",
+            "hping3",
+            "-q",
+            "-S",
+        ])
         .args(["-p", "80", "-i", "u500"])
         .arg(lab.local_addr.to_string())
         .stdout(Stdio::null())
@@ -354,11 +363,17 @@ fn a_running_floods_row_updates_in_place_and_opens_its_detail() {
             json!([row]),
         );
         (
-            format!("{} {}", v[0].as_str().unwrap_or_default(), v[1].as_str().unwrap_or_default()),
+            format!(
+                "{} {}",
+                v[0].as_str().unwrap_or_default(),
+                v[1].as_str().unwrap_or_default()
+            ),
             v[2].as_str().unwrap_or_default().to_owned(),
         )
     };
-    browser.wait_for("an open syn_flood row", |b| count(b).0.starts_with("syn_flood "));
+    browser.wait_for("an open syn_flood row", |b| {
+        count(b).0.starts_with("syn_flood ")
+    });
     let (first, _) = count(&browser);
     std::thread::sleep(Duration::from_millis(3000));
     let (later, sentence) = count(&browser);
@@ -382,7 +397,11 @@ fn a_running_floods_row_updates_in_place_and_opens_its_detail() {
         "return document.querySelector('#t-alerts tbody tr').classList.contains('open');",
         json!([]),
     );
-    assert_eq!(top, json!(true), "the running incident is not the first row");
+    assert_eq!(
+        top,
+        json!(true),
+        "the running incident is not the first row"
+    );
 
     browser.script(
         "document.querySelector(arguments[0]).children[1].click(); return true;",

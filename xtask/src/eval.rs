@@ -177,6 +177,8 @@ struct Seen {
     dst: Option<String>,
     /// Model anomalies a rule alert absorbed.
     model_anomalies: u64,
+    /// Folded into a larger incident (not an alert an operator reads on its own).
+    merged: bool,
 }
 
 fn alerts(sensor: &Path, pcap: &Path, tmp: &Path) -> Result<Vec<Seen>> {
@@ -214,6 +216,7 @@ fn alerts_with(
             src: s("src_ip"),
             dst: s("dst_ip"),
             model_anomalies: a["evidence"]["model_anomalies"].as_u64().unwrap_or(0),
+            merged: a["state"] == "merged",
         });
     }
     Ok(v)
@@ -320,8 +323,12 @@ pub fn eval(sensor: &Path, corpora: &Path, lab: Option<&Path>) -> Result<()> {
     }
     let tmp = std::env::temp_dir().join(format!("sensor-eval-{}.jsonl", std::process::id()));
     let (mut detected, mut total) = (0, 0);
+    let mut incidents: Vec<usize> = Vec::new();
     let mut table = Families::default();
-    println!("{:70} {:12} detected", "attack capture", "expected");
+    println!(
+        "{:70} {:12} {:>6} detected",
+        "attack capture", "expected", "alerts"
+    );
     for a in &attacks {
         let path = Path::new(&a.file);
         if !path.is_file() {
@@ -336,6 +343,9 @@ pub fn eval(sensor: &Path, corpora: &Path, lab: Option<&Path>) -> Result<()> {
         });
         detected += usize::from(hit);
         table.add(&a.family, hit);
+        // What an operator reads of this capture: its alerts, less those merged into another.
+        let alerts = seen.iter().filter(|s| !s.merged).count();
+        incidents.push(alerts);
         let shown = path
             .strip_prefix(corpora)
             .or_else(|_| path.strip_prefix(crate::target_dir()))
@@ -343,7 +353,7 @@ pub fn eval(sensor: &Path, corpora: &Path, lab: Option<&Path>) -> Result<()> {
             .display()
             .to_string();
         println!(
-            "{shown:70} {:12} {} {}",
+            "{shown:70} {:12} {alerts:>6} {} {}",
             a.kind,
             kinds(&seen),
             if hit {
@@ -402,6 +412,13 @@ pub fn eval(sensor: &Path, corpora: &Path, lab: Option<&Path>) -> Result<()> {
     }
     println!(
         "benign captures: {benign_files} ({other} non-attack alerts: traffic spikes, model anomalies)"
+    );
+    let one = incidents.iter().filter(|n| **n == 1).count();
+    println!(
+        "alerts per attack capture: {:.2} on average, {one} of {} with exactly one, at most {}",
+        incidents.iter().sum::<usize>() as f64 / incidents.len().max(1) as f64,
+        incidents.len(),
+        incidents.iter().max().copied().unwrap_or(0)
     );
     println!(
         "eval: detected {detected}/{total} attack captures, false alerts {false_alerts} on {benign_files} benign captures"

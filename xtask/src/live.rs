@@ -264,7 +264,11 @@ pub fn detect_growing(
             ok,
             format!(
                 "count {} -> {}, last_seen {} -> {}, state {}",
-                first["count"], later["count"], first["last_seen"], later["last_seen"], later["state"]
+                first["count"],
+                later["count"],
+                first["last_seen"],
+                later["last_seen"],
+                later["state"]
             ),
         ));
     }
@@ -369,7 +373,8 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
         // watch the attacks (the dashboard's "Train model" does the same).
         if !trained && Instant::now() + Duration::from_secs(3) >= next {
             trained = true;
-            let body = serde_json::json!({"since": started.to_string(), "until": unix_secs().to_string()});
+            let body =
+                serde_json::json!({"since": started.to_string(), "until": unix_secs().to_string()});
             match s.post("/api/model/train", token, &body) {
                 Some((200, v)) => eprintln!(
                     "lab: model trained on the {} flows of the benign warm-up, threshold {:.3} \

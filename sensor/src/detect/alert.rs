@@ -145,8 +145,15 @@ fn is_flood(k: AlertKind) -> bool {
 /// counts into it instead of opening an alert of its own: a flood into a victim that a
 /// broader flood incident about the same victim covers (the same kind, or a DDoS, from every
 /// source or from this one), or a port scan by a source that is flooding that very host (a
-/// flood to random ports reaches many ports; it is one attack, not also a scan).
-fn covers(i: &Alert, kind: AlertKind, src: Option<IpAddr>, dst: Option<IpAddr>) -> bool {
+/// flood to random ports reaches many ports; it is one attack, not also a scan), when the
+/// scan's protocol is the flood's (a TCP scan beside a UDP flood is two attacks).
+fn covers(
+    i: &Alert,
+    kind: AlertKind,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    ev: &Evidence,
+) -> bool {
     if dst.is_none() || i.dst_ip != dst || !is_flood(i.kind) {
         return false;
     }
@@ -154,7 +161,12 @@ fn covers(i: &Alert, kind: AlertKind, src: Option<IpAddr>, dst: Option<IpAddr>) 
         return (i.kind == kind || i.kind == AlertKind::Ddos)
             && (i.src_ip.is_none() || i.src_ip == src);
     }
-    kind == AlertKind::PortScan && src.is_some() && i.src_ip == src
+    let same_proto = match (i.evidence.proto(), ev.proto()) {
+        (Some(a), Some(b)) => a == b,
+        // A DDoS of every protocol, or a slow scan (its probes of either protocol).
+        _ => true,
+    };
+    kind == AlertKind::PortScan && src.is_some() && i.src_ip == src && same_proto
 }
 
 /// Data time a traffic spike waits before it is raised: an attack rule that judges over a
@@ -271,7 +283,7 @@ impl AlertBook {
         }
         self.open
             .iter()
-            .find(|(_, i)| covers(i, f.kind, f.src_ip, f.dst_ip))
+            .find(|(_, i)| covers(i, f.kind, f.src_ip, f.dst_ip, &f.evidence))
             .map(|(k, _)| *k)
     }
 
@@ -292,7 +304,7 @@ impl AlertBook {
                         .iter()
                         .flatten()
                         .any(|e| j.src_ip == Some(*e) || j.dst_ip == Some(*e)))
-                    || (is_flood(a.kind) && covers(a, j.kind, j.src_ip, j.dst_ip))
+                    || (is_flood(a.kind) && covers(a, j.kind, j.src_ip, j.dst_ip, &j.evidence))
             })
             .map(|(k, j)| (j.id, *k))
             .collect();

@@ -263,6 +263,20 @@ impl Evidence {
         }
     }
 
+    /// The IP protocol the alert is about, where its evidence says: a scan's, a flood's vector.
+    pub fn proto(&self) -> Option<u8> {
+        use sensor_common::proto;
+        match self {
+            Self::Scan(s) => match s.proto {
+                Some("tcp") => Some(proto::TCP),
+                Some("udp") => Some(proto::UDP),
+                _ => None,
+            },
+            Self::Flood(f) => f.vector.proto(),
+            _ => None,
+        }
+    }
+
     /// The window the rule measured over, in seconds (packets before the alert opened that
     /// made it cross its threshold lie within it).
     pub fn window_s(&self) -> Option<u64> {
@@ -321,7 +335,9 @@ pub fn summary(a: &crate::detect::Alert) -> String {
     let slow = |s: Option<bool>| if s == Some(true) { "Slow " } else { "" };
     let mut s = match (&a.evidence, a.kind) {
         (Evidence::Scan(e), _) => {
-            let proto = e.proto.map_or(String::new(), |p| format!("{} ", p.to_uppercase()));
+            let proto = e
+                .proto
+                .map_or(String::new(), |p| format!("{} ", p.to_uppercase()));
             let mut s = format!(
                 "{}{proto}scan of {} ports of {} {}",
                 slow(e.slow),
@@ -362,7 +378,10 @@ pub fn summary(a: &crate::detect::Alert) -> String {
             if let Some(n) = e.attempts {
                 let done = e.completed.unwrap_or(0);
                 let pct = 100.0 * n.saturating_sub(done) as f64 / n.max(1) as f64;
-                s.push_str(&format!(", {} attempts, {pct:.0}% never completed", grouped(n)));
+                s.push_str(&format!(
+                    ", {} attempts, {pct:.0}% never completed",
+                    grouped(n)
+                ));
             } else if let Some(p) = e.packets {
                 s.push_str(&format!(
                     ", {} packets in {} s, {} answered",
@@ -371,7 +390,10 @@ pub fn summary(a: &crate::detect::Alert) -> String {
                     grouped(e.replies.or(e.answers).unwrap_or(0))
                 ));
             } else if let Some(n) = e.overflow_syns {
-                s.push_str(&format!(", {} SYNs the flow map could not hold", grouped(n)));
+                s.push_str(&format!(
+                    ", {} SYNs the flow map could not hold",
+                    grouped(n)
+                ));
             }
             if let Some(r) = &e.reflected_service {
                 s.push_str(&format!(
@@ -414,7 +436,10 @@ pub fn summary(a: &crate::detect::Alert) -> String {
         (Evidence::None, kind) => format!("{} {} to {}", kind.as_str(), from(None), who(dst)),
     };
     if a.peak_rate > 0.0 && matches!(a.evidence, Evidence::Flood(_)) {
-        s.push_str(&format!(", peak {} packets/s", grouped(a.peak_rate.round() as u64)));
+        s.push_str(&format!(
+            ", peak {} packets/s",
+            grouped(a.peak_rate.round() as u64)
+        ));
     }
     if a.model_anomalies > 0 {
         s.push_str(&format!(

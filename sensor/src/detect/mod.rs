@@ -315,14 +315,22 @@ impl Detector {
                 record: serde_json::to_string(&doc).unwrap_or_default(),
             });
         }
-        self.raise(ev.src, ev.dst, ev.ts_ns, ev.ts_ns, v.score, v.severity, || {
-            Evidence::Online(OnlineEvidence {
-                model: "kitnet",
-                top_features: top,
-                threshold,
-                flow: event,
-            })
-        });
+        self.raise(
+            ev.src,
+            ev.dst,
+            ev.ts_ns,
+            ev.ts_ns,
+            v.score,
+            v.severity,
+            || {
+                Evidence::Online(OnlineEvidence {
+                    model: "kitnet",
+                    top_features: top,
+                    threshold,
+                    flow: event,
+                })
+            },
+        );
     }
 
     pub fn on_overflow(&mut self, ts_ns: u64, dst: &HostKey, s: &HostStats) {
@@ -409,21 +417,29 @@ impl Detector {
             });
         }
         let threshold = (model.threshold * 10_000.0).round() / 10_000.0;
-        self.raise(f.src, f.dst, f.first_seen_ns, f.last_seen_ns, v.score, v.severity, || {
-            Evidence::Model(ModelEvidence {
-                top_features: top,
-                threshold,
-                flow: EvidenceFlow {
-                    src_ip: f.src,
-                    proto: f.proto,
-                    src_port: f.src_port,
-                    dst_port: f.dst_port,
-                    packets: f.packets(),
-                    bytes: f.bytes(),
-                    duration_s: f.duration().as_secs_f64(),
-                },
-            })
-        });
+        self.raise(
+            f.src,
+            f.dst,
+            f.first_seen_ns,
+            f.last_seen_ns,
+            v.score,
+            v.severity,
+            || {
+                Evidence::Model(ModelEvidence {
+                    top_features: top,
+                    threshold,
+                    flow: EvidenceFlow {
+                        src_ip: f.src,
+                        proto: f.proto,
+                        src_port: f.src_port,
+                        dst_port: f.dst_port,
+                        packets: f.packets(),
+                        bytes: f.bytes(),
+                        duration_s: f.duration().as_secs_f64(),
+                    },
+                })
+            },
+        );
         Some(scored)
     }
 
@@ -864,7 +880,8 @@ mod tests {
             alerts.len()
         );
         assert_eq!(
-            alerts[0].evidence.json()["model"], "kitnet",
+            alerts[0].evidence.json()["model"],
+            "kitnet",
             "{:?}",
             alerts[0].evidence
         );

@@ -135,8 +135,7 @@ pub fn is_file_name(name: &str) -> bool {
         return false;
     };
     let parts: Vec<&str> = mid.split('-').collect();
-    let digits =
-        |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
     let tag = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
     match parts.as_slice() {
         // alert-{session}-{id}.pcap, as files were named before databases had a tag.
@@ -352,11 +351,7 @@ impl Recorder {
             // made it cross are in the window the rule measured over (a scan's minute, a
             // flood's second), so the file starts there.
             Window::FromFirstSeen => {
-                let measured = a
-                    .evidence
-                    .window_s()
-                    .unwrap_or(1)
-                    .min(self.cfg.max_seconds);
+                let measured = a.evidence.window_s().unwrap_or(1).min(self.cfg.max_seconds);
                 (
                     a.first_seen_ns.saturating_sub(measured * NS),
                     a.first_seen_ns.saturating_add(self.cfg.max_seconds * NS),
@@ -730,7 +725,8 @@ mod tests {
             total_bytes: 1000,
             ..EvidenceConfig::default()
         };
-        let mut r = Recorder::new(cfg, dir.clone(), "5".into(), Window::FromFirstSeen).expect("recorder");
+        let mut r =
+            Recorder::new(cfg, dir.clone(), "5".into(), Window::FromFirstSeen).expect("recorder");
         let t0 = 1_000 * NS;
         let name = r
             .alert_opened(&alert(1, Some(Ipv4Addr::new(10, 0, 0, 9)), None, t0))
@@ -775,7 +771,8 @@ mod tests {
             max_open: 1,
             ..EvidenceConfig::default()
         };
-        let mut r = Recorder::new(cfg, dir.clone(), "1".into(), Window::FromOpen).expect("recorder");
+        let mut r =
+            Recorder::new(cfg, dir.clone(), "1".into(), Window::FromOpen).expect("recorder");
         let a = alert(1, Some(Ipv4Addr::new(10, 0, 0, 9)), None, 0);
         assert_eq!(
             r.alert_opened(&a),

@@ -1090,8 +1090,10 @@ mod tests {
                 (15 * S, pkt(8, 9, 7, 7, proto::UDP, 0)),
             ],
         );
-        let mut ended: Vec<(u16, u64, EndReason)> =
-            out.iter().map(|f| (f.dst_port, f.packets(), f.end)).collect();
+        let mut ended: Vec<(u16, u64, EndReason)> = out
+            .iter()
+            .map(|f| (f.dst_port, f.packets(), f.end))
+            .collect();
         ended.sort_unstable_by_key(|e| e.0);
         assert_eq!(
             ended,

@@ -341,6 +341,10 @@ pub fn message(a: &AlertRecord, facility: u8, host: &str, app: &str, sd_id: &str
         a.kind.as_str(),
         a.severity.as_str(),
         a.first_seen,
-        if said.is_empty() { String::new() } else { format!(": {said}") },
+        if said.is_empty() {
+            String::new()
+        } else {
+            format!(": {said}")
+        },
     )
 }

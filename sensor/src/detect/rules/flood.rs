@@ -322,8 +322,18 @@ impl Rules {
         let many = sources >= cfg.ddos_sources;
         let flood_min = cfg.flood_pps * cfg.flood_window_s;
         for (kind, rx, tx, vector) in [
-            (AlertKind::UdpFlood, &mut h.rx_udp, &mut h.tx_udp, Vector::Udp),
-            (AlertKind::IcmpFlood, &mut h.rx_icmp, &mut h.tx_icmp, Vector::Icmp),
+            (
+                AlertKind::UdpFlood,
+                &mut h.rx_udp,
+                &mut h.tx_udp,
+                Vector::Udp,
+            ),
+            (
+                AlertKind::IcmpFlood,
+                &mut h.rx_icmp,
+                &mut h.tx_icmp,
+                Vector::Icmp,
+            ),
         ] {
             let inbound = rx.sum_at(sec);
             let replies = tx.sum_at(sec);
@@ -516,7 +526,10 @@ impl Rules {
                 score: None,
                 evidence: Evidence::Flood(FloodEvidence {
                     overflow_syns: Some(s.syn),
-                    ..FloodEvidence::new(Vector::TcpSyn, Sources::Unknown("unknown (flow map full)"))
+                    ..FloodEvidence::new(
+                        Vector::TcpSyn,
+                        Sources::Unknown("unknown (flow map full)"),
+                    )
                 }),
             });
         }

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 
-
 use super::{RuleConfig, Rules, flood::HostState};
 use crate::detect::{
     alert::{AlertBook, AlertKind, DetectorKind, Firing, SPIKE_HOLD_NS, Severity},
@@ -51,7 +50,12 @@ impl Rules {
 
     /// Judges a finished second of one host against its baseline, then folds it in. A spike
     /// is held (`held`) for [`SPIKE_HOLD_NS`], stamped with its own second.
-    pub(super) fn close_second(cfg: &RuleConfig, host: IpAddr, s: &mut Spike, held: &mut Vec<Firing>) {
+    pub(super) fn close_second(
+        cfg: &RuleConfig,
+        host: IpAddr,
+        s: &mut Spike,
+        held: &mut Vec<Firing>,
+    ) {
         let over = |count: u64, base: f64| {
             count >= cfg.spike_pps && count as f64 > cfg.spike_factor * base
         };

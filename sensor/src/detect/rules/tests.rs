@@ -333,9 +333,15 @@ fn reflected_floods_are_ddos_with_the_service_and_never_port_scans() {
         .iter()
         .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
         .unwrap_or_else(|| panic!("no ddos on the victim: {alerts:?}"));
-    assert_eq!(d.evidence.json()["vector"], "udp_reflection", "{}", d.evidence);
     assert_eq!(
-        d.evidence.json()["reflected_service"]["port"], 53,
+        d.evidence.json()["vector"],
+        "udp_reflection",
+        "{}",
+        d.evidence
+    );
+    assert_eq!(
+        d.evidence.json()["reflected_service"]["port"],
+        53,
         "{}",
         d.evidence
     );
@@ -546,7 +552,8 @@ fn syn_ack_reflection_is_a_ddos_not_a_scan() {
         .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
         .unwrap_or_else(|| panic!("no ddos: {alerts:?}"));
     assert_eq!(
-        d.evidence.json()["vector"], "tcp_syn_ack_reflection",
+        d.evidence.json()["vector"],
+        "tcp_syn_ack_reflection",
         "{}",
         d.evidence
     );
@@ -643,8 +650,16 @@ fn a_fast_scan_is_one_alert_whatever_its_long_window_sees_later() {
         .collect();
     let all = run_until(&probes, 180_000);
     assert_eq!(kinds(&all), vec![AlertKind::PortScan], "{all:?}");
-    assert!(all[0].evidence.json()["ports"].as_u64() >= Some(900), "{:?}", all[0]);
-    assert!(all[0].evidence.json().get("slow").is_none(), "{:?}", all[0].evidence);
+    assert!(
+        all[0].evidence.json()["ports"].as_u64() >= Some(900),
+        "{:?}",
+        all[0]
+    );
+    assert!(
+        all[0].evidence.json().get("slow").is_none(),
+        "{:?}",
+        all[0].evidence
+    );
     // A scan that goes on slowly past the fast alert is reported once its own part reaches
     // the long window's threshold: 150 more ports, one every 4 s (too slow for the fast
     // rule), after the first closed.
@@ -713,9 +728,7 @@ fn a_udp_flood_to_random_ports_is_a_flood_not_also_a_scan() {
 fn a_victim_flooded_by_a_growing_crowd_is_one_incident() {
     // SYNs into B:80 from one source for a second, then from 25.
     let bot = |i: u64| IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1 + (i % 25) as u8));
-    let mut flood: Vec<_> = (0..1000u64)
-        .map(|i| ev(i, A, B, 80, proto::TCP))
-        .collect();
+    let mut flood: Vec<_> = (0..1000u64).map(|i| ev(i, A, B, 80, proto::TCP)).collect();
     flood.extend((0..5000u64).map(|i| ev(1000 + i / 2, bot(i), B, 80, proto::TCP)));
     let all = run_until(&flood, 60_000);
     let seen = incidents(&all);
@@ -731,7 +744,10 @@ fn a_victim_flooded_by_a_growing_crowd_is_one_incident() {
         let mut id = a.id;
         while let Some(next) = into {
             id = next;
-            into = all.iter().find(|b| b.id == next).and_then(|b| b.merged_into);
+            into = all
+                .iter()
+                .find(|b| b.id == next)
+                .and_then(|b| b.merged_into);
         }
         id
     };
@@ -739,7 +755,9 @@ fn a_victim_flooded_by_a_growing_crowd_is_one_incident() {
         assert_eq!(root(a), seen[0].id, "{a:?}");
         assert!(seen[0].first_seen_ns <= a.first_seen_ns, "{a:?}");
     }
-    let sources = seen[0].evidence.json()["sample_sources"].as_array().map(Vec::len);
+    let sources = seen[0].evidence.json()["sample_sources"]
+        .as_array()
+        .map(Vec::len);
     assert!(sources >= Some(10), "{:?}", seen[0].evidence);
 }
 
@@ -777,5 +795,24 @@ fn an_open_alert_is_updated_at_most_once_a_data_second_while_it_grows() {
         updates
             .iter()
             .all(|a| a.id == opened[0].id && a.state == crate::record::AlertState::Open)
+    );
+}
+
+#[test]
+fn a_tcp_scan_beside_a_udp_flood_of_the_same_pair_is_two_attacks() {
+    // 200 TCP ports in 2 s, then a UDP flood to one port, same source and victim.
+    let mut events: Vec<_> = (0..200u64)
+        .map(|p| ev(p * 10, A, B, 1 + p as u16, proto::TCP))
+        .collect();
+    events.extend((0..10_000u64).map(|i| FlowEvent {
+        src_port: 1024 + (i % 50_000) as u16,
+        ..ev(5_000 + i / 5, A, B, 9999, proto::UDP)
+    }));
+    let all = run_until(&events, 60_000);
+    let seen: Vec<AlertKind> = incidents(&all).iter().map(|a| a.kind).collect();
+    assert_eq!(
+        seen,
+        vec![AlertKind::PortScan, AlertKind::UdpFlood],
+        "{all:?}"
     );
 }

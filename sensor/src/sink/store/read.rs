@@ -129,13 +129,13 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
     let more = rows.len() as i64 > f.limit;
     rows.truncate(f.limit as usize);
     // Newest first pages by id; score order by (score, id), written "score_id".
-    let next: Option<Value> = more
-        .then(|| rows.last())
-        .flatten()
-        .map(|(id, _, score, _, _)| match (f.by_score, score) {
-            (true, Some(s)) => json!(format!("{s}_{id}")),
-            _ => json!(id),
-        });
+    let next: Option<Value> =
+        more.then(|| rows.last())
+            .flatten()
+            .map(|(id, _, score, _, _)| match (f.by_score, score) {
+                (true, Some(s)) => json!(format!("{s}_{id}")),
+                _ => json!(id),
+            });
     let items: Vec<Value> = rows
         .into_iter()
         .map(|(id, rec, _, summed, merged)| {
