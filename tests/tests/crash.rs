@@ -230,3 +230,29 @@ fn sensor_run_keeps_only_the_capabilities_it_uses() {
     assert!(!xdp_on(lab.local), "XDP left after stop");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A mistyped interface is refused before anything is made: no data directory, no token
+/// printed, a failing exit status and the interface named.
+#[test]
+fn a_missing_interface_is_refused_before_anything_is_created() {
+    let Some(bin) = sensor_bin("missing interface") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sensor-noiface-{}", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&dir);
+    let out = Command::new(&bin)
+        .args(["run", "--iface", "missing0", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run the sensor");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("\"missing0\" does not exist"), "{err}");
+    assert!(!err.contains("token"), "a token was made: {err}");
+    assert!(!dir.exists(), "the data directory was created");
+    // Logs to a pipe carry no colour codes.
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI codes in piped output: {err:?}"
+    );
+}

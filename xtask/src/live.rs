@@ -187,27 +187,7 @@ pub fn detect(
     limit: Duration,
     log: &Path,
 ) -> Result<Option<Duration>> {
-    let query = format!("&kind={}", kind.alert());
-    // Only an alert opened by this launch counts, not one still open from an earlier attack.
-    let before: Vec<Value> = sensor
-        .alerts(&query)
-        .iter()
-        .filter(|a| matches(a, kind, t))
-        .map(|a| a["id"].clone())
-        .collect();
-    let started = Instant::now();
-    let mut running = attack::launch(kind, t, log)?;
-    let mut found = None;
-    while started.elapsed() < limit {
-        let new = |a: &Value| matches(a, kind, t) && !before.contains(&a["id"]);
-        if sensor.alerts(&query).iter().any(new) {
-            found = Some(started.elapsed());
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    running.stop();
-    Ok(found)
+    Ok(detect_growing(sensor, kind, t, limit, log, false)?.map(|s| s.after))
 }
 
 /// What the e2e saw of one attack: when its alert appeared, and whether the alert's figures
@@ -219,14 +199,16 @@ pub struct Seen {
     pub grew: Option<(bool, String)>,
 }
 
-/// Like [`detect`], and for an attack that runs until stopped, reads its alert again while it
-/// goes on: an incident is updated while it runs (state open, `last_seen` and `count` later).
+/// Launches `kind` and waits (at most `limit`) for its alert on the API. With `watch`, an
+/// attack that runs until stopped is left running 2.5 s more and its alert read again: an
+/// incident is updated while it runs (state open, `last_seen` and `count` later).
 pub fn detect_growing(
     sensor: &Sensor,
     kind: Kind,
     t: Target,
     limit: Duration,
     log: &Path,
+    watch: bool,
 ) -> Result<Option<Seen>> {
     let query = format!("&kind={}", kind.alert());
     let before: Vec<Value> = sensor
@@ -251,7 +233,7 @@ pub fn detect_growing(
         return Ok(None);
     };
     let mut grew = None;
-    if !kind.ends_by_itself() {
+    if watch && !kind.ends_by_itself() {
         thread::sleep(Duration::from_millis(2500));
         let later = sensor
             .get(&format!("/api/alerts/{}", first["id"]))
@@ -405,7 +387,7 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
                 t.victim,
                 kind.alert()
             );
-            match detect_growing(&s, kind, t, Duration::from_secs(20), &tools_log) {
+            match detect_growing(&s, kind, t, Duration::from_secs(20), &tools_log, true) {
                 Ok(Some(seen)) => {
                     let now = s
                         .get(&format!("/api/alerts/{}", seen.id))
@@ -506,7 +488,7 @@ pub fn e2e(sensor: &Path, benign: Duration) -> Result<Cases> {
             victim: lab::victim_alias(i as u8),
         };
         targets.push((kind, t));
-        let found = detect_growing(&s, kind, t, Duration::from_secs(30), &log)?;
+        let found = detect_growing(&s, kind, t, Duration::from_secs(30), &log, true)?;
         let detail = match &found {
             Some(seen) => format!(
                 "{} alert after {:.2} s",

@@ -264,9 +264,6 @@ impl AlertBook {
             return;
         }
         for ip in [src, dst].into_iter().flatten() {
-            if ip.is_unspecified() {
-                continue;
-            }
             let e = self.attacked.entry(ip).or_insert((ts, ts));
             e.0 = e.0.min(ts);
             e.1 = e.1.max(ts);

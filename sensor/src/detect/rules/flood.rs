@@ -9,7 +9,7 @@
 //! DDoS verdict needs the victim not to answer (RSTs and ICMP errors are not answers): a host
 //! trading answered traffic with hundreds of peers is busy, not attacked.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use sensor_common::{HostKey, HostStats, proto};
 
@@ -302,15 +302,16 @@ impl Rules {
                 &mut self.spikes_held,
             );
             if rx {
-                Self::floods(&self.cfg, host, pkt_src, h, sec, now, book);
+                Self::floods(&self.cfg, host, Some(pkt_src), h, sec, now, book);
             }
         }
     }
 
+    /// `src`: the packet's source, `None` for packets the flow map could not take (unknown).
     fn floods(
         cfg: &RuleConfig,
         host: IpAddr,
-        src: IpAddr,
+        src: Option<IpAddr>,
         h: &mut HostState,
         sec: u64,
         now: u64,
@@ -362,7 +363,7 @@ impl Rules {
                 book.fire(Firing {
                     kind: if many { AlertKind::Ddos } else { kind },
                     detector: DetectorKind::Rule,
-                    src_ip: (!many).then_some(src),
+                    src_ip: src.filter(|_| !many),
                     dst_ip: Some(host),
                     ts_ns: now,
                     severity: Severity::from_ratio(rate / cfg.flood_pps as f64),
@@ -505,15 +506,7 @@ impl Rules {
         h.overflow.add(sec, s.packets);
         h.rx_udp.add(sec, s.udp);
         h.rx_icmp.add(sec, s.icmp);
-        Self::floods(
-            &self.cfg,
-            host,
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            h,
-            sec,
-            ts_ns,
-            book,
-        );
+        Self::floods(&self.cfg, host, None, h, sec, ts_ns, book);
         if s.syn >= self.cfg.syn_flood_syns {
             book.fire(Firing {
                 kind: AlertKind::Ddos,

@@ -34,18 +34,23 @@ impl Rules {
             s.sec = sec;
         }
         if sec > s.sec {
-            Self::close_second(cfg, host, s, held);
-            // Seconds without traffic pull the baseline towards zero.
-            let idle = (sec - s.sec - 1).min(64) as i32;
-            let keep = (1.0 - cfg.spike_baseline_alpha).powi(idle);
-            s.base_rx *= keep;
-            s.base_tx *= keep;
-            s.sec = sec;
-            s.rx = 0;
-            s.tx = 0;
+            Self::roll(cfg, host, s, sec, held);
         }
         s.rx += rx;
         s.tx += tx;
+    }
+
+    /// Judges the host's counted second and starts second `sec`; the seconds without traffic
+    /// in between pull the baseline towards zero.
+    fn roll(cfg: &RuleConfig, host: IpAddr, s: &mut Spike, sec: u64, held: &mut Vec<Firing>) {
+        Self::close_second(cfg, host, s, held);
+        let idle = (sec - s.sec - 1).min(64) as i32;
+        let keep = (1.0 - cfg.spike_baseline_alpha).powi(idle);
+        s.base_rx *= keep;
+        s.base_tx *= keep;
+        s.sec = sec;
+        s.rx = 0;
+        s.tx = 0;
     }
 
     /// Judges a finished second of one host against its baseline, then folds it in. A spike
@@ -105,14 +110,7 @@ impl Rules {
         for (host, h) in &mut self.hosts {
             let s = &mut h.spike;
             if s.started && s.sec < sec && s.rx + s.tx > 0 {
-                Self::close_second(cfg, *host, s, &mut self.spikes_held);
-                let idle = (sec - s.sec - 1).min(64) as i32;
-                let keep = (1.0 - cfg.spike_baseline_alpha).powi(idle);
-                s.base_rx *= keep;
-                s.base_tx *= keep;
-                s.sec = sec;
-                s.rx = 0;
-                s.tx = 0;
+                Self::roll(cfg, *host, s, sec, &mut self.spikes_held);
             }
         }
     }

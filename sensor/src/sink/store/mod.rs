@@ -1039,8 +1039,7 @@ impl crate::sink::Sink for StoreSink<'_> {
         rec: &AlertRecord,
         last_seen_ns: u64,
     ) -> Result<(), crate::sink::SinkError> {
-        self.hand_over()?;
-        Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
+        self.alert_updated(rec, last_seen_ns)
     }
     fn anomaly(&mut self, a: &AnomalyRow) -> Result<(), crate::sink::SinkError> {
         self.push(Msg::Anomaly(Box::new(a.clone())))
@@ -1101,6 +1100,25 @@ mod tests {
             Err(StoreError::Newer { found: 99, .. })
         ));
         std::fs::remove_dir_all(p.parent().expect("dir")).ok();
+    }
+
+    /// Two databases in one data directory (two `sensor replay --db X` there) name their
+    /// alerts' evidence files apart, and each keeps its name across opens.
+    #[test]
+    fn databases_sharing_a_directory_name_evidence_apart() {
+        let a = tmp("prefix");
+        let b = a.with_file_name("other.db");
+        let sa = Store::open(&a, Retention::default()).expect("a");
+        let sb = Store::open(&b, Retention::default()).expect("b");
+        let (pa, pb) = (sa.evidence_prefix(), sb.evidence_prefix());
+        assert_ne!(pa, pb);
+        let file = crate::evidence::file_name(&pa, 1);
+        assert!(crate::evidence::is_file_name(&file), "{file}");
+        drop(sa);
+        let again = Store::open(&a, Retention::default()).expect("a again");
+        assert_eq!(again.evidence_prefix(), pa);
+        drop((again, sb));
+        std::fs::remove_dir_all(a.parent().expect("dir")).ok();
     }
 
     /// Scored flows are listed highest score first, paged by (score, id); unscored ones only
