@@ -8,8 +8,8 @@ use sensor::{
     api::{ApiState, router},
     config::Config,
     detect::ml::{features::N_FEATURES, model::Model},
+    packet::Outcome,
     source::{
-        packet::Outcome,
         pcap::LinkLayer,
         replay::{ReplayOptions, replay},
     },

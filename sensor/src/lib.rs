@@ -2,6 +2,8 @@
 //!
 //! The data path, in the order packets travel it:
 //!
+//! - [`packet`]: the userspace twin of the kernel's parser: frames to flow keys, shared by
+//!   every path that reads packets and by the flow table.
 //! - [`source`]: where packets come from. The XDP program's maps, drained by the poller
 //!   ([`source::xdp`]); libpcap on a live interface or a capture file ([`source::pcap`],
 //!   [`source::replay`]); attached and detached at runtime ([`source::live`]).
@@ -26,6 +28,7 @@ pub mod evidence;
 pub mod flow;
 pub mod live;
 pub mod mitigate;
+pub mod packet;
 pub mod pipeline;
 pub mod privileges;
 pub mod record;

@@ -16,9 +16,9 @@ use crate::{
     evidence::Recorder,
     flow::{Flow, FlowTable},
     mitigate::MitigationEvent,
+    packet::Parsed,
     record::{FlowRecord, StatsRow},
     sink::{EndTotals, Sink, SinkError},
-    source::packet::Parsed,
 };
 
 const NS: u64 = 1_000_000_000;
@@ -396,8 +396,8 @@ mod tests {
     use crate::{
         detect::{RuleConfig, alert::ATTACK_FLOW_ROWS},
         flow::FlowConfig,
+        packet::tcp,
         sink::store::{Retention, Store, StoreSink, open_ro},
-        source::packet::tcp,
     };
 
     const S: u64 = NS;

@@ -16,7 +16,7 @@ pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 
 /// TCP flag bits as on the wire.
-pub use sensor::source::packet::tcp as tcp_flags;
+pub use sensor::packet::tcp as tcp_flags;
 
 /// A crafted frame and how many leading bytes the sensor must see to parse it fully.
 #[derive(Clone, Debug)]

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
-use sensor::source::{
+use sensor::{
     packet::{Outcome, parse_ethernet},
-    pcap::{LinkLayer, open_file},
-    xdp::{KernelConfig, SensorProgram},
+    source::{
+        pcap::{LinkLayer, open_file},
+        xdp::{KernelConfig, SensorProgram},
+    },
 };
 use sensor_common::{FlowKey, family};
 use sensor_tests::{XDP_PASS, load_or_skip, run, with_dispatcher};

@@ -454,7 +454,9 @@ fn cargo_build(cmd: &mut Command) -> Result<()> {
         let line = line.context("reading cargo's output")?;
         if line.starts_with("warning: sensor@") {
             if held.is_empty() {
-                eprintln!("   Building the XDP program (nightly toolchain, bpf-linker)");
+                eprintln!(
+                    "   XDP program: sensor/build.rs (nightly toolchain, bpf-linker), output held unless it fails"
+                );
             }
             held.push(line);
         } else {
@@ -498,7 +500,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let result = setup::setup().and_then(|()| match &cli.command {
+    // `setup` always checks everything; other commands skip what a stamp says is done.
+    let ready = match &cli.command {
+        Task::Setup => setup::setup(),
+        _ => setup::ensure(),
+    };
+    let result = ready.and_then(|()| match &cli.command {
         Task::Setup => Ok(()),
         Task::Test { args } => test(args),
         Task::Run {

@@ -47,6 +47,50 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The LLVM major bpf-linker 0.13.0 is built against; must match nightly's own LLVM.
 const LLVM_MAJOR: &str = "22";
 
+/// Before every xtask command: nothing when the machine is as the last full check left it
+/// (the stamp's fingerprint matches), else the full check.
+pub fn ensure() -> Result<()> {
+    let stamp = crate::target_dir().join(".setup-done");
+    let print = fingerprint();
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == print) {
+        return Ok(());
+    }
+    setup()?;
+    // Taken after the install steps, which change what it covers.
+    let _ignored = fs::write(&stamp, fingerprint());
+    Ok(())
+}
+
+/// What the full check depends on, cheaply: this file's lists and versions, and when the
+/// installed Debian packages, the toolchains, the cargo binaries and the Python packages last
+/// changed (an install or removal touches them).
+fn fingerprint() -> String {
+    let mtime = |p: &Path| {
+        fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    };
+    let rustup = env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cargo_home().with_file_name(".rustup"));
+    let python = Command::new("python3")
+        .args(["-c", "import site; print(site.getsitepackages()[0])"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{APT_PACKAGES:?} {BPF_LINKER_VERSION} {LLVM_MAJOR} dpkg {} rustup {} cargo-bin {} python {} {}",
+        mtime(Path::new("/var/lib/dpkg/status")),
+        mtime(&rustup.join("toolchains")),
+        mtime(&cargo_home().join("bin")),
+        python,
+        mtime(Path::new(&python)),
+    )
+}
+
+/// The full check: every step looks whether its tool is there and installs what is not.
 pub fn setup() -> Result<()> {
     apt_packages().context("setup step 'Debian packages'")?;
     nightly_rust_src().context("setup step 'nightly toolchain with rust-src'")?;

@@ -563,7 +563,7 @@ mod tests {
     use crate::{
         detect::ml::iforest::ForestParams,
         flow::{FlowConfig, FlowTable},
-        source::packet::{Parsed, tcp},
+        packet::{Parsed, tcp},
     };
 
     const S: u64 = 1_000_000_000;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use sensor_common::{WatchEntry, gates};
 
 use super::{LINKTYPE_ETHERNET, Recorder};
-use crate::source::{
+use crate::{
     packet::{Outcome, parse_ethernet},
-    xdp::{KernelError, SensorProgram, poller::monotonic_to_unix_offset},
+    source::xdp::{KernelError, SensorProgram, poller::monotonic_to_unix_offset},
 };
 
 /// What is in the kernel's watch map, kept in step with the recorder.

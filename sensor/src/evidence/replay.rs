@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use super::Recorder;
-use crate::source::{
+use crate::{
     packet::Outcome,
-    pcap::{self, CaptureError},
+    source::pcap::{self, CaptureError},
 };
 
 /// Writes the packets of the recorder's alerts from `files` (read again, in order); returns

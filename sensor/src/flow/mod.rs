@@ -15,7 +15,7 @@ pub mod map;
 
 use crate::{
     flow::map::FlowMap,
-    source::packet::{Parsed, tcp},
+    packet::{Parsed, tcp},
 };
 
 /// Flow-table limits.
@@ -829,7 +829,7 @@ fn apply(f: &mut Flow, d: &Delta, from_fwd: bool, per_packet: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::packet::Parsed;
+    use crate::packet::Parsed;
 
     const S: u64 = 1_000_000_000;
 

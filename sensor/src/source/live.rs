@@ -22,9 +22,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    packet::Parsed,
     record::rfc3339_us,
     source::{
-        packet::Parsed,
         pcap::{self, CaptureError, PacketSink},
         xdp::{
             KernelConfig, KernelError, SensorProgram,

@@ -7,7 +7,7 @@ use pcap::{Activated, Capture, Linktype, Precision};
 
 use crate::{
     flow::{Flow, FlowTable},
-    source::packet::{Outcome, Parsed, parse_ether_type, parse_ethernet, parse_ip},
+    packet::{Outcome, Parsed, parse_ether_type, parse_ethernet, parse_ip},
 };
 
 /// Where `feed` hands parsed packets: `(packet, wire length, timestamp ns)`, in order.

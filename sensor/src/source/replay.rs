@@ -14,12 +14,10 @@ use crate::{
     config::Config,
     detect::{AlertKind, Detector, RuleConfig, ml::features::N_FEATURES, ml::model::Model},
     flow::{FlowConfig, FlowTable, TableStats},
+    packet::Parsed,
     pipeline::Pipeline,
     sink::{Sink, SinkError},
-    source::{
-        packet::Parsed,
-        pcap::{self, CaptureError, PacketSink, ReadStats},
-    },
+    source::pcap::{self, CaptureError, PacketSink, ReadStats},
 };
 
 /// Why a replay failed. `BadInput` is the user's to fix (exit status 2).

@@ -296,7 +296,7 @@ impl Rules {
             Self::spike(
                 &self.cfg,
                 host,
-                h,
+                &mut h.spike,
                 sec,
                 if rx { (n, 0) } else { (0, n) },
                 &mut self.spikes_held,

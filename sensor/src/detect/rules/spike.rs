@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use super::{RuleConfig, Rules, flood::HostState};
+use super::{RuleConfig, Rules};
 use crate::detect::{
     alert::{AlertBook, AlertKind, DetectorKind, Firing, SPIKE_HOLD_NS, Severity},
     evidence::{Evidence, SpikeEvidence},
@@ -23,12 +23,11 @@ impl Rules {
     pub(super) fn spike(
         cfg: &RuleConfig,
         host: IpAddr,
-        h: &mut HostState,
+        s: &mut Spike,
         sec: u64,
         (rx, tx): (u64, u64),
         held: &mut Vec<Firing>,
     ) {
-        let s = &mut h.spike;
         if !s.started {
             s.started = true;
             s.sec = sec;

@@ -1143,7 +1143,7 @@ mod tests {
                 family: sensor_common::family::IPV4,
                 _pad: [0; 2],
             };
-            let pk = crate::source::packet::Parsed {
+            let pk = crate::packet::Parsed {
                 key: k,
                 tcp_flags: 0,
                 echo: false,
