@@ -8,11 +8,9 @@ use sensor::{
     api::{ApiState, router},
     config::Config,
     detect::ml::{features::N_FEATURES, model::Model},
+    drive::replay::{ReplayOptions, replay},
     packet::Outcome,
-    source::{
-        pcap::LinkLayer,
-        replay::{ReplayOptions, replay},
-    },
+    source::pcap::LinkLayer,
 };
 use sensor_common::{family, proto};
 

@@ -19,16 +19,17 @@ use crate::{
     api::{ApiState, LiveApi},
     config::Config,
     detect::{Detector, ml::model::Model},
+    drive::live::{self, LiveError, LiveMetrics},
     evidence::{EvidenceError, Recorder, Window},
     flow::FlowTable,
-    live::{self, LiveError, LiveMetrics},
+    kernel::KernelConfig,
     pipeline::Pipeline,
     sink::{
         Outputs, Sink, SinkError,
         log::LogSink,
         store::{Store, StoreError, StoreSink},
     },
-    source::{live::CaptureMode, live::SourceError, xdp::KernelConfig},
+    source::attached::{CaptureMode, SourceError},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,10 @@
 //!
 //! - [`packet`]: the userspace twin of the kernel's parser: frames to flow keys, shared by
 //!   every path that reads packets and by the flow table.
-//! - [`source`]: where packets come from. The XDP program's maps, drained by the poller
-//!   ([`source::xdp`]); libpcap on a live interface or a capture file ([`source::pcap`],
-//!   [`source::replay`]); attached and detached at runtime ([`source::live`]).
+//! - [`kernel`]: the XDP program and its maps: load, attach, the poller that drains the flow
+//!   maps into the flow table, the evidence watch map.
+//! - [`source`]: packets from libpcap on a live interface or a capture file
+//!   ([`source::pcap`]); sources attached and detached at runtime ([`source::attached`]).
 //! - [`flow`]: the bidirectional flow table every source feeds.
 //! - [`detect`]: rules and the anomaly model on flow events and finished flows.
 //! - [`pipeline`]: the one path from the table through detection to the outputs, shared by
@@ -16,7 +17,8 @@
 //! - [`mitigate`]: opt-in blocking and rate limiting at XDP, driven by alerts and the API.
 //! - [`evidence`]: a pcap file of each alert's packets, copied in the kernel or re-read in replay.
 //!
-//! [`live`] runs the live loop, [`agent`] wires a live sensor together and stops it in order,
+//! [`drive`] runs the pipeline (a replay, the live loop), [`agent`] wires a live sensor together
+//! and stops it in order,
 //! [`cli`] is the command line.
 
 pub mod agent;
@@ -24,9 +26,10 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod drive;
 pub mod evidence;
 pub mod flow;
-pub mod live;
+pub mod kernel;
 pub mod mitigate;
 pub mod packet;
 pub mod pipeline;

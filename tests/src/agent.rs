@@ -12,7 +12,8 @@ use std::{
 use sensor::{
     agent::{AgentError, AgentOptions, run},
     config::Config,
-    source::{live::CaptureMode, xdp::KernelConfig},
+    kernel::KernelConfig,
+    source::attached::CaptureMode,
 };
 use serde_json::Value;
 

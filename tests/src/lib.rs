@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use etherparse::PacketBuilder;
-use sensor::source::xdp::{KernelConfig, KernelError, SensorProgram};
+use sensor::kernel::{KernelConfig, KernelError, SensorProgram};
 use sensor_common::{FlowKey, HostKey, family};
 
 pub mod agent;

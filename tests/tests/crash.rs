@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sensor::source::xdp::KernelConfig;
+use sensor::kernel::KernelConfig;
 use sensor_tests::{agent::xdp_on, load_or_skip, netns::VethPair};
 
 /// target/debug/sensor beside the tests; where kernel tests must run, its absence fails.

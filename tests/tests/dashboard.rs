@@ -7,8 +7,8 @@ use std::{path::PathBuf, process::Command, sync::Arc};
 use sensor::{
     api::ApiState,
     config::Config,
+    drive::replay::{ReplayOptions, replay},
     sink::store::{Retention, Store, StoreSink},
-    source::replay::{ReplayOptions, replay},
 };
 
 const MARKUP: &str = "<img src=x onerror=alert(1)><b id=injected>bold</b>";

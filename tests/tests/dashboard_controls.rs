@@ -11,7 +11,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use sensor::source::{live::CaptureMode, xdp::KernelConfig};
+use sensor::{kernel::KernelConfig, source::attached::CaptureMode};
 use sensor_tests::{
     agent::{Agent, TOKEN, xdp_on},
     load_or_skip,

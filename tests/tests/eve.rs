@@ -11,8 +11,8 @@ use std::{
 
 use sensor::{
     config::Config,
+    drive::replay::{ReplayOptions, replay},
     sink::eve::{EveConfig, EveSink, EveWriter},
-    source::replay::{ReplayOptions, replay},
 };
 use serde_json::Value;
 

@@ -14,10 +14,7 @@ use std::{
     time::Duration,
 };
 
-use sensor::{
-    config::Config,
-    source::{live::CaptureMode, xdp::KernelConfig},
-};
+use sensor::{config::Config, kernel::KernelConfig, source::attached::CaptureMode};
 use sensor_tests::{
     agent::Agent,
     get_json, http, load_or_skip,

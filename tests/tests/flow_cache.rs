@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use sensor::source::xdp::{DrainBuffers, KernelConfig, SensorProgram};
+use sensor::kernel::{DrainBuffers, KernelConfig, SensorProgram};
 use sensor_common::{FlowKey, FlowStats, cache_index, family, key_words, proto, v4_mapped};
 use sensor_tests::*;
 

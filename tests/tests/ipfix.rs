@@ -15,8 +15,8 @@ use std::{
 
 use sensor::{
     config::Config,
+    drive::replay::{ReplayOptions, replay},
     sink::ipfix::{Ipfix, IpfixConfig, IpfixSink},
-    source::replay::{ReplayOptions, replay},
 };
 use sensor_tests::FlowRecords;
 

@@ -6,11 +6,9 @@ use std::collections::BTreeMap;
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use sensor::{
+    kernel::{KernelConfig, SensorProgram},
     packet::{Outcome, parse_ethernet},
-    source::{
-        pcap::{LinkLayer, open_file},
-        xdp::{KernelConfig, SensorProgram},
-    },
+    source::pcap::{LinkLayer, open_file},
 };
 use sensor_common::{FlowKey, family};
 use sensor_tests::{XDP_PASS, load_or_skip, run, with_dispatcher};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sensor::source::{live::CaptureMode, xdp::KernelConfig};
+use sensor::{kernel::KernelConfig, source::attached::CaptureMode};
 use sensor_tests::{
     agent::{Agent, TOKEN, xdp_on},
     get_json, http, load_or_skip,
@@ -43,10 +43,10 @@ fn live(mode: CaptureMode) {
             .iter()
             .map(|f| c.join(f))
             .collect();
-        sensor::source::replay::train_online(
+        sensor::drive::replay::train_online(
             &files,
             &sensor::config::Config::default(),
-            sensor::source::replay::OnlineTrain {
+            sensor::drive::replay::OnlineTrain {
                 params: Default::default(),
                 epochs: 1,
                 contamination: 0.1,
@@ -57,7 +57,7 @@ fn live(mode: CaptureMode) {
     });
     let lab = VethPair::create();
     let mut agent = Agent::start_with("scan", vec![lab.local.to_owned()], mode, online.clone());
-    let attached = sensor::source::xdp::attach::attached_interfaces();
+    let attached = sensor::kernel::attach::attached_interfaces();
     assert_eq!(
         attached.iter().any(|(i, _, _)| i == lab.local),
         xdp,
@@ -219,7 +219,7 @@ fn capture_starts_and_stops_through_the_api() {
         xdp_on(lab.local),
         "the kernel shows no XDP program after start"
     );
-    let attached = sensor::source::xdp::attach::attached_interfaces();
+    let attached = sensor::kernel::attach::attached_interfaces();
     assert!(
         attached
             .iter()

@@ -9,7 +9,7 @@ use std::{
 use aya::programs::XdpMode;
 use sensor::{
     flow::{Flow, FlowConfig, FlowTable},
-    source::xdp::{KernelConfig, Poller},
+    kernel::{KernelConfig, Poller},
 };
 use sensor_common::proto;
 use sensor_tests::{
@@ -131,7 +131,7 @@ fn overflow_counters_reach_userspace_and_the_map_refills_after_a_drain() {
     let mut table = FlowTable::new(FlowConfig::default());
     let mut poller = Poller::new();
     let victim = Ipv4Addr::new(198, 51, 100, 7);
-    let flood = |prog: &mut sensor::source::xdp::SensorProgram, base: u32| {
+    let flood = |prog: &mut sensor::kernel::SensorProgram, base: u32| {
         for i in 0..200u32 {
             let f = tcp4(
                 Ipv4Addr::from(0x0a00_0000 + base + i),

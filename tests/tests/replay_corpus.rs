@@ -6,7 +6,7 @@ use std::{fs, path::PathBuf};
 
 use sensor::{
     config::Config,
-    source::replay::{ReplayError, ReplayOptions, ReplaySummary, replay},
+    drive::replay::{ReplayError, ReplayOptions, ReplaySummary, replay},
 };
 
 /// Every file of tcpdump's test suite in the corpora, in name order.
@@ -200,7 +200,7 @@ fn sinks_see_each_alert_open_then_close_and_every_packet_in_a_second() {
 fn the_online_model_scores_every_flow_and_separates_a_scan() {
     use sensor::{
         detect::{AlertKind, ml::online::Online},
-        source::replay::{OnlineTrain, train_online},
+        drive::replay::{OnlineTrain, train_online},
     };
     let Some(c) = sensor_tests::corpora() else {
         sensor_tests::skip(

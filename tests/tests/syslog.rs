@@ -13,12 +13,12 @@ use std::{
 
 use sensor::{
     config::Config,
+    drive::replay::{ReplayOptions, replay},
     record::{AlertKind, AlertRecord, DetectorKind, Severity},
     sink::{
         AlertSink,
         syslog::{Syslog, SyslogConfig},
     },
-    source::replay::{ReplayOptions, replay},
 };
 use serde_json::Value;
 

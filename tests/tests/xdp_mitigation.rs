@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use sensor::source::xdp::SensorProgram;
+use sensor::kernel::SensorProgram;
 use sensor_common::{RateKey, RateLimit, WatchEntry, gates, proto, tcp_flags, watch};
 use sensor_tests::*;
 

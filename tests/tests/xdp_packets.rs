@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
-use sensor::source::xdp::{KernelConfig, SensorProgram};
+use sensor::kernel::{KernelConfig, SensorProgram};
 use sensor_common::{FlowKey, FlowStats, GlobalCounters, HostStats, family, proto};
 use sensor_tests::*;
 

@@ -15,13 +15,11 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiState, Shared, read::parse_time};
 use crate::{
     detect::ml::model::Model,
+    drive::replay::{ReplayError, ReplayOptions, replay as replay_files},
     evidence::{Recorder, Window},
     record::rfc3339_us,
     sink::store::{Store, StoreSink, open_ro, read as q},
-    source::{
-        live::CaptureMode,
-        replay::{ReplayError, ReplayOptions, replay as replay_files},
-    },
+    source::attached::CaptureMode,
 };
 
 pub(super) fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {

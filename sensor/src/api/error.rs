@@ -9,12 +9,10 @@ use axum::{
 use serde_json::json;
 
 use crate::{
-    live::ControlError,
+    drive::live::ControlError,
+    kernel::{KernelError, attach::AttachError},
     mitigate::MitigateError,
-    source::{
-        live::SourceError,
-        xdp::{KernelError, attach::AttachError},
-    },
+    source::attached::SourceError,
 };
 
 #[derive(Debug, thiserror::Error)]

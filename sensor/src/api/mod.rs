@@ -37,7 +37,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub use self::error::ApiError;
 use crate::{
     config::Config,
-    live::{Control, LiveMetrics},
+    drive::live::{Control, LiveMetrics},
     sink::{
         email::EmailStats, eve::EveStats, ipfix::IpfixStats, store::open_ro, syslog::SyslogStats,
         webhook::WebhookStats,

@@ -1,7 +1,7 @@
 //! `sensor check`: loads and verifies the XDP program with the chosen map sizes; attaches
 //! nothing. Tells an operator whether this kernel and these privileges can run the sensor.
 
-use crate::source::xdp::{KernelConfig, SensorProgram};
+use crate::kernel::{KernelConfig, SensorProgram};
 
 pub(super) fn run(sizes: KernelConfig) -> anyhow::Result<()> {
     let mut program = SensorProgram::load(sizes)?;

@@ -15,7 +15,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     config::{Config, ConfigError},
     detect::ml::model::ModelError,
-    source::{replay::ReplayError, xdp::KernelConfig},
+    drive::replay::ReplayError,
+    kernel::KernelConfig,
 };
 
 #[derive(Debug, Parser)]

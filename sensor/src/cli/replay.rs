@@ -7,16 +7,14 @@ use super::DbArgs;
 use crate::{
     config::Config,
     detect::ml::model::Model,
+    drive::replay::{ReplayError, ReplayOptions, replay},
     evidence::{Recorder, Window},
     sink::{
         Outputs, Sink,
         jsonl::{Content, JsonlSink},
         store::{Store, StoreSink},
     },
-    source::{
-        pcap,
-        replay::{ReplayError, ReplayOptions, replay},
-    },
+    source::pcap,
 };
 
 pub(super) struct ReplayArgs {

@@ -8,8 +8,8 @@ use std::{
 
 use super::{CaptureKind, DbArgs, XdpMode, api_token, stop_on_signals};
 use crate::{
-    agent::AgentOptions, config::Config, detect::ml::model::Model, source::live::CaptureMode,
-    source::xdp::KernelConfig,
+    agent::AgentOptions, config::Config, detect::ml::model::Model, kernel::KernelConfig,
+    source::attached::CaptureMode,
 };
 
 pub(super) struct RunArgs {
@@ -32,9 +32,9 @@ pub(super) fn run(a: RunArgs) -> anyhow::Result<()> {
     if let Some(missing) = a
         .ifaces
         .iter()
-        .find(|i| !crate::source::xdp::attach::iface_exists(i))
+        .find(|i| !crate::kernel::attach::iface_exists(i))
     {
-        return Err(crate::source::xdp::attach::AttachError::NoInterface(missing.clone()).into());
+        return Err(crate::kernel::attach::AttachError::NoInterface(missing.clone()).into());
     }
     // Before any thread starts, so that all of them run with the reduced sets.
     let dropped = crate::privileges::keep_only(&crate::privileges::needed(a.listen.port() < 1024))?;

@@ -1,7 +1,7 @@
 //! `sensor status`: where the sensor's XDP program is attached in this network namespace
 //! (exit status 3 when nowhere).
 
-use crate::source::xdp::attach::attached_interfaces;
+use crate::kernel::attach::attached_interfaces;
 
 pub(super) fn run() -> anyhow::Result<()> {
     let attached = attached_interfaces();

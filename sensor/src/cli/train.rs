@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::{
     config::Config,
     detect::ml::model::Model,
-    source::replay::{OnlineTrain, ReplayOptions, replay, train_online},
+    drive::replay::{OnlineTrain, ReplayOptions, replay, train_online},
 };
 
 pub(super) fn run(pcaps: &[PathBuf], model: &Path, config: &Config) -> anyhow::Result<()> {

@@ -19,9 +19,8 @@
 //! from or to that source (probes and the answers to them); an alert with only a victim (a
 //! spoofed or distributed flood) records the packets sent to the victim.
 
-pub mod kernel;
 pub mod pcap;
-pub mod replay;
+pub mod second_pass;
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 pub use self::allow::Allowlist;
 use crate::{
     detect::{AlertKind, alert::Alert},
+    kernel::{KernelError, SensorProgram, poller::monotonic_to_unix_offset},
     record::rfc3339_us,
-    source::xdp::{KernelError, SensorProgram, poller::monotonic_to_unix_offset},
 };
 
 const NS: u64 = 1_000_000_000;

@@ -31,7 +31,7 @@ use sensor::{
         features::N_FEATURES,
         iforest::{ForestParams, IsolationForest},
     },
-    source::replay::{ReplayOptions, replay},
+    drive::replay::{ReplayOptions, replay},
 };
 
 const BENIGN: &[&str] = &[
@@ -390,10 +390,10 @@ fn online_side_by_side(corpora: &Path, epochs: usize) -> Result<()> {
     forest.calibrate(&base.features, &base.feature_meta, None, quiet);
     let forest_s = t.elapsed().as_secs_f64();
     let train = |budget: Option<f64>| {
-        sensor::source::replay::train_online(
+        sensor::drive::replay::train_online(
             &train_files,
             &cfg,
-            sensor::source::replay::OnlineTrain {
+            sensor::drive::replay::OnlineTrain {
                 params: Default::default(),
                 epochs,
                 contamination: 0.1,

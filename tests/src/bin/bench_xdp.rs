@@ -22,7 +22,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode},
     test_helpers::NetNsGuard,
 };
-use sensor::source::xdp::{KernelConfig, SensorProgram};
+use sensor::kernel::{KernelConfig, SensorProgram};
 use sensor_tests::{
     Frame, XDP_PASS, icmp4_echo, icmp6_echo, netns::sh, tcp_flags, tcp4, tcp6, udp4, udp6,
 };

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use sensor_common::{WatchEntry, gates};
 
-use super::{LINKTYPE_ETHERNET, Recorder};
+use super::{KernelError, SensorProgram, poller::monotonic_to_unix_offset};
 use crate::{
+    evidence::{LINKTYPE_ETHERNET, Recorder},
     packet::{Outcome, parse_ethernet},
-    source::xdp::{KernelError, SensorProgram, poller::monotonic_to_unix_offset},
 };
 
 /// What is in the kernel's watch map, kept in step with the recorder.

@@ -17,15 +17,12 @@ use serde_json::{Value, json};
 
 use crate::{
     detect::ml::model::Model,
-    evidence::kernel::KernelWatch,
     flow::FlowTable,
+    kernel::{KernelError, PollStats, Poller, watch::KernelWatch},
     mitigate::{MitigateError, MitigationConfig, Mitigator, Origin},
     pipeline::{Pipeline, Totals},
     sink::{SinkError, store::WriterStats},
-    source::{
-        live::{Attachment, Batch, CaptureMode, SourceError, Sources},
-        xdp::{KernelError, PollStats, Poller},
-    },
+    source::attached::{Attachment, Batch, CaptureMode, SourceError, Sources},
 };
 
 /// Live numbers for `/metrics` and `/api/status`, written by the live loop.
@@ -286,7 +283,7 @@ const PACKET_QUEUE: usize = 4096;
     reason = "the loop's parts, each handed over once by the agent"
 )]
 pub fn new<'a>(
-    kernel: crate::source::xdp::KernelConfig,
+    kernel: crate::kernel::KernelConfig,
     force: bool,
     table: FlowTable,
     pipeline: Pipeline<'a>,

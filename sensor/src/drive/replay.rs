@@ -220,7 +220,7 @@ pub fn replay<'a>(
         summary.online = d.take_online();
     }
     if let Some(mut rec) = pipe.take_recorder() {
-        crate::evidence::replay::second_pass(&mut rec, files)?;
+        crate::evidence::second_pass::second_pass(&mut rec, files)?;
         summary.evidence = Some(rec.stats());
     }
     summary.table = table.stats();

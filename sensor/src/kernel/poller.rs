@@ -19,7 +19,7 @@ use sensor_common::{FlowKey, FlowStats, GlobalCounters, HostKey, HostStats, fami
 
 use crate::{
     flow::{Delta, Flow, FlowTable},
-    source::xdp::{DrainBuffers, KernelError, SensorProgram},
+    kernel::{DrainBuffers, KernelError, SensorProgram},
 };
 
 /// Offset that turns `CLOCK_MONOTONIC` nanoseconds (kernel timestamps) into Unix nanoseconds.

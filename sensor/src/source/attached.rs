@@ -22,15 +22,13 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    kernel::{
+        KernelConfig, KernelError, SensorProgram,
+        attach::{self, AttachError, XdpAttachMode, XdpLink},
+    },
     packet::Parsed,
     record::rfc3339_us,
-    source::{
-        pcap::{self, CaptureError, PacketSink},
-        xdp::{
-            KernelConfig, KernelError, SensorProgram,
-            attach::{self, AttachError, XdpAttachMode, XdpLink},
-        },
-    },
+    source::pcap::{self, CaptureError, PacketSink},
 };
 
 /// How a live interface is watched.
