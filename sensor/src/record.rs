@@ -146,6 +146,22 @@ pub struct AlertRecord {
     pub pcap: Option<String>,
 }
 
+/// Small flows of one attack alert summed over one protocol and 10 s of data time (table
+/// `attack_flows`, linked to the alert row by its key): what a flood's flows say once their
+/// count is known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttackFlowRow {
+    /// The alert's run-local id.
+    pub alert: u64,
+    /// Start of the row's time slot (ns).
+    pub ts: u64,
+    pub last_seen: u64,
+    pub proto: u8,
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// One second (or interval) of traffic, for the charts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsRow {

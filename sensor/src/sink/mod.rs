@@ -28,7 +28,7 @@ use std::{io, path::PathBuf};
 
 use crate::{
     mitigate::MitigationEvent,
-    record::{AlertRecord, AnomalyRow, FlowRecord, StatsRow},
+    record::{AlertRecord, AnomalyRow, AttackFlowRow, FlowRecord, StatsRow},
 };
 
 /// Why a sink could not take a record.
@@ -68,16 +68,15 @@ pub trait Sink {
     fn flow(&mut self, _rec: &FlowRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
         Ok(())
     }
-    /// A small flow of the attack that alert `alert` (run-local id) reports, past the rows the
-    /// alert keeps of them: a sink that stores flows may sum it into the alert; the others
-    /// take it as any flow.
-    fn attack_flow(
-        &mut self,
-        rec: &FlowRecord,
-        last_seen_ns: u64,
-        _alert: u64,
-    ) -> Result<(), SinkError> {
+    /// A small flow of an attack that the pipeline also sums into the attack's row (see
+    /// `pipeline::attack_flows`): a sink that stores rows leaves it out (the summed row tells
+    /// it); the others take it as any flow.
+    fn summed_flow(&mut self, rec: &FlowRecord, last_seen_ns: u64) -> Result<(), SinkError> {
         self.flow(rec, last_seen_ns)
+    }
+    /// An attack's small flows summed over one protocol and 10 s (sinks that store rows).
+    fn attack_flows(&mut self, _row: &AttackFlowRow) -> Result<(), SinkError> {
+        Ok(())
     }
     fn alert_opened(&mut self, _rec: &AlertRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
         Ok(())
@@ -121,13 +120,11 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     fn flow(&mut self, rec: &FlowRecord, last_seen_ns: u64) -> Result<(), SinkError> {
         (**self).flow(rec, last_seen_ns)
     }
-    fn attack_flow(
-        &mut self,
-        rec: &FlowRecord,
-        last_seen_ns: u64,
-        alert: u64,
-    ) -> Result<(), SinkError> {
-        (**self).attack_flow(rec, last_seen_ns, alert)
+    fn summed_flow(&mut self, rec: &FlowRecord, last_seen_ns: u64) -> Result<(), SinkError> {
+        (**self).summed_flow(rec, last_seen_ns)
+    }
+    fn attack_flows(&mut self, row: &AttackFlowRow) -> Result<(), SinkError> {
+        (**self).attack_flows(row)
     }
     fn alert_opened(&mut self, rec: &AlertRecord, last_seen_ns: u64) -> Result<(), SinkError> {
         (**self).alert_opened(rec, last_seen_ns)

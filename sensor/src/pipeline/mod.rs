@@ -7,6 +7,8 @@
 //! into Unix time) on the XDP path. The caller owns the flow table and hands it in, because the
 //! XDP poller merges kernel deltas into it directly.
 
+pub mod attack_flows;
+
 use std::collections::BTreeMap;
 
 use sensor_common::{GlobalCounters, HostKey, HostStats};
@@ -65,6 +67,8 @@ pub struct Pipeline<'a> {
     tap: Option<AlertChanges>,
     /// Names and records each alert's evidence file, when evidence is on.
     evidence: Option<Recorder>,
+    /// An attack's small flows past its alert's first rows, summed for the sinks that store.
+    attack_sums: attack_flows::AttackSums,
 }
 
 impl<'a> Pipeline<'a> {
@@ -83,6 +87,7 @@ impl<'a> Pipeline<'a> {
             first_error: None,
             tap: None,
             evidence: None,
+            attack_sums: attack_flows::AttackSums::default(),
         }
     }
 
@@ -252,6 +257,8 @@ impl<'a> Pipeline<'a> {
         }
         self.emit_detections();
         self.write_second();
+        let rows = self.attack_sums.take();
+        self.attack_rows(&rows);
         let end = EndTotals {
             packets: self.totals.packets,
             flows: self.totals.flows,
@@ -280,17 +287,34 @@ impl<'a> Pipeline<'a> {
             rec.anomalous = Some(v.anomalous);
         }
         let attack = self.detector.as_mut().and_then(|d| d.attack_flow(f));
+        let done = self.attack_sums.advance(f.last_seen_ns);
+        self.attack_rows(&done);
+        if let Some(alert) = attack {
+            self.attack_sums.add(&rec, f.last_seen_ns, alert);
+        }
         for s in &mut self.sinks {
             if !s.wants_flows() {
                 continue;
             }
             let r = match attack {
-                Some(alert) => s.attack_flow(&rec, f.last_seen_ns, alert),
+                Some(_) => s.summed_flow(&rec, f.last_seen_ns),
                 None => s.flow(&rec, f.last_seen_ns),
             };
             if let Err(e) = r {
                 self.totals.sink_errors += 1;
                 self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Finished attack-flow rows to the sinks that store rows.
+    fn attack_rows(&mut self, rows: &[crate::record::AttackFlowRow]) {
+        for row in rows {
+            for s in &mut self.sinks {
+                if let Err(e) = s.attack_flows(row) {
+                    self.totals.sink_errors += 1;
+                    self.first_error.get_or_insert(e);
+                }
             }
         }
     }
