@@ -169,6 +169,16 @@ fn covers(
     kind == AlertKind::PortScan && src.is_some() && i.src_ip == src && same_proto
 }
 
+/// Whether a flow `src` -> `dst` is part of the attack alert `a` reports: into its victim, from
+/// its attacker, or a target's answer back to the attacker (a scanned host's RSTs can make a
+/// flow of their own that runs victim -> attacker).
+fn about_attack(a: &Alert, src: IpAddr, dst: IpAddr) -> bool {
+    ATTACK_KINDS.contains(&a.kind)
+        && (a.dst_ip == Some(dst)
+            || a.src_ip == Some(src)
+            || (a.src_ip == Some(dst) && a.dst_ip.is_none_or(|v| v == src)))
+}
+
 /// Data time a traffic spike waits before it is raised: an attack rule that judges over a
 /// window (a flood's rate, a scan's distinct ports) may confirm the attack behind it in the
 /// meantime, and then the spike is that attack's, not an alert of its own.
@@ -190,6 +200,8 @@ const MAX_TRACKED: usize = 8_192;
 struct Tracked {
     /// Who the flows are matched by: the alert's source, or its victim when it has none.
     by: Endpoint,
+    /// The alert's victim (none for a sweep).
+    victim: Option<IpAddr>,
     last_seen_ns: u64,
     /// Data time it closed (0 while open).
     closed_ns: u64,
@@ -369,11 +381,19 @@ impl AlertBook {
     /// has closed since (its flows finish up to an idle timeout after its last packet): the
     /// model's verdict on it is evidence of that attack, not a new alert.
     pub fn closed_attack_claims(&self, src: IpAddr, dst: IpAddr, first_seen_ns: u64) -> bool {
-        [Endpoint::Src(src), Endpoint::Dst(dst)]
+        let closed = |t: &&Tracked| t.closed_ns != 0 && first_seen_ns <= t.last_seen_ns;
+        let direct = [Endpoint::Src(src), Endpoint::Dst(dst)]
             .iter()
             .filter_map(|e| self.claims.get(e))
             .filter_map(|id| self.tracked.get(id))
-            .any(|t| t.closed_ns != 0 && first_seen_ns <= t.last_seen_ns)
+            .any(|t| closed(&t));
+        // A target's answer back to the attacker (see `about_attack`).
+        let answer = self
+            .claims
+            .get(&Endpoint::Src(dst))
+            .and_then(|id| self.tracked.get(id))
+            .is_some_and(|t| closed(&t) && t.victim.is_none_or(|v| v == src));
+        direct || answer
     }
 
     /// Starts counting the flows of a newly opened attack alert.
@@ -396,6 +416,7 @@ impl AlertBook {
             a.id,
             Tracked {
                 by,
+                victim: a.dst_ip,
                 last_seen_ns: a.last_seen_ns,
                 closed_ns: 0,
                 rows: 0,
@@ -521,9 +542,11 @@ impl AlertBook {
     /// Attaches a model anomaly of a flow `src` -> `dst` to an open rule alert about the same
     /// attack (the flood into `dst`, the scan by `src`); false when none is open.
     pub fn attach_model(&mut self, src: IpAddr, dst: IpAddr, score: f64) -> bool {
-        let Some((k, a)) = self.open.iter_mut().find(|(_, a)| {
-            ATTACK_KINDS.contains(&a.kind) && (a.dst_ip == Some(dst) || a.src_ip == Some(src))
-        }) else {
+        let Some((k, a)) = self
+            .open
+            .iter_mut()
+            .find(|(_, a)| about_attack(a, src, dst))
+        else {
             return false;
         };
         a.model_anomalies += 1;
@@ -537,9 +560,7 @@ impl AlertBook {
     pub fn attached_model(&self, src: IpAddr, dst: IpAddr) -> Option<u64> {
         self.open
             .values()
-            .find(|a| {
-                ATTACK_KINDS.contains(&a.kind) && (a.dst_ip == Some(dst) || a.src_ip == Some(src))
-            })
+            .find(|a| about_attack(a, src, dst))
             .map(|a| a.model_anomalies)
     }
 

@@ -816,3 +816,34 @@ fn a_tcp_scan_beside_a_udp_flood_of_the_same_pair_is_two_attacks() {
         "{all:?}"
     );
 }
+
+#[test]
+fn a_scanned_hosts_answers_are_part_of_the_scan_for_the_model() {
+    let mut book = AlertBook::new(30 * NS, 1000);
+    book.fire(crate::detect::alert::Firing {
+        kind: AlertKind::PortScan,
+        detector: crate::detect::alert::DetectorKind::Rule,
+        src_ip: Some(A),
+        dst_ip: Some(B),
+        ts_ns: NS,
+        severity: Severity::High,
+        rate: 100.0,
+        score: None,
+        evidence: crate::detect::alert::Evidence::None,
+    });
+    // The victim's RSTs, seen as a flow of its own (victim -> scanner), and a probe.
+    assert!(book.attach_model(B, A, 0.8), "the answer is the scan's");
+    assert!(book.attach_model(A, B, 0.9), "the probe is the scan's");
+    let c = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    assert!(
+        !book.attach_model(c, A, 0.9),
+        "another host's flow to the scanner is not the scan"
+    );
+    assert!(!book.attach_model(c, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 4)), 0.9));
+    book.flush();
+    let a = &book.take_closed()[0];
+    assert!(a.model_anomalies >= 2, "{a:?}");
+    // Closed: the answers of its target that finish later are still the scan's.
+    assert!(book.closed_attack_claims(B, A, NS));
+    assert!(!book.closed_attack_claims(c, A, NS));
+}

@@ -94,8 +94,7 @@ impl crate::sink::Sink for StoreSink<'_> {
         rec: &AlertRecord,
         last_seen_ns: u64,
     ) -> Result<(), crate::sink::SinkError> {
-        self.hand_over()?;
-        Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
+        self.alert_opened(rec, last_seen_ns)
     }
     /// The same row as at open (upsert on the session's alert key), now in its final state.
     fn alert_closed(
