@@ -21,6 +21,16 @@
 // Packet words are read with one `ldx` each (`load`): see there.
 #![feature(asm_experimental_arch)]
 #![allow(internal_features)]
+// Map lookups take a pointer to a key on the stack: the explicit borrow says so.
+#![allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map helpers take the key's stack address"
+)]
+// The fragment check guards the L4 read of each protocol arm alike.
+#![allow(
+    clippy::collapsible_match,
+    reason = "the first-fragment check reads the same in every L4 arm"
+)]
 
 use core::{
     arch::asm,
@@ -227,6 +237,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, ()> {
     count_class(&pkt, len, c);
     // SAFETY: reading a global; volatile so the compiler keeps the load the loader patches.
     let coarse = unsafe { core::ptr::read_volatile(&raw const COARSE_TIME) } != 0;
+    // SAFETY: the time helpers take no arguments and touch no memory.
     let now = unsafe {
         if coarse {
             bpf_ktime_get_coarse_ns()
@@ -320,6 +331,7 @@ fn mitigate(pkt: &Packet, bits: u64, len: u64, now: u64, c: &mut GlobalCounters)
             let e = (e as *const BlockEntry).cast_mut();
             // SAFETY: a map value the kernel keeps alive for this run; counters are atomic.
             if live(unsafe { (*e).expires_ns }) {
+                // SAFETY: a map value the kernel keeps alive for this run; the counters are atomic adds.
                 unsafe {
                     add64(&raw mut (*e).packets, 1);
                     add64(&raw mut (*e).bytes, len);
@@ -525,6 +537,7 @@ fn evidence(ctx: &XdpContext, pkt: &Packet, len: u64, now: u64, c: &mut GlobalCo
         unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([pkt.words[0], pkt.words[1]]) };
     let mut hit = WATCH
         .get_ptr_mut(&src)
+        // SAFETY: a map value the kernel keeps alive for this run.
         .filter(|w| unsafe { (**w).flags } & watch::AS_SRC != 0);
     if hit.is_none() {
         // SAFETY: as above.
@@ -532,6 +545,7 @@ fn evidence(ctx: &XdpContext, pkt: &Packet, len: u64, now: u64, c: &mut GlobalCo
             unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([pkt.words[2], pkt.words[3]]) };
         hit = WATCH
             .get_ptr_mut(&dst)
+            // SAFETY: a map value the kernel keeps alive for this run.
             .filter(|w| unsafe { (**w).flags } & watch::AS_DST != 0);
     }
     let Some(w) = hit else { return };
@@ -593,15 +607,18 @@ fn evidence(ctx: &XdpContext, pkt: &Packet, len: u64, now: u64, c: &mut GlobalCo
 #[inline(always)]
 fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut off = EthHdr::LEN;
     // Up to two VLAN tags (802.1Q, 802.1ad/QinQ), unrolled for the verifier.
     if is_vlan(ether_type) {
         let vlan: *const VlanHdr = ptr_at(ctx, off)?;
+        // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
         ether_type = u16::from_be(unsafe { (*vlan).ether_type });
         off += VlanHdr::LEN;
         if is_vlan(ether_type) {
             let vlan: *const VlanHdr = ptr_at(ctx, off)?;
+            // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
             ether_type = u16::from_be(unsafe { (*vlan).ether_type });
             off += VlanHdr::LEN;
         }
@@ -610,6 +627,7 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
     // PPPoE session (DSL uplinks): 6-byte header and a 2-byte PPP protocol before the IP header.
     if ether_type == ETH_P_PPPOE_SESSION {
         let ppp: *const [u8; 8] = ptr_at(ctx, off)?;
+        // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
         ether_type = match u16::from_be_bytes(unsafe { [(*ppp)[6], (*ppp)[7]] }) {
             PPP_IPV4 => ETH_P_IPV4,
             PPP_IPV6 => ETH_P_IPV6,
@@ -627,6 +645,7 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
     match ether_type {
         ETH_P_IPV4 => {
             let ip: *const Ipv4Hdr = ptr_at(ctx, off)?;
+            // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
             let vihl = unsafe { (*ip).vihl };
             let ihl = ((vihl & 0x0f) as usize) * 4;
             if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
@@ -634,30 +653,37 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
             }
             // Options must be present in full, like the rest of the header.
             ptr_at::<u8>(ctx, off + ihl - 1)?;
+            // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
             let frag = u16::from_be_bytes(unsafe { (*ip).frags }) & 0x1fff;
             first_fragment = frag == 0;
+            // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
             l4_proto = unsafe { (*ip).proto };
             fam = family::IPV4;
             // SAFETY: within the 20 bytes `ptr_at` checked (source at 12, destination at 16).
             let ip = ip.cast::<u8>();
+            // SAFETY: an unaligned load within the header bytes `ptr_at` checked.
             w[1] = v4_word(unsafe { load32(ip.add(12)) });
+            // SAFETY: an unaligned load within the header bytes `ptr_at` checked.
             w[3] = v4_word(unsafe { load32(ip.add(16)) });
             l4_off = off + ihl;
         }
         ETH_P_IPV6 => {
             let ip: *const Ipv6Hdr = ptr_at(ctx, off)?;
+            // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
             if unsafe { (*ip).vcf[0] } >> 4 != 6 {
                 return Err(());
             }
             fam = family::IPV6;
             // SAFETY: within the 40 bytes `ptr_at` checked (source at 8, destination at 24).
             let b = ip.cast::<u8>();
+            // SAFETY: an unaligned load within the header bytes `ptr_at` checked.
             unsafe {
                 w[0] = load64(b.add(8));
                 w[1] = load64(b.add(16));
                 w[2] = load64(b.add(24));
                 w[3] = load64(b.add(32));
             }
+            // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
             let mut next = unsafe { (*ip).next_hdr };
             let mut pos = off + Ipv6Hdr::LEN;
             for _ in 0..MAX_IPV6_EXT {
@@ -665,13 +691,17 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
                     // Hop-by-hop, routing, destination options: length in 8-byte units.
                     0 | 43 | 60 => {
                         let h: *const [u8; 2] = ptr_at(ctx, pos)?;
+                        // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                         next = unsafe { (*h)[0] };
+                        // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                         pos += (unsafe { (*h)[1] } as usize + 1) * 8;
                     }
                     // Fragment header: fixed 8 bytes; only offset 0 carries the L4 header.
                     44 => {
                         let h: *const [u8; 4] = ptr_at(ctx, pos)?;
+                        // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                         next = unsafe { (*h)[0] };
+                        // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                         let offset = u16::from_be_bytes(unsafe { [(*h)[2], (*h)[3]] }) >> 3;
                         first_fragment = first_fragment && offset == 0;
                         pos += 8;
@@ -679,7 +709,9 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
                     // Authentication header: length in 4-byte units, minus 2.
                     51 => {
                         let h: *const [u8; 2] = ptr_at(ctx, pos)?;
+                        // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                         next = unsafe { (*h)[0] };
+                        // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                         pos += (unsafe { (*h)[1] } as usize + 2) * 4;
                     }
                     _ => break,
@@ -691,13 +723,16 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
         ETH_P_ARP => {
             // htype(2) ptype(2) hlen plen oper(2) sha(6) spa(4) tha(6) tpa(4), Ethernet/IPv4 only.
             let arp: *const [u8; 28] = ptr_at(ctx, off)?;
+            // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
             let a = unsafe { &*arp };
             if a[2] != 0x08 || a[3] != 0x00 || a[4] != 6 || a[5] != 4 {
                 return Ok(None);
             }
             // SAFETY: within the 28 bytes `ptr_at` checked.
             let b = arp.cast::<u8>();
+            // SAFETY: an unaligned load within the header bytes `ptr_at` checked.
             w[1] = v4_word(unsafe { load32(b.add(14)) });
+            // SAFETY: an unaligned load within the header bytes `ptr_at` checked.
             w[3] = v4_word(unsafe { load32(b.add(24)) });
             w[4] = tail_word(0, u16::from_be_bytes([a[6], a[7]]), 0, family::ARP);
             return Ok(Some(Packet {
@@ -718,11 +753,13 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
             if first_fragment {
                 // Both headers start with the two ports; TCP's flags are byte 13.
                 let ports: *const [u8; 4] = ptr_at(ctx, l4_off)?;
+                // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                 let p = unsafe { *ports };
                 sport = u16::from_be_bytes([p[0], p[1]]);
                 dport = u16::from_be_bytes([p[2], p[3]]);
                 if l4_proto == proto::TCP {
                     let tcp: *const TcpHdr = ptr_at(ctx, l4_off)?;
+                    // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                     tcp_flags = unsafe { *(tcp as *const u8).add(13) };
                 } else {
                     ptr_at::<UdpHdr>(ctx, l4_off)?;
@@ -732,6 +769,7 @@ fn parse(ctx: &XdpContext) -> Result<Option<Packet>, ()> {
         proto::ICMP | proto::ICMPV6 => {
             if first_fragment {
                 let icmp: *const [u8; 2] = ptr_at(ctx, l4_off)?;
+                // SAFETY: `ptr_at` checked that these header bytes lie within the packet.
                 let (ty, code) = unsafe { ((*icmp)[0], (*icmp)[1]) };
                 dport = u16::from_be_bytes([ty, code]);
                 echo = u8::from(
@@ -862,6 +900,7 @@ fn flag_counts(f: u8) -> (u32, u32, u32, u32, u32, u32) {
 /// could not take them (counted by cause). Not inlined, for the same reason as `overflow`.
 #[inline(never)]
 fn merge_flow(key: &FlowKey, add: &FlowStats, c: &mut GlobalCounters) -> Result<(), ()> {
+    // SAFETY: `s` is a map value of this run's lookup or insert, alive while it runs; the counters are atomic adds.
     let apply = |s: *mut FlowStats| unsafe {
         add64(&raw mut (*s).packets, add.packets);
         add64(&raw mut (*s).bytes, add.bytes);
@@ -922,6 +961,7 @@ fn update_host(
     key: &HostKey,
     add: &HostStats,
 ) -> Result<(), ()> {
+    // SAFETY: `s` is a map value of this run's lookup or insert, alive while it runs; the counters are atomic adds.
     let apply = |s: *mut HostStats| unsafe {
         add64(&raw mut (*s).packets, add.packets);
         add64(&raw mut (*s).bytes, add.bytes);
