@@ -80,8 +80,10 @@ fn fingerprint() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
+    // The steps themselves: a change of what setup installs (this file) redoes the check.
+    const STEPS: &str = "rust-src+clippy on nightly, aiosmtpd";
     format!(
-        "{APT_PACKAGES:?} {BPF_LINKER_VERSION} {LLVM_MAJOR} dpkg {} rustup {} cargo-bin {} python {} {}",
+        "{STEPS} {APT_PACKAGES:?} {BPF_LINKER_VERSION} {LLVM_MAJOR} dpkg {} rustup {} cargo-bin {} python {} {}",
         mtime(Path::new("/var/lib/dpkg/status")),
         mtime(&rustup.join("toolchains")),
         mtime(&cargo_home().join("bin")),
@@ -93,7 +95,7 @@ fn fingerprint() -> String {
 /// The full check: every step looks whether its tool is there and installs what is not.
 pub fn setup() -> Result<()> {
     apt_packages().context("setup step 'Debian packages'")?;
-    nightly_rust_src().context("setup step 'nightly toolchain with rust-src'")?;
+    nightly_rust_src().context("setup step 'nightly toolchain with rust-src and clippy'")?;
     bpf_linker().context("setup step 'bpf-linker'")?;
     clippy().context("setup step 'clippy'")?;
     // The email test's SMTP receiver (STARTTLS and AUTH), from PyPI.
@@ -174,6 +176,8 @@ fn nightly_rust_src() -> Result<()> {
             "minimal",
             "--component",
             "rust-src",
+            "--component",
+            "clippy",
         ]))?;
         return Ok(());
     }
@@ -184,15 +188,18 @@ fn nightly_rust_src() -> Result<()> {
         "--toolchain",
         "nightly",
     ]))?;
-    if !components.lines().any(|l| l.starts_with("rust-src")) {
-        eprintln!("setup: adding rust-src to nightly");
-        run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+    // rust-src builds the XDP program; clippy lints it (`cargo xtask test`).
+    for component in ["rust-src", "clippy"] {
+        if !components.lines().any(|l| l.starts_with(component)) {
+            eprintln!("setup: adding {component} to nightly");
+            run(Command::new("rustup").args([
+                "component",
+                "add",
+                component,
+                "--toolchain",
+                "nightly",
+            ]))?;
+        }
     }
     Ok(())
 }
