@@ -5,20 +5,18 @@
 use axum::{
     body::Body,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use tokio_util::io::ReaderStream;
 
-use super::{ApiError, Shared, control::authorize, read};
+use super::{ApiError, Shared, read};
 use crate::{evidence::is_file_name, sink::store::read as q};
 
 pub(super) async fn pcap(
     State(st): State<Shared>,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&st, &headers)?;
     let id: i64 =
         id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
             ApiError::BadRequest("the alert id must be a positive integer".into())

@@ -135,12 +135,30 @@ pub fn router(state: Shared) -> Router {
         .route("/api/stats", get(read::stats))
         .route("/api/alerts", get(read::alerts))
         .route("/api/alerts/{id}", get(read::alert))
-        .route("/api/alerts/{id}/pcap", get(evidence::pcap))
         .route("/api/anomalies", get(read::anomalies))
         .route("/api/flows", get(read::flows))
         .route("/api/top-talkers", get(read::top_talkers))
         .route("/api/suspicious-ips", get(read::suspicious_ips))
         .route("/api/events", get(events::events))
+        .route("/metrics", get(metrics::metrics))
+        .merge(control_routes(&state))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
+        // The dashboard loads only its own files: scripts and styles from this origin and
+        // nothing inline (the page has none, so markup in a value could not run even if it
+        // were rendered as HTML, which it is not), no framing, no referrer, no content-type
+        // sniffing. No CORS header is ever sent: other origins cannot read the API.
+        .layer(header_layer(header::CONTENT_SECURITY_POLICY, CSP))
+        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
+        .with_state(state)
+}
+
+/// The routes that act or hand out packets: the bearer token is checked once, by a layer,
+/// before any of their handlers (or their bodies) runs.
+fn control_routes(state: &Shared) -> Router<Shared> {
+    Router::new()
+        .route("/api/alerts/{id}/pcap", get(evidence::pcap))
         .route("/api/interfaces", get(control::interfaces))
         .route("/api/capture/start", post(control::capture_start))
         .route("/api/capture/stop", post(control::capture_stop))
@@ -152,17 +170,19 @@ pub fn router(state: Shared) -> Router {
                 .post(blocklist::add)
                 .delete(blocklist::remove),
         )
-        .route("/metrics", get(metrics::metrics))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
-        // The dashboard loads only its own files: scripts and styles from this origin and
-        // nothing inline (the page has none, so markup in a value could not run even if it
-        // were rendered as HTML, which it is not), no framing, no referrer, no content-type
-        // sniffing. No CORS header is ever sent: other origins cannot read the API.
-        .layer(header_layer(header::CONTENT_SECURITY_POLICY, CSP))
-        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(state),
+            require_token,
+        ))
+}
+
+async fn require_token(
+    axum::extract::State(st): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    control::authorize(&st, req.headers())?;
+    Ok(next.run(req).await)
 }
 
 fn header_layer(
