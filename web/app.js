@@ -247,6 +247,9 @@ async function loadStatus() {
   $("st-db").className = w && !w.ok ? "badge sev-critical" : "";
 }
 
+// A failed load (the sensor restarting, a connection dropped under load) is said and tried
+// again in 2 s, so the page heals by itself instead of waiting for the next periodic reload.
+let retry = null;
 async function refresh() {
   try {
     await loadStatus();
@@ -254,7 +257,9 @@ async function refresh() {
     await loadTables();
     $("ctl-msg").textContent = "";
   } catch (e) {
-    $("ctl-msg").textContent = e.message;
+    $("ctl-msg").textContent = `${e.message} (trying again)`;
+    clearTimeout(retry);
+    retry = setTimeout(refresh, 2000);
   }
 }
 
@@ -268,6 +273,8 @@ function live() {
   es.addEventListener("alert", (ev) => {
     const a = JSON.parse(ev.data);
     const t = tables["t-alerts"];
+    // No table yet (the first load failed): load it, with this alert in it.
+    if (!t) { loadTables().catch(() => {}); return; }
     if (t) {
       const rest = t.rows.filter((r) => r.id !== a.id);
       t.rows = a.state === "merged" ? rest : [a, ...rest];
