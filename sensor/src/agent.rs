@@ -15,14 +15,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::report::Report;
 use crate::{
     api::{ApiState, LiveApi},
     config::Config,
     detect::{Detector, ml::model::Model},
-    drive::live::{self, LiveError, LiveMetrics},
+    drive::live::{self, LiveError},
     evidence::{EvidenceError, Recorder, Window},
     flow::FlowTable,
     kernel::KernelConfig,
+    metrics::Registry,
     pipeline::Pipeline,
     sink::{
         Outputs, Sink, SinkError,
@@ -44,7 +46,7 @@ pub enum AgentError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
-    #[error("API: {0}")]
+    #[error("API")]
     Api(#[from] std::io::Error),
 }
 
@@ -76,8 +78,11 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         // A database that fails at start does not stop detection: rows wait in memory.
         .map(|p| Store::open_or_retry(p, opts.config.store))
         .transpose()?;
-    let outputs = Outputs::start(&opts.config)?;
-    let metrics = Arc::new(LiveMetrics::default());
+    let metrics = Registry::default();
+    if let Some(s) = &store {
+        s.stats().register(&metrics);
+    }
+    let outputs = Outputs::start(&opts.config.outputs(), &metrics)?;
 
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     if let Some(s) = &store {
@@ -122,8 +127,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         table,
         pipeline,
         opts.poll,
-        Arc::clone(&metrics),
-        store.as_ref().map(|s| Arc::clone(s.stats())),
+        &metrics,
         opts.model_path.as_ref().map(|p| p.display().to_string()),
         opts.config.mitigation.clone(),
     );
@@ -157,13 +161,8 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                 http: crate::api::HttpLimits::default(),
                 jobs: crate::api::job_slot(),
                 live: Some(LiveApi {
-                    metrics: Arc::clone(&metrics),
+                    metrics: metrics.clone(),
                     control,
-                    webhook: outputs.webhook.as_ref().map(|w| Arc::clone(w.stats())),
-                    eve: outputs.eve.as_ref().map(|e| Arc::clone(e.stats())),
-                    syslog: outputs.syslog.as_ref().map(|s| Arc::clone(s.stats())),
-                    ipfix: outputs.ipfix.as_ref().map(|x| Arc::clone(x.stats())),
-                    email: outputs.email.as_ref().map(|e| Arc::clone(e.stats())),
                     store: store.as_ref().map(|s| Arc::clone(s.stats())),
                 }),
             });
@@ -185,7 +184,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                         }
                     };
                     if let Err(e) = crate::api::serve(listener, state, shutdown).await {
-                        tracing::error!(error = %e, "API server failed");
+                        tracing::error!(error = %Report(&e), "API server failed");
                     }
                 });
             }))
@@ -207,7 +206,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
     if let Some(t) = api {
         let _ignored = t.join();
     }
-    drop(outputs);
+    outputs.close();
     drop(store);
     outcome?;
     let totals = totals?;

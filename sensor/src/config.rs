@@ -9,12 +9,13 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    check::Invalid,
     detect::{RuleConfig, ml::iforest::ForestParams},
     evidence::EvidenceConfig,
     flow::FlowConfig,
     mitigate::MitigationConfig,
     sink::{
-        email::EmailConfig, eve::EveConfig, ipfix::IpfixConfig, store::Retention,
+        OutputConfig, email::EmailConfig, eve::EveConfig, ipfix::IpfixConfig, store::Retention,
         syslog::SyslogConfig, webhook::WebhookConfig,
     },
 };
@@ -158,7 +159,7 @@ impl ModelSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read the config file: {source}")]
+    #[error("{path}: cannot read the config file")]
     Read {
         path: PathBuf,
         #[source]
@@ -169,42 +170,51 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The sections of the network and file outputs, each of which builds its output: adding
+    /// an output is its file, its field above, and its entry here.
+    pub fn outputs(&self) -> [&dyn OutputConfig; 5] {
+        [
+            &self.webhook,
+            &self.eve,
+            &self.syslog,
+            &self.ipfix,
+            &self.email,
+        ]
+    }
+
     /// `path`'s config, or the defaults when there is none.
     pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
         path.map_or_else(|| Ok(Self::default()), Self::load)
     }
 
-    /// Checks values serde cannot (ranges).
-    fn validate(self, path: &Path) -> Result<Self, ConfigError> {
-        let bad = |message: String| ConfigError::Parse {
-            path: path.into(),
-            message,
-        };
+    /// Checks values serde cannot (ranges, addresses): each section its own.
+    fn validate(&self) -> Result<(), Invalid> {
         if let Some(n) = self.model.max_alerts_per_hour
             && !(n.is_finite() && n >= 0.0)
         {
-            return Err(bad(format!(
-                "model.max_alerts_per_hour must be a number >= 0, not {n}"
-            )));
-        }
-        if !(0.0..=0.5).contains(&self.model.contamination) {
-            return Err(bad(format!(
-                "model.contamination must be within 0 and 0.5, not {}",
-                self.model.contamination
-            )));
-        }
-        self.mitigation.check().map_err(bad)?;
-        self.evidence.check().map_err(bad)?;
-        self.eve.check().map_err(bad)?;
-        self.syslog.check().map_err(bad)?;
-        self.ipfix.check().map_err(bad)?;
-        self.email.check().map_err(bad)?;
-        if self.flow.idle_timeout_s == 0 || self.flow.max_flows == 0 {
-            return Err(bad(
-                "flow.idle_timeout_s and flow.max_flows must be positive".into(),
+            return Err(Invalid::new(
+                "model.max_alerts_per_hour",
+                format!("must be a number >= 0, not {n}"),
             ));
         }
-        Ok(self)
+        if !(0.0..=0.5).contains(&self.model.contamination) {
+            return Err(Invalid::new(
+                "model.contamination",
+                format!("must be within 0 and 0.5, not {}", self.model.contamination),
+            ));
+        }
+        self.mitigation.check()?;
+        self.evidence.check()?;
+        for o in self.outputs() {
+            o.check()?;
+        }
+        if self.flow.idle_timeout_s == 0 {
+            return Err(Invalid::new("flow.idle_timeout_s", "must be positive"));
+        }
+        if self.flow.max_flows == 0 {
+            return Err(Invalid::new("flow.max_flows", "must be positive"));
+        }
+        Ok(())
     }
 }
 
@@ -219,13 +229,35 @@ impl Config {
 
     /// Parses and checks a config file's text (`path` names it in errors).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str::<Self>(text)
-            .map_err(|e| ConfigError::Parse {
-                path: path.into(),
-                message: located(text, &e),
-            })?
-            .validate(path)
+        let c = toml::from_str::<Self>(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: located(text, &e),
+        })?;
+        c.validate().map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: key_located(text, &e),
+        })?;
+        Ok(c)
     }
+}
+
+/// A refused value as an operator fixes it: the line that sets the key, when the file does
+/// (a default that another key makes invalid has none).
+fn key_located(text: &str, e: &Invalid) -> String {
+    let (table, key) = e.key.split_once('.').unwrap_or(("", e.key));
+    let mut in_table = table.is_empty();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_table = l.trim_matches(|c| c == '[' || c == ']').trim() == table;
+        } else if in_table
+            && l.split_once('=')
+                .is_some_and(|(k, _)| k.trim().trim_matches('"') == key)
+        {
+            return format!("line {}, key `{}`: {}", n + 1, e.key, e.problem);
+        }
+    }
+    format!("key `{}`: {}", e.key, e.problem)
 }
 
 /// A TOML error as an operator fixes it: the line, the key (with its table) and what is wrong,
@@ -285,6 +317,25 @@ mod tests {
         assert_eq!(
             toml::from_str::<Config>("").expect("empty"),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn a_refused_value_names_the_line_that_sets_it() {
+        let text = "[rules]\nport_scan_ports = 15\n\n[mitigation]\n# a week at most\nttl_s = 0\n";
+        let e = Config::from_toml(text, Path::new("s.toml")).expect_err("ttl 0");
+        assert_eq!(
+            e.to_string(),
+            "s.toml: invalid config: line 6, key `mitigation.ttl_s`: must be within 1 and \
+             604800, not 0"
+        );
+        // A key the file does not set (the default is what another key makes invalid).
+        let e = Config::from_toml("[evidence]\ntotal_bytes = 5000\n", Path::new("s.toml"))
+            .expect_err("total below the default file size");
+        assert!(
+            e.to_string()
+                .starts_with("s.toml: invalid config: key `evidence.max_file_bytes`: "),
+            "{e}"
         );
     }
 

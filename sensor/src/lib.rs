@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod detect;
@@ -30,10 +31,12 @@ pub mod drive;
 pub mod evidence;
 pub mod flow;
 pub mod kernel;
+pub mod metrics;
 pub mod mitigate;
 pub mod packet;
 pub mod pipeline;
 pub mod privileges;
 pub mod record;
+pub mod report;
 pub mod sink;
 pub mod source;

@@ -360,6 +360,6 @@ fn a_relay_the_sensor_cannot_verify_gets_nothing_and_bad_configs_are_refused() {
         let e = Email::start(&cfg)
             .err()
             .unwrap_or_else(|| panic!("accepted: {cfg:?}"));
-        assert!(e.contains(says), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
     }
 }

@@ -302,10 +302,10 @@ fn a_dead_collector_is_counted_and_never_waited_for() {
         let e = Syslog::start(&config(bad.into(), "local0"))
             .err()
             .expect(bad);
-        assert!(e.contains("syslog.target"), "{e}");
+        assert!(e.to_string().contains("syslog.target"), "{e}");
     }
     let e = Syslog::start(&config("udp://127.0.0.1:514".into(), "local9"))
         .err()
         .expect("facility");
-    assert!(e.contains("syslog.facility"), "{e}");
+    assert!(e.to_string().contains("syslog.facility"), "{e}");
 }

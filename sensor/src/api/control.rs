@@ -13,6 +13,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, Shared, read::parse_time};
+use crate::report::Report;
 use crate::{
     detect::ml::model::Model,
     drive::replay::{ReplayError, ReplayOptions, replay as replay_files},
@@ -202,7 +203,7 @@ pub(super) async fn replay(
     let state = st.clone();
     let summary = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         let _slot = slot;
-        let internal = |e: &dyn std::fmt::Display| ApiError::Internal(e.to_string());
+        let internal = |e: &dyn std::error::Error| ApiError::Internal(Report(e).to_string());
         let store = Store::open(&state.db, state.config.store).map_err(|e| internal(&e))?;
         let sink = StoreSink::new(&store, "replay", &file.display().to_string(), true)
             .map_err(|e| internal(&e))?;
@@ -225,7 +226,7 @@ pub(super) async fn replay(
             vec![Box::new(sink)],
         )
         .map_err(|e| match e {
-            ReplayError::BadInput(e) => ApiError::BadRequest(e.to_string()),
+            ReplayError::BadInput(e) => ApiError::BadRequest(Report(&e).to_string()),
             other => internal(&other),
         })?;
         Ok(json!({
@@ -236,7 +237,7 @@ pub(super) async fn replay(
         }))
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    .map_err(|e| ApiError::Internal(Report(&e).to_string()))??;
     Ok(Json(summary))
 }
 
@@ -299,11 +300,12 @@ pub(super) async fn train(
                         ReplayOptions::new(cfg).collecting(),
                         Vec::new(),
                     )
-                    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                    .map_err(|e| ApiError::BadRequest(Report(&e).to_string()))?;
                     (s.features, s.feature_meta, file.display().to_string())
                 }
                 Source::Range(since, until) => {
-                    let c = open_ro(&state.db).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    let c = open_ro(&state.db)
+                        .map_err(|e| ApiError::Internal(Report(&e).to_string()))?;
                     let (rows, meta) = q::training_rows(
                         &c,
                         since,
@@ -328,7 +330,7 @@ pub(super) async fn train(
                 cfg.model.contamination,
                 vec![what],
             )
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            .map_err(|e| ApiError::BadRequest(Report(&e).to_string()))?;
             m.calibrate(
                 &rows,
                 &meta,
@@ -336,9 +338,9 @@ pub(super) async fn train(
                 cfg.rules.quiet_close_s * 1_000_000_000,
             );
             m.save(&out)
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            let store =
-                Store::open(&state.db, cfg.store).map_err(|e| ApiError::Internal(e.to_string()))?;
+                .map_err(|e| ApiError::Internal(Report(&e).to_string()))?;
+            let store = Store::open(&state.db, cfg.store)
+                .map_err(|e| ApiError::Internal(Report(&e).to_string()))?;
             store
                 .model_version(
                     &out.display().to_string(),
@@ -347,7 +349,7 @@ pub(super) async fn train(
                     serde_json::to_string(&m.training).unwrap_or_default(),
                 )
                 .and_then(|()| store.sync())
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
+                .map_err(|e| ApiError::Internal(Report(&e).to_string()))?;
             let reply = json!({
                 "model": out.display().to_string(),
                 "flows": m.training.flows,
@@ -360,7 +362,7 @@ pub(super) async fn train(
             Ok((m, reply))
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .map_err(|e| ApiError::Internal(Report(&e).to_string()))??;
     let mut reply = reply;
     let loaded = match &st.live {
         Some(live) => {

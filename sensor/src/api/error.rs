@@ -8,6 +8,7 @@ use axum::{
 };
 use serde_json::json;
 
+use crate::report::Report;
 use crate::{
     drive::live::ControlError,
     kernel::{KernelError, attach::AttachError},
@@ -64,10 +65,10 @@ impl From<rusqlite::Error> for ApiError {
                 crate::api::READ_LIMIT.as_secs()
             )),
             Some(C::CannotOpen | C::NotADatabase | C::DatabaseCorrupt | C::SystemIoFailure) => {
-                tracing::error!(error = %e, "API cannot read the database");
+                tracing::error!(error = %Report(&e), "API cannot read the database");
                 Self::Unavailable("the database cannot be read right now".into())
             }
-            _ => Self::Internal(e.to_string()),
+            _ => Self::Internal(Report(&e).to_string()),
         }
     }
 }
@@ -76,7 +77,7 @@ impl From<crate::sink::store::StoreError> for ApiError {
     fn from(e: crate::sink::store::StoreError) -> Self {
         match e {
             crate::sink::store::StoreError::Sqlite { source, .. } => source.into(),
-            e => Self::Internal(e.to_string()),
+            e => Self::Internal(Report(&e).to_string()),
         }
     }
 }
@@ -85,7 +86,7 @@ impl From<crate::sink::store::StoreError> for ApiError {
 /// says whose move it is.
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
-        let msg = e.to_string();
+        let msg = Report(&e).to_string();
         match e {
             ControlError::Stopped => Self::Unavailable(msg),
             ControlError::Mitigate(m) => m.into(),
@@ -111,7 +112,7 @@ impl From<ControlError> for ApiError {
 
 impl From<MitigateError> for ApiError {
     fn from(e: MitigateError) -> Self {
-        let msg = e.to_string();
+        let msg = Report(&e).to_string();
         match e {
             MitigateError::BadPrefix(_) => Self::BadRequest(msg),
             MitigateError::Refused(_) => Self::Forbidden(msg),

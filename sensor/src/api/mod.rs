@@ -35,14 +35,8 @@ use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use self::error::ApiError;
-use crate::{
-    config::Config,
-    drive::live::{Control, LiveMetrics},
-    sink::{
-        email::EmailStats, eve::EveStats, ipfix::IpfixStats, store::open_ro, syslog::SyslogStats,
-        webhook::WebhookStats,
-    },
-};
+use crate::report::Report;
+use crate::{config::Config, drive::live::Control, metrics::Registry, sink::store::open_ro};
 
 /// Shared state of the server.
 pub struct ApiState {
@@ -67,13 +61,9 @@ pub fn job_slot() -> Arc<tokio::sync::Semaphore> {
 
 /// What `sensor run` adds to the API.
 pub struct LiveApi {
-    pub metrics: Arc<LiveMetrics>,
+    /// Every counter the running sensor's parts declared.
+    pub metrics: Registry,
     pub control: Control,
-    pub webhook: Option<Arc<WebhookStats>>,
-    pub eve: Option<Arc<EveStats>>,
-    pub syslog: Option<Arc<SyslogStats>>,
-    pub ipfix: Option<Arc<IpfixStats>>,
-    pub email: Option<Arc<EmailStats>>,
     /// The database writer: whether writes fail and why, for status.
     pub store: Option<Arc<crate::sink::store::WriterStats>>,
 }
@@ -247,7 +237,7 @@ pub async fn serve(
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(error = %e, "API accept failed");
+                    tracing::warn!(error = %Report(&e), "API accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -303,5 +293,5 @@ async fn read<T: Send + 'static>(
         f(&c)
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(Report(&e).to_string()))?
 }

@@ -281,23 +281,23 @@ pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiE
                         .join(", ")
                 )
             };
-            let m = &live.metrics;
-            let g = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            // The same values as `/metrics`, under the names status has always used.
+            let g = |name: &str| live.metrics.value(name).unwrap_or(0);
             let kernel = json!({
-                "packets": g(&m.kernel_packets),
-                "bytes": g(&m.kernel_bytes),
-                "parse_errors": g(&m.kernel_parse_errors),
-                "flow_map_insert_full": g(&m.kernel_insert_full),
-                "flow_map_insert_other": g(&m.kernel_insert_other),
-                "overflow_lost": g(&m.kernel_overflow_lost),
-                "flows_active": g(&m.flows_active),
-                "poll_latency_us": g(&m.poll_latency_us),
-                "polls": g(&m.polls),
-                "poll_cycle_us": g(&m.poll_cycle_us),
-                "poll_cycle_max_us": g(&m.poll_cycle_max_us),
-                "polls_late": g(&m.polls_late),
-                "pcap_packets": g(&m.pcap_packets),
-                "alerts_raised": g(&m.alerts_raised),
+                "packets": g("sensor_kernel_packets_total"),
+                "bytes": g("sensor_kernel_bytes_total"),
+                "parse_errors": g("sensor_kernel_parse_errors_total"),
+                "flow_map_insert_full": g("sensor_kernel_flow_map_full_total"),
+                "flow_map_insert_other": g("sensor_kernel_flow_map_errors_total"),
+                "overflow_lost": g("sensor_kernel_overflow_lost_total"),
+                "flows_active": g("sensor_flows_active"),
+                "poll_latency_us": g("sensor_poll_latency_microseconds"),
+                "polls": g("sensor_polls_total"),
+                "poll_cycle_us": g("sensor_poll_cycle_microseconds"),
+                "poll_cycle_max_us": g("sensor_poll_cycle_max_microseconds"),
+                "polls_late": g("sensor_polls_late_total"),
+                "pcap_packets": g("sensor_pcap_packets_total"),
+                "alerts_raised": g("sensor_alerts_raised_total"),
             });
             (
                 capture,

@@ -552,9 +552,10 @@ fn with_mitigation(
     if let Some(t) = ttl {
         config.mitigation.ttl_s = t;
     }
-    config
-        .mitigation
-        .check()
-        .map_err(|m| anyhow::anyhow!("{}", m.replace("mitigation.ttl_s", "--block-ttl")))?;
+    config.mitigation.check().map_err(|e| match (e.key, ttl) {
+        // The flag set it: name the flag.
+        ("mitigation.ttl_s", Some(_)) => anyhow::anyhow!("--block-ttl {}", e.problem),
+        _ => e.into(),
+    })?;
     Ok(config)
 }

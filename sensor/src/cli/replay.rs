@@ -9,6 +9,7 @@ use crate::{
     detect::ml::model::Model,
     drive::replay::{ReplayError, ReplayOptions, replay},
     evidence::{Recorder, Window},
+    metrics::Registry,
     sink::{
         Outputs, Sink,
         jsonl::{Content, JsonlSink},
@@ -44,7 +45,8 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
         a.db.path()
             .map(|p| Store::open(&p, a.config.store))
             .transpose()?;
-    let outputs = Outputs::start(&a.config).map_err(ReplayError::from)?;
+    let outputs =
+        Outputs::start(&a.config.outputs(), &Registry::default()).map_err(ReplayError::from)?;
     let mut sinks: Vec<Box<dyn Sink + '_>> = Vec::new();
     if let Some(p) = &a.flows_jsonl {
         sinks.push(Box::new(
@@ -139,26 +141,8 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
             file.display()
         );
     }
-    let mut outputs = outputs;
-    if let Some(e) = outputs.eve.take() {
-        let st = std::sync::Arc::clone(e.stats());
-        // Dropping the writer writes what is queued.
-        drop(e);
-        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        eprintln!(
-            "replay: {} EVE JSON event(s) in {}{}",
-            n(&st.events),
-            a.config
-                .eve
-                .path
-                .as_deref()
-                .unwrap_or(std::path::Path::new("?"))
-                .display(),
-            match n(&st.dropped) {
-                0 => String::new(),
-                d => format!(" ({d} not written: see the log)"),
-            }
-        );
+    for line in outputs.close() {
+        eprintln!("replay: {line}");
     }
     Ok(())
 }

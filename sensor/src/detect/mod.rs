@@ -23,6 +23,7 @@ pub use self::{
 };
 use crate::{
     flow::{Flow, FlowEvent},
+    metrics::{Counter, Registry},
     record::AnomalyRow,
 };
 
@@ -109,6 +110,52 @@ pub struct Detector {
     last_ns: u64,
     next_close_ns: u64,
     volume: Volume,
+}
+
+/// The detector's own counters on `/metrics` (what it could not keep, and what it folded).
+pub struct DetectMetrics {
+    anomalies_dropped: Counter,
+    anomalies_folded: Counter,
+    flows_summed: Counter,
+    alerts_suppressed: Counter,
+    rules_untracked: Counter,
+}
+
+impl DetectMetrics {
+    pub fn new(m: &Registry) -> Self {
+        Self {
+            anomalies_dropped: m.counter(
+                "sensor_anomalies_dropped_total",
+                "Anomalies not kept: the detector's buffer was full.",
+            ),
+            anomalies_folded: m.counter(
+                "sensor_anomalies_folded_total",
+                "Model anomalies inside an attack a rule alert reports, counted into that \
+                 alert without a row of their own.",
+            ),
+            flows_summed: m.counter(
+                "sensor_flows_summed_total",
+                "Small flows of an attack a rule alert reports, past its first 1000 rows of \
+                 them, summed into the alert's attack_flows rows instead of a row each.",
+            ),
+            alerts_suppressed: m.counter(
+                "sensor_alerts_suppressed_total",
+                "Firings that could not open an alert: too many open.",
+            ),
+            rules_untracked: m.counter(
+                "sensor_rules_untracked_total",
+                "New keys the rules did not track: a tracker was full.",
+            ),
+        }
+    }
+
+    pub fn publish(&self, d: &Detector) {
+        self.anomalies_dropped.set_total(d.anomalies_dropped);
+        self.anomalies_folded.set_total(d.anomalies_folded);
+        self.flows_summed.set_total(d.flows_summed);
+        self.alerts_suppressed.set_total(d.book.suppressed);
+        self.rules_untracked.set_total(d.rules.untracked);
+    }
 }
 
 /// How many model alerts may open, and when a destination's anomalies become one alert.

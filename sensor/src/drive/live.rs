@@ -6,7 +6,7 @@
 use std::{
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         mpsc,
     },
     time::{Duration, Instant},
@@ -15,80 +15,48 @@ use std::{
 use ipnet::IpNet;
 use serde_json::{Value, json};
 
+use crate::report::Report;
 use crate::{
     detect::ml::model::Model,
+    evidence::EvidenceMetrics,
     flow::FlowTable,
-    kernel::{KernelError, PollStats, Poller, watch::KernelWatch},
-    mitigate::{MitigateError, MitigationConfig, Mitigator, Origin},
+    kernel::{KernelError, Poller, poller::KernelMetrics, watch::KernelWatch},
+    metrics::{Counter, Gauge, Registry},
+    mitigate::{MitigateError, MitigationConfig, MitigationMetrics, Mitigator, Origin},
     pipeline::{Pipeline, Totals},
-    sink::{SinkError, store::WriterStats},
+    sink::SinkError,
     source::attached::{Attachment, Batch, CaptureMode, SourceError, Sources},
 };
 
-/// Live numbers for `/metrics` and `/api/status`, written by the live loop.
-#[derive(Debug, Default)]
-pub struct LiveMetrics {
-    pub flows_active: AtomicU64,
-    pub polls: AtomicU64,
-    pub poll_latency_us: AtomicU64,
+/// The loop's own numbers on `/metrics` (each room declares its own: the kernel's counters in
+/// `kernel::poller`, the detector's in `detect`, ...).
+struct LoopMetrics {
+    flows_active: Gauge,
     /// The whole last poll cycle: kernel maps drained, then rules, model and sinks on what
     /// they gave. Live detection keeps up while this stays under the poll interval.
-    pub poll_cycle_us: AtomicU64,
-    /// Longest poll cycle since start.
-    pub poll_cycle_max_us: AtomicU64,
-    /// Poll cycles that took longer than the poll interval.
-    pub polls_late: AtomicU64,
-    pub kernel_packets: AtomicU64,
-    pub kernel_bytes: AtomicU64,
-    pub kernel_parse_errors: AtomicU64,
-    pub kernel_insert_full: AtomicU64,
-    pub kernel_insert_other: AtomicU64,
-    pub kernel_overflow_lost: AtomicU64,
-    /// Packets the libpcap readers delivered.
-    pub pcap_packets: AtomicU64,
-    pub db_queue: AtomicU64,
-    pub db_dropped: AtomicU64,
-    /// 1 while the database does not take writes (rows are held in memory).
-    pub db_failing: AtomicU64,
-    /// Rows held in memory because the database failed.
-    pub db_pending: AtomicU64,
-    pub db_errors: AtomicU64,
-    /// Records a sink could not take (database writer gone, ...).
-    pub sink_errors: AtomicU64,
-    /// Anomalies not kept because the detector's buffer was full.
-    pub anomalies_dropped: AtomicU64,
-    /// Anomalies counted into the rule alert they belong to, without a row of their own.
-    pub anomalies_folded: AtomicU64,
-    /// Small flows of an attack summed into its alert's attack-flow rows, without a row each.
-    pub flows_summed: AtomicU64,
-    /// Alerts opened since start, counted in memory whether or not they could be stored.
-    pub alerts_raised: AtomicU64,
-    /// Firings that found the alert book full (no new alert opened).
-    pub alerts_suppressed: AtomicU64,
-    /// New keys the rules did not track because a tracker was full.
-    pub rules_untracked: AtomicU64,
-    /// Packets and bytes the blocklist and the rate limits dropped in the kernel.
-    pub blocked_packets: AtomicU64,
-    pub blocked_bytes: AtomicU64,
-    pub rate_limited_packets: AtomicU64,
-    pub rate_limited_bytes: AtomicU64,
-    /// Entries in force now.
-    pub block_entries: AtomicU64,
-    pub rate_limit_entries: AtomicU64,
-    /// Packets the kernel copied for alert evidence, and those lost to a full ring.
-    pub evidence_copied: AtomicU64,
-    pub evidence_lost: AtomicU64,
-    /// Packets of recorded alerts the kernel did not copy: their budget was spent.
-    pub evidence_skipped: AtomicU64,
-    /// The recorder's counters ([`crate::evidence::EvidenceStats`]).
-    pub evidence_recording: AtomicU64,
-    pub evidence_files: AtomicU64,
-    pub evidence_packets: AtomicU64,
-    pub evidence_bytes: AtomicU64,
-    pub evidence_cut_short: AtomicU64,
-    pub evidence_refused: AtomicU64,
-    pub evidence_rotated: AtomicU64,
-    pub evidence_errors: AtomicU64,
+    poll_cycle_us: Gauge,
+    poll_cycle_max_us: Gauge,
+    polls_late: Counter,
+}
+
+impl LoopMetrics {
+    fn new(m: &Registry) -> Self {
+        Self {
+            flows_active: m.gauge("sensor_flows_active", "Flows held in the flow table."),
+            poll_cycle_us: m.gauge(
+                "sensor_poll_cycle_microseconds",
+                "Duration of the last poll cycle: maps drained, then detection and sinks.",
+            ),
+            poll_cycle_max_us: m.gauge(
+                "sensor_poll_cycle_max_microseconds",
+                "Longest poll cycle since start.",
+            ),
+            polls_late: m.counter(
+                "sensor_polls_late_total",
+                "Poll cycles longer than the poll interval (detection fell behind).",
+            ),
+        }
+    }
 }
 
 /// What the API asks of the live loop.
@@ -265,8 +233,10 @@ pub struct LiveLoop<'a> {
     poll: Duration,
     control: mpsc::Receiver<ControlCmd>,
     packets: mpsc::Receiver<Batch>,
-    metrics: Arc<LiveMetrics>,
-    store: Option<Arc<WriterStats>>,
+    metrics: LoopMetrics,
+    kernel_metrics: KernelMetrics,
+    evidence_metrics: EvidenceMetrics,
+    mitigation_metrics: MitigationMetrics,
     errors_logged: Option<Instant>,
     mitigator: Mitigator,
     /// The kernel side of the pipeline's evidence recorder.
@@ -288,17 +258,17 @@ pub fn new<'a>(
     table: FlowTable,
     pipeline: Pipeline<'a>,
     poll: Duration,
-    metrics: Arc<LiveMetrics>,
-    store: Option<Arc<WriterStats>>,
+    metrics: &Registry,
     model: Option<String>,
     mitigation: MitigationConfig,
 ) -> (LiveLoop<'a>, Control) {
     let mut pipeline = pipeline;
     pipeline.tap_alerts();
+    pipeline.publish_metrics(metrics);
     let (ctl_tx, ctl_rx) = mpsc::channel();
     let (pkt_tx, pkt_rx) = mpsc::sync_channel(PACKET_QUEUE);
     let shared = Arc::new(RwLock::new(Vec::new()));
-    let sources = Sources::new(kernel, force, pkt_tx, Arc::clone(&shared));
+    let sources = Sources::new(kernel, force, pkt_tx, Arc::clone(&shared), metrics);
     let info = pipeline
         .detector()
         .and_then(|d| d.model())
@@ -324,11 +294,13 @@ pub fn new<'a>(
             poll,
             control: ctl_rx,
             packets: pkt_rx,
-            metrics,
-            store,
+            metrics: LoopMetrics::new(metrics),
+            kernel_metrics: KernelMetrics::new(metrics),
+            evidence_metrics: EvidenceMetrics::new(metrics),
+            mitigation_metrics: MitigationMetrics::new(metrics),
             errors_logged: None,
             mitigator: Mitigator::new(mitigation),
-            watch: KernelWatch::default(),
+            watch: KernelWatch::new(metrics),
         },
         control,
     )
@@ -392,14 +364,14 @@ impl LiveLoop<'_> {
             ControlCmd::Start { iface, mode, reply } => {
                 let r = self.sources.start(&iface, mode);
                 if let Err(e) = &r {
-                    tracing::warn!(iface, error = %e, "capture start refused");
+                    tracing::warn!(iface, error = %Report(&e), "capture start refused");
                 }
                 let _ignored = reply.send(r);
             }
             ControlCmd::Stop { iface, reply } => {
                 // Take what XDP counted on it before it goes.
                 if let Err(e) = self.poll_once() {
-                    tracing::error!(error = %e, "poll before detaching failed");
+                    tracing::error!(error = %Report(&e), "poll before detaching failed");
                 }
                 let _ignored = reply.send(self.sources.stop(&iface));
             }
@@ -458,7 +430,7 @@ impl LiveLoop<'_> {
     /// Puts the mitigation state into the program once it is loaded.
     fn sync_mitigation(&mut self) {
         if let Err(e) = self.mitigator.sync(self.sources.program()) {
-            tracing::error!(error = %e, "writing mitigation entries into the kernel failed");
+            tracing::error!(error = %Report(&e), "writing mitigation entries into the kernel failed");
         }
     }
 
@@ -473,7 +445,7 @@ impl LiveLoop<'_> {
             self.mitigator.alert_closed(a.id);
         }
         if let Err(e) = self.mitigator.sweep(self.sources.program()) {
-            tracing::error!(error = %e, "expiring mitigation entries failed");
+            tracing::error!(error = %Report(&e), "expiring mitigation entries failed");
         }
         self.mitigation_events();
     }
@@ -483,13 +455,7 @@ impl LiveLoop<'_> {
         for ev in self.mitigator.take_events() {
             self.pipeline.mitigation(&ev);
         }
-        let (b, r) = self.mitigator.entries();
-        self.metrics
-            .block_entries
-            .store(b as u64, Ordering::Relaxed);
-        self.metrics
-            .rate_limit_entries
-            .store(r as u64, Ordering::Relaxed);
+        self.mitigation_metrics.publish(&self.mitigator);
     }
 
     /// Evidence: what the kernel copied into the alerts' files, windows that ended closed,
@@ -502,23 +468,12 @@ impl LiveLoop<'_> {
             KernelWatch::drain(rec, prog);
             rec.expire(unix_now_ns());
             if let Err(e) = self.watch.sync(rec, prog) {
-                tracing::error!(error = %e, "updating the evidence watch map failed");
+                tracing::error!(error = %Report(&e), "updating the evidence watch map failed");
             }
         } else {
             rec.expire(unix_now_ns());
         }
-        let s = rec.stats();
-        let m = &self.metrics;
-        m.evidence_recording.store(s.recording, Ordering::Relaxed);
-        m.evidence_files.store(s.files, Ordering::Relaxed);
-        m.evidence_packets.store(s.packets, Ordering::Relaxed);
-        m.evidence_bytes.store(s.bytes, Ordering::Relaxed);
-        m.evidence_cut_short.store(s.cut_short, Ordering::Relaxed);
-        m.evidence_skipped
-            .store(self.watch.skipped, Ordering::Relaxed);
-        m.evidence_refused.store(s.refused, Ordering::Relaxed);
-        m.evidence_rotated.store(s.rotated, Ordering::Relaxed);
-        m.evidence_errors.store(s.errors, Ordering::Relaxed);
+        self.evidence_metrics.publish(&rec.stats());
     }
 
     /// One poll: XDP maps (once the program is loaded), time forward, detection, metrics.
@@ -538,7 +493,7 @@ impl LiveLoop<'_> {
             self.pipeline.kernel_counters(now, &stats.counters_delta);
             self.pipeline.process(&mut self.table);
             self.pipeline.overflow(now, &stats.dst_overflow);
-            self.kernel_metrics(&stats);
+            self.kernel_metrics.record(&stats);
         } else {
             // libpcap only (or idle): time still passes, so idle flows end.
             let finished = self.pipeline.finished();
@@ -551,84 +506,17 @@ impl LiveLoop<'_> {
         let cycle = started.elapsed();
         let m = &self.metrics;
         let us = cycle.as_micros() as u64;
-        m.poll_cycle_us.store(us, Ordering::Relaxed);
-        m.poll_cycle_max_us.fetch_max(us, Ordering::Relaxed);
+        m.poll_cycle_us.set(us);
+        m.poll_cycle_max_us.raise_to(us);
         if cycle > self.poll {
-            m.polls_late.fetch_add(1, Ordering::Relaxed);
+            m.polls_late.inc();
         }
         self.metrics();
         Ok(())
     }
 
-    fn kernel_metrics(&self, s: &PollStats) {
-        let m = &self.metrics;
-        let c = &s.counters;
-        m.polls.fetch_add(1, Ordering::Relaxed);
-        m.poll_latency_us
-            .store(s.duration.as_micros() as u64, Ordering::Relaxed);
-        m.kernel_packets.store(c.packets, Ordering::Relaxed);
-        m.kernel_bytes.store(c.bytes, Ordering::Relaxed);
-        m.kernel_parse_errors
-            .store(c.parse_errors, Ordering::Relaxed);
-        m.kernel_insert_full
-            .store(c.flow_insert_full, Ordering::Relaxed);
-        m.kernel_insert_other
-            .store(c.flow_insert_other, Ordering::Relaxed);
-        m.kernel_overflow_lost.store(
-            c.dst_insert_failures + c.src_insert_failures,
-            Ordering::Relaxed,
-        );
-        m.blocked_packets
-            .store(c.blocked_packets, Ordering::Relaxed);
-        m.blocked_bytes.store(c.blocked_bytes, Ordering::Relaxed);
-        m.rate_limited_packets
-            .store(c.rate_limited_packets, Ordering::Relaxed);
-        m.rate_limited_bytes
-            .store(c.rate_limited_bytes, Ordering::Relaxed);
-        m.evidence_copied
-            .store(c.evidence_packets, Ordering::Relaxed);
-        m.evidence_lost.store(c.evidence_lost, Ordering::Relaxed);
-    }
-
     fn metrics(&mut self) {
-        let m = &self.metrics;
-        m.flows_active
-            .store(self.table.len() as u64, Ordering::Relaxed);
-        m.pcap_packets.store(
-            self.sources.pcap_packets.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        if let Some(st) = &self.store {
-            m.db_queue
-                .store(st.queued.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
-            m.db_dropped
-                .store(st.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
-            m.db_failing.store(
-                u64::from(st.failing_since_ns.load(Ordering::Relaxed) != 0),
-                Ordering::Relaxed,
-            );
-            m.db_pending
-                .store(st.pending.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
-            m.db_errors
-                .store(st.errors.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        m.sink_errors
-            .store(self.pipeline.totals().sink_errors, Ordering::Relaxed);
-        m.alerts_raised.store(
-            self.pipeline.totals().alerts.values().sum(),
-            Ordering::Relaxed,
-        );
-        if let Some(d) = self.pipeline.detector() {
-            m.anomalies_dropped
-                .store(d.anomalies_dropped, Ordering::Relaxed);
-            m.anomalies_folded
-                .store(d.anomalies_folded, Ordering::Relaxed);
-            m.flows_summed.store(d.flows_summed, Ordering::Relaxed);
-            m.alerts_suppressed
-                .store(d.book.suppressed, Ordering::Relaxed);
-            m.rules_untracked
-                .store(d.rules.untracked, Ordering::Relaxed);
-        }
+        self.metrics.flows_active.set(self.table.len() as u64);
         // A failing sink is logged once a minute, not once per record.
         if let Some(e) = self.pipeline.take_error()
             && self
@@ -637,7 +525,7 @@ impl LiveLoop<'_> {
         {
             self.errors_logged = Some(Instant::now());
             tracing::error!(
-                error = %e,
+                error = %Report(&e),
                 source = ?std::error::Error::source(&e),
                 total = self.pipeline.totals().sink_errors,
                 "an output failed (further failures are counted in sensor_sink_errors_total)"
@@ -649,7 +537,7 @@ impl LiveLoop<'_> {
     /// detached. Returns what went through the pipeline.
     pub fn finish(mut self) -> Result<Totals, SinkError> {
         if let Err(e) = self.poll_once() {
-            tracing::error!(error = %e, "last poll failed");
+            tracing::error!(error = %Report(&e), "last poll failed");
         }
         while let Ok(batch) = self.packets.try_recv() {
             self.pipeline.packets(&mut self.table, &batch);
@@ -663,7 +551,7 @@ impl LiveLoop<'_> {
             if let Some(prog) = self.sources.program() {
                 KernelWatch::drain(rec, prog);
                 if let Err(e) = self.watch.clear(prog) {
-                    tracing::error!(error = %e, "clearing the evidence watch map failed");
+                    tracing::error!(error = %Report(&e), "clearing the evidence watch map failed");
                 }
             }
             rec.finish();

@@ -32,7 +32,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use self::pcap::PcapWriter;
-use crate::detect::alert::Alert;
+use crate::report::Report;
+use crate::{
+    check::Invalid,
+    detect::alert::Alert,
+    metrics::{Counter, Gauge, Registry},
+};
 
 const NS: u64 = 1_000_000_000;
 /// Ethernet, the link type of every XDP frame.
@@ -78,31 +83,36 @@ impl Default for EvidenceConfig {
 
 impl EvidenceConfig {
     /// Range checks serde cannot do; the message names the key.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         let max_snap = sensor_common::EVIDENCE_SNAPLEN as u32;
         if !(1..=max_snap).contains(&self.snaplen) {
-            return Err(format!(
-                "evidence.snaplen must be within 1 and {max_snap}, not {}",
-                self.snaplen
+            return Err(Invalid::new(
+                "evidence.snaplen",
+                format!("must be within 1 and {max_snap}, not {}", self.snaplen),
             ));
         }
-        if self.max_packets == 0 || self.max_seconds == 0 || self.max_open == 0 {
-            return Err(
-                "evidence.max_packets, evidence.max_seconds and evidence.max_open must be positive"
-                    .into(),
-            );
+        for (key, v) in [
+            ("evidence.max_packets", self.max_packets),
+            ("evidence.max_seconds", self.max_seconds),
+            ("evidence.max_open", self.max_open as u64),
+        ] {
+            if v == 0 {
+                return Err(Invalid::new(key, "must be positive"));
+            }
         }
         if self.max_file_bytes < 4096 || self.total_bytes < self.max_file_bytes {
-            return Err(format!(
-                "evidence.max_file_bytes must be at least 4096 and at most evidence.total_bytes \
-                 ({} and {} given)",
-                self.max_file_bytes, self.total_bytes
+            return Err(Invalid::new(
+                "evidence.max_file_bytes",
+                format!(
+                    "must be at least 4096 and at most evidence.total_bytes ({} and {} given)",
+                    self.max_file_bytes, self.total_bytes
+                ),
             ));
         }
         if !(4096..=1 << 30).contains(&self.ring_bytes) {
-            return Err(format!(
-                "evidence.ring_bytes must be within 4096 and 1 GiB, not {}",
-                self.ring_bytes
+            return Err(Invalid::new(
+                "evidence.ring_bytes",
+                format!("must be within 4096 and 1 GiB, not {}", self.ring_bytes),
             ));
         }
         Ok(())
@@ -111,7 +121,7 @@ impl EvidenceConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
-    #[error("{path}: cannot use as the evidence directory: {source}")]
+    #[error("{path}: cannot use as the evidence directory")]
     Dir {
         path: PathBuf,
         #[source]
@@ -219,6 +229,65 @@ pub struct EvidenceStats {
     pub errors: u64,
 }
 
+/// The recorder's numbers on `/metrics`.
+pub struct EvidenceMetrics {
+    recording: Gauge,
+    files: Counter,
+    packets: Counter,
+    bytes: Counter,
+    cut_short: Counter,
+    refused: Counter,
+    rotated: Counter,
+    errors: Counter,
+}
+
+impl EvidenceMetrics {
+    pub fn new(m: &Registry) -> Self {
+        Self {
+            recording: m.gauge(
+                "sensor_evidence_recordings",
+                "Alerts whose packets are being recorded.",
+            ),
+            files: m.counter("sensor_evidence_files_total", "Alert pcap files written."),
+            packets: m.counter(
+                "sensor_evidence_written_packets_total",
+                "Packets written to alert pcap files.",
+            ),
+            bytes: m.counter(
+                "sensor_evidence_written_bytes_total",
+                "Bytes written to alert pcap files.",
+            ),
+            cut_short: m.counter(
+                "sensor_evidence_cut_short_total",
+                "Alert pcap files cut short by the per-alert packet or byte budget.",
+            ),
+            refused: m.counter(
+                "sensor_evidence_refused_total",
+                "Alerts not recorded: evidence.max_open recordings were running.",
+            ),
+            rotated: m.counter(
+                "sensor_evidence_rotated_files_total",
+                "Old evidence files deleted to stay under evidence.total_bytes.",
+            ),
+            errors: m.counter(
+                "sensor_evidence_errors_total",
+                "Evidence files that could not be created or written.",
+            ),
+        }
+    }
+
+    pub fn publish(&self, s: &EvidenceStats) {
+        self.recording.set(s.recording);
+        self.files.set_total(s.files);
+        self.packets.set_total(s.packets);
+        self.bytes.set_total(s.bytes);
+        self.cut_short.set_total(s.cut_short);
+        self.refused.set_total(s.refused);
+        self.rotated.set_total(s.rotated);
+        self.errors.set_total(s.errors);
+    }
+}
+
 /// One alert's recording.
 struct Recording {
     alert_id: u64,
@@ -280,7 +349,7 @@ impl Recorder {
         let ready = match create_private_dir(&dir) {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "evidence directory unavailable; trying again at the next alert");
+                tracing::error!(dir = %dir.display(), error = %Report(&e), "evidence directory unavailable; trying again at the next alert");
                 false
             }
         };
@@ -480,7 +549,7 @@ impl Recorder {
     fn file_error(&mut self, path: &Path, e: &std::io::Error) {
         self.stats.errors += 1;
         if !std::mem::replace(&mut self.error_logged, true) {
-            tracing::error!(file = %path.display(), error = %e,
+            tracing::error!(file = %path.display(), error = %Report(&e),
                 "writing an evidence file failed (further failures are counted in sensor_evidence_errors_total)");
         }
     }

@@ -20,6 +20,7 @@ use sensor_common::{FlowKey, FlowStats, GlobalCounters, HostKey, HostStats, fami
 use crate::{
     flow::{Delta, Flow, FlowTable},
     kernel::{DrainBuffers, KernelError, SensorProgram},
+    metrics::{Counter, Gauge, Registry},
 };
 
 /// Offset that turns `CLOCK_MONOTONIC` nanoseconds (kernel timestamps) into Unix nanoseconds.
@@ -55,6 +56,102 @@ pub struct PollStats {
     pub counters_delta: GlobalCounters,
     /// Time the poll took (syscalls plus merging).
     pub duration: Duration,
+}
+
+/// The kernel's counters on `/metrics`: the program counts them per CPU, each poll copies the
+/// totals.
+pub struct KernelMetrics {
+    polls: Counter,
+    poll_latency_us: Gauge,
+    packets: Counter,
+    bytes: Counter,
+    parse_errors: Counter,
+    insert_full: Counter,
+    insert_other: Counter,
+    overflow_lost: Counter,
+    blocked_packets: Counter,
+    blocked_bytes: Counter,
+    rate_limited_packets: Counter,
+    rate_limited_bytes: Counter,
+    evidence_copied: Counter,
+    evidence_lost: Counter,
+}
+
+impl KernelMetrics {
+    pub fn new(m: &Registry) -> Self {
+        Self {
+            polls: m.counter("sensor_polls_total", "Map polls."),
+            poll_latency_us: m.gauge(
+                "sensor_poll_latency_microseconds",
+                "Duration of the last map poll.",
+            ),
+            packets: m.counter(
+                "sensor_kernel_packets_total",
+                "Packets the XDP program saw.",
+            ),
+            bytes: m.counter("sensor_kernel_bytes_total", "Bytes the XDP program saw."),
+            parse_errors: m.counter(
+                "sensor_kernel_parse_errors_total",
+                "Frames the XDP program could not parse.",
+            ),
+            insert_full: m.counter(
+                "sensor_kernel_flow_map_full_total",
+                "Flow inserts refused: map full.",
+            ),
+            insert_other: m.counter(
+                "sensor_kernel_flow_map_errors_total",
+                "Flow inserts refused: other errors.",
+            ),
+            overflow_lost: m.counter(
+                "sensor_kernel_overflow_lost_total",
+                "Packets lost by the per-host overflow maps too.",
+            ),
+            blocked_packets: m.counter(
+                "sensor_xdp_blocked_packets_total",
+                "Packets the XDP blocklist dropped.",
+            ),
+            blocked_bytes: m.counter(
+                "sensor_xdp_blocked_bytes_total",
+                "Bytes the XDP blocklist dropped.",
+            ),
+            rate_limited_packets: m.counter(
+                "sensor_xdp_rate_limited_packets_total",
+                "Packets the XDP per-destination rate limits dropped.",
+            ),
+            rate_limited_bytes: m.counter(
+                "sensor_xdp_rate_limited_bytes_total",
+                "Bytes the XDP per-destination rate limits dropped.",
+            ),
+            evidence_copied: m.counter(
+                "sensor_evidence_copied_packets_total",
+                "Packets the XDP program copied for alert evidence.",
+            ),
+            evidence_lost: m.counter(
+                "sensor_evidence_lost_packets_total",
+                "Evidence packets lost: the kernel ring buffer was full.",
+            ),
+        }
+    }
+
+    /// One poll's totals.
+    pub fn record(&self, s: &PollStats) {
+        let c = &s.counters;
+        self.polls.inc();
+        self.poll_latency_us.set(s.duration.as_micros() as u64);
+        self.packets.set_total(c.packets);
+        self.bytes.set_total(c.bytes);
+        self.parse_errors.set_total(c.parse_errors);
+        self.insert_full.set_total(c.flow_insert_full);
+        self.insert_other.set_total(c.flow_insert_other);
+        self.overflow_lost
+            .set_total(c.dst_insert_failures + c.src_insert_failures);
+        self.blocked_packets.set_total(c.blocked_packets);
+        self.blocked_bytes.set_total(c.blocked_bytes);
+        self.rate_limited_packets.set_total(c.rate_limited_packets);
+        self.rate_limited_bytes.set_total(c.rate_limited_bytes);
+        self.evidence_copied.set_total(c.evidence_packets);
+        self.evidence_lost.set_total(c.evidence_lost);
+    }
 }
 
 /// Drains the sensor's maps into a flow table.

@@ -37,7 +37,7 @@ pub enum KernelError {
          (cargo xtask setup installs what the eBPF build needs)"
     )]
     NoObject,
-    #[error("parsing or creating maps from the XDP object failed: {0}")]
+    #[error("parsing or creating maps from the XDP object failed")]
     Load(#[from] aya::EbpfError),
     #[error("program `{0}` is missing from the XDP object")]
     MissingProgram(&'static str),
@@ -52,7 +52,7 @@ pub enum KernelError {
     },
     #[error("map `{0}` is missing from the XDP object")]
     MissingMap(&'static str),
-    #[error("map `{name}`: {source}")]
+    #[error("map `{name}`")]
     Map {
         name: &'static str,
         #[source]

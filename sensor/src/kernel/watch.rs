@@ -8,6 +8,7 @@ use sensor_common::{WatchEntry, gates};
 use super::{KernelError, SensorProgram, poller::monotonic_to_unix_offset};
 use crate::{
     evidence::{LINKTYPE_ETHERNET, Recorder},
+    metrics::{Counter, Registry},
     packet::{Outcome, parse_ethernet},
 };
 
@@ -20,10 +21,20 @@ pub struct KernelWatch {
     loaded: bool,
     /// Matching packets the kernel did not copy because their entry's budget was spent,
     /// summed from the entries it gave back (ring losses are a global kernel counter).
-    pub skipped: u64,
+    skipped: Counter,
 }
 
 impl KernelWatch {
+    pub fn new(m: &Registry) -> Self {
+        Self {
+            skipped: m.counter(
+                "sensor_evidence_skipped_packets_total",
+                "Packets of recorded alerts the kernel did not copy: their budget was spent.",
+            ),
+            ..Self::default()
+        }
+    }
+
     /// Writes the recorder's watches into `prog` when they changed (or the program is new),
     /// and turns the program's evidence path on exactly while something is watched.
     pub fn sync(
@@ -52,7 +63,7 @@ impl KernelWatch {
             .collect();
         for a in gone {
             if let Some(last) = prog.unwatch(a)? {
-                self.skipped += last.skipped;
+                self.skipped.add(last.skipped);
             }
             self.installed.remove(&a);
         }
@@ -112,7 +123,7 @@ impl KernelWatch {
     pub fn clear(&mut self, prog: &mut SensorProgram) -> Result<(), KernelError> {
         for a in std::mem::take(&mut self.installed).into_keys() {
             if let Some(last) = prog.unwatch(a)? {
-                self.skipped += last.skipped;
+                self.skipped.add(last.skipped);
             }
         }
         prog.set_gate(gates::WATCH, false)

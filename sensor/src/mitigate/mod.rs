@@ -30,9 +30,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 pub use self::allow::Allowlist;
+use crate::report::Report;
 use crate::{
+    check::Invalid,
     detect::{AlertKind, alert::Alert},
     kernel::{KernelError, SensorProgram, poller::monotonic_to_unix_offset},
+    metrics::{Gauge, Registry},
     record::rfc3339_us,
 };
 
@@ -74,25 +77,27 @@ impl Default for MitigationConfig {
 
 impl MitigationConfig {
     /// Range checks serde cannot do; the message names the key.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         if self.ttl_s == 0 || self.ttl_s > MAX_TTL_S {
-            return Err(format!(
-                "mitigation.ttl_s must be within 1 and {MAX_TTL_S}, not {}",
-                self.ttl_s
+            return Err(Invalid::new(
+                "mitigation.ttl_s",
+                format!("must be within 1 and {MAX_TTL_S}, not {}", self.ttl_s),
             ));
         }
         if self.rate_limit_pps == 0 {
-            return Err("mitigation.rate_limit_pps must be positive".into());
+            return Err(Invalid::new(
+                "mitigation.rate_limit_pps",
+                "must be positive",
+            ));
         }
         if self.max_entries == 0 {
-            return Err("mitigation.max_entries must be positive".into());
+            return Err(Invalid::new("mitigation.max_entries", "must be positive"));
         }
         if self.kinds.contains(&AlertKind::TrafficSpike) {
-            return Err(
-                "mitigation.kinds: traffic_spike says a host is busy, not who attacks it; \
-                 it cannot be mitigated"
-                    .into(),
-            );
+            return Err(Invalid::new(
+                "mitigation.kinds",
+                "cannot hold traffic_spike: it says a host is busy, not who attacks it",
+            ));
         }
         Ok(())
     }
@@ -406,7 +411,7 @@ impl Mitigator {
                 tracing::warn!(alert = a.id, kind = a.kind.as_str(), entry = %v["target"], "mitigation in force")
             }
             Err(e) => {
-                tracing::warn!(alert = a.id, kind = a.kind.as_str(), error = %e, "mitigation not applied")
+                tracing::warn!(alert = a.id, kind = a.kind.as_str(), error = %Report(&e), "mitigation not applied")
             }
         }
     }
@@ -712,13 +717,13 @@ impl Mitigator {
         let nets: Vec<IpNet> = self.blocks.keys().copied().collect();
         for net in nets {
             if let Err(e) = self.drop_block(net, "stop", prog.as_deref_mut()) {
-                tracing::warn!(error = %e, "removing a block at shutdown");
+                tracing::warn!(error = %Report(&e), "removing a block at shutdown");
             }
         }
         let keys: Vec<RateKey> = self.limits.keys().copied().collect();
         for k in keys {
             if let Err(e) = self.drop_limit(k, "stop", prog.as_deref_mut()) {
-                tracing::warn!(error = %e, "removing a rate limit at shutdown");
+                tracing::warn!(error = %Report(&e), "removing a rate limit at shutdown");
             }
         }
     }
@@ -730,6 +735,33 @@ impl Mitigator {
 
     pub fn entries(&self) -> (usize, usize) {
         (self.blocks.len(), self.limits.len())
+    }
+}
+
+/// Entries in force on `/metrics` (the drops are the kernel's counters).
+pub struct MitigationMetrics {
+    blocks: Gauge,
+    limits: Gauge,
+}
+
+impl MitigationMetrics {
+    pub fn new(m: &Registry) -> Self {
+        Self {
+            blocks: m.gauge(
+                "sensor_blocklist_entries",
+                "Blocked source prefixes in force.",
+            ),
+            limits: m.gauge(
+                "sensor_rate_limit_entries",
+                "Per-destination rate limits in force.",
+            ),
+        }
+    }
+
+    pub fn publish(&self, m: &Mitigator) {
+        let (b, r) = m.entries();
+        self.blocks.set(b as u64);
+        self.limits.set(r as u64);
     }
 }
 

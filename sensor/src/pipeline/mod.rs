@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use sensor_common::{GlobalCounters, HostKey, HostStats};
 
 use crate::{
-    detect::{AlertKind, AlertRecord, Detector, alert::Alert, ml::model::Model},
+    detect::{AlertKind, AlertRecord, DetectMetrics, Detector, alert::Alert, ml::model::Model},
     evidence::Recorder,
     flow::{Flow, FlowTable},
+    metrics::{Counter, Registry},
     mitigate::MitigationEvent,
     packet::Parsed,
     record::{FlowRecord, StatsRow},
@@ -69,6 +70,15 @@ pub struct Pipeline<'a> {
     evidence: Option<Recorder>,
     /// An attack's small flows past its alert's first rows, summed for the sinks that store.
     attack_sums: attack_flows::AttackSums,
+    /// Published at each tick, once asked for ([`Pipeline::publish_metrics`]).
+    metrics: Option<PipelineMetrics>,
+}
+
+/// The pipeline's and its detector's counters on `/metrics`.
+struct PipelineMetrics {
+    alerts_raised: Counter,
+    sink_errors: Counter,
+    detect: DetectMetrics,
 }
 
 impl<'a> Pipeline<'a> {
@@ -88,7 +98,23 @@ impl<'a> Pipeline<'a> {
             tap: None,
             evidence: None,
             attack_sums: attack_flows::AttackSums::default(),
+            metrics: None,
         }
+    }
+
+    /// From now on, publishes its counters into `m` at each tick (live).
+    pub fn publish_metrics(&mut self, m: &Registry) {
+        self.metrics = Some(PipelineMetrics {
+            alerts_raised: m.counter(
+                "sensor_alerts_raised_total",
+                "Alerts opened since start (counted in memory, stored or not).",
+            ),
+            sink_errors: m.counter(
+                "sensor_sink_errors_total",
+                "Records an output failed to take.",
+            ),
+            detect: DetectMetrics::new(m),
+        });
     }
 
     /// From now on, keeps the alerts that open and close for [`Pipeline::take_alert_changes`].
@@ -209,6 +235,13 @@ impl<'a> Pipeline<'a> {
             if let Err(e) = s.tick() {
                 self.totals.sink_errors += 1;
                 self.first_error.get_or_insert(e);
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.alerts_raised.set_total(self.totals.alerts.values().sum());
+            m.sink_errors.set_total(self.totals.sink_errors);
+            if let Some(d) = &self.detector {
+                m.detect.publish(d);
             }
         }
     }

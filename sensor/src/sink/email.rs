@@ -30,8 +30,12 @@ use lettre::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::worker::Worker;
-use crate::record::{AlertKind, AlertRecord, Severity};
+use super::{AlertSink, Output, OutputConfig, Sink, SinkError, worker::Worker};
+use crate::{
+    check::Invalid,
+    metrics::Registry,
+    record::{AlertKind, AlertRecord, Severity},
+};
 
 /// How the connection to the relay is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +97,7 @@ const LISTED: usize = 100;
 
 impl EmailConfig {
     /// (host, port) of the relay, or `None` when off; the message names the bad key.
-    fn relay(&self) -> Result<Option<(String, u16)>, String> {
+    fn relay(&self) -> Result<Option<(String, u16)>, Invalid> {
         if self.relay.is_empty() {
             return Ok(None);
         }
@@ -103,30 +107,46 @@ impl EmailConfig {
             .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
             .filter(|(h, _)| !h.is_empty())
         else {
-            return Err(format!("email.relay {:?}: HOST:PORT expected", self.relay));
+            return Err(Invalid::new(
+                "email.relay",
+                format!("{:?}: HOST:PORT expected", self.relay),
+            ));
         };
         if self.to.is_empty() {
-            return Err("email.to: at least one recipient is needed with email.relay".into());
+            return Err(Invalid::new(
+                "email.to",
+                "needs at least one recipient with email.relay",
+            ));
         }
         for a in self.to.iter().chain(std::iter::once(&self.from)) {
-            a.parse::<Mailbox>()
-                .map_err(|e| format!("email: {a:?} is not an address: {e}"))?;
+            a.parse::<Mailbox>().map_err(|e| {
+                Invalid::new(
+                    if a == &self.from {
+                        "email.from"
+                    } else {
+                        "email.to"
+                    },
+                    format!("{a:?} is not an address: {e}"),
+                )
+            })?;
         }
         let local = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|i| i.is_loopback());
         if self.tls == EmailTls::None && !local {
-            return Err(format!(
-                "email.tls = \"none\" sends the alerts and the password in clear: only to a relay \
-                 on this host, not {host}"
+            return Err(Invalid::new(
+                "email.tls",
+                format!(
+                    "\"none\" sends the alerts and the password in clear: only to a relay on \
+                     this host, not {host}"
+                ),
             ));
         }
-        if self.interval_s == 0 || self.queue == 0 {
-            return Err("email.interval_s and email.queue must be positive".into());
+        if self.interval_s == 0 {
+            return Err(Invalid::new("email.interval_s", "must be positive"));
+        }
+        if self.queue == 0 {
+            return Err(Invalid::new("email.queue", "must be positive"));
         }
         Ok(Some((host.to_owned(), port)))
-    }
-
-    pub fn check(&self) -> Result<(), String> {
-        self.relay().map(|_| ())
     }
 }
 
@@ -151,18 +171,24 @@ pub struct Email {
 impl Email {
     /// Starts the sender, or `None` when no relay is configured. A bad config, an unreadable
     /// password or CA file is an error here, before anything runs.
-    pub fn start(cfg: &EmailConfig) -> Result<Option<Self>, String> {
+    pub fn start(cfg: &EmailConfig) -> Result<Option<Self>, SinkError> {
         let Some((host, port)) = cfg.relay()? else {
             return Ok(None);
         };
-        let transport = transport(cfg, &host, port)?;
+        let transport = transport(cfg, &host, port).map_err(SinkError::Start)?;
         let mailer = Mailer {
-            from: cfg.from.parse().map_err(|e| format!("email.from: {e}"))?,
+            from: cfg
+                .from
+                .parse()
+                .map_err(|e| Invalid::new("email.from", format!("{e}")))?,
             to: cfg
                 .to
                 .iter()
-                .map(|t| t.parse().map_err(|e| format!("email.to: {e}")))
-                .collect::<Result<_, String>>()?,
+                .map(|t| {
+                    t.parse()
+                        .map_err(|e| Invalid::new("email.to", format!("{e}")))
+                })
+                .collect::<Result<_, Invalid>>()?,
             host: super::eve::host_name(),
             transport,
         };
@@ -172,7 +198,7 @@ impl Email {
         let worker = Worker::spawn("email", cfg.queue, move |rx| {
             digest_loop(&rx, &mailer, interval, &st);
         })
-        .map_err(|e| format!("starting the email sender: {e}"))?;
+        .map_err(|e| SinkError::Start(format!("starting the email sender: {e}")))?;
         Ok(Some(Self {
             worker,
             stats,
@@ -194,6 +220,51 @@ impl Email {
         if !self.worker.try_send(a.clone()) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl OutputConfig for EmailConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        self.relay().map(|_| ())
+    }
+
+    fn build(&self, metrics: &Registry) -> Result<Option<Box<dyn Output>>, SinkError> {
+        let Some(e) = Email::start(self)? else {
+            return Ok(None);
+        };
+        metrics.counters_of(
+            &e.stats,
+            &[
+                (
+                    "sensor_email_mails_total",
+                    "Alert mails the relay accepted.",
+                    |s| s.mails.load(Ordering::Relaxed),
+                ),
+                ("sensor_email_alerts_total", "Alerts in those mails.", |s| {
+                    s.alerts.load(Ordering::Relaxed)
+                }),
+                (
+                    "sensor_email_dropped_total",
+                    "Alerts not mailed: queue full or the relay failed.",
+                    |s| s.dropped.load(Ordering::Relaxed),
+                ),
+                (
+                    "sensor_email_errors_total",
+                    "Failed mail deliveries.",
+                    |s| s.errors.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        Ok(Some(Box::new(e)))
+    }
+}
+
+impl Output for Email {
+    fn sink(&self, live: bool) -> Box<dyn Sink + '_> {
+        Box::new(AlertSink {
+            out: self,
+            at_close: !live,
+        })
     }
 }
 

@@ -30,9 +30,12 @@ use std::{
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 
-use super::{EndTotals, Sink, SinkError, worker::Worker};
+use super::{EndTotals, Output, OutputConfig, Sink, SinkError, worker::Worker};
+use crate::report::Report;
 use crate::{
+    check::Invalid,
     flow::EndReason,
+    metrics::Registry,
     record::{AlertKind, AlertRecord, DetectorKind, FlowRecord, Severity},
 };
 
@@ -67,16 +70,50 @@ impl Default for EveConfig {
     }
 }
 
-impl EveConfig {
-    pub fn check(&self) -> Result<(), String> {
-        if self.max_file_bytes < 4096 || self.queue == 0 {
-            return Err(format!(
-                "eve.max_file_bytes must be at least 4096 and eve.queue positive ({} and {} given)",
-                self.max_file_bytes, self.queue
+impl OutputConfig for EveConfig {
+    fn build(&self, metrics: &Registry) -> Result<Option<Box<dyn Output>>, SinkError> {
+        let Some(e) = EveWriter::start(self)? else {
+            return Ok(None);
+        };
+        metrics.counters_of(
+            &e.stats,
+            &[
+                ("sensor_eve_events_total", "EVE JSON events written.", |s| {
+                    s.events.load(Ordering::Relaxed)
+                }),
+                (
+                    "sensor_eve_dropped_total",
+                    "EVE JSON events not written: queue full or the file failed.",
+                    |s| s.dropped.load(Ordering::Relaxed),
+                ),
+                (
+                    "sensor_eve_rotations_total",
+                    "EVE JSON file rotations.",
+                    |s| s.rotations.load(Ordering::Relaxed),
+                ),
+                ("sensor_eve_errors_total", "EVE JSON write failures.", |s| {
+                    s.errors.load(Ordering::Relaxed)
+                }),
+            ],
+        );
+        Ok(Some(Box::new(e)))
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        if self.max_file_bytes < 4096 {
+            return Err(Invalid::new(
+                "eve.max_file_bytes",
+                format!("must be at least 4096, not {}", self.max_file_bytes),
             ));
         }
+        if self.queue == 0 {
+            return Err(Invalid::new("eve.queue", "must be positive"));
+        }
         if self.keep > 1000 {
-            return Err(format!("eve.keep must be at most 1000, not {}", self.keep));
+            return Err(Invalid::new(
+                "eve.keep",
+                format!("must be at most 1000, not {}", self.keep),
+            ));
         }
         Ok(())
     }
@@ -96,6 +133,7 @@ pub struct EveStats {
 pub struct EveWriter {
     worker: Worker<Vec<u8>>,
     stats: Arc<EveStats>,
+    path: PathBuf,
     host: String,
     flows: bool,
 }
@@ -116,7 +154,7 @@ impl EveWriter {
         let st = Arc::clone(&stats);
         let (max, keep) = (cfg.max_file_bytes, cfg.keep);
         let worker = Worker::spawn("eve", cfg.queue, move |rx: mpsc::Receiver<Vec<u8>>| {
-            let mut out = Output {
+            let mut out = EveFile {
                 path,
                 file: Some(BufWriter::with_capacity(1 << 20, file)),
                 size,
@@ -142,6 +180,7 @@ impl EveWriter {
         Ok(Some(Self {
             worker,
             stats,
+            path: cfg.path.clone().unwrap_or_default(),
             host,
             flows: cfg.flows,
         }))
@@ -149,6 +188,28 @@ impl EveWriter {
 
     pub fn stats(&self) -> &Arc<EveStats> {
         &self.stats
+    }
+}
+
+impl Output for EveWriter {
+    fn sink(&self, live: bool) -> Box<dyn Sink + '_> {
+        Box::new(EveSink::new(self, !live))
+    }
+
+    /// "N EVE JSON event(s) in PATH", once the queue is written.
+    fn close(self: Box<Self>) -> Option<String> {
+        let (st, path) = (Arc::clone(&self.stats), self.path.clone());
+        // Dropping the writer writes what is queued.
+        drop(self);
+        Some(format!(
+            "{} EVE JSON event(s) in {}{}",
+            st.events.load(Ordering::Relaxed),
+            path.display(),
+            match st.dropped.load(Ordering::Relaxed) {
+                0 => String::new(),
+                d => format!(" ({d} not written: see the log)"),
+            }
+        ))
     }
 }
 
@@ -174,7 +235,7 @@ pub(crate) fn host_name() -> String {
 }
 
 /// The file side of the writer thread.
-struct Output {
+struct EveFile {
     path: PathBuf,
     file: Option<BufWriter<File>>,
     size: u64,
@@ -183,7 +244,7 @@ struct Output {
     logged: Option<Instant>,
 }
 
-impl Output {
+impl EveFile {
     /// Writes whole lines, rotating between two lines where the next would pass the size.
     fn write(&mut self, mut lines: &[u8], st: &EveStats) {
         while !lines.is_empty() {
@@ -245,7 +306,7 @@ impl Output {
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         {
             self.logged = Some(Instant::now());
-            tracing::error!(file = %self.path.display(), error = %e,
+            tracing::error!(file = %self.path.display(), error = %Report(&e),
                 "writing EVE JSON failed (further failures are counted in sensor_eve_errors_total)");
         }
     }

@@ -29,8 +29,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{EndTotals, Sink, SinkError, worker::Worker};
-use crate::{flow::EndReason, record::FlowRecord};
+use super::{EndTotals, Output, OutputConfig, Sink, SinkError, worker::Worker};
+use crate::report::Report;
+use crate::{check::Invalid, flow::EndReason, metrics::Registry, record::FlowRecord};
 
 /// `[ipfix]` in the config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,7 +63,7 @@ impl Default for IpfixConfig {
 
 impl IpfixConfig {
     /// (`true` for TCP, the address), or `None` when off.
-    fn parse(&self) -> Result<Option<(bool, String)>, String> {
+    fn parse(&self) -> Result<Option<(bool, String)>, Invalid> {
         if self.collector.is_empty() {
             return Ok(None);
         }
@@ -71,32 +72,41 @@ impl IpfixConfig {
         } else if let Some(a) = self.collector.strip_prefix("tcp://") {
             (true, a)
         } else {
-            return Err(format!(
-                "ipfix.collector {:?}: use udp://HOST:PORT or tcp://HOST:PORT",
-                self.collector
+            return Err(Invalid::new(
+                "ipfix.collector",
+                format!(
+                    "{:?}: use udp://HOST:PORT or tcp://HOST:PORT",
+                    self.collector
+                ),
             ));
         };
         if addr
             .rsplit_once(':')
             .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
-            return Err(format!(
-                "ipfix.collector {:?}: HOST:PORT expected",
-                self.collector
+            return Err(Invalid::new(
+                "ipfix.collector",
+                format!("{:?}: HOST:PORT expected", self.collector),
             ));
         }
         Ok(Some((tcp, addr.to_owned())))
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Invalid> {
         if !(256..=65_535).contains(&self.max_message_bytes) {
-            return Err(format!(
-                "ipfix.max_message_bytes must be within 256 and 65535, not {}",
-                self.max_message_bytes
+            return Err(Invalid::new(
+                "ipfix.max_message_bytes",
+                format!(
+                    "must be within 256 and 65535, not {}",
+                    self.max_message_bytes
+                ),
             ));
         }
-        if self.template_refresh_s == 0 || self.queue == 0 {
-            return Err("ipfix.template_refresh_s and ipfix.queue must be positive".into());
+        if self.template_refresh_s == 0 {
+            return Err(Invalid::new("ipfix.template_refresh_s", "must be positive"));
+        }
+        if self.queue == 0 {
+            return Err(Invalid::new("ipfix.queue", "must be positive"));
         }
         self.parse().map(|_| ())
     }
@@ -178,7 +188,7 @@ pub struct Ipfix {
 
 impl Ipfix {
     /// Starts the sender, or `None` when no collector is configured.
-    pub fn start(cfg: &IpfixConfig) -> Result<Option<Self>, String> {
+    pub fn start(cfg: &IpfixConfig) -> Result<Option<Self>, SinkError> {
         cfg.check()?;
         let Some((tcp, addr)) = cfg.parse()? else {
             return Ok(None);
@@ -208,7 +218,7 @@ impl Ipfix {
                 }
             },
         )
-        .map_err(|e| format!("starting the IPFIX sender: {e}"))?;
+        .map_err(|e| SinkError::Start(format!("starting the IPFIX sender: {e}")))?;
         Ok(Some(Self {
             worker,
             stats,
@@ -218,6 +228,46 @@ impl Ipfix {
 
     pub fn stats(&self) -> &Arc<IpfixStats> {
         &self.stats
+    }
+}
+
+impl OutputConfig for IpfixConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        IpfixConfig::check(self)
+    }
+
+    fn build(&self, metrics: &Registry) -> Result<Option<Box<dyn Output>>, SinkError> {
+        let Some(x) = Ipfix::start(self)? else {
+            return Ok(None);
+        };
+        metrics.counters_of(
+            &x.stats,
+            &[
+                (
+                    "sensor_ipfix_records_total",
+                    "IPFIX data records sent.",
+                    |s| s.records.load(Ordering::Relaxed),
+                ),
+                ("sensor_ipfix_messages_total", "IPFIX messages sent.", |s| {
+                    s.messages.load(Ordering::Relaxed)
+                }),
+                (
+                    "sensor_ipfix_dropped_total",
+                    "IPFIX records not sent: queue full or the collector failed.",
+                    |s| s.dropped.load(Ordering::Relaxed),
+                ),
+                ("sensor_ipfix_errors_total", "IPFIX send failures.", |s| {
+                    s.errors.load(Ordering::Relaxed)
+                }),
+            ],
+        );
+        Ok(Some(Box::new(x)))
+    }
+}
+
+impl Output for Ipfix {
+    fn sink(&self, live: bool) -> Box<dyn Sink + '_> {
+        Box::new(IpfixSink::new(self, !live))
     }
 }
 
@@ -251,7 +301,7 @@ impl Sender {
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
                 {
                     self.logged = Some(Instant::now());
-                    tracing::warn!(collector = %self.addr, error = %e,
+                    tracing::warn!(collector = %self.addr, error = %Report(&e),
                         "IPFIX export failed (further failures are counted in sensor_ipfix_errors_total)");
                 }
             }

@@ -27,6 +27,8 @@ pub mod worker;
 use std::{io, path::PathBuf};
 
 use crate::{
+    check::Invalid,
+    metrics::Registry,
     mitigate::MitigationEvent,
     record::{AlertRecord, AnomalyRow, AttackFlowRow, FlowRecord, StatsRow},
 };
@@ -42,7 +44,9 @@ pub enum SinkError {
     },
     #[error("database")]
     Store(#[from] store::StoreError),
-    /// An output (syslog, IPFIX, email) that could not start: the message names the key.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// An output (syslog, IPFIX, email) that could not start: the message says which.
     #[error("{0}")]
     Start(String),
 }
@@ -179,58 +183,53 @@ impl Sink for AlertSink<'_> {
     }
 }
 
-/// The config's network and file outputs (`[webhook]`, `[eve]`, `[syslog]`, `[ipfix]`,
-/// `[email]`), started together; dropping them delivers what they hold.
-pub struct Outputs {
-    pub webhook: Option<webhook::Webhook>,
-    pub eve: Option<eve::EveWriter>,
-    pub syslog: Option<syslog::Syslog>,
-    pub ipfix: Option<ipfix::Ipfix>,
-    pub email: Option<email::Email>,
+/// A config section that builds its output (the shape of vector's `SinkConfig::build`):
+/// an output is its own file, implementing this for its section, plus one entry in
+/// `Config::outputs`.
+pub trait OutputConfig {
+    /// Values serde cannot check (addresses, ranges), named by key.
+    fn check(&self) -> Result<(), Invalid>;
+    /// The running output, or `None` when the section leaves it off. It declares its
+    /// counters in `metrics`. A bad value or a file that cannot be opened is an error here,
+    /// before anything runs.
+    fn build(&self, metrics: &Registry) -> Result<Option<Box<dyn Output>>, SinkError>;
 }
 
+/// A running network or file output.
+pub trait Output {
+    /// Its pipeline sink. Live never waits for an output and hands each alert over when it
+    /// opens; replay waits for queue space and hands over each alert in its final state.
+    fn sink(&self, live: bool) -> Box<dyn Sink + '_>;
+    /// Delivers what is queued and stops; a line for replay's summary, if it has one.
+    fn close(self: Box<Self>) -> Option<String> {
+        None
+    }
+}
+
+/// The outputs the config turns on, started together; [`Outputs::close`] (or dropping them)
+/// delivers what they hold.
+#[derive(Default)]
+pub struct Outputs(Vec<Box<dyn Output>>);
+
 impl Outputs {
-    /// Starts what the config turns on; a bad setting or an EVE file that cannot be opened is
-    /// an error before anything runs.
-    pub fn start(c: &crate::config::Config) -> Result<Self, SinkError> {
-        Ok(Self {
-            webhook: webhook::Webhook::start(&c.webhook),
-            eve: eve::EveWriter::start(&c.eve)?,
-            syslog: syslog::Syslog::start(&c.syslog).map_err(SinkError::Start)?,
-            ipfix: ipfix::Ipfix::start(&c.ipfix).map_err(SinkError::Start)?,
-            email: email::Email::start(&c.email).map_err(SinkError::Start)?,
-        })
+    /// Builds every section that is on; the first that fails stops the start.
+    pub fn start(sections: &[&dyn OutputConfig], metrics: &Registry) -> Result<Self, SinkError> {
+        let mut v = Vec::new();
+        for s in sections {
+            if let Some(o) = s.build(metrics)? {
+                v.push(o);
+            }
+        }
+        Ok(Self(v))
     }
 
-    /// Their sinks. Live never waits for an output and hands each alert over when it opens;
-    /// replay waits for queue space and hands over each alert in its final state (the webhook
-    /// posts at open on both).
+    /// Their sinks, in the config's order.
     pub fn sinks(&self, live: bool) -> Vec<Box<dyn Sink + '_>> {
-        let mut v: Vec<Box<dyn Sink + '_>> = Vec::new();
-        if let Some(w) = &self.webhook {
-            v.push(Box::new(AlertSink {
-                out: w,
-                at_close: false,
-            }));
-        }
-        if let Some(e) = &self.eve {
-            v.push(Box::new(eve::EveSink::new(e, !live)));
-        }
-        for out in [
-            self.syslog.as_ref().map(|s| s as &dyn AlertOutput),
-            self.email.as_ref().map(|e| e as &dyn AlertOutput),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            v.push(Box::new(AlertSink {
-                out,
-                at_close: !live,
-            }));
-        }
-        if let Some(x) = &self.ipfix {
-            v.push(Box::new(ipfix::IpfixSink::new(x, !live)));
-        }
-        v
+        self.0.iter().map(|o| o.sink(live)).collect()
+    }
+
+    /// Drains and stops each; their summary lines.
+    pub fn close(self) -> Vec<String> {
+        self.0.into_iter().filter_map(Output::close).collect()
     }
 }

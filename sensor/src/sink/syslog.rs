@@ -24,7 +24,13 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::worker::Worker;
-use crate::record::{AlertRecord, Severity};
+use super::{AlertSink, Output, OutputConfig, Sink, SinkError};
+use crate::report::Report;
+use crate::{
+    check::Invalid,
+    metrics::Registry,
+    record::{AlertRecord, Severity},
+};
 
 /// `[syslog]` in the config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,7 +72,7 @@ pub enum Target {
 
 impl SyslogConfig {
     /// The parsed target (`None`: off) and facility code; the message names the bad key.
-    pub fn parse(&self) -> Result<Option<(Target, u8)>, String> {
+    pub fn parse(&self) -> Result<Option<(Target, u8)>, Invalid> {
         if self.target.is_empty() {
             return Ok(None);
         }
@@ -77,18 +83,21 @@ impl SyslogConfig {
         } else if let Some(p) = self.target.strip_prefix("unix://") {
             Target::Unix(PathBuf::from(p))
         } else {
-            return Err(format!(
-                "syslog.target {:?}: use udp://HOST:PORT, tcp://HOST:PORT or unix:///PATH",
-                self.target
+            return Err(Invalid::new(
+                "syslog.target",
+                format!(
+                    "{:?}: use udp://HOST:PORT, tcp://HOST:PORT or unix:///PATH",
+                    self.target
+                ),
             ));
         };
         if let Target::Udp(a) | Target::Tcp(a) = &t
             && a.rsplit_once(':')
                 .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
         {
-            return Err(format!(
-                "syslog.target {:?}: HOST:PORT expected",
-                self.target
+            return Err(Invalid::new(
+                "syslog.target",
+                format!("{:?}: HOST:PORT expected", self.target),
             ));
         }
         let facility = match self.facility.as_str() {
@@ -101,9 +110,11 @@ impl SyslogConfig {
             f => match f.strip_prefix("local").and_then(|n| n.parse::<u8>().ok()) {
                 Some(n) if n <= 7 => 16 + n,
                 _ => {
-                    return Err(format!(
-                        "syslog.facility {f:?}: kern, user, daemon, auth, authpriv, syslog or \
-                         local0 .. local7"
+                    return Err(Invalid::new(
+                        "syslog.facility",
+                        format!(
+                            "{f:?}: kern, user, daemon, auth, authpriv, syslog or local0 .. local7"
+                        ),
                     ));
                 }
             },
@@ -112,19 +123,18 @@ impl SyslogConfig {
             !s.is_empty() && s.len() <= max && s.bytes().all(|b| (33..=126).contains(&b))
         };
         if !printable(&self.app_name, 48) {
-            return Err("syslog.app_name must be 1 to 48 printable ASCII characters".into());
+            return Err(Invalid::new(
+                "syslog.app_name",
+                "must be 1 to 48 printable ASCII characters",
+            ));
         }
         if !printable(&self.sd_id, 32) || self.sd_id.contains(['=', ']', '"', ' ']) {
-            return Err(
-                "syslog.sd_id must be 1 to 32 printable ASCII characters without = ] \" or space"
-                    .into(),
-            );
+            return Err(Invalid::new(
+                "syslog.sd_id",
+                "must be 1 to 32 printable ASCII characters without = ] \" or space",
+            ));
         }
         Ok(Some((t, facility)))
-    }
-
-    pub fn check(&self) -> Result<(), String> {
-        self.parse().map(|_| ())
     }
 }
 
@@ -147,7 +157,7 @@ pub struct Syslog {
 
 impl Syslog {
     /// Starts the sender, or `None` when no target is configured.
-    pub fn start(cfg: &SyslogConfig) -> Result<Option<Self>, String> {
+    pub fn start(cfg: &SyslogConfig) -> Result<Option<Self>, SinkError> {
         let Some((target, facility)) = cfg.parse()? else {
             return Ok(None);
         };
@@ -169,7 +179,7 @@ impl Syslog {
                 }
             },
         )
-        .map_err(|e| format!("starting the syslog sender: {e}"))?;
+        .map_err(|e| SinkError::Start(format!("starting the syslog sender: {e}")))?;
         Ok(Some(Self {
             worker,
             stats,
@@ -190,6 +200,46 @@ impl Syslog {
         if !self.worker.try_send(msg.into_bytes()) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+impl OutputConfig for SyslogConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        self.parse().map(|_| ())
+    }
+
+    fn build(&self, metrics: &Registry) -> Result<Option<Box<dyn Output>>, SinkError> {
+        let Some(s) = Syslog::start(self)? else {
+            return Ok(None);
+        };
+        metrics.counters_of(
+            &s.stats,
+            &[
+                (
+                    "sensor_syslog_sent_total",
+                    "Alerts sent to the syslog collector.",
+                    |s| s.sent.load(Ordering::Relaxed),
+                ),
+                (
+                    "sensor_syslog_dropped_total",
+                    "Alerts not sent: queue full or the collector failed.",
+                    |s| s.dropped.load(Ordering::Relaxed),
+                ),
+                ("sensor_syslog_errors_total", "Syslog send failures.", |s| {
+                    s.errors.load(Ordering::Relaxed)
+                }),
+            ],
+        );
+        Ok(Some(Box::new(s)))
+    }
+}
+
+impl Output for Syslog {
+    fn sink(&self, live: bool) -> Box<dyn Sink + '_> {
+        Box::new(AlertSink {
+            out: self,
+            at_close: !live,
+        })
     }
 }
 
@@ -225,7 +275,7 @@ impl Conn {
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
                 {
                     self.logged = Some(Instant::now());
-                    tracing::warn!(target = ?self.target, error = %e,
+                    tracing::warn!(target = ?self.target, error = %Report(&e),
                         "syslog delivery failed (further failures are counted in sensor_syslog_errors_total); alert kept in the database");
                 }
             }

@@ -13,8 +13,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::worker::Worker;
-use crate::record::AlertRecord;
+use super::{AlertSink, Output, OutputConfig, Sink, SinkError, worker::Worker};
+use crate::report::Report;
+use crate::{check::Invalid, metrics::Registry, record::AlertRecord};
 
 /// `[webhook]` in the config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -94,6 +95,54 @@ impl Webhook {
     }
 }
 
+impl OutputConfig for WebhookConfig {
+    fn check(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+
+    fn build(&self, metrics: &Registry) -> Result<Option<Box<dyn Output>>, SinkError> {
+        let Some(w) = Webhook::start(self) else {
+            return Ok(None);
+        };
+        metrics.counters_of(
+            &w.stats,
+            &[
+                (
+                    "sensor_webhook_sent_total",
+                    "Alerts the webhook delivered.",
+                    |s| s.sent.load(Ordering::Relaxed),
+                ),
+                (
+                    "sensor_webhook_retries_total",
+                    "Webhook delivery retries.",
+                    |s| s.retries.load(Ordering::Relaxed),
+                ),
+                (
+                    "sensor_webhook_failed_total",
+                    "Alerts the webhook gave up on after every attempt.",
+                    |s| s.failed.load(Ordering::Relaxed),
+                ),
+                (
+                    "sensor_webhook_dropped_total",
+                    "Alerts the full webhook queue refused.",
+                    |s| s.dropped.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        Ok(Some(Box::new(w)))
+    }
+}
+
+impl Output for Webhook {
+    /// At open on both paths: a webhook is for acting on an attack while it runs.
+    fn sink(&self, _live: bool) -> Box<dyn Sink + '_> {
+        Box::new(AlertSink {
+            out: self,
+            at_close: false,
+        })
+    }
+}
+
 impl super::AlertOutput for Webhook {
     fn send(&self, a: &AlertRecord) {
         Webhook::send(self, a);
@@ -115,7 +164,7 @@ fn deliver(agent: &ureq::Agent, cfg: &WebhookConfig, alert: &AlertRecord, st: &W
             }
             Err(e) => {
                 if attempt == cfg.attempts.max(1) {
-                    tracing::warn!(url = %cfg.url, error = %e, "webhook delivery failed; alert kept in the database");
+                    tracing::warn!(url = %cfg.url, error = %Report(&e), "webhook delivery failed; alert kept in the database");
                     st.failed.fetch_add(1, Ordering::Relaxed);
                     return;
                 }

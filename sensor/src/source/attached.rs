@@ -12,7 +12,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         mpsc,
     },
     thread::JoinHandle,
@@ -21,11 +21,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::Report;
 use crate::{
     kernel::{
         KernelConfig, KernelError, SensorProgram,
         attach::{self, AttachError, XdpAttachMode, XdpLink},
     },
+    metrics::{Counter, Registry},
     packet::Parsed,
     record::rfc3339_us,
     source::pcap::{self, CaptureError, PacketSink},
@@ -147,7 +149,7 @@ pub enum SourceError {
     AlreadyWatched { iface: String, mode: &'static str },
     #[error("{0} is not watched by this sensor")]
     NotWatched(String),
-    #[error("libpcap capture on {iface}: {source}")]
+    #[error("libpcap capture on {iface}")]
     Capture {
         iface: String,
         #[source]
@@ -178,7 +180,7 @@ impl Drop for PcapReader {
 struct ChannelSink {
     tx: mpsc::SyncSender<Batch>,
     stop: Arc<AtomicBool>,
-    packets: Arc<AtomicU64>,
+    packets: Counter,
 }
 
 impl PacketSink for ChannelSink {
@@ -186,8 +188,7 @@ impl PacketSink for ChannelSink {
         if batch.is_empty() {
             return;
         }
-        self.packets
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.packets.add(batch.len() as u64);
         let mut b = batch.to_vec();
         loop {
             match self.tx.try_send(b) {
@@ -215,7 +216,7 @@ pub struct Sources {
     pcap: BTreeMap<String, Watch<PcapReader>>,
     packets_tx: mpsc::SyncSender<Batch>,
     /// Packets the libpcap readers handed over.
-    pub pcap_packets: Arc<AtomicU64>,
+    pcap_packets: Counter,
     shared: Arc<RwLock<Vec<Attachment>>>,
 }
 
@@ -233,7 +234,14 @@ impl Sources {
         force: bool,
         packets_tx: mpsc::SyncSender<Batch>,
         shared: Arc<RwLock<Vec<Attachment>>>,
+        metrics: &Registry,
     ) -> Self {
+        let attached = Arc::clone(&shared);
+        metrics.gauge_fn(
+            "sensor_attached_interfaces",
+            "Interfaces watched now.",
+            move || attached.read().map_or(0, |a| a.len() as u64),
+        );
         Self {
             kernel,
             force,
@@ -241,7 +249,10 @@ impl Sources {
             xdp: BTreeMap::new(),
             pcap: BTreeMap::new(),
             packets_tx,
-            pcap_packets: Arc::new(AtomicU64::new(0)),
+            pcap_packets: metrics.counter(
+                "sensor_pcap_packets_total",
+                "Packets the libpcap captures delivered.",
+            ),
             shared,
         }
     }
@@ -359,7 +370,7 @@ impl Sources {
                 let mut sink = ChannelSink {
                     tx: self.packets_tx.clone(),
                     stop: Arc::clone(&stop),
-                    packets: Arc::clone(&self.pcap_packets),
+                    packets: self.pcap_packets.clone(),
                 };
                 let flag = Arc::clone(&stop);
                 let name = iface.to_owned();
@@ -470,7 +481,7 @@ impl Sources {
                     tracing::info!(iface = name, "interface is back; attached again");
                 }
                 Err(e) => {
-                    let msg = e.to_string();
+                    let msg = Report(&e).to_string();
                     if last.as_deref() != Some(msg.as_str()) {
                         tracing::warn!(iface = name, error = %msg, "interface is back but cannot be attached; trying again");
                     }

@@ -19,13 +19,13 @@ pub const MODEL_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: cannot read the model file: {source}")]
+    #[error("{path}: cannot read the model file")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: cannot write the model file: {source}")]
+    #[error("{path}: cannot write the model file")]
     Write {
         path: PathBuf,
         #[source]

@@ -39,20 +39,22 @@ pub use self::{sink::StoreSink, writer::apply_retention};
 use self::schema::MIGRATIONS;
 pub use self::schema::SCHEMA_VERSION;
 pub use crate::record::{AnomalyRow, StatsRow};
+use crate::report::Report;
 use crate::{
+    metrics::Registry,
     mitigate::MitigationEvent,
     record::{AlertRecord, AttackFlowRow, FlowRecord},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: cannot create the database file: {source}")]
+    #[error("{path}: cannot create the database file")]
     Create {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -130,6 +132,47 @@ pub struct WriterStats {
 }
 
 impl WriterStats {
+    /// The writer's numbers on `/metrics`, read from these fields at scrape time.
+    pub fn register(self: &Arc<Self>, m: &Registry) {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let u = |a: &AtomicUsize| a.load(Ordering::Relaxed) as u64;
+        let s = Arc::clone(self);
+        m.gauge_fn(
+            "sensor_db_queue_depth",
+            "Rows waiting for the database writer.",
+            move || u(&s.queued),
+        );
+        m.counters_of(
+            self,
+            &[(
+                "sensor_db_dropped_total",
+                "Rows lost: refused by the full queue, or beyond what is held in memory while \
+                 the database fails.",
+                |s| s.dropped.load(Ordering::Relaxed),
+            )],
+        );
+        let s = Arc::clone(self);
+        m.gauge_fn(
+            "sensor_db_failing",
+            "1 while the database does not take writes (rows are held in memory and retried).",
+            move || u64::from(n(&s.failing_since_ns) != 0),
+        );
+        let s = Arc::clone(self);
+        m.gauge_fn(
+            "sensor_db_pending_rows",
+            "Rows held in memory because the database failed.",
+            move || u(&s.pending),
+        );
+        m.counters_of(
+            self,
+            &[(
+                "sensor_db_write_errors_total",
+                "Failed database commits (each retry counts).",
+                |s| s.errors.load(Ordering::Relaxed),
+            )],
+        );
+    }
+
     /// `Some(reason)` while the database does not take writes.
     pub fn failure(&self) -> Option<String> {
         (self.failing_since_ns.load(Ordering::Relaxed) != 0).then(|| {
@@ -263,11 +306,11 @@ impl Store {
             Ok(conn) => Self::start(path, retention, Some(conn)),
             Err(e @ StoreError::Newer { .. }) => Err(e),
             Err(e) => {
-                tracing::error!(error = %e, "database unavailable at start; rows are held in memory until it opens");
+                tracing::error!(error = %Report(&e), "database unavailable at start; rows are held in memory until it opens");
                 let s = Self::start(path, retention, None)?;
                 s.stats.failing_since_ns.store(now_ns(), Ordering::Relaxed);
                 if let Ok(mut last) = s.stats.last_error.lock() {
-                    *last = e.to_string();
+                    *last = Report(&e).to_string();
                 }
                 Ok(s)
             }

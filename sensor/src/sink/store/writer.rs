@@ -18,6 +18,7 @@ use super::{
     BATCH_ROWS, BATCH_TIME, CHECKPOINT_EVERY, Msg, RETENTION_EVERY, RETRY_MAX, Retention,
     StoreError, WriterStats, open_rw,
 };
+use crate::report::Report;
 
 pub(super) fn now_ns() -> u64 {
     std::time::SystemTime::now()
@@ -149,7 +150,7 @@ impl Writer {
                 if let Some(c) = &self.conn
                     && let Err(e) = apply_retention(c, self.retention, now_ns())
                 {
-                    tracing::warn!(error = %e, "retention cleanup failed");
+                    tracing::warn!(error = %Report(&e), "retention cleanup failed");
                 }
             }
         }
@@ -178,7 +179,7 @@ impl Writer {
                     self.conn = Some(c);
                     r
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(Report(&e).to_string()),
             },
         };
         match r {
@@ -443,7 +444,7 @@ fn checkpoint(c: &Connection, db: &Path) {
     match r {
         Ok(0) => {}
         Ok(_) => tracing::debug!("WAL checkpoint could not finish (readers); retried later"),
-        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        Err(e) => tracing::warn!(error = %Report(&e), "WAL checkpoint failed"),
     }
 }
 
