@@ -9,7 +9,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::flow::{EndReason, Flow};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     PortScan,
@@ -48,7 +60,9 @@ impl AlertKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Normal,
@@ -80,7 +94,7 @@ impl Severity {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectorKind {
     Rule,
@@ -88,7 +102,7 @@ pub enum DetectorKind {
 }
 
 /// Where an alert (an incident) stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// The attack is running: the record is updated while its figures change.
@@ -113,7 +127,7 @@ impl AlertState {
 }
 
 /// The JSON form of an [`Alert`].
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AlertRecord {
     pub id: u64,
     /// Open while the attack lasts, then closed; merged when a larger incident took it over.
@@ -125,8 +139,11 @@ pub struct AlertRecord {
     pub kind: AlertKind,
     pub severity: Severity,
     pub detector: DetectorKind,
+    #[schema(value_type = Option<String>, example = "192.0.2.7")]
     pub src_ip: Option<IpAddr>,
+    #[schema(value_type = Option<String>, example = "198.51.100.1")]
     pub dst_ip: Option<IpAddr>,
+    /// RFC 3339, microseconds, UTC.
     pub first_seen: String,
     pub last_seen: String,
     pub count: u64,
@@ -135,10 +152,13 @@ pub struct AlertRecord {
     /// from it by [`summary`]).
     #[serde(default)]
     pub summary: String,
+    /// What the detector measured, by kind (docs/DETECTION.md, "Evidence").
+    #[schema(value_type = Object)]
     pub evidence: serde_json::Value,
     /// The alert's rate over time while it was open: `[unix ms, rate]` per update (rate as the
     /// kind measures it: packets/s for floods, ports or hosts for scans and sweeps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Vec<f64>>)]
     pub rate_history: Vec<(u64, f64)>,
     /// The alert's packet evidence file in `DATA_DIR/evidence` (`GET /api/alerts/{id}/pcap`),
     /// when its packets are recorded.
@@ -214,7 +234,7 @@ pub struct AnomalyRow {
 }
 
 /// One finished flow, as written one per line by `--flows-jsonl`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct FlowRecord {
     pub src_ip: String,
     pub dst_ip: String,

@@ -265,6 +265,72 @@ fn bad_parameters_are_400_with_a_json_error() {
     assert_eq!(code, 200, "a well-formed score page: {body}");
     let (code, _) = http(srv.addr, "GET", "/api/nope", None, None);
     assert_eq!(code, 404);
+    // A body that is not JSON, or not the expected JSON, is the API's JSON error too (axum's
+    // own rejection answers in plain text).
+    for body in [
+        "{not json",
+        "{\"prefix\": 5}",
+        "{\"prefix\": \"10.0.0.1\", \"x\": 1}",
+    ] {
+        let (code, text) = http(
+            srv.addr,
+            "POST",
+            "/api/blocklist",
+            Some(&srv.token),
+            Some(body),
+        );
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{body}: {text}"));
+        assert!(
+            code == 400 && v["error"].as_str().is_some(),
+            "{body}: {code} {text}"
+        );
+    }
+}
+
+/// The OpenAPI document is served and describes every route, the control routes with the
+/// bearer scheme (schemathesis checks the responses against it in `cargo xtask test`).
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let srv = start("openapi", |_| {});
+    let doc = get_json(&srv, "/api/openapi.json");
+    assert_eq!(doc["openapi"], "3.1.0", "{doc}");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method, control) in [
+        ("/api/status", "get", false),
+        ("/api/stats", "get", false),
+        ("/api/alerts", "get", false),
+        ("/api/alerts/{id}", "get", false),
+        ("/api/anomalies", "get", false),
+        ("/api/flows", "get", false),
+        ("/api/top-talkers", "get", false),
+        ("/api/suspicious-ips", "get", false),
+        ("/api/events", "get", false),
+        ("/metrics", "get", false),
+        ("/api/alerts/{id}/pcap", "get", true),
+        ("/api/interfaces", "get", true),
+        ("/api/capture/start", "post", true),
+        ("/api/capture/stop", "post", true),
+        ("/api/replay", "post", true),
+        ("/api/model/train", "post", true),
+        ("/api/blocklist", "get", true),
+        ("/api/blocklist", "post", true),
+        ("/api/blocklist", "delete", true),
+    ] {
+        let op = &paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is not documented"))[method];
+        assert!(op.is_object(), "{method} {path} is not documented");
+        assert_eq!(
+            op["security"][0].get("bearer").is_some(),
+            control,
+            "{method} {path}: bearer security"
+        );
+    }
+    assert_eq!(paths.len(), 17, "a route was added: list it here");
+    assert!(
+        doc["components"]["schemas"]["AlertRecord"]["properties"]["summary"].is_object(),
+        "the alert record's own schema is in the document"
+    );
 }
 
 #[test]

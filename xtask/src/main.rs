@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | test | run | bench-xdp`.
 
+mod api_contract;
 mod bench_live;
 mod bench_replay;
 mod corpus;
@@ -42,6 +43,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The API's contract alone (a step of `test`): `sensor serve` over replayed captures,
+    /// checked by schemathesis against its own OpenAPI document.
+    ApiContract,
     /// Set up, build and run the live sensor on `--iface`; without `--iface`, on the built-in
     /// lab (namespaces, benign traffic, an attack every --attack-every seconds) until Ctrl-C.
     Run {
@@ -257,20 +261,110 @@ fn remove_stale_test_namespaces() {
     }
 }
 
+/// Tests run by the steps, for the closing line.
+#[derive(Default)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+/// A named step of `cargo xtask test`: what it says when it passes, or why it failed.
+struct Step {
+    name: &'static str,
+    secs: f64,
+    outcome: Result<String>,
+}
+
+fn step(steps: &mut Vec<Step>, name: &'static str, run: impl FnOnce() -> Result<String>) -> bool {
+    eprintln!("xtask test: step '{name}'");
+    let t = std::time::Instant::now();
+    let outcome = run();
+    let ok = outcome.is_ok();
+    steps.push(Step {
+        name,
+        secs: t.elapsed().as_secs_f64(),
+        outcome,
+    });
+    ok
+}
+
+/// `cargo xtask test [FILTER]`: the steps below in order; with a filter, only the cargo tests
+/// that match it. A failing step does not stop the later ones (except the build and the cargo
+/// tests, which the rest rely on); the run fails when any step did.
 fn test(args: &[String]) -> Result<()> {
     if is_root() {
         remove_stale_test_namespaces();
     }
-    // The tests that run the `sensor` binary itself (replay of hostile files, kill -9) find it
-    // beside them in target/debug: build it first, so it is the tree's.
-    cargo_build(cargo().args(["build", "-p", "sensor", "--bin", "sensor"]))
-        .context("cargo build -p sensor")?;
+    let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let full = args.is_empty();
+    let mut steps = Vec::new();
+    let mut counts = Counts::default();
+    let ok = step(&mut steps, "build", || {
+        // The tests that run the `sensor` binary itself (replay of hostile files, kill -9)
+        // find it beside them in target/debug: build it first, so it is the tree's.
+        cargo_build(cargo().args(["build", "-p", "sensor", "--bin", "sensor"]))
+            .context("cargo build -p sensor")?;
+        Ok(String::new())
+    }) && step(&mut steps, "cargo tests", || {
+        cargo_tests(args, ci, &mut counts)
+    });
+    if ok && full {
+        step(&mut steps, "clippy", || clippy().map(|()| String::new()));
+        step(&mut steps, "corpus oracle", || {
+            corpus::corpus_check(&release_sensor()?, &corpora())?;
+            Ok(String::new())
+        });
+        step(&mut steps, "lab evaluation", || {
+            let lab = eval::lab_set_dir(is_root())?;
+            if lab.is_none() && ci {
+                bail!("the lab evaluation set needs root to be recorded");
+            }
+            eval::eval(&release_sensor()?, &corpora(), lab.as_deref())?;
+            Ok(String::new())
+        });
+        step(&mut steps, "api contract", || {
+            api_contract::run(&release_sensor()?, &corpora())
+        });
+        step(&mut steps, "lab e2e", || lab_e2e(ci, &mut counts));
+    }
+    println!();
+    for s in &steps {
+        match &s.outcome {
+            Ok(detail) => println!(
+                "step {} ... ok ({:.0} s){}",
+                s.name,
+                s.secs,
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            ),
+            Err(e) => println!("step {} ... FAILED ({:.0} s): {e:#}", s.name, s.secs),
+        }
+    }
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.skipped
+    );
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.outcome.is_err())
+        .map(|s| s.name)
+        .collect();
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// The workspace's cargo tests, one at a time (kernel tests share kernel state).
+fn cargo_tests(args: &[String], ci: bool, counts: &mut Counts) -> Result<String> {
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--exclude", "sensor-ebpf"])
         .args(args);
-    // Kernel tests share kernel state (netns names, XDP dispatcher): one at a time.
     cmd.args(["--", "--test-threads=1"]);
-    let ci = env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     // Tests that cannot run here report themselves in this file, so the closing line counts
     // them as skipped rather than passed.
     let skip_log = workspace_root().join("target/skipped-tests.log");
@@ -282,8 +376,8 @@ fn test(args: &[String]) -> Result<()> {
     } else {
         eprintln!("xtask: not root: kernel tests will be skipped with a message");
     }
-    // Echo cargo's output and add the per-binary results into one closing line, so the last
-    // line of the run says how many tests ran (the last binary alone is often doc tests).
+    // Echo cargo's output and add the per-binary results up, so the closing line says how
+    // many tests ran (the last binary alone is often doc tests).
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().context("cannot start cargo test")?;
     let stdout = child.stdout.take().context("cargo test stdout")?;
@@ -311,62 +405,49 @@ fn test(args: &[String]) -> Result<()> {
     let skipped = std::fs::read_to_string(&skip_log)
         .map(|s| s.lines().count() as u64)
         .unwrap_or(0);
-    passed = passed.saturating_sub(skipped);
-    ignored += skipped;
-    // The oracle checks, clippy and the lab end-to-end test run only on a full run (no filter).
-    let full = args.is_empty() && status.success();
-    let lint = full.then(clippy);
-    let oracle = full.then(|| {
-        release_sensor().and_then(|sensor| {
-            corpus::corpus_check(&sensor, &corpora())?;
-            let lab = eval::lab_set_dir(is_root())?;
-            if lab.is_none() && ci {
-                bail!("the lab evaluation set needs root to be recorded");
-            }
-            eval::eval(&sensor, &corpora(), lab.as_deref())
-        })
-    });
-    let e2e = if !full {
-        None
-    } else if is_root() {
-        Some(release_sensor().and_then(|sensor| {
-            let mut cases = live::e2e(&sensor, Duration::from_secs(30))?;
-            cases.extend(e2e_mitigation::run(&sensor)?);
-            Ok(cases)
-        }))
-    } else if ci {
-        Some(Err(anyhow::anyhow!("the lab end-to-end test needs root")))
-    } else {
-        eprintln!("SKIPPED lab end-to-end test: not root");
-        ignored += 1;
-        None
-    };
-    let mut e2e_failed = false;
-    if let Some(Ok(cases)) = &e2e {
-        for (name, ok, detail) in cases {
-            println!(
-                "e2e {name} ... {} ({detail})",
-                if *ok { "ok" } else { "FAILED" }
-            );
-            if *ok {
-                passed += 1;
-            } else {
-                failed += 1;
-                e2e_failed = true;
-            }
-        }
-    }
-    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    counts.passed += passed.saturating_sub(skipped);
+    counts.failed += failed;
+    counts.skipped += ignored + skipped;
     if !status.success() {
         bail!("cargo test failed with {status}");
     }
-    lint.transpose()?;
-    oracle.transpose()?;
-    e2e.transpose()?;
-    if e2e_failed {
-        bail!("the lab end-to-end test failed (logs in target/lab/e2e)");
+    Ok(format!(
+        "{} passed, {failed} failed, {} skipped",
+        passed.saturating_sub(skipped),
+        ignored + skipped
+    ))
+}
+
+/// The lab end-to-end tests (real tools in namespaces, the live sensor, mitigation): root only.
+fn lab_e2e(ci: bool, counts: &mut Counts) -> Result<String> {
+    if !is_root() {
+        if ci {
+            bail!("the lab end-to-end test needs root");
+        }
+        eprintln!("SKIPPED lab end-to-end test: not root");
+        counts.skipped += 1;
+        return Ok("skipped: not root".into());
     }
-    Ok(())
+    let sensor = release_sensor()?;
+    let mut cases = live::e2e(&sensor, Duration::from_secs(30))?;
+    cases.extend(e2e_mitigation::run(&sensor)?);
+    let mut failed = 0;
+    for (name, ok, detail) in &cases {
+        println!(
+            "e2e {name} ... {} ({detail})",
+            if *ok { "ok" } else { "FAILED" }
+        );
+        if *ok {
+            counts.passed += 1;
+        } else {
+            counts.failed += 1;
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} case(s) failed (logs in target/lab/e2e)");
+    }
+    Ok(format!("{} cases", cases.len()))
 }
 
 /// clippy over the host crates with warnings denied (`[workspace.lints]` in Cargo.toml).
@@ -532,6 +613,11 @@ fn main() -> ExitCode {
     let result = ready.and_then(|()| match &cli.command {
         Task::Setup => Ok(()),
         Task::Test { args } => test(args),
+        Task::ApiContract => {
+            let detail = api_contract::run(&release_sensor()?, &corpora())?;
+            println!("api contract: ok: {detail}");
+            Ok(())
+        }
         Task::Run {
             iface,
             listen,

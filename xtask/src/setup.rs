@@ -44,6 +44,9 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The property-based API tester `cargo xtask test` checks the OpenAPI document with, pinned
+/// so that a new release's checks do not change a run's verdict unannounced.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
 /// The LLVM major bpf-linker 0.13.0 is built against; must match nightly's own LLVM.
 const LLVM_MAJOR: &str = "22";
 
@@ -81,9 +84,10 @@ fn fingerprint() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     // The steps themselves: a change of what setup installs (this file) redoes the check.
-    const STEPS: &str = "rust-src+clippy on nightly, aiosmtpd";
+    const STEPS: &str = "rust-src+clippy on nightly, aiosmtpd, schemathesis venv";
     format!(
-        "{STEPS} {APT_PACKAGES:?} {BPF_LINKER_VERSION} {LLVM_MAJOR} dpkg {} rustup {} cargo-bin {} python {} {}",
+        "{STEPS} {APT_PACKAGES:?} {BPF_LINKER_VERSION} {LLVM_MAJOR} {SCHEMATHESIS_VERSION} {} dpkg {} rustup {} cargo-bin {} python {} {}",
+        schemathesis_bin().is_file(),
         mtime(Path::new("/var/lib/dpkg/status")),
         mtime(&rustup.join("toolchains")),
         mtime(&cargo_home().join("bin")),
@@ -100,7 +104,43 @@ pub fn setup() -> Result<()> {
     clippy().context("setup step 'clippy'")?;
     // The email test's SMTP receiver (STARTTLS and AUTH), from PyPI.
     python_package("aiosmtpd", "aiosmtpd")?;
+    schemathesis().context("setup step 'schemathesis'")?;
     Ok(())
+}
+
+/// Where schemathesis lives: a virtualenv of its own (it pins many libraries, which must not
+/// move under the other Python tools), kept outside the checkout so clones share it.
+pub fn schemathesis_bin() -> PathBuf {
+    let data = env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    data.join(format!(
+        "sensor-dev/schemathesis-{SCHEMATHESIS_VERSION}/bin/st"
+    ))
+}
+
+/// The venv with schemathesis at its pinned version (about 10 s and 100 MB once).
+fn schemathesis() -> Result<()> {
+    let st = schemathesis_bin();
+    if st.is_file() {
+        return Ok(());
+    }
+    let venv = st
+        .parent()
+        .and_then(Path::parent)
+        .context("schemathesis path")?;
+    eprintln!(
+        "setup: schemathesis {SCHEMATHESIS_VERSION} into {}",
+        venv.display()
+    );
+    let _ignored = fs::remove_dir_all(venv);
+    run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+    ]))
 }
 
 /// clippy for the stable toolchain (`cargo xtask test` lints with it).

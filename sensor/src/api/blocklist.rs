@@ -2,15 +2,16 @@
 //! counters, the audit log, and adding and removing blocks by hand. Entries live in the
 //! running sensor (`sensor run`); `sensor serve` shows the audit log only.
 
-use axum::{
-    Json,
-    extract::{Query, State, rejection::JsonRejection, rejection::QueryRejection},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Shared, read};
+use super::{
+    ApiError, Shared,
+    extract::{ApiJson, ApiQuery},
+    read,
+    schema::{ActionErrors, ErrorBody},
+};
 use crate::{
     mitigate::{MAX_TTL_S, parse_prefix},
     sink::store::read as q,
@@ -19,6 +20,18 @@ use crate::{
 /// Audit rows returned with the entries.
 const AUDIT_ROWS: i64 = 200;
 
+#[utoipa::path(
+    get,
+    path = "/api/blocklist",
+    tag = "control",
+    description = "Mitigation entries in force with their kernel drop counters (live), and the audit log.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`entries`, `audit`, `live`, `xdp_attached`", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 503, description = "The live loop or the database is not available now", body = ErrorBody),
+    )
+)]
 pub(super) async fn list(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
     let audit = if st.db.exists() {
         read(&st, |c| Ok(q::mitigations(c, AUDIT_ROWS)?)).await?
@@ -48,21 +61,33 @@ pub(super) async fn list(State(st): State<Shared>) -> Result<Json<Value>, ApiErr
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BlockBody {
     /// An address or prefix (IPv4 or IPv6).
+    #[schema(min_length = 1, example = "198.51.100.0/24")]
     prefix: String,
     /// Seconds (default: `[mitigation] ttl_s`).
     ttl_s: Option<u64>,
     reason: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/blocklist",
+    tag = "control",
+    description = "Blocks a source prefix at XDP for a time; live only.",
+    request_body = BlockBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The entry", body = Object),
+        ActionErrors,
+    )
+)]
 pub(super) async fn add(
     State(st): State<Shared>,
-    b: Result<Json<BlockBody>, JsonRejection>,
+    ApiJson(b): ApiJson<BlockBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Json(b) = b.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let net = parse_prefix(&b.prefix)?;
     let ttl = b.ttl_s.unwrap_or(st.config.mitigation.ttl_s);
     if ttl == 0 || ttl > MAX_TTL_S {
@@ -80,18 +105,30 @@ pub(super) async fn add(
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RemoveQuery {
     /// A blocked prefix, or `rate:ADDR/PROTO` for a rate limit.
     target: String,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/blocklist",
+    tag = "control",
+    description = "Removes a block or a rate limit; live only.",
+    params(RemoveQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The entry removed", body = Object),
+        ActionErrors,
+    )
+)]
 pub(super) async fn remove(
     State(st): State<Shared>,
-    q: Result<Query<RemoveQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<RemoveQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let live = st.live.as_ref().ok_or_else(read_only)?;
     Ok(Json(live.control.unblock(q.target).await?))
 }

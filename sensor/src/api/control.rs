@@ -6,13 +6,18 @@ use std::path::{Path, PathBuf};
 
 use axum::{
     Json,
-    extract::{State, rejection::JsonRejection},
+    extract::State,
     http::{HeaderMap, header},
 };
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, Shared, read::parse_time};
+use super::{
+    ApiError, ApiState, Shared,
+    extract::ApiJson,
+    read::parse_time,
+    schema::{ActionErrors, ErrorBody},
+};
 use crate::report::Report;
 use crate::{
     detect::ml::model::Model,
@@ -42,11 +47,6 @@ pub(super) fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiErr
     }
 }
 
-fn body<T: DeserializeOwned>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(b)| b)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
-}
-
 /// Takes the one slot for a replay or training; the blocking job holds it (so a client
 /// that hangs up does not free it while the job still runs).
 fn job_slot(st: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
@@ -69,6 +69,17 @@ fn read_only() -> ApiError {
 }
 
 /// Interfaces of the sensor's network namespace, and which of them this sensor watches.
+#[utoipa::path(
+    get,
+    path = "/api/interfaces",
+    tag = "control",
+    description = "Interfaces of the sensor's network namespace and which are watched.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`items`: name, attached, mode; `live`", body = Object),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    )
+)]
 pub(super) async fn interfaces(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
     let attached = st
         .live
@@ -110,11 +121,14 @@ fn interface_names() -> Vec<String> {
     names
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StartBody {
+    /// An interface name of the sensor's namespace.
+    #[schema(min_length = 1, max_length = 15)]
     iface: String,
     #[serde(default = "auto")]
+    #[schema(default = "auto")]
     mode: CaptureMode,
 }
 
@@ -122,9 +136,10 @@ fn auto() -> CaptureMode {
     CaptureMode::Auto
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StopBody {
+    #[schema(min_length = 1, max_length = 15)]
     iface: String,
 }
 
@@ -143,12 +158,23 @@ fn iface_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// `{"iface": "eth1", "mode": "auto|driver|skb|pcap"}`: starts watching an interface.
+#[utoipa::path(
+    post,
+    path = "/api/capture/start",
+    tag = "control",
+    description = "Watches an interface (XDP, or libpcap where XDP cannot attach); live only.",
+    request_body = StartBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The attachment", body = Object),
+        ActionErrors,
+    )
+)]
 pub(super) async fn capture_start(
     State(st): State<Shared>,
-    b: Result<Json<StartBody>, JsonRejection>,
+    ApiJson(b): ApiJson<StartBody>,
 ) -> Result<Json<Value>, ApiError> {
     let live = st.live.as_ref().ok_or_else(read_only)?;
-    let b = body(b)?;
     iface_name(&b.iface)?;
     let a = live.control.start(b.iface, b.mode).await?;
     Ok(Json(
@@ -157,12 +183,23 @@ pub(super) async fn capture_start(
 }
 
 /// `{"iface": "eth1"}`: stops watching it (XDP detached, or the libpcap capture closed).
+#[utoipa::path(
+    post,
+    path = "/api/capture/stop",
+    tag = "control",
+    description = "Stops watching an interface; live only.",
+    request_body = StopBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The attachment, stopped", body = Object),
+        ActionErrors,
+    )
+)]
 pub(super) async fn capture_stop(
     State(st): State<Shared>,
-    b: Result<Json<StopBody>, JsonRejection>,
+    ApiJson(b): ApiJson<StopBody>,
 ) -> Result<Json<Value>, ApiError> {
     let live = st.live.as_ref().ok_or_else(read_only)?;
-    let b = body(b)?;
     iface_name(&b.iface)?;
     let a = live.control.stop(b.iface).await?;
     Ok(Json(
@@ -170,14 +207,20 @@ pub(super) async fn capture_stop(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PathBody {
+    #[schema(min_length = 1)]
     path: String,
 }
 
 /// Resolves a client-supplied path inside the data directory, refusing anything outside it.
 fn inside_data_dir(data_dir: &Path, rel: &str) -> Result<PathBuf, ApiError> {
+    if rel.is_empty() {
+        return Err(ApiError::BadRequest(
+            "path must name a file inside the data directory".into(),
+        ));
+    }
     let base = data_dir
         .canonicalize()
         .map_err(|_| ApiError::NotFound("the data directory does not exist".into()))?;
@@ -194,11 +237,23 @@ fn inside_data_dir(data_dir: &Path, rel: &str) -> Result<PathBuf, ApiError> {
 }
 
 /// Replays a capture from the data directory into the database, with the loaded config.
+#[utoipa::path(
+    post,
+    path = "/api/replay",
+    tag = "control",
+    description = "Replays a capture file of the data directory through detection into the database.",
+    request_body = PathBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The replay summary: packets, flows, alerts by kind", body = Object),
+        ActionErrors,
+    )
+)]
 pub(super) async fn replay(
     State(st): State<Shared>,
-    b: Result<Json<PathBody>, JsonRejection>,
+    ApiJson(b): ApiJson<PathBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let file = inside_data_dir(&st.data_dir, &body(b)?.path)?;
+    let file = inside_data_dir(&st.data_dir, &b.path)?;
     let slot = job_slot(&st)?;
     let state = st.clone();
     let summary = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
@@ -242,7 +297,7 @@ pub(super) async fn replay(
 }
 
 /// Training input: a capture in the data directory, or a time range of stored flows.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TrainBody {
     path: Option<String>,
@@ -254,11 +309,22 @@ pub(super) struct TrainBody {
 
 /// Trains the model with the config's `[model]` settings, writes DATA_DIR/model.json, records
 /// the version, and (in `sensor run`) swaps it into the running pipeline.
+#[utoipa::path(
+    post,
+    path = "/api/model/train",
+    tag = "control",
+    description = "Trains a model on a capture of the data directory or a time range of stored flows; live: swapped into the running pipeline.",
+    request_body = TrainBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The model: path, threshold, how it was chosen", body = Object),
+        ActionErrors,
+    )
+)]
 pub(super) async fn train(
     State(st): State<Shared>,
-    b: Result<Json<TrainBody>, JsonRejection>,
+    ApiJson(b): ApiJson<TrainBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let b = body(b)?;
     let budget = b.max_alerts_per_hour;
     if let Some(n) = budget
         && !(n.is_finite() && n >= 0.0)

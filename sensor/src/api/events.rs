@@ -11,6 +11,15 @@ use axum::{
 use super::{Shared, read};
 use crate::sink::store::read::{self as q, Filter};
 
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "read",
+    description = "Server-sent events: `alert` (every write of an alert, in write order) and `stats` every 5 s. The stream does not end.",
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+    )
+)]
 pub(super) async fn events(
     State(st): State<Shared>,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {

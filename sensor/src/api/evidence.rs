@@ -4,18 +4,33 @@
 
 use axum::{
     body::Body,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use tokio_util::io::ReaderStream;
 
-use super::{ApiError, Shared, read};
+use super::{ApiError, Shared, extract::ApiPath, read, schema::ErrorBody};
 use crate::{evidence::is_file_name, sink::store::read as q};
 
+#[utoipa::path(
+    get,
+    path = "/api/alerts/{id}/pcap",
+    tag = "control",
+    description = "The alert's packet evidence (pcap), for tshark or Wireshark.",
+    params(("id" = i64, Path, description = "The alert's row id", minimum = 1, example = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The pcap file", content_type = "application/vnd.tcpdump.pcap", body = Vec<u8>),
+        (status = 400, description = "The request is not valid", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 404, description = "No such interface, file or entry", body = ErrorBody),
+        (status = 503, description = "The live loop or the database is not available now", body = ErrorBody),
+    )
+)]
 pub(super) async fn pcap(
     State(st): State<Shared>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id: i64 =
         id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {

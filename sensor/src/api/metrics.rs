@@ -20,6 +20,15 @@ fn family(out: &mut String, name: &str, help: &str, kind: &str, v: u64) {
     );
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "read",
+    description = "Prometheus text exposition: stored totals and, live, every counter the sensor's parts declare.",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
+    )
+)]
 pub(super) async fn metrics(State(st): State<Shared>) -> Result<Response, ApiError> {
     // The stored totals need the database; the live counters do not, so a database that is
     // locked or gone leaves the scrape with those (and `sensor_db_readable 0`).

@@ -13,8 +13,10 @@ mod dashboard;
 pub mod error;
 mod events;
 mod evidence;
+mod extract;
 mod metrics;
 mod read;
+pub mod schema;
 
 use std::{
     future::Future,
@@ -28,11 +30,13 @@ use std::{
 use axum::{
     Router,
     http::{HeaderValue, header},
-    routing::{get, post},
+    routing::get,
 };
 use rusqlite::Connection;
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use self::error::ApiError;
 use crate::report::Report;
@@ -114,24 +118,36 @@ pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<(String, bool)> 
     Ok((token, true))
 }
 
-/// The router: API, metrics, events, dashboard.
+/// The router: API, metrics, events, dashboard, and the API's OpenAPI document (built from
+/// the same route list, so nothing is served undescribed).
 pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/", get(dashboard::html))
+    let (api, doc) = OpenApiRouter::with_openapi(schema::ApiDoc::openapi())
+        .routes(routes!(read::status))
+        .routes(routes!(read::stats))
+        .routes(routes!(read::alerts))
+        .routes(routes!(read::alert))
+        .routes(routes!(read::anomalies))
+        .routes(routes!(read::flows))
+        .routes(routes!(read::top_talkers))
+        .routes(routes!(read::suspicious_ips))
+        .routes(routes!(events::events))
+        .routes(routes!(metrics::metrics))
+        .merge(control_routes(&state))
+        .split_for_parts();
+    let doc: Arc<str> = doc.to_pretty_json().unwrap_or_default().into();
+    api.route("/", get(dashboard::html))
         .route("/app.js", get(dashboard::js))
         .route("/style.css", get(dashboard::css))
         .route("/vendor/chart.umd.min.js", get(dashboard::chart_js))
-        .route("/api/status", get(read::status))
-        .route("/api/stats", get(read::stats))
-        .route("/api/alerts", get(read::alerts))
-        .route("/api/alerts/{id}", get(read::alert))
-        .route("/api/anomalies", get(read::anomalies))
-        .route("/api/flows", get(read::flows))
-        .route("/api/top-talkers", get(read::top_talkers))
-        .route("/api/suspicious-ips", get(read::suspicious_ips))
-        .route("/api/events", get(events::events))
-        .route("/metrics", get(metrics::metrics))
-        .merge(control_routes(&state))
+        .route(
+            "/api/openapi.json",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    doc.to_string(),
+                )
+            }),
+        )
         .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
         // The dashboard loads only its own files: scripts and styles from this origin and
         // nothing inline (the page has none, so markup in a value could not run even if it
@@ -146,20 +162,15 @@ pub fn router(state: Shared) -> Router {
 
 /// The routes that act or hand out packets: the bearer token is checked once, by a layer,
 /// before any of their handlers (or their bodies) runs.
-fn control_routes(state: &Shared) -> Router<Shared> {
-    Router::new()
-        .route("/api/alerts/{id}/pcap", get(evidence::pcap))
-        .route("/api/interfaces", get(control::interfaces))
-        .route("/api/capture/start", post(control::capture_start))
-        .route("/api/capture/stop", post(control::capture_stop))
-        .route("/api/replay", post(control::replay))
-        .route("/api/model/train", post(control::train))
-        .route(
-            "/api/blocklist",
-            get(blocklist::list)
-                .post(blocklist::add)
-                .delete(blocklist::remove),
-        )
+fn control_routes(state: &Shared) -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(evidence::pcap))
+        .routes(routes!(control::interfaces))
+        .routes(routes!(control::capture_start))
+        .routes(routes!(control::capture_stop))
+        .routes(routes!(control::replay))
+        .routes(routes!(control::train))
+        .routes(routes!(blocklist::list, blocklist::add, blocklist::remove))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(state),
             require_token,

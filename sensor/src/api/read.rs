@@ -1,35 +1,78 @@
 //! Read endpoints: lists with filters and cursor pagination, statistics, status. Parameters
 //! are validated into typed values first; the SQL is in [`crate::sink::store::read`].
 
-use axum::{
-    Json,
-    extract::{Query, State, rejection::QueryRejection},
-};
+use axum::{Json, extract::State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Shared, read};
+use super::{
+    ApiError, Shared,
+    extract::{ApiPath, ApiQuery},
+    read,
+    schema::{
+        AlertDetail, AlertPage, AnomalyPage, ErrorBody, FlowPage, ReadErrors, Stats, SuspiciousIps,
+        TopTalkers,
+    },
+};
 use crate::{
     record::AlertKind,
     sink::store::read::{self as q, Filter, Table},
 };
 
-/// Query parameters shared by the list endpoints, as received.
-#[derive(Debug, Default, Deserialize)]
+/// Query parameters shared by the list endpoints, as received (as text: each is checked by
+/// [`ListQuery::validate`], whose messages say what is expected).
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
+    /// From this time on: RFC 3339 or Unix seconds.
+    #[param(example = "2026-12-05T08:00:00Z")]
     since: Option<String>,
+    /// Up to this time: RFC 3339 or Unix seconds.
     until: Option<String>,
+    /// Alerts of this kind only (alerts only).
+    #[param(value_type = Option<AlertKind>)]
     kind: Option<String>,
+    /// Rows of this severity only (not flows).
+    #[param(value_type = Option<SeverityFilter>)]
     severity: Option<String>,
+    /// Rows whose source or destination is this IPv4 or IPv6 address.
+    #[param(example = "192.0.2.7")]
     ip: Option<String>,
+    /// Rows per page (default 100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page (of the same sort).
     cursor: Option<String>,
     /// `time` (newest first, the default) or `score` (highest model score first).
+    #[param(value_type = Option<Sort>)]
     sort: Option<String>,
+    /// Rows whose model score is at least this.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 1)]
     min_score: Option<String>,
     /// Alerts only: `open`, `closed` or `merged`.
+    #[param(value_type = Option<crate::record::AlertState>)]
     state: Option<String>,
+}
+
+/// List order.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code, reason = "documents the values `sort` takes")]
+pub(super) enum Sort {
+    Time,
+    Score,
+}
+
+/// The severities a filter takes (`normal` is no alert's).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code, reason = "documents the values `severity` takes")]
+pub(super) enum SeverityFilter {
+    Low,
+    Medium,
+    High,
+    Critical,
 }
 
 /// RFC 3339 or Unix seconds, to ns.
@@ -165,16 +208,22 @@ fn alert_kinds() -> Vec<&'static str> {
     AlertKind::ALL.iter().map(|k| k.as_str()).collect()
 }
 
-fn query(q: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, ApiError> {
-    q.map(|Query(q)| q)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
-}
-
+#[utoipa::path(
+    get,
+    path = "/api/alerts",
+    tag = "read",
+    description = "Alerts (incidents), newest first: open ones are updated while their attack runs.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = AlertPage),
+        ReadErrors,
+    )
+)]
 pub(super) async fn alerts(
     State(st): State<Shared>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = query(q)?.validate(&alert_kinds())?;
+    let f = q.validate(&alert_kinds())?;
     Ok(Json(
         read(&st, move |c| Ok(q::list(c, Table::Alerts, &f)?)).await?,
     ))
@@ -182,9 +231,21 @@ pub(super) async fn alerts(
 
 /// `GET /api/alerts/{id}`: one alert with what an operator investigates it by (its packets
 /// over time, flows, model anomalies, mitigation, the alerts merged into it).
+#[utoipa::path(
+    get,
+    path = "/api/alerts/{id}",
+    tag = "read",
+    params(("id" = i64, Path, description = "The alert's row id", minimum = 1, example = 1)),
+    responses(
+        (status = 200, description = "OK", body = AlertDetail),
+        (status = 400, description = "A parameter is not valid", body = ErrorBody),
+        (status = 404, description = "No such item", body = ErrorBody),
+        (status = 503, description = "The database is locked or cannot be read now", body = ErrorBody),
+    )
+)]
 pub(super) async fn alert(
     State(st): State<Shared>,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: i64 =
         id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
@@ -196,11 +257,22 @@ pub(super) async fn alert(
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/anomalies",
+    tag = "read",
+    description = "Flows (or flow events) the model judged anomalous, newest or highest scored first.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = AnomalyPage),
+        ReadErrors,
+    )
+)]
 pub(super) async fn anomalies(
     State(st): State<Shared>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = query(q)?.validate(&[])?;
+    let f = q.validate(&[])?;
     if f.kind.is_some() {
         return Err(ApiError::BadRequest("anomalies have no kind filter".into()));
     }
@@ -209,11 +281,22 @@ pub(super) async fn anomalies(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/flows",
+    tag = "read",
+    description = "Finished flows, newest first (an attack's small flows past its first rows are summed into its alert).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = FlowPage),
+        ReadErrors,
+    )
+)]
 pub(super) async fn flows(
     State(st): State<Shared>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = query(q)?.validate(&[])?;
+    let f = q.validate(&[])?;
     if f.kind.is_some() || f.severity.is_some() {
         return Err(ApiError::BadRequest(
             "flows have no kind or severity filter".into(),
@@ -224,34 +307,75 @@ pub(super) async fn flows(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/top-talkers",
+    tag = "read",
+    description = "Sources by bytes sent (without since: the hour up to the newest flow).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = TopTalkers),
+        ReadErrors,
+    )
+)]
 pub(super) async fn top_talkers(
     State(st): State<Shared>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = query(q)?.validate(&[])?;
+    let f = q.validate(&[])?;
     Ok(Json(read(&st, move |c| Ok(q::top_talkers(c, &f)?)).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/suspicious-ips",
+    tag = "read",
+    description = "Sources of attack alerts, worst first.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = SuspiciousIps),
+        ReadErrors,
+    )
+)]
 pub(super) async fn suspicious_ips(
     State(st): State<Shared>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = query(q)?.validate(&[])?;
+    let f = q.validate(&[])?;
     Ok(Json(
         read(&st, move |c| Ok(q::suspicious_ips(c, &f)?)).await?,
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/stats",
+    tag = "read",
+    description = "Totals, protocols, alerts by kind, and time series for the charts.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = Stats),
+        ReadErrors,
+    )
+)]
 pub(super) async fn stats(
     State(st): State<Shared>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = query(q)?.validate(&[])?;
+    let f = q.validate(&[])?;
     Ok(Json(read(&st, move |c| Ok(q::stats(c, &f)?)).await?))
 }
 
 /// What the sensor is doing: capture state (what is attached, live), model, database, kernel
 /// counters.
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    tag = "read",
+    responses(
+        (status = 200, description = "Capture state, database, models, uptime; live: kernel counters and database writes", body = Object),
+    )
+)]
 pub(super) async fn status(State(st): State<Shared>) -> Result<Json<Value>, ApiError> {
     let uptime = st.started.elapsed().as_secs();
     let db = st.db.display().to_string();

@@ -229,7 +229,7 @@ impl PartialEq for EventSlot {
 }
 
 /// Why a flow record was emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     Active,

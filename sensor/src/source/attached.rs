@@ -34,7 +34,9 @@ use crate::{
 };
 
 /// How a live interface is watched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureMode {
     /// XDP in driver (native) mode, falling back to generic (skb) mode.
