@@ -4,11 +4,13 @@
 //! blocklist and rate limits are written through [`program`] by `mitigate`.
 
 pub mod attach;
+mod batch;
 pub mod poller;
 pub mod program;
 pub mod watch;
 
 pub use self::{
+    batch::DrainBuffers,
     poller::{PollStats, Poller},
-    program::{DrainBuffers, KernelConfig, KernelError, OBJECT, SensorProgram},
+    program::{KernelConfig, KernelError, OBJECT, SensorProgram},
 };
