@@ -53,11 +53,14 @@ pub struct SweepEvidence {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unanswered: Option<bool>,
     pub sample_hosts: Vec<IpAddr>,
-    /// `icmp_echo`, `arp`, `tcp/PORT`, `udp/PORT`.
+    /// `icmp_echo`, `arp`, `tcp/PORT`, `udp/PORT`, or `tcp/*`, `udp/*` across a few ports.
     pub probe: String,
     pub window_s: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slow: Option<bool>,
+    /// The ports a sweep across ports tried (`tcp/*`, `udp/*`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sample_ports: Vec<u16>,
 }
 
 /// What a flood or DDoS carried.
@@ -351,14 +354,21 @@ pub fn summary(a: &crate::detect::Alert) -> String {
             s.push_str(&format!(" within {} s", e.window_s));
             s
         }
-        (Evidence::Sweep(e), _) => format!(
-            "{}{} sweep of {} hosts {} within {} s",
-            slow(e.slow),
-            e.probe,
-            grouped(e.hosts as u64),
-            from(None),
-            e.window_s
-        ),
+        (Evidence::Sweep(e), _) => {
+            let probe = if e.sample_ports.is_empty() {
+                e.probe.clone()
+            } else {
+                let ports: Vec<String> = e.sample_ports.iter().map(u16::to_string).collect();
+                format!("{} ({})", e.probe, ports.join(", "))
+            };
+            format!(
+                "{}{probe} sweep of {} hosts {} within {} s",
+                slow(e.slow),
+                grouped(e.hosts as u64),
+                from(None),
+                e.window_s
+            )
+        }
         (Evidence::Flood(e), kind) => {
             let vector = match e.vector {
                 Vector::TcpSyn => "SYN",

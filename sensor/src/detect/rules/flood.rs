@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     detect::{
+        FastMap,
         alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity},
         evidence::{Evidence, FloodEvidence, ReflectedService, Sources, Vector},
     },
@@ -29,7 +30,47 @@ use crate::{
 pub(super) struct SynState {
     pub(super) syns: SecWindow,
     pub(super) done: SecWindow,
-    pub(super) sources: Distinct<IpAddr>,
+    /// Sources whose attempts are failing: source -> (first failing attempt, latest attempt).
+    /// A source leaves when one of its handshakes completes: a client beside the flood is no
+    /// flooder; a flooder never completes (its stack's RSTs to the victim's SYN-ACKs
+    /// included). It counts once its attempt went unanswered for the answer grace, as a
+    /// sweep's probes do, so clients in mid-handshake are never counted.
+    pub(super) failing: FastMap<IpAddr, (u64, u64)>,
+    /// The last judgment: (data second, settled failing sources, the one when only one).
+    judged: Option<(u64, usize, Option<IpAddr>)>,
+}
+
+impl SynState {
+    /// Failing sources settled at `now` (all of them at the end of the data), and the one
+    /// when only one is: counted at most once a data second (a flood sends thousands of
+    /// attempts a second; the set holds up to 4,096 sources).
+    fn judge(&mut self, now: u64, window_ns: u64, end: bool) -> (usize, Option<IpAddr>) {
+        let sec = now / NS;
+        if !end
+            && let Some((s, n, one)) = self.judged
+            && s == sec
+        {
+            return (n, one);
+        }
+        self.failing
+            .retain(|_, (_, last)| now.saturating_sub(*last) < window_ns);
+        let settled = |first: &u64| end || now.saturating_sub(*first) >= scan::ANSWER_GRACE_NS;
+        let mut n = 0;
+        let mut one = None;
+        for (src, (first, _)) in &self.failing {
+            if settled(first) {
+                n += 1;
+                one = Some(*src);
+            }
+        }
+        let one = if n == 1 { one } else { None };
+        self.judged = Some((sec, n, one));
+        (n, one)
+    }
+
+    fn sample(&self, n: usize) -> Vec<IpAddr> {
+        super::window::smallest(self.failing.keys().copied(), n)
+    }
 }
 
 pub(super) struct HostState {
@@ -53,8 +94,9 @@ pub(super) struct HostState {
     pub(super) reflectors: Distinct<IpAddr>,
     /// The service ports unsolicited replies came from, with packet counts.
     pub(super) reflected_ports: PortTally,
-    /// The long window, once unsolicited replies arrive (low-and-slow reflection).
-    pub(super) slow: Option<Box<SlowReflection>>,
+    /// The long window, once unsolicited replies arrive (low-and-slow reflection): UDP's,
+    /// then TCP's (SYN-ACKs).
+    pub(super) slow: [Option<Box<SlowReflection>>; 2],
 }
 
 /// The few most frequent ports of a stream (space-saving: a new port replaces the smallest).
@@ -82,12 +124,22 @@ impl PortTally {
     }
 }
 
-/// Unsolicited replies over the long window, in one-minute buckets.
+/// Unsolicited replies of one protocol over the long window, in one-minute buckets.
 pub(super) struct SlowReflection {
     packets: SecWindow,
-    /// UDP the host sent in the same minutes (a victim asked nothing).
-    tx_udp: SecWindow,
+    /// What the host sent in the same protocol and minutes that answers something (its RSTs
+    /// to SYN-ACKs it never asked for do not): a victim asked nothing.
+    tx: SecWindow,
     sources: Distinct<IpAddr>,
+}
+
+/// The slot of `proto_`'s slow reflection window.
+fn slow_slot(proto_: u8) -> Option<usize> {
+    match proto_ {
+        proto::UDP => Some(0),
+        proto::TCP => Some(1),
+        _ => None,
+    }
 }
 
 /// A service's name, for evidence only (detection never looks at it).
@@ -172,7 +224,7 @@ impl HostState {
             unsolicited_syn_ack: SecWindow::new(dw),
             reflectors: Distinct::default(),
             reflected_ports: PortTally::default(),
-            slow: None,
+            slow: [None, None],
         }
     }
 }
@@ -190,50 +242,86 @@ impl Rules {
                 let st = self.syn.entry(key).or_insert_with(|| SynState {
                     syns: SecWindow::new(w),
                     done: SecWindow::new(w),
-                    sources: Distinct::default(),
+                    failing: FastMap::default(),
+                    judged: None,
                 });
                 // Attempts, not packets: a retransmitted SYN is the same attempt.
                 st.syns.add(sec, u64::from(ev.new_flow && ev.syn > 0));
                 st.done.add(sec, u64::from(ev.completed));
-                if ev.syn > 0 {
-                    st.sources.add(ev.src, now, 4096);
+                if ev.completed {
+                    st.failing.remove(&ev.src);
+                } else if st.failing.len() < 4096 || st.failing.contains_key(&ev.src) {
+                    st.failing
+                        .entry(ev.src)
+                        .and_modify(|(_, last)| *last = now)
+                        .or_insert((now, now));
                 }
-                let attempts = st.syns.sum_at(sec);
-                let done = st.done.sum_at(sec);
-                let half_open = attempts.saturating_sub(done);
-                // A busy server also has many half-open attempts at once (a full backlog makes
-                // clients retransmit), but most of them complete; a flood's almost never do.
-                let failing =
-                    (done as f64) < self.cfg.syn_flood_max_completion_ratio * attempts as f64;
-                if half_open >= self.cfg.syn_flood_syns && failing {
-                    let sources = st.sources.count(now, w * NS, 2);
-                    let many = sources >= self.cfg.ddos_sources;
-                    book.fire(Firing {
-                        kind: if many {
-                            AlertKind::Ddos
-                        } else {
-                            AlertKind::SynFlood
-                        },
-                        detector: DetectorKind::Rule,
-                        src_ip: (sources == 1).then_some(ev.src),
-                        dst_ip: Some(ev.dst),
-                        ts_ns: now,
-                        severity: Severity::from_ratio(
-                            half_open as f64 / self.cfg.syn_flood_syns as f64,
-                        ),
-                        rate: st.syns.rate(),
-                        score: None,
-                        evidence: Evidence::Flood(FloodEvidence {
-                            dst_port: Some(ev.dst_port),
-                            attempts: Some(st.syns.sum),
-                            completed: Some(st.done.sum),
-                            sample_sources: st.sources.sample(10),
-                            rate_pps: Some(st.syns.rate().round()),
-                            window_s: Some(w),
-                            ..FloodEvidence::new(Vector::TcpSyn, Sources::Counted(sources))
-                        }),
-                    });
-                }
+                Self::judge_syn_flood(&self.cfg, key, st, now, sec, false, book);
+            }
+        }
+    }
+
+    /// Fires the SYN flood of `key` when its attempts pass the threshold and mostly fail,
+    /// once a failing source has settled (`end`: the data is over, every attempt has).
+    fn judge_syn_flood(
+        cfg: &RuleConfig,
+        key: (IpAddr, u16),
+        st: &mut SynState,
+        now: u64,
+        sec: u64,
+        end: bool,
+        book: &mut AlertBook,
+    ) {
+        let w = cfg.syn_flood_window_s;
+        let attempts = st.syns.sum_at(sec);
+        let done = st.done.sum_at(sec);
+        let half_open = attempts.saturating_sub(done);
+        // A busy server also has many half-open attempts at once (a full backlog makes
+        // clients retransmit), but most of them complete; a flood's almost never do.
+        let failing = (done as f64) < cfg.syn_flood_max_completion_ratio * attempts as f64;
+        if half_open < cfg.syn_flood_syns || !failing {
+            return;
+        }
+        let (sources, single) = st.judge(now, w * NS, end);
+        if sources == 0 {
+            // Nobody's attempt has gone unanswered long enough yet: judged next second.
+            return;
+        }
+        let many = sources >= cfg.ddos_sources;
+        book.fire(Firing {
+            kind: if many {
+                AlertKind::Ddos
+            } else {
+                AlertKind::SynFlood
+            },
+            detector: DetectorKind::Rule,
+            src_ip: single,
+            dst_ip: Some(key.0),
+            ts_ns: now,
+            severity: Severity::from_ratio(half_open as f64 / cfg.syn_flood_syns as f64),
+            rate: st.syns.rate(),
+            score: None,
+            evidence: Evidence::Flood(FloodEvidence {
+                dst_port: Some(key.1),
+                attempts: Some(st.syns.sum),
+                completed: Some(st.done.sum),
+                sample_sources: st.sample(10),
+                rate_pps: Some(st.syns.rate().round()),
+                window_s: Some(w),
+                ..FloodEvidence::new(Vector::TcpSyn, Sources::Counted(sources))
+            }),
+        });
+    }
+
+    /// SYN floods held back for their sources to settle, judged each second and at the end.
+    pub(super) fn syn_floods_tick(&mut self, now: u64, end: bool, book: &mut AlertBook) {
+        let sec = now / NS;
+        for (key, st) in &mut self.syn {
+            if st
+                .judged
+                .is_some_and(|(s, n, _)| n == 0 && (end || s < sec))
+            {
+                Self::judge_syn_flood(&self.cfg, *key, st, now, sec, end, book);
             }
         }
     }
@@ -276,7 +364,7 @@ impl Rules {
                         h.reflected_ports.add(port, n);
                     }
                     h.reflectors.add(pkt_src, now, 4096);
-                    if ev.proto == proto::UDP {
+                    if slow_slot(ev.proto).is_some() {
                         Self::slow_reflection(&self.cfg, host, pkt_src, h, ev, now, book);
                     }
                 }
@@ -287,10 +375,10 @@ impl Rules {
                     _ => 0,
                 };
                 h.tx_answers.add(sec, n - errors);
-                if ev.proto == proto::UDP
-                    && let Some(slow) = &mut h.slow
+                if let Some(i) = slow_slot(ev.proto)
+                    && let Some(slow) = &mut h.slow[i]
                 {
-                    slow.tx_udp.add(sec / 60, n);
+                    slow.tx.add(sec / 60, n - errors);
                 }
             }
             Self::spike(
@@ -418,8 +506,9 @@ impl Rules {
         }
     }
 
-    /// Low-and-slow reflection: unsolicited replies from many sources over the long window,
-    /// at rates far below the flood thresholds, to a host that sent (almost) no UDP back.
+    /// Low-and-slow reflection: unsolicited replies (UDP from a service port, or SYN-ACKs)
+    /// from many sources over the long window, at rates far below the flood thresholds, to a
+    /// host that sent (almost) nothing back in that protocol that answers them.
     #[allow(
         clippy::too_many_arguments,
         reason = "the caller's parts, borrowed apart"
@@ -433,11 +522,14 @@ impl Rules {
         now: u64,
         book: &mut AlertBook,
     ) {
+        let Some(slot) = slow_slot(ev.proto) else {
+            return;
+        };
         let buckets = cfg.slow_window_s.div_ceil(60).max(1);
-        let slow = h.slow.get_or_insert_with(|| {
+        let slow = h.slow[slot].get_or_insert_with(|| {
             Box::new(SlowReflection {
                 packets: SecWindow::new(buckets),
-                tx_udp: SecWindow::new(buckets),
+                tx: SecWindow::new(buckets),
                 sources: Distinct::default(),
             })
         });
@@ -451,18 +543,23 @@ impl Rules {
         let sources = slow
             .sources
             .count(now, cfg.slow_window_s * NS, cfg.slow_reflection_sources);
-        let replies = slow.tx_udp.sum_at(minute);
+        let replies = slow.tx.sum_at(minute);
         if sources < cfg.slow_reflection_sources
             || (replies as f64) >= cfg.flood_max_reply_ratio * packets as f64
         {
             return;
         }
+        let vector = if slot == 0 {
+            Vector::UdpReflection
+        } else {
+            Vector::TcpSynAckReflection
+        };
         let mut evidence = FloodEvidence {
             packets: Some(packets),
             replies: Some(replies),
             window_s: Some(cfg.slow_window_s),
             slow: Some(true),
-            ..FloodEvidence::new(Vector::UdpReflection, Sources::Counted(sources))
+            ..FloodEvidence::new(vector, Sources::Counted(sources))
         };
         reflection_evidence(
             &mut evidence,
@@ -470,7 +567,7 @@ impl Rules {
             packets,
             &h.reflected_ports,
             sources,
-            Vector::UdpReflection,
+            vector,
         );
         book.fire(Firing {
             kind: AlertKind::Ddos,

@@ -192,6 +192,7 @@ impl Rules {
             self.judge_scan(key, now, true, book);
         }
         self.slow_judge(now, true, book);
+        self.syn_floods_tick(now, true, book);
         let cfg = self.cfg.clone();
         for (host, h) in &mut self.hosts {
             if h.spike.started {

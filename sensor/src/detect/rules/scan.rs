@@ -22,6 +22,9 @@ pub(super) enum Probe {
     Arp,
     Tcp(u16),
     Udp(u16),
+    /// TCP probes to whatever port (the long window's sweep across a few ports, see `slow`).
+    TcpAny,
+    UdpAny,
 }
 
 impl Probe {
@@ -31,6 +34,8 @@ impl Probe {
             Self::Arp => "arp".into(),
             Self::Tcp(p) => format!("tcp/{p}"),
             Self::Udp(p) => format!("udp/{p}"),
+            Self::TcpAny => "tcp/*".into(),
+            Self::UdpAny => "udp/*".into(),
         }
     }
 }
@@ -222,6 +227,13 @@ impl Rules {
             && let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Udp(ev.dst_port)))
         {
             s.answer(ev.dst);
+        } else if matches!(ev.proto, proto::ICMP | proto::ICMPV6)
+            && !ev.from_src
+            && let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::IcmpEcho))
+        {
+            // An echo reply (it joins its request's flow). A monitor pinging the same answered
+            // hosts every few seconds is revisiting them, not discovering them.
+            s.answer(ev.dst);
         }
         self.slow_answer(ev);
     }
@@ -235,8 +247,9 @@ impl Rules {
             .is_some_and(|p| p == ev.src_port)
     }
 
-    /// Judges one source's sweep. ICMP echo requests count at once; ARP, TCP and UDP probes
-    /// count once they went unanswered for `ANSWER_GRACE_NS` (or at the end of the data).
+    /// Judges one source's sweep: probes count once they went unanswered for
+    /// `ANSWER_GRACE_NS` (or at the end of the data). A sweep discovers, and most of the
+    /// addresses it tries hold nobody; hosts that answer are known to the source.
     pub(super) fn eval_sweep(
         &mut self,
         key: (IpAddr, Probe),
@@ -249,7 +262,6 @@ impl Rules {
         let Some(sweep) = self.sweeps.get_mut(&key) else {
             return;
         };
-        let immediate = key.1 == Probe::IcmpEcho;
         if sweep.hosts.len() < self.cfg.host_sweep_hosts {
             return;
         }
@@ -264,7 +276,7 @@ impl Rules {
             .hosts
             .retain(|_, (t, _)| now.saturating_sub(*t) < window);
         let counted = |(t, answered): &(u64, bool)| {
-            immediate || (!answered && (end || now.saturating_sub(*t) >= ANSWER_GRACE_NS))
+            !answered && (end || now.saturating_sub(*t) >= ANSWER_GRACE_NS)
         };
         // The alert is as recent as the newest probe it counts, not the clock of this check.
         let (n, newest) = sweep
@@ -307,6 +319,7 @@ impl Rules {
                 probe: key.1.label(),
                 window_s: self.cfg.host_sweep_window_s,
                 slow: None,
+                sample_ports: Vec::new(),
             }),
         });
     }
@@ -334,6 +347,7 @@ impl Rules {
             self.eval_sweep(key, now, false, true, book);
         }
         self.scans_pending_fire(now, book);
+        self.syn_floods_tick(now, false, book);
         self.slow_tick(now, book);
         self.close_spike_seconds(now);
         self.release_spikes(now, false, book);

@@ -98,7 +98,16 @@ pub(super) struct Slow {
     scans: FastMap<(IpAddr, IpAddr), Unanswered<u16>>,
     /// (source, probe kind) -> unanswered hosts.
     sweeps: FastMap<(IpAddr, Probe), Unanswered<IpAddr>>,
+    /// Ports of the `TcpAny`/`UdpAny` sweeps (at most `SPREAD_PORTS_MAX` + 1 kept).
+    spread_ports: FastMap<(IpAddr, Probe), FastMap<u16, ()>>,
 }
+
+/// A sweep across ports looks for a few services on many hosts (a worm trying telnet, its
+/// alternate port and a web port on random addresses): on average at least this many hosts
+/// per port. A peer-to-peer client that fails to reach its peers tries each at its own port.
+const SPREAD_HOSTS_PER_PORT: usize = 8;
+/// Ports a spread sweep keeps track of; past them it is no longer "a few".
+const SPREAD_PORTS_MAX: usize = 32;
 
 impl Rules {
     fn slow_key_cap(&self) -> usize {
@@ -135,6 +144,27 @@ impl Rules {
             .entry(key)
             .or_insert_with(Unanswered::new)
             .probe(ev.dst, now, per_key);
+        // The same probe counted across ports: a source reaching many hosts unanswered is
+        // sweeping, whatever ports it spreads them over.
+        let any = match probe {
+            Probe::Tcp(_) => Probe::TcpAny,
+            Probe::Udp(_) => Probe::UdpAny,
+            _ => return,
+        };
+        let key = (ev.src, any);
+        if !self.slow.sweeps.contains_key(&key) && self.slow.sweeps.len() >= cap {
+            self.untracked += 1;
+            return;
+        }
+        self.slow
+            .sweeps
+            .entry(key)
+            .or_insert_with(Unanswered::new)
+            .probe(ev.dst, now, per_key);
+        let ports = self.slow.spread_ports.entry(key).or_default();
+        if ports.len() <= SPREAD_PORTS_MAX {
+            ports.insert(ev.dst_port, ());
+        }
     }
 
     /// Answers take probes out: a completed handshake, any reply of the probed host.
@@ -166,6 +196,14 @@ impl Rules {
             }
         };
         if let Some(u) = self.slow.sweeps.get_mut(&(ev.src, probe)) {
+            u.answer(&ev.dst);
+        }
+        let any = match probe {
+            Probe::Tcp(_) => Probe::TcpAny,
+            Probe::Udp(_) => Probe::UdpAny,
+            _ => return,
+        };
+        if let Some(u) = self.slow.sweeps.get_mut(&(ev.src, any)) {
             u.answer(&ev.dst);
         }
     }
@@ -231,6 +269,16 @@ impl Rules {
             if n < hosts_min || probes <= u.fired_at || probes < u.absorbed + hosts_min {
                 continue;
             }
+            let mut sample_ports = Vec::new();
+            if matches!(probe, Probe::TcpAny | Probe::UdpAny) {
+                let ports = self.slow.spread_ports.get(&(*src, *probe));
+                let distinct = ports.map_or(0, FastMap::len);
+                if distinct > SPREAD_PORTS_MAX || distinct * SPREAD_HOSTS_PER_PORT > n {
+                    continue;
+                }
+                sample_ports =
+                    ports.map_or_else(Vec::new, |p| super::window::smallest(p.keys().copied(), 10));
+            }
             u.fired_at = probes;
             book.fire(Firing {
                 kind: AlertKind::HostSweep,
@@ -249,6 +297,7 @@ impl Rules {
                     probe: probe.label(),
                     window_s: window,
                     slow: Some(true),
+                    sample_ports,
                 }),
             });
         }
@@ -264,6 +313,8 @@ impl Rules {
             u.prune(now, w);
             !u.items.is_empty()
         });
+        let sweeps = &self.slow.sweeps;
+        self.slow.spread_ports.retain(|k, _| sweeps.contains_key(k));
     }
 }
 

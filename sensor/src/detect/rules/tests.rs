@@ -183,6 +183,39 @@ fn syn_flood_needs_attempts_that_fail() {
     assert!(kinds(&run(&busy)).is_empty());
 }
 
+/// One flooder at an open port (the victim answers SYN-ACK, the flooder's stack answers RST)
+/// while 40 clients keep completing handshakes: a SYN flood by that source, not a DDoS.
+#[test]
+fn clients_beside_a_single_flooder_are_not_its_sources() {
+    let mut events: Vec<_> = (0..600u64)
+        .map(|i| FlowEvent {
+            src_port: 1024 + i as u16,
+            ..ev(i * 5, A, B, 80, proto::TCP)
+        })
+        .collect();
+    for c in 0..40u64 {
+        let client = ip(10, 9, 0, c as u8 + 1);
+        events.push(ev(c * 70, client, B, 80, proto::TCP));
+        events.push(FlowEvent {
+            new_flow: false,
+            syn: 0,
+            completed: true,
+            ..ev(c * 70 + 1, client, B, 80, proto::TCP)
+        });
+        // The flooder's RSTs to the victim's SYN-ACKs: no completion.
+        events.push(FlowEvent {
+            new_flow: false,
+            syn: 0,
+            rst: 1,
+            ..ev(c * 70 + 2, A, B, 80, proto::TCP)
+        });
+    }
+    events.sort_by_key(|e| e.ts_ns);
+    let a = run(&events);
+    assert_eq!(kinds(&a), vec![AlertKind::SynFlood], "{a:?}");
+    assert_eq!((a[0].src_ip, a[0].dst_ip), (Some(A), Some(B)));
+}
+
 #[test]
 fn floods_need_rate_and_silence_and_spikes_need_a_baseline() {
     let udp: Vec<_> = (0..3000)
@@ -846,4 +879,166 @@ fn a_scanned_hosts_answers_are_part_of_the_scan_for_the_model() {
     // Closed: the answers of its target that finish later are still the scan's.
     assert!(book.closed_attack_claims(B, A, NS));
     assert!(!book.closed_attack_claims(c, A, NS));
+}
+
+/// A worm probing random addresses on a few ports, one SYN every 3 s for 7 minutes, none
+/// answered: 140 hosts, 28 on any one port. A sweep, whatever ports it spreads them over; a
+/// peer-to-peer client failing to reach 140 peers, each at its own port, is not.
+#[test]
+fn a_sweep_spread_over_a_few_ports_is_a_sweep_and_peers_at_their_own_ports_are_not() {
+    let ports = [23, 2323, 8080, 80, 81];
+    let worm: Vec<_> = (0..140u64)
+        .map(|h| {
+            ev(
+                h * 3000,
+                A,
+                ip(
+                    100,
+                    64 + (h % 7) as u8,
+                    (h * 37 % 251) as u8,
+                    (h * 11 % 250) as u8 + 1,
+                ),
+                ports[(h * 7 % 5) as usize],
+                proto::TCP,
+            )
+        })
+        .collect();
+    let alerts = run(&worm);
+    assert_eq!(kinds(&alerts), vec![AlertKind::HostSweep], "{alerts:?}");
+    let e = alerts[0].evidence.json();
+    assert_eq!(
+        (e["probe"].as_str(), e["slow"].as_bool()),
+        (Some("tcp/*"), Some(true))
+    );
+    assert_eq!(
+        e["sample_ports"],
+        serde_json::json!([23, 80, 81, 2323, 8080])
+    );
+    assert!(e["hosts"].as_u64() >= Some(100), "{e}");
+    let p2p: Vec<_> = (0..140u64)
+        .map(|h| FlowEvent {
+            dst_port: 20_000 + h as u16 * 3,
+            key_dst_port: 20_000 + h as u16 * 3,
+            ..ev(h * 3000, A, ip(100, 70, 0, h as u8 + 1), 0, proto::TCP)
+        })
+        .collect();
+    assert!(kinds(&run(&p2p)).is_empty(), "{:?}", run(&p2p));
+}
+
+/// A monitoring server pinging the same 200 hosts every 2 s, every echo answered, and
+/// connecting to their ssh: it revisits hosts it knows, it discovers nothing.
+#[test]
+fn a_monitor_revisiting_answered_hosts_is_no_sweep() {
+    let mut events = Vec::new();
+    for round in 0..30u64 {
+        for h in 0..200u64 {
+            let t = round * 2000 + h * 5;
+            let host = ip(10, 3, (h / 250) as u8, (h % 250) as u8 + 1);
+            let echo = FlowEvent {
+                key_dst_port: 8 << 8,
+                dst_port: 0,
+                src_port: 0,
+                new_flow: round == 0,
+                syn: 0,
+                ..ev(t, A, host, 0, proto::ICMP)
+            };
+            events.push(echo);
+            events.push(FlowEvent {
+                from_src: false,
+                new_flow: false,
+                ..echo
+            });
+            if round % 10 == 0 {
+                events.push(FlowEvent {
+                    src_port: 50_000 + round as u16,
+                    ..ev(t + 1, A, host, 22, proto::TCP)
+                });
+                events.push(FlowEvent {
+                    src_port: 50_000 + round as u16,
+                    new_flow: false,
+                    syn: 0,
+                    completed: true,
+                    ..ev(t + 2, A, host, 22, proto::TCP)
+                });
+            }
+        }
+    }
+    events.sort_by_key(|e| e.ts_ns);
+    assert!(kinds(&run(&events)).is_empty(), "{:?}", run(&events));
+    // The same echo requests to 200 addresses that hold nobody: a ping sweep.
+    let sweep: Vec<_> = (0..200u64)
+        .map(|h| FlowEvent {
+            key_dst_port: 8 << 8,
+            dst_port: 0,
+            src_port: 0,
+            syn: 0,
+            ..ev(h * 5, A, ip(10, 4, 0, h as u8 + 1), 0, proto::ICMP)
+        })
+        .collect();
+    assert_eq!(kinds(&run(&sweep)), vec![AlertKind::HostSweep]);
+}
+
+/// Low-rate TCP reflection: SYN-ACKs nobody asked for from 60 reflectors into one host, about
+/// one a second for 14 minutes (the host RSTs them): surfaces at low severity, as UDP's does.
+/// The same SYN-ACKs answering the host's own SYNs are its connections.
+#[test]
+fn low_rate_syn_ack_reflection_surfaces_at_low_severity() {
+    let mut events = Vec::new();
+    for i in 0..840u64 {
+        let refl = ip(198, 51, 100, (i % 60) as u8 + 1);
+        let port = 1024 + (i * 7919 % 60_000) as u16;
+        events.push(FlowEvent {
+            from_src: false,
+            syn: 0,
+            syn_ack: 1,
+            src_port: port,
+            ..ev(i * 1000, B, refl, 443, proto::TCP)
+        });
+        events.push(FlowEvent {
+            new_flow: false,
+            syn: 0,
+            rst: 1,
+            src_port: port,
+            ..ev(i * 1000 + 1, B, refl, 443, proto::TCP)
+        });
+    }
+    let alerts = run(&events);
+    assert!(!any_scan(&alerts), "{alerts:?}");
+    let d = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::Ddos && a.dst_ip == Some(B))
+        .unwrap_or_else(|| panic!("low-rate SYN-ACK reflection missed: {alerts:?}"));
+    assert_eq!(d.severity, Severity::Low);
+    let e = d.evidence.json();
+    assert_eq!(
+        (e["vector"].as_str(), e["slow"].as_bool()),
+        (Some("tcp_syn_ack_reflection"), Some(true)),
+        "{e}"
+    );
+    // B's own connections: its SYN first, then the SYN-ACK, then its ACK.
+    let mut asked = Vec::new();
+    for i in 0..840u64 {
+        let server = ip(198, 51, 100, (i % 60) as u8 + 1);
+        let port = 1024 + (i * 7919 % 60_000) as u16;
+        asked.push(FlowEvent {
+            src_port: port,
+            ..ev(i * 1000, B, server, 443, proto::TCP)
+        });
+        asked.push(FlowEvent {
+            from_src: false,
+            new_flow: false,
+            syn: 0,
+            syn_ack: 1,
+            src_port: port,
+            ..ev(i * 1000 + 1, B, server, 443, proto::TCP)
+        });
+        asked.push(FlowEvent {
+            new_flow: false,
+            syn: 0,
+            completed: true,
+            src_port: port,
+            ..ev(i * 1000 + 2, B, server, 443, proto::TCP)
+        });
+    }
+    assert!(kinds(&run(&asked)).is_empty(), "{:?}", run(&asked));
 }
