@@ -32,10 +32,12 @@ pub enum AlertKind {
     TrafficSpike,
     Ddos,
     MlAnomaly,
+    /// Password guessing (many short, failing sessions to a login service).
+    BruteForce,
 }
 
 impl AlertKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::PortScan,
         Self::HostSweep,
         Self::SynFlood,
@@ -44,6 +46,7 @@ impl AlertKind {
         Self::TrafficSpike,
         Self::Ddos,
         Self::MlAnomaly,
+        Self::BruteForce,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +59,7 @@ impl AlertKind {
             Self::TrafficSpike => "traffic_spike",
             Self::Ddos => "ddos",
             Self::MlAnomaly => "ml_anomaly",
+            Self::BruteForce => "brute_force",
         }
     }
 }

@@ -63,8 +63,9 @@ impl Alert {
 
 /// The kinds that are attack verdicts about endpoints: what a model anomaly attaches to, and
 /// what makes a traffic spike already explained.
-pub const ATTACK_KINDS: [AlertKind; 6] = [
+pub const ATTACK_KINDS: [AlertKind; 7] = [
     AlertKind::PortScan,
+    AlertKind::BruteForce,
     AlertKind::HostSweep,
     AlertKind::SynFlood,
     AlertKind::UdpFlood,

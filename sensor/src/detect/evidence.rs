@@ -15,6 +15,7 @@ pub enum Evidence {
     Sweep(SweepEvidence),
     Flood(FloodEvidence),
     Spike(SpikeEvidence),
+    BruteForce(BruteForceEvidence),
     Model(ModelEvidence),
     Online(OnlineEvidence),
     /// Model alerts past the per-minute budget, counted into one.
@@ -42,6 +43,26 @@ pub struct ScanEvidence {
     pub window_s: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slow: Option<bool>,
+}
+
+/// Short sessions to a login service that failed the same way.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BruteForceEvidence {
+    /// Sessions counted within the window.
+    pub attempts: u64,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<&'static str>,
+    /// Distinct sources of those sessions.
+    pub sources: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sample_sources: Vec<IpAddr>,
+    /// Medians of the newest sessions: what the client sent, what the server answered, how
+    /// long each lasted.
+    pub median_client_bytes: u64,
+    pub median_server_bytes: u64,
+    pub median_duration_ms: u64,
+    pub window_s: u64,
 }
 
 /// Distinct hosts probed one way by one source.
@@ -287,6 +308,7 @@ impl Evidence {
             Self::Scan(s) => Some(s.window_s),
             Self::Sweep(s) => Some(s.window_s),
             Self::Flood(f) => f.window_s,
+            Self::BruteForce(b) => Some(b.window_s),
             _ => None,
         }
     }
@@ -424,6 +446,21 @@ pub fn summary(a: &crate::detect::Alert) -> String {
                 "{host} {dir} {} packets/s against a baseline of {}",
                 grouped(e.pps),
                 grouped(e.baseline_pps.round() as u64)
+            )
+        }
+        (Evidence::BruteForce(e), _) => {
+            let service = e.service.map_or_else(
+                || format!("tcp/{}", e.port),
+                |n| format!("{n} (tcp/{})", e.port),
+            );
+            format!(
+                "Password guessing on {service} of {} {}: {} short sessions within {} s, the \
+                 server answering ~{} bytes each",
+                who(dst),
+                from(Some(&Sources::Counted(e.sources))),
+                grouped(e.attempts),
+                e.window_s,
+                grouped(e.median_server_bytes)
             )
         }
         (Evidence::Budget(_), _) => "Model alerts past the per-minute budget, counted here".into(),

@@ -387,6 +387,7 @@ impl Detector {
 
     /// A finished flow: feature row for training, or a score against the model.
     pub fn on_flow(&mut self, f: &Flow) -> Option<FlowScore> {
+        self.rules.on_finished(f, &mut self.book);
         let chatter = link_chatter(f.family, f.proto, f.dst_port);
         let online = self
             .online

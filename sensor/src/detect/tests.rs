@@ -382,3 +382,223 @@ fn online_model_files_round_trip_and_bad_files_are_named() {
     ));
     let _ignored = std::fs::remove_dir_all(&dir);
 }
+
+#[allow(clippy::too_many_arguments, reason = "a session's parts, named at each call")]
+/// One TCP session: handshake, `up` bytes from the client in 500-byte packets, `down` from the
+/// server, FIN both ways, spread over `secs` seconds from `t0`.
+fn session(
+    c: Ipv4Addr,
+    s: Ipv4Addr,
+    sport: u16,
+    port: u16,
+    t0: u64,
+    up: u32,
+    down: u32,
+    secs: u64,
+) -> Vec<(Parsed, u32, u64)> {
+    let k = key(c, s, sport, port);
+    let r = reverse(k);
+    let mut p = vec![
+        (pkt(k, tcp::SYN), 74),
+        (pkt(r, tcp::SYN | tcp::ACK), 74),
+        (pkt(k, tcp::ACK), 66),
+    ];
+    let (mut u, mut d) = (up, down);
+    while u > 0 || d > 0 {
+        if u > 0 {
+            p.push((pkt(k, tcp::PSH | tcp::ACK), u.min(500) + 66));
+            u = u.saturating_sub(500);
+        }
+        if d > 0 {
+            p.push((pkt(r, tcp::PSH | tcp::ACK), d.min(500) + 66));
+            d = d.saturating_sub(500);
+        }
+    }
+    p.push((pkt(r, tcp::FIN | tcp::ACK), 66));
+    p.push((pkt(k, tcp::FIN | tcp::ACK), 66));
+    let step = secs * S / p.len() as u64;
+    p.into_iter()
+        .enumerate()
+        .map(|(i, (q, len))| (q, len, t0 + i as u64 * step))
+        .collect()
+}
+
+fn rule_alerts(packets: Vec<(Parsed, u32, u64)>) -> Vec<Alert> {
+    let mut packets = packets;
+    packets.sort_by_key(|p| p.2);
+    let mut d = Detector::new(RuleConfig::default());
+    drive(&mut d, &packets);
+    d.book.flush();
+    d.book.take_closed()
+}
+
+/// hydra against an ssh server: 60 sessions in 5 minutes, each about the same size and two
+/// seconds long. Password guessing by that source; and the slow variant, one a minute.
+#[test]
+fn short_failing_sessions_to_a_login_service_are_password_guessing() {
+    let (a, srv) = (Ipv4Addr::new(10, 9, 0, 7), Ipv4Addr::new(10, 1, 0, 22));
+    let fast: Vec<_> = (0..60u32)
+        .flat_map(|i| {
+            session(
+                a,
+                srv,
+                40_000 + i as u16,
+                22,
+                u64::from(i) * 5 * S,
+                1500 + i % 40,
+                2100 + i % 30,
+                2,
+            )
+        })
+        .collect();
+    let alerts = rule_alerts(fast);
+    let b: Vec<_> = alerts
+        .iter()
+        .filter(|x| x.kind == AlertKind::BruteForce)
+        .collect();
+    assert_eq!(b.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (b[0].src_ip, b[0].dst_ip),
+        (Some(IpAddr::V4(a)), Some(IpAddr::V4(srv)))
+    );
+    let e = b[0].evidence.json();
+    assert_eq!(
+        (e["port"].as_u64(), e["service"].as_str()),
+        (Some(22), Some("ssh")),
+        "{e}"
+    );
+    assert!(e["attempts"].as_u64() >= Some(20), "{e}");
+    assert!(
+        crate::detect::evidence::summary(b[0])
+            .starts_with("Password guessing on ssh (tcp/22) of 10.1.0.22 from 10.9.0.7"),
+        "{}",
+        crate::detect::evidence::summary(b[0])
+    );
+    let slow: Vec<_> = (0..25u32)
+        .flat_map(|i| {
+            session(
+                a,
+                srv,
+                41_000 + i as u16,
+                22,
+                u64::from(i) * 60 * S,
+                1500,
+                2100,
+                2,
+            )
+        })
+        .collect();
+    assert!(
+        rule_alerts(slow)
+            .iter()
+            .any(|x| x.kind == AlertKind::BruteForce),
+        "one a minute for 25 minutes"
+    );
+}
+
+/// Guessing spread over 15 sources, five tries each (none reported alone): `*` at the service.
+#[test]
+fn guessing_from_many_sources_at_one_service_is_one_alert_without_a_source() {
+    let srv = Ipv4Addr::new(10, 1, 0, 21);
+    let mut p = Vec::new();
+    for s in 0..15u32 {
+        for i in 0..5u32 {
+            let c = Ipv4Addr::new(198, 51, 100, s as u8 + 1);
+            p.extend(session(
+                c,
+                srv,
+                30_000 + (s * 5 + i) as u16,
+                21,
+                u64::from(s * 5 + i) * 3 * S,
+                300,
+                450,
+                1,
+            ));
+        }
+    }
+    let alerts = rule_alerts(p);
+    let b: Vec<_> = alerts
+        .iter()
+        .filter(|x| x.kind == AlertKind::BruteForce)
+        .collect();
+    assert_eq!(b.len(), 1, "{alerts:?}");
+    assert_eq!((b[0].src_ip, b[0].dst_ip), (None, Some(IpAddr::V4(srv))));
+    assert_eq!(b[0].evidence.json()["sources"], 15);
+}
+
+/// What password guessing is not: an admin opening a session on each of 40 servers, a user
+/// reconnecting a dozen times in 10 minutes, 25 file transfers, sessions whose answers
+/// differ every time.
+#[test]
+fn admins_users_transfers_and_varied_sessions_are_not_password_guessing() {
+    let a = Ipv4Addr::new(10, 9, 0, 8);
+    let fan_out: Vec<_> = (0..40u32)
+        .flat_map(|i| {
+            session(
+                a,
+                Ipv4Addr::new(10, 2, 0, i as u8 + 1),
+                42_000 + i as u16,
+                22,
+                u64::from(i) * S,
+                1500,
+                2100,
+                2,
+            )
+        })
+        .collect();
+    let srv = Ipv4Addr::new(10, 1, 0, 22);
+    let reconnects: Vec<_> = (0..12u32)
+        .flat_map(|i| {
+            session(
+                a,
+                srv,
+                43_000 + i as u16,
+                22,
+                u64::from(i) * 50 * S,
+                1500,
+                2100,
+                2,
+            )
+        })
+        .collect();
+    let transfers: Vec<_> = (0..25u32)
+        .flat_map(|i| {
+            session(
+                a,
+                srv,
+                44_000 + i as u16,
+                22,
+                u64::from(i) * 20 * S,
+                1500,
+                200_000,
+                10,
+            )
+        })
+        .collect();
+    let varied: Vec<_> = (0..40u32)
+        .flat_map(|i| {
+            session(
+                a,
+                srv,
+                45_000 + i as u16,
+                22,
+                u64::from(i) * 10 * S,
+                1500,
+                500 + (i * 7919) % 20_000,
+                2,
+            )
+        })
+        .collect();
+    for (what, p) in [
+        ("fan-out", fan_out),
+        ("reconnects", reconnects),
+        ("transfers", transfers),
+        ("varied", varied),
+    ] {
+        let alerts = rule_alerts(p);
+        assert!(
+            !alerts.iter().any(|x| x.kind == AlertKind::BruteForce),
+            "{what}: {alerts:?}"
+        );
+    }
+}

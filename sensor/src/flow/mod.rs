@@ -179,6 +179,11 @@ pub enum EndReason {
 }
 
 impl Flow {
+    /// Whether its TCP handshake completed.
+    pub fn completed(&self) -> bool {
+        self.handshake_done
+    }
+
     pub fn packets(&self) -> u64 {
         self.fwd.packets + self.rev.packets
     }

@@ -6,6 +6,7 @@
 //! nothing back; a DDoS is such a rate from many sources; a spike is a rate above the host's own
 //! recent baseline.
 
+mod brute;
 mod flood;
 mod scan;
 mod slow;
@@ -73,6 +74,16 @@ pub struct RuleConfig {
     /// ...and this many times its recent baseline (an exponential average of its past seconds).
     pub spike_factor: f64,
     pub spike_baseline_alpha: f64,
+    /// Password guessing: short sessions to a login service from one source (failing the
+    /// same way) within the window... (docs/DETECTION.md, "Password guessing")
+    pub brute_force_attempts: u64,
+    pub brute_force_window_s: u64,
+    /// ...a session under this many seconds (one that logged in goes on)...
+    pub brute_force_max_session_s: u64,
+    /// ...or three times as many from at least this many sources at one service...
+    pub brute_force_sources: usize,
+    /// ...to these ports: services whose sessions start with a login.
+    pub brute_force_ports: Vec<u16>,
     /// An alert closes after this many seconds without firing.
     pub quiet_close_s: u64,
     /// Most keys each tracker holds; beyond it new keys are not tracked (counted).
@@ -104,6 +115,14 @@ impl Default for RuleConfig {
             spike_pps: 1000,
             spike_factor: 3.0,
             spike_baseline_alpha: 0.3,
+            brute_force_attempts: 20,
+            brute_force_window_s: 1800,
+            brute_force_max_session_s: 30,
+            brute_force_sources: 10,
+            brute_force_ports: vec![
+                21, 22, 23, 110, 143, 389, 445, 465, 587, 993, 995, 1433, 1521, 3306, 3389, 5432,
+                5900, 5985, 5986,
+            ],
             quiet_close_s: 30,
             max_tracked: 200_000,
         }
@@ -125,6 +144,7 @@ pub struct Rules {
     syn: FastMap<(IpAddr, u16), SynState>,
     hosts: FastMap<IpAddr, HostState>,
     slow: slow::Slow,
+    brute: brute::Brute,
     /// Traffic spikes waiting out their hold (see `alert::SPIKE_HOLD_NS`).
     spikes_held: Vec<crate::detect::alert::Firing>,
     next_prune_ns: u64,
@@ -150,6 +170,7 @@ impl Rules {
             syn: FastMap::default(),
             hosts: FastMap::default(),
             slow: slow::Slow::default(),
+            brute: brute::Brute::default(),
             spikes_held: Vec::new(),
             next_prune_ns: 0,
             untracked: 0,
@@ -231,6 +252,7 @@ impl Rules {
         crate::detect::shrink(&mut self.syn);
         crate::detect::shrink(&mut self.hosts);
         self.slow_prune(now);
+        self.brute_prune(now);
     }
 }
 
