@@ -41,6 +41,9 @@ const APT_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     // wrk for the API benchmark.
     "wrk",
+    // The password-guessing attack of the lab: hydra against a real OpenSSH server.
+    "hydra",
+    "openssh-server",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -170,6 +170,18 @@ fn covers(
     kind == AlertKind::PortScan && src.is_some() && i.src_ip == src && same_proto
 }
 
+/// Whether the model alert `m` is about the attack `a` reports: from its attacker (toward its
+/// victim, or anywhere for a sweep), or into its victim when neither names a source.
+fn same_attack(a: &Alert, m: &Alert) -> bool {
+    match a.src_ip {
+        Some(s) => {
+            m.src_ip == Some(s)
+                && (a.dst_ip.is_none() || m.dst_ip.is_none() || m.dst_ip == a.dst_ip)
+        }
+        None => a.dst_ip.is_some() && m.src_ip.is_none() && m.dst_ip == a.dst_ip,
+    }
+}
+
 /// Whether a flow `src` -> `dst` is part of the attack alert `a` reports: into its victim, from
 /// its attacker, or a target's answer back to the attacker (a scanned host's RSTs can make a
 /// flow of their own that runs victim -> attacker).
@@ -298,7 +310,9 @@ impl AlertBook {
     }
 
     /// Open alerts a newly opened incident `a` takes over: narrower floods into its victim, a
-    /// scan of that victim by its flooding source, and traffic spikes of its endpoints.
+    /// scan of that victim by its flooding source, traffic spikes of its endpoints, and model
+    /// alerts about its attacker (and victim): the model saw the attack's first flows before
+    /// the rule's count was reached.
     fn subsumed_by(&self, a: &Alert) -> Vec<AlertKey> {
         if !ATTACK_KINDS.contains(&a.kind) {
             return Vec::new();
@@ -315,6 +329,7 @@ impl AlertBook {
                         .flatten()
                         .any(|e| j.src_ip == Some(*e) || j.dst_ip == Some(*e)))
                     || (is_flood(a.kind) && covers(a, j.kind, j.src_ip, j.dst_ip, &j.evidence))
+                    || (j.kind == AlertKind::MlAnomaly && same_attack(a, j))
             })
             .map(|(k, j)| (j.id, *k))
             .collect();

@@ -383,7 +383,10 @@ fn online_model_files_round_trip_and_bad_files_are_named() {
     let _ignored = std::fs::remove_dir_all(&dir);
 }
 
-#[allow(clippy::too_many_arguments, reason = "a session's parts, named at each call")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a session's parts, named at each call"
+)]
 /// One TCP session: handshake, `up` bytes from the client in 500-byte packets, `down` from the
 /// server, FIN both ways, spread over `secs` seconds from `t0`.
 fn session(

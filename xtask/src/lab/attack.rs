@@ -41,10 +41,12 @@ pub enum Kind {
     Ddos,
     /// hping3 SYN flood from random spoofed sources (fills the flow map when it is small).
     SpoofedFlood,
+    /// hydra guessing passwords against the web host's OpenSSH server.
+    BruteForce,
 }
 
 impl Kind {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::SynScan,
         Self::ConnectScan,
         Self::UdpScan,
@@ -59,6 +61,7 @@ impl Kind {
         Self::IcmpFlood,
         Self::Ddos,
         Self::SpoofedFlood,
+        Self::BruteForce,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +80,7 @@ impl Kind {
             Self::IcmpFlood => "icmp-flood",
             Self::Ddos => "ddos",
             Self::SpoofedFlood => "spoofed-flood",
+            Self::BruteForce => "brute-force",
         }
     }
 
@@ -96,6 +100,7 @@ impl Kind {
             Self::UdpFlood => "udp_flood",
             Self::IcmpFlood => "icmp_flood",
             Self::Ddos | Self::SpoofedFlood => "ddos",
+            Self::BruteForce => "brute_force",
         }
     }
 
@@ -340,6 +345,7 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
                 &victim,
             ]),
         )],
+        Kind::BruteForce => vec![hydra(target, log)?],
     };
     let mut running = Running {
         commands: Vec::new(),
@@ -354,4 +360,64 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
         bail!("no process for {}", kind.name());
     }
     Ok(running)
+}
+
+/// hydra against the web host's sshd (`traffic::start` runs it): 400 made-up passwords for
+/// one user, 8 connections at a time. hydra cannot pick its source address, so a host route
+/// in the attacker's namespace makes the kernel pick `target.src` toward the victim.
+fn hydra(target: Target, log: &std::path::Path) -> Result<(Command, String)> {
+    let dir = log.parent().unwrap_or(std::path::Path::new("."));
+    let words = dir.join("hydra-words.txt");
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let list: String = (0..400)
+        .map(|_| {
+            (0..8)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    char::from(b'a' + (rng % 26) as u8)
+                })
+                .chain(std::iter::once('\n'))
+                .collect::<String>()
+        })
+        .collect();
+    std::fs::write(&words, list).context("writing the hydra word list")?;
+    let victim = target.victim.to_string();
+    let via = in_ns(ATTACKER.ns, "ip")
+        .args(["-o", "route", "get", &victim])
+        .output()
+        .context("ip route get")?;
+    let route = String::from_utf8_lossy(&via.stdout).into_owned();
+    let field = |name: &str| {
+        let mut w = route.split_whitespace();
+        w.by_ref().find(|x| *x == name);
+        w.next().map(str::to_owned)
+    };
+    let mut add = in_ns(ATTACKER.ns, "ip");
+    add.args(["route", "replace", &format!("{victim}/32")]);
+    if let Some(gw) = field("via") {
+        add.args(["via", &gw]);
+    }
+    add.args(["dev", HOST_IF, "src", &target.src.to_string()]);
+    let st = add.status().context("ip route replace")?;
+    if !st.success() {
+        bail!("cannot route {victim} from {} ({st})", target.src);
+    }
+    let args = vec![
+        "-l".to_owned(),
+        "admin".to_owned(),
+        "-P".to_owned(),
+        words.display().to_string(),
+        "-t".to_owned(),
+        "8".to_owned(),
+        "-w".to_owned(),
+        "3".to_owned(),
+        "-I".to_owned(),
+        format!("ssh://{victim}"),
+    ];
+    let (mut c, text) = cmd(ATTACKER.ns, "hydra", &args);
+    // hydra writes its restore file where it runs.
+    c.current_dir(dir);
+    Ok((c, text))
 }

@@ -29,7 +29,14 @@ pub fn start(log_dir: &std::path::Path) -> Result<()> {
     };
     let web = WEB.addr.to_string();
     let files = FILES.addr.to_string();
+    let sshd = sshd_config(log_dir)?;
     let jobs: Vec<(&str, Command)> = vec![
+        // A real OpenSSH server for the password-guessing attack (hydra); nobody can log in.
+        ("web-sshd", {
+            let mut c = in_ns(WEB.ns, "/usr/sbin/sshd");
+            c.args(["-D", "-e", "-f"]).arg(&sshd);
+            c
+        }),
         ("web-http", role(WEB.ns, &["http-server", "0.0.0.0:80"])),
         ("web-dns", role(WEB.ns, &["udp-server", "0.0.0.0:53"])),
         ("files-iperf3", {
@@ -64,6 +71,38 @@ pub fn start(log_dir: &std::path::Path) -> Result<()> {
         spawn_logged(cmd, &log_dir.join(format!("{name}.log")))?;
     }
     Ok(())
+}
+
+/// The web host's sshd config and host key under `log_dir/sshd`: password logins on, for
+/// an account that does not exist, so every guess fails.
+fn sshd_config(log_dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    let dir = log_dir.join("sshd");
+    std::fs::create_dir_all(&dir)?;
+    // sshd's privilege separation directory.
+    std::fs::create_dir_all("/run/sshd")?;
+    let key = dir.join("host_ed25519_key");
+    if !key.exists() {
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .context("ssh-keygen")?;
+        if !st.success() {
+            bail!("ssh-keygen failed ({st})");
+        }
+    }
+    let cfg = dir.join("sshd_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Port 22\nListenAddress 0.0.0.0\nHostKey {}\nPidFile {}\nPasswordAuthentication yes\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin no\n\
+             MaxStartups 100:30:200\nLoginGraceTime 20\nStrictModes no\n",
+            key.display(),
+            dir.join("sshd.pid").display()
+        ),
+    )?;
+    Ok(cfg)
 }
 
 /// Stops the benign roles (the lab stays up).

@@ -881,6 +881,55 @@ fn a_scanned_hosts_answers_are_part_of_the_scan_for_the_model() {
     assert!(!book.closed_attack_claims(c, A, NS));
 }
 
+/// The model flags the first sessions of an attack before the rule's count is reached: when
+/// the attack's alert opens, that model alert is folded into it (one alert per attack); a
+/// model alert about another host stays.
+#[test]
+fn an_earlier_model_alert_about_the_attacker_is_folded_into_the_attack() {
+    use crate::detect::alert::{DetectorKind, Evidence, Firing};
+    let mut book = AlertBook::new(30 * NS, 1000);
+    let model = |src: IpAddr, dst: IpAddr| Firing {
+        kind: AlertKind::MlAnomaly,
+        detector: DetectorKind::Ml,
+        src_ip: Some(src),
+        dst_ip: Some(dst),
+        ts_ns: NS,
+        severity: Severity::Medium,
+        rate: 0.9,
+        score: Some(0.9),
+        evidence: Evidence::None,
+    };
+    let c = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
+    book.fire(model(A, B));
+    book.fire(model(c, B));
+    book.fire(Firing {
+        kind: AlertKind::BruteForce,
+        detector: DetectorKind::Rule,
+        src_ip: Some(A),
+        dst_ip: Some(B),
+        ts_ns: 2 * NS,
+        severity: Severity::Medium,
+        rate: 20.0,
+        score: None,
+        evidence: Evidence::None,
+    });
+    book.flush();
+    let all = book.take_closed();
+    let state = |k: AlertKind, src: IpAddr| {
+        all.iter()
+            .find(|a| a.kind == k && a.src_ip == Some(src))
+            .map(|a| a.state)
+    };
+    use crate::record::AlertState;
+    assert_eq!(
+        state(AlertKind::MlAnomaly, A),
+        Some(AlertState::Merged),
+        "{all:?}"
+    );
+    assert_eq!(state(AlertKind::MlAnomaly, c), Some(AlertState::Closed));
+    assert_eq!(state(AlertKind::BruteForce, A), Some(AlertState::Closed));
+}
+
 /// A worm probing random addresses on a few ports, one SYN every 3 s for 7 minutes, none
 /// answered: 140 hosts, 28 on any one port. A sweep, whatever ports it spreads them over; a
 /// peer-to-peer client failing to reach 140 peers, each at its own port, is not.
