@@ -11,6 +11,13 @@
 //! web servers, a client exchanging DNS with 100 servers at 1,500 queries/s, and a DNS server
 //! answering 125 clients at 1,250 queries/s.
 //!
+//! Round three: hydra guessing passwords against a real OpenSSH server; a worm-like sweep of
+//! 140 unrouted addresses over five ports (28 on each, stretched to 7 minutes); hping3's SYN
+//! flood at an open web port while 25 clients keep fetching from it. Benign look-alikes: a user
+//! whose ssh logins fail a dozen times in 10 minutes (stretched), an admin opening one ssh
+//! session on each of 40 servers, and a monitor pinging 100 answering hosts every 2 s and
+//! connecting to their ssh.
+//!
 //! Captured by tcpdump on the gateway's WAN side (both directions), without background traffic,
 //! so each file holds its case alone.
 
@@ -35,7 +42,7 @@ use super::{
 };
 
 /// Bumped whenever a case changes, so `cargo xtask test` records the set again.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The truth file's name inside the set's directory.
 pub const TRUTH: &str = "eval_truth.json";
@@ -500,6 +507,8 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
             .into(),
     });
 
+    round_three(out, logs, log, &exe, &mut all)?;
+
     // Benign: one client, 100 web servers, every handshake completed.
     let mut http = in_ns(WEB.ns, &exe);
     http.args(["lab-role", "http-server", "0.0.0.0:80"]);
@@ -601,4 +610,222 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
         ),
     });
     Ok(all)
+}
+
+/// `ssh` as a script runs it: no prompt (so it gives up at the server's password question),
+/// no host-key memory.
+fn ssh(ns: &str, to: Ipv4Addr) -> (Command, String) {
+    let args = [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "ConnectTimeout=5",
+    ];
+    let mut c = in_ns(ns, "ssh");
+    c.args(args).arg(format!("admin@{to}")).arg("true");
+    (c, format!("[{ns}] ssh {} admin@{to} true", args.join(" ")))
+}
+
+/// The cases of detection round three (see the module notes).
+fn round_three(out: &Path, logs: &Path, log: &Path, exe: &str, all: &mut Vec<Case>) -> Result<()> {
+    let web = WEB.addr.to_string();
+    let att = ATTACKER.addr.to_string();
+    let sshd = super::traffic::sshd_config(logs)?;
+    let mut c = in_ns(WEB.ns, "/usr/sbin/sshd");
+    c.args(["-D", "-e", "-f"]).arg(&sshd);
+    spawn_logged(c, &logs.join("sshd.log"))?;
+    thread::sleep(Duration::from_millis(500));
+
+    let (_, commands) = capture(out, "brute-force-ssh.pcap", log, None, || {
+        let running = attack::launch(Kind::BruteForce, Target::default(), log)?;
+        let commands = running.commands.clone();
+        thread::sleep(Duration::from_secs(25));
+        drop(running);
+        Ok(commands)
+    })?;
+    all.push(Case {
+        file: "brute-force-ssh.pcap".into(),
+        family: "password guessing (hydra, ssh)",
+        expected: Some("brute_force"),
+        attacker: Some(att.clone()),
+        victim: Some(web.clone()),
+        commands,
+        note: "hydra, 8 tasks, against OpenSSH for 25 s: every login fails".into(),
+    });
+
+    // A user's failing logins, a dozen in a few seconds, stretched to 10 minutes.
+    let raw = "ssh-reconnects.raw.pcap";
+    let (path, commands) = capture(out, raw, log, Some(&CLIENT1.addr.to_string()), || {
+        let mut commands = Vec::new();
+        for _ in 0..12 {
+            let (c, text) = ssh(CLIENT1.ns, WEB.addr);
+            run(c, Duration::from_secs(20), log).ok();
+            commands.push(text);
+        }
+        Ok(commands)
+    })?;
+    stretch(&path, &out.join("ssh-reconnects.pcap"), 600.0)?;
+    fs::remove_file(&path)?;
+    all.push(Case {
+        file: "ssh-reconnects.pcap".into(),
+        family: "benign: a user reconnecting, an admin fanning out",
+        expected: None,
+        attacker: None,
+        victim: None,
+        commands: vec![commands.first().cloned().unwrap_or_default() + " (x12)"],
+        note: "12 ssh logins that fail, stretched over 10 minutes".into(),
+    });
+
+    let (_, commands) = capture(out, "ssh-admin-40-servers.pcap", log, None, || {
+        let mut commands = Vec::new();
+        for i in 0..40 {
+            let (c, text) = ssh(CLIENT1.ns, victim_alias(i));
+            run(c, Duration::from_secs(20), log).ok();
+            commands.push(text);
+        }
+        Ok(vec![format!("{} ... (40 servers)", commands[0])])
+    })?;
+    all.push(Case {
+        file: "ssh-admin-40-servers.pcap".into(),
+        family: "benign: a user reconnecting, an admin fanning out",
+        expected: None,
+        attacker: None,
+        victim: None,
+        commands,
+        note: "one ssh session on each of 40 servers".into(),
+    });
+
+    // A worm: five ports, 28 unrouted addresses on each (none answers), stretched to 7 min.
+    let raw = "worm-sweep.raw.pcap";
+    let (path, commands) = capture(out, raw, log, Some(&att), || {
+        let mut commands = Vec::new();
+        for (g, port) in ["23", "2323", "8080", "80", "81"].iter().enumerate() {
+            let targets: Vec<String> = (0..28)
+                .map(|h| format!("10.78.{}.{}", g * 37 % 200 + h, (h * 53 + g * 11) % 250 + 1))
+                .collect();
+            let mut args: Vec<String> = [
+                "-n",
+                "-Pn",
+                "-sS",
+                "--max-retries",
+                "0",
+                "--max-rate",
+                "20",
+                "-S",
+                &att,
+                "-e",
+                HOST_IF,
+                "-p",
+                port,
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend(targets);
+            let mut c = in_ns(ATTACKER.ns, "nmap");
+            c.args(&args);
+            commands.push(format!("[{}] nmap {}", ATTACKER.ns, args.join(" ")));
+            run(c, Duration::from_secs(60), log)?;
+        }
+        Ok(commands)
+    })?;
+    stretch(&path, &out.join("worm-sweep.pcap"), 420.0)?;
+    fs::remove_file(&path)?;
+    all.push(Case {
+        file: "worm-sweep.pcap".into(),
+        family: "sweep across a few ports (worm-like)",
+        expected: Some("host_sweep"),
+        attacker: Some(att.clone()),
+        victim: None,
+        commands,
+        note: "140 unanswered SYNs to random unrouted addresses, 28 on each of 5 ports, \
+               stretched to 7 minutes (one every 3 s)"
+            .into(),
+    });
+
+    // A SYN flood at an open port, clients fetching beside it.
+    let mut http = in_ns(WEB.ns, exe);
+    http.args(["lab-role", "http-server", "0.0.0.0:80"]);
+    spawn_logged(http, &logs.join("http-server-flood.log"))?;
+    thread::sleep(Duration::from_millis(300));
+    let (_, commands) = capture(out, "syn-flood-open-port.pcap", log, None, || {
+        let mut children = Vec::new();
+        let mut commands = Vec::new();
+        for (ns, a) in every_reflector() {
+            let mut c = in_ns(ns, "sh");
+            let script = format!(
+                "for i in $(seq 40); do curl -s -o /dev/null --interface {a} http://{web}/; \
+                 sleep 0.1; done"
+            );
+            c.args(["-c", &script]);
+            children.push(spawn_logged(c, log)?);
+        }
+        commands.push(format!(
+            "[25 bot addresses] curl http://{web}/ (40 times each)"
+        ));
+        let args = ["-q", "-S", "-p", "80", "-i", "u1000", "-a", &att, &web];
+        let mut c = in_ns(ATTACKER.ns, "hping3");
+        c.args(args);
+        commands.push(format!("[{}] hping3 {}", ATTACKER.ns, args.join(" ")));
+        children.push(spawn_logged(c, log)?);
+        thread::sleep(Duration::from_secs(5));
+        stop(children);
+        Ok(commands)
+    })?;
+    all.push(Case {
+        file: "syn-flood-open-port.pcap".into(),
+        family: "SYN flood at an open port, clients beside it",
+        expected: Some("syn_flood"),
+        attacker: Some(att.clone()),
+        victim: Some(web.clone()),
+        commands,
+        note: "hping3 at 1,000 SYNs/s for 5 s to a listening port (the server answers SYN-ACK, \
+               the flooder's stack RSTs) while 25 clients complete their fetches"
+            .into(),
+    });
+
+    // A monitor: 100 answering hosts pinged every 2 s for a minute, their ssh tried now and
+    // then.
+    let hosts: Vec<String> = (0..ALIASES).map(|i| victim_alias(i).to_string()).collect();
+    let (_, commands) = capture(out, "monitor-100-hosts.pcap", log, None, || {
+        let mut commands = Vec::new();
+        for round in 0..30 {
+            let mut c = in_ns(CLIENT1.ns, "nmap");
+            c.args(["-n", "-sn", "-PE", "--max-retries", "0"])
+                .args(&hosts);
+            if round == 0 {
+                commands.push(format!(
+                    "[{}] nmap -n -sn -PE (100 hosts), every 2 s",
+                    CLIENT1.ns
+                ));
+            }
+            let t = std::time::Instant::now();
+            run(c, Duration::from_secs(20), log)?;
+            if round % 10 == 0 {
+                for h in hosts.iter().take(20) {
+                    let (c, _) = ssh(CLIENT1.ns, h.parse()?);
+                    run(c, Duration::from_secs(20), log).ok();
+                }
+            }
+            thread::sleep(Duration::from_secs(2).saturating_sub(t.elapsed()));
+        }
+        commands.push(format!("[{}] ssh to 20 of them every 20 s", CLIENT1.ns));
+        Ok(commands)
+    })?;
+    all.push(Case {
+        file: "monitor-100-hosts.pcap".into(),
+        family: "benign: a monitor revisiting its hosts",
+        expected: None,
+        attacker: None,
+        victim: None,
+        commands,
+        note: "100 hosts pinged every 2 s for a minute (every echo answered), ssh to 20 of \
+               them every 20 s"
+            .into(),
+    });
+    Ok(())
 }

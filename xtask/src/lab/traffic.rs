@@ -75,7 +75,7 @@ pub fn start(log_dir: &std::path::Path) -> Result<()> {
 
 /// The web host's sshd config and host key under `log_dir/sshd`: password logins on, for
 /// an account that does not exist, so every guess fails.
-fn sshd_config(log_dir: &std::path::Path) -> Result<std::path::PathBuf> {
+pub(super) fn sshd_config(log_dir: &std::path::Path) -> Result<std::path::PathBuf> {
     let dir = log_dir.join("sshd");
     std::fs::create_dir_all(&dir)?;
     // sshd's privilege separation directory.

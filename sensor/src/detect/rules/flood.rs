@@ -30,42 +30,56 @@ use crate::{
 pub(super) struct SynState {
     pub(super) syns: SecWindow,
     pub(super) done: SecWindow,
-    /// Sources whose attempts are failing: source -> (first failing attempt, latest attempt).
+    /// Sources whose attempts are failing: source -> (first failing attempt, latest attempt,
+    /// attempts since the first).
     /// A source leaves when one of its handshakes completes: a client beside the flood is no
     /// flooder; a flooder never completes (its stack's RSTs to the victim's SYN-ACKs
     /// included). It counts once its attempt went unanswered for the answer grace, as a
     /// sweep's probes do, so clients in mid-handshake are never counted.
-    pub(super) failing: FastMap<IpAddr, (u64, u64)>,
-    /// The last judgment: (data second, settled failing sources, the one when only one).
-    judged: Option<(u64, usize, Option<IpAddr>)>,
+    pub(super) failing: FastMap<IpAddr, (u64, u64, u64)>,
+    /// The last judgment: (data second, its verdict).
+    judged: Option<(u64, Failing)>,
+}
+
+/// The sources whose attempts fail, as judged at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+struct Failing {
+    /// Sources whose failing attempt has settled.
+    sources: usize,
+    /// The one, when only one.
+    single: Option<IpAddr>,
+    /// Their attempts.
+    attempts: u64,
 }
 
 impl SynState {
     /// Failing sources settled at `now` (all of them at the end of the data), and the one
     /// when only one is: counted at most once a data second (a flood sends thousands of
     /// attempts a second; the set holds up to 4,096 sources).
-    fn judge(&mut self, now: u64, window_ns: u64, end: bool) -> (usize, Option<IpAddr>) {
+    fn judge(&mut self, now: u64, window_ns: u64, end: bool) -> Failing {
         let sec = now / NS;
         if !end
-            && let Some((s, n, one)) = self.judged
+            && let Some((s, f)) = self.judged
             && s == sec
         {
-            return (n, one);
+            return f;
         }
         self.failing
-            .retain(|_, (_, last)| now.saturating_sub(*last) < window_ns);
+            .retain(|_, (_, last, _)| now.saturating_sub(*last) < window_ns);
         let settled = |first: &u64| end || now.saturating_sub(*first) >= scan::ANSWER_GRACE_NS;
-        let mut n = 0;
-        let mut one = None;
-        for (src, (first, _)) in &self.failing {
+        let mut f = Failing::default();
+        for (src, (first, _, n)) in &self.failing {
             if settled(first) {
-                n += 1;
-                one = Some(*src);
+                f.sources += 1;
+                f.single = Some(*src);
+                f.attempts += n;
             }
         }
-        let one = if n == 1 { one } else { None };
-        self.judged = Some((sec, n, one));
-        (n, one)
+        if f.sources != 1 {
+            f.single = None;
+        }
+        self.judged = Some((sec, f));
+        f
     }
 
     fn sample(&self, n: usize) -> Vec<IpAddr> {
@@ -251,10 +265,14 @@ impl Rules {
                 if ev.completed {
                     st.failing.remove(&ev.src);
                 } else if st.failing.len() < 4096 || st.failing.contains_key(&ev.src) {
+                    let attempt = u64::from(ev.new_flow && ev.syn > 0);
                     st.failing
                         .entry(ev.src)
-                        .and_modify(|(_, last)| *last = now)
-                        .or_insert((now, now));
+                        .and_modify(|(_, last, n)| {
+                            *last = now;
+                            *n += attempt;
+                        })
+                        .or_insert((now, now, attempt));
                 }
                 Self::judge_syn_flood(&self.cfg, key, st, now, sec, false, book);
             }
@@ -276,15 +294,22 @@ impl Rules {
         let attempts = st.syns.sum_at(sec);
         let done = st.done.sum_at(sec);
         let half_open = attempts.saturating_sub(done);
-        // A busy server also has many half-open attempts at once (a full backlog makes
-        // clients retransmit), but most of them complete; a flood's almost never do.
-        let failing = (done as f64) < cfg.syn_flood_max_completion_ratio * attempts as f64;
-        if half_open < cfg.syn_flood_syns || !failing {
+        if half_open < cfg.syn_flood_syns {
             return;
         }
-        let (sources, single) = st.judge(now, w * NS, end);
-        if sources == 0 {
-            // Nobody's attempt has gone unanswered long enough yet: judged next second.
+        // A busy server also has many half-open attempts at once (a full backlog makes
+        // clients retransmit), but most of them complete; a flood's almost never do. Judged
+        // on the port's attempts, and on the failing sources' alone: clients completing
+        // beside a flooder do not hide it.
+        let mostly_failing = (done as f64) < cfg.syn_flood_max_completion_ratio * attempts as f64;
+        let Failing {
+            sources,
+            single,
+            attempts: failed,
+        } = st.judge(now, w * NS, end);
+        if sources == 0 || !(mostly_failing || failed >= cfg.syn_flood_syns) {
+            // Nobody's attempt has gone unanswered long enough yet (judged next second), or
+            // the attempts that fail are a busy server's few.
             return;
         }
         let many = sources >= cfg.ddos_sources;
@@ -319,7 +344,7 @@ impl Rules {
         for (key, st) in &mut self.syn {
             if st
                 .judged
-                .is_some_and(|(s, n, _)| n == 0 && (end || s < sec))
+                .is_some_and(|(s, f)| f.sources == 0 && (end || s < sec))
             {
                 Self::judge_syn_flood(&self.cfg, *key, st, now, sec, end, book);
             }

@@ -184,7 +184,8 @@ fn syn_flood_needs_attempts_that_fail() {
 }
 
 /// One flooder at an open port (the victim answers SYN-ACK, the flooder's stack answers RST)
-/// while 40 clients keep completing handshakes: a SYN flood by that source, not a DDoS.
+/// while 200 clients keep completing handshakes, a quarter of the port's attempts: a SYN
+/// flood by that source, not a DDoS, and not hidden by the clients' completions.
 #[test]
 fn clients_beside_a_single_flooder_are_not_its_sources() {
     let mut events: Vec<_> = (0..600u64)
@@ -193,21 +194,21 @@ fn clients_beside_a_single_flooder_are_not_its_sources() {
             ..ev(i * 5, A, B, 80, proto::TCP)
         })
         .collect();
-    for c in 0..40u64 {
-        let client = ip(10, 9, 0, c as u8 + 1);
-        events.push(ev(c * 70, client, B, 80, proto::TCP));
+    for c in 0..200u64 {
+        let client = ip(10, 9, (c / 250) as u8, (c % 250) as u8 + 1);
+        events.push(ev(c * 15, client, B, 80, proto::TCP));
         events.push(FlowEvent {
             new_flow: false,
             syn: 0,
             completed: true,
-            ..ev(c * 70 + 1, client, B, 80, proto::TCP)
+            ..ev(c * 15 + 1, client, B, 80, proto::TCP)
         });
         // The flooder's RSTs to the victim's SYN-ACKs: no completion.
         events.push(FlowEvent {
             new_flow: false,
             syn: 0,
             rst: 1,
-            ..ev(c * 70 + 2, A, B, 80, proto::TCP)
+            ..ev(c * 15 + 2, A, B, 80, proto::TCP)
         });
     }
     events.sort_by_key(|e| e.ts_ns);
