@@ -247,6 +247,52 @@ fn detection_path(sensor: &Path, file: &Path, scratch: &Path, runs: usize) -> Re
         pps(sensor_t) / pps(tcpdump),
         pps(bare) / pps(tcpdump)
     );
+    store_cost(sensor, scratch, runs.max(9))
+}
+
+/// What opening and closing the store costs a replay: a capture of a few thousand packets
+/// with `--db` and with `--no-db`, alternating, medians (every replay pays it once).
+fn store_cost(sensor: &Path, scratch: &Path, runs: usize) -> Result<()> {
+    let small = crate::corpora().join("generated/benign_http_200req.pcap");
+    if !small.is_file() {
+        println!("store open+close: skipped ({} absent)", small.display());
+        return Ok(());
+    }
+    let db = scratch.join("bench-store.db");
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        with.push(time_median(
+            || {
+                let mut c = Command::new(sensor);
+                c.arg("replay")
+                    .arg(&small)
+                    .arg("--db")
+                    .arg(&db)
+                    .arg("--no-evidence");
+                c
+            },
+            1,
+        )?);
+        without.push(time_median(
+            || {
+                let mut c = Command::new(sensor);
+                c.arg("replay").arg(&small).arg("--no-db");
+                c
+            },
+            1,
+        )?);
+    }
+    with.sort();
+    without.sort();
+    let (a, b) = (with[runs / 2], without[runs / 2]);
+    println!(
+        "store open+close: {:.1} ms ({}: {:.1} ms with the store, {:.1} ms without; median of \
+         {runs})",
+        (a.as_secs_f64() - b.as_secs_f64()) * 1e3,
+        small.display(),
+        a.as_secs_f64() * 1e3,
+        b.as_secs_f64() * 1e3
+    );
     Ok(())
 }
 

@@ -556,6 +556,11 @@ impl Recorder {
 
     /// Ends the recordings whose window is over at `now_ns` (or whose budget is spent), and
     /// flushes the others so their files can be read whole.
+    /// Whether a running recording ended early (its budget spent, or its file failed).
+    fn any_done(&self) -> bool {
+        self.active.iter().any(|r| r.done)
+    }
+
     pub fn expire(&mut self, now_ns: u64) {
         let mut ended = false;
         let mut i = 0;

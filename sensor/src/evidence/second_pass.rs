@@ -51,6 +51,12 @@ pub fn second_pass(rec: &mut Recorder, files: &[PathBuf]) -> Result<u64, Capture
                     Some((&p.key.src_addr, &p.key.dst_addr)),
                     None,
                 );
+                // A recording whose budget is spent ends now, not at its window's end: the
+                // rest of the file need not be read for it.
+                if rec.any_done() {
+                    rec.expire(ts);
+                    next_end = rec.next_end().unwrap_or(u64::MAX);
+                }
             }
         }
     }

@@ -111,11 +111,13 @@ impl Writer {
         let mut last_checkpoint = Instant::now();
         let mut closed = false;
         while !closed {
+            // A message someone waits for (a session's id, a sync) is committed at once, the
+            // first of a batch included (it used to wait out the batch time: 100 ms on every
+            // replay's start).
+            let mut urgent = false;
             if self.pending.is_empty() {
                 match rx.recv() {
-                    Ok(m) => {
-                        self.add(m);
-                    }
+                    Ok(m) => urgent = self.add(m),
                     Err(_) => break,
                 }
             }
@@ -126,7 +128,6 @@ impl Writer {
             } else {
                 Instant::now() + BATCH_TIME
             };
-            let mut urgent = false;
             while self.failing.is_some() || (self.pending.len() < BATCH_ROWS && !urgent) {
                 match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(m) => urgent |= self.add(m),
