@@ -201,7 +201,7 @@ async function openDetail(id) {
   const hist = (a.rate_history || []).map(([ms, r]) => ({ ms, r }));
   const histStep = hist.length > 1 ? Math.max(1000, (hist[hist.length - 1].ms - hist[0].ms) / (hist.length - 1)) : 1000;
   const rates = timePoints(hist, "ms", "r", histStep);
-  const unit = a.kind === "port_scan" ? "ports" : a.kind === "host_sweep" ? "hosts" : a.kind === "ml_anomaly" ? "score" : a.kind === "brute_force" ? "attempts" : "packets/s";
+  const unit = a.kind === "port_scan" ? "ports" : a.kind === "host_sweep" ? "hosts" : a.kind === "ml_anomaly" ? "score" : a.kind === "brute_force" ? "attempts" : a.kind === "beaconing" ? "score" : "packets/s";
   chart("ch-detail", "line", undefined, [
     { label: `rate (${unit})`, data: rates, borderColor: "#d0021b", pointRadius: 1, spanGaps: false, yAxisID: "y" },
     { label: `flow packets per ${d.timeline.bucket_s} s`, data: points, borderColor: "#f5a623", pointRadius: 2, spanGaps: false, yAxisID: "y1" },

@@ -34,10 +34,12 @@ pub enum AlertKind {
     MlAnomaly,
     /// Password guessing (many short, failing sessions to a login service).
     BruteForce,
+    /// One host contacting one endpoint at a regular period (command and control).
+    Beaconing,
 }
 
 impl AlertKind {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::PortScan,
         Self::HostSweep,
         Self::SynFlood,
@@ -47,6 +49,7 @@ impl AlertKind {
         Self::Ddos,
         Self::MlAnomaly,
         Self::BruteForce,
+        Self::Beaconing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl AlertKind {
             Self::Ddos => "ddos",
             Self::MlAnomaly => "ml_anomaly",
             Self::BruteForce => "brute_force",
+            Self::Beaconing => "beaconing",
         }
     }
 }

@@ -169,6 +169,8 @@ const ATTACK_KINDS: &[&str] = &[
     "udp_flood",
     "icmp_flood",
     "ddos",
+    "brute_force",
+    "beaconing",
 ];
 
 struct Seen {

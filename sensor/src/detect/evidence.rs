@@ -16,6 +16,7 @@ pub enum Evidence {
     Flood(FloodEvidence),
     Spike(SpikeEvidence),
     BruteForce(BruteForceEvidence),
+    Beacon(BeaconEvidence),
     Model(ModelEvidence),
     Online(OnlineEvidence),
     /// Model alerts past the per-minute budget, counted into one.
@@ -43,6 +44,22 @@ pub struct ScanEvidence {
     pub window_s: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slow: Option<bool>,
+}
+
+/// Connections of one host to one endpoint at a regular period.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BeaconEvidence {
+    /// Connections scored (the newest, at most 48).
+    pub connections: usize,
+    pub port: u16,
+    pub proto: &'static str,
+    /// Median interval between connections.
+    pub period_s: f64,
+    /// Median deviation of the intervals from that period, as a share of it.
+    pub jitter: f64,
+    pub median_bytes: u64,
+    /// Regularity of intervals and sizes, 0 to 1 (RITA's scoring).
+    pub score: f64,
 }
 
 /// Short sessions to a login service that failed the same way.
@@ -463,6 +480,19 @@ pub fn summary(a: &crate::detect::Alert) -> String {
                 grouped(e.median_server_bytes)
             )
         }
+        (Evidence::Beacon(e), _) => format!(
+            "Beaconing from {} to {} ({}/{}): {} connections every {} s (jitter {:.0}%), \
+             ~{} bytes each, regularity {:.2}",
+            who(src),
+            who(dst),
+            e.proto,
+            e.port,
+            e.connections,
+            e.period_s,
+            e.jitter * 100.0,
+            grouped(e.median_bytes),
+            e.score
+        ),
         (Evidence::Budget(_), _) => "Model alerts past the per-minute budget, counted here".into(),
         (Evidence::Model(e), _) => model_sentence(
             &from(None),

@@ -605,3 +605,151 @@ fn admins_users_transfers_and_varied_sessions_are_not_password_guessing() {
         );
     }
 }
+
+fn beacon_alerts(cfg: RuleConfig, packets: Vec<(Parsed, u32, u64)>) -> Vec<Alert> {
+    let mut packets = packets;
+    packets.sort_by_key(|p| p.2);
+    let mut d = Detector::new(cfg);
+    drive(&mut d, &packets);
+    d.book.flush();
+    let mut all = d.book.take_closed();
+    all.retain(|a| a.kind == AlertKind::Beaconing);
+    all
+}
+
+/// An implant calling home every minute with 10% jitter, about the same bytes each time.
+#[test]
+fn a_host_calling_one_endpoint_on_a_period_with_jitter_is_beaconing() {
+    let (a, c2) = (Ipv4Addr::new(10, 9, 0, 5), Ipv4Addr::new(203, 0, 113, 9));
+    let calls: Vec<_> = (0..24u64)
+        .flat_map(|i| {
+            let jitter = (i * i * 7919 % 13) as i64 - 6; // -6 .. +6 s
+            let t = (i * 60) as i64 + jitter;
+            session(
+                a,
+                c2,
+                50_000 + i as u16,
+                443,
+                (t + 100) as u64 * S,
+                300 + (i % 3) as u32,
+                900,
+                1,
+            )
+        })
+        .collect();
+    let b = beacon_alerts(RuleConfig::default(), calls.clone());
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(
+        (b[0].src_ip, b[0].dst_ip),
+        (Some(IpAddr::V4(a)), Some(IpAddr::V4(c2)))
+    );
+    let e = b[0].evidence.json();
+    assert!(
+        (55.0..=65.0).contains(&e["period_s"].as_f64().unwrap_or(0.0)),
+        "{e}"
+    );
+    assert!(
+        crate::detect::evidence::summary(&b[0])
+            .starts_with("Beaconing from 10.9.0.5 to 203.0.113.9 (tcp/443)"),
+        "{}",
+        crate::detect::evidence::summary(&b[0])
+    );
+    // The same calls into the home network from outside it: not an implant inside.
+    let home = RuleConfig {
+        beacon_home: vec!["203.0.113.0/24".into()],
+        ..RuleConfig::default()
+    };
+    assert!(beacon_alerts(home, calls.clone()).is_empty());
+    let allowed = RuleConfig {
+        beacon_allow: vec!["203.0.113.9/32".into()],
+        ..RuleConfig::default()
+    };
+    assert!(beacon_alerts(allowed, calls).is_empty());
+}
+
+/// What beacons and is not command and control: a time server five hosts poll, a scraper
+/// polling ten targets, a user visiting a site at random moments.
+#[test]
+fn infrastructure_pollers_and_random_visits_are_not_beaconing() {
+    let ntp = Ipv4Addr::new(192, 0, 2, 123);
+    let infra: Vec<_> = (0..5u32)
+        .flat_map(|h| {
+            (0..16u64).flat_map(move |i| {
+                session(
+                    Ipv4Addr::new(10, 9, 1, h as u8 + 1),
+                    ntp,
+                    40_000 + i as u16,
+                    123,
+                    (i * 64 + u64::from(h)) * S,
+                    90,
+                    90,
+                    1,
+                )
+            })
+        })
+        .collect();
+    assert!(
+        beacon_alerts(RuleConfig::default(), infra).is_empty(),
+        "time server"
+    );
+    let scraper = Ipv4Addr::new(10, 9, 2, 1);
+    let polls: Vec<_> = (0..10u32)
+        .flat_map(|t| {
+            (0..16u64).flat_map(move |i| {
+                session(
+                    scraper,
+                    Ipv4Addr::new(10, 9, 3, t as u8 + 1),
+                    41_000 + (t * 16) as u16 + i as u16,
+                    9100,
+                    (i * 15 + u64::from(t)) * S,
+                    200,
+                    4000,
+                    1,
+                )
+            })
+        })
+        .collect();
+    assert!(
+        beacon_alerts(RuleConfig::default(), polls).is_empty(),
+        "scraper"
+    );
+    let user = Ipv4Addr::new(10, 9, 4, 1);
+    let visits: Vec<_> = (0..20u64)
+        .flat_map(|i| {
+            let t = i * i * 37 % 3000 + i * 50;
+            session(
+                user,
+                Ipv4Addr::new(198, 51, 100, 80),
+                42_000 + i as u16,
+                443,
+                t * S,
+                500,
+                2000 + (i * 7919 % 30_000) as u32,
+                2,
+            )
+        })
+        .collect();
+    assert!(
+        beacon_alerts(RuleConfig::default(), visits).is_empty(),
+        "random visits"
+    );
+    // A server's heartbeat to a directory every 10 minutes, always from its service port.
+    let heartbeat: Vec<_> = (0..24u64)
+        .flat_map(|i| {
+            session(
+                Ipv4Addr::new(10, 9, 5, 1),
+                Ipv4Addr::new(198, 51, 100, 7),
+                2011,
+                2010,
+                i * 600 * S,
+                108,
+                108,
+                1,
+            )
+        })
+        .collect();
+    assert!(
+        beacon_alerts(RuleConfig::default(), heartbeat).is_empty(),
+        "a service's heartbeat"
+    );
+}

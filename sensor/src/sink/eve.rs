@@ -653,6 +653,11 @@ fn signature(kind: AlertKind) -> (u32, &'static str, &'static str) {
         AlertKind::TrafficSpike => (9_000_006, "SENSOR POLICY traffic spike", BAD),
         AlertKind::Ddos => (9_000_007, "SENSOR DOS distributed flood", DOS),
         AlertKind::MlAnomaly => (9_000_008, "SENSOR ANOMALY flow unlike the baseline", BAD),
+        AlertKind::Beaconing => (
+            9_000_010,
+            "SENSOR TROJAN periodic beaconing to one endpoint",
+            "A Network Trojan was detected",
+        ),
         AlertKind::BruteForce => (
             9_000_009,
             "SENSOR ATTEMPTED-USER password guessing",

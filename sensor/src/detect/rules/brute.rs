@@ -134,8 +134,14 @@ fn service_name(port: u16) -> Option<&'static str> {
 }
 
 impl Rules {
-    /// A finished flow: an attempt at a login service, if it is shaped like a failed one.
+    /// A finished flow: one connection of a beacon's series, or an attempt at a login service.
     pub fn on_finished(&mut self, f: &Flow, book: &mut AlertBook) {
+        self.beacon(f, book);
+        self.brute_attempt(f, book);
+    }
+
+    /// An attempt at a login service, if the flow is shaped like a failed one.
+    fn brute_attempt(&mut self, f: &Flow, book: &mut AlertBook) {
         let cfg = &self.cfg;
         let short = f.duration().as_secs() < cfg.brute_force_max_session_s;
         if f.proto != proto::TCP

@@ -6,6 +6,7 @@
 //! nothing back; a DDoS is such a rate from many sources; a spike is a rate above the host's own
 //! recent baseline.
 
+mod beacon;
 mod brute;
 mod flood;
 mod scan;
@@ -84,6 +85,21 @@ pub struct RuleConfig {
     pub brute_force_sources: usize,
     /// ...to these ports: services whose sessions start with a login.
     pub brute_force_ports: Vec<u16>,
+    /// Beaconing: at least this many connections of one host to one endpoint (0: off)...
+    pub beacon_min_connections: usize,
+    /// ...a median period of at least this many seconds...
+    pub beacon_min_period_s: u64,
+    /// ...scoring at least this for the regularity of their intervals and sizes (0 to 1)...
+    pub beacon_min_score: f64,
+    /// ...kept this long after a pair's last connection...
+    pub beacon_window_s: u64,
+    /// ...to an endpoint fewer sources than this contact, from a source polling fewer
+    /// destinations than this on the port (infrastructure and pollers beacon too)...
+    pub beacon_max_sources: usize,
+    /// ...from inside these networks to outside them (empty: any pair)...
+    pub beacon_home: Vec<String>,
+    /// ...never to these (CIDR).
+    pub beacon_allow: Vec<String>,
     /// An alert closes after this many seconds without firing.
     pub quiet_close_s: u64,
     /// Most keys each tracker holds; beyond it new keys are not tracked (counted).
@@ -123,6 +139,13 @@ impl Default for RuleConfig {
                 21, 22, 23, 110, 143, 389, 445, 465, 587, 993, 995, 1433, 1521, 3306, 3389, 5432,
                 5900, 5985, 5986,
             ],
+            beacon_min_connections: 20,
+            beacon_min_period_s: 5,
+            beacon_min_score: 0.8,
+            beacon_window_s: 86_400,
+            beacon_max_sources: 3,
+            beacon_home: Vec::new(),
+            beacon_allow: Vec::new(),
             quiet_close_s: 30,
             max_tracked: 200_000,
         }
@@ -145,6 +168,7 @@ pub struct Rules {
     hosts: FastMap<IpAddr, HostState>,
     slow: slow::Slow,
     brute: brute::Brute,
+    beacons: beacon::Beacons,
     /// Traffic spikes waiting out their hold (see `alert::SPIKE_HOLD_NS`).
     spikes_held: Vec<crate::detect::alert::Firing>,
     next_prune_ns: u64,
@@ -171,6 +195,7 @@ impl Rules {
             hosts: FastMap::default(),
             slow: slow::Slow::default(),
             brute: brute::Brute::default(),
+            beacons: beacon::Beacons::default(),
             spikes_held: Vec::new(),
             next_prune_ns: 0,
             untracked: 0,
@@ -253,6 +278,7 @@ impl Rules {
         crate::detect::shrink(&mut self.hosts);
         self.slow_prune(now);
         self.brute_prune(now);
+        self.beacon_prune(now);
     }
 }
 
