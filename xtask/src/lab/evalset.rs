@@ -16,7 +16,9 @@
 //! flood at an open web port while 25 clients keep fetching from it. Benign look-alikes: a user
 //! whose ssh logins fail a dozen times in 10 minutes (stretched), an admin opening one ssh
 //! session on each of 40 servers, and a monitor pinging 100 answering hosts every 2 s and
-//! connecting to their ssh.
+//! connecting to their ssh. Beaconing: a client fetching the same small page every 30 s with
+//! 20% jitter (recorded at 0.5 s, stretched 60x), beside a scraper polling 5 targets and 5
+//! hosts polling one server on the same timer (benign: fan-out and prevalence).
 //!
 //! Captured by tcpdump on the gateway's WAN side (both directions), without background traffic,
 //! so each file holds its case alone.
@@ -42,7 +44,7 @@ use super::{
 };
 
 /// Bumped whenever a case changes, so `cargo xtask test` records the set again.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The truth file's name inside the set's directory.
 pub const TRUTH: &str = "eval_truth.json";
@@ -788,6 +790,8 @@ fn round_three(out: &Path, logs: &Path, log: &Path, exe: &str, all: &mut Vec<Cas
             .into(),
     });
 
+    beacons(out, log, all)?;
+
     // A monitor: 100 answering hosts pinged every 2 s for a minute, their ssh tried now and
     // then.
     let hosts: Vec<String> = (0..ALIASES).map(|i| victim_alias(i).to_string()).collect();
@@ -825,6 +829,107 @@ fn round_three(out: &Path, logs: &Path, log: &Path, exe: &str, all: &mut Vec<Cas
         commands,
         note: "100 hosts pinged every 2 s for a minute (every echo answered), ssh to 20 of \
                them every 20 s"
+            .into(),
+    });
+    Ok(())
+}
+
+/// Rounds of `curl` calls, one call per (namespace, source, URL) each round, about `gap_ms`
+/// apart with +-20% jitter; the commands run.
+fn periodic(
+    calls: &[(&str, Ipv4Addr, String)],
+    rounds: usize,
+    gap_ms: u64,
+    log: &Path,
+) -> Result<Vec<String>> {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        for (ns, src, url) in calls {
+            let mut c = in_ns(ns, "curl");
+            c.args(["-s", "-o", "/dev/null", "--max-time", "5", "--interface"])
+                .arg(src.to_string())
+                .arg(url);
+            run(c, Duration::from_secs(10), log)?;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let gap = gap_ms * 8 / 10 + rng % (gap_ms * 4 / 10 + 1);
+        thread::sleep(Duration::from_millis(gap).saturating_sub(t.elapsed()));
+    }
+    Ok(calls
+        .iter()
+        .map(|(ns, src, url)| {
+            format!("[{ns}] curl -s -o /dev/null --interface {src} {url} (x{rounds}, every {gap_ms} ms +-20%)")
+        })
+        .collect())
+}
+
+/// Beaconing and what beacons without being command and control (the web host's HTTP server
+/// runs: `round_three` started it).
+fn beacons(out: &Path, log: &Path, all: &mut Vec<Case>) -> Result<()> {
+    let web = WEB.addr;
+    let stretched =
+        |raw: &str, file: &str, calls: Vec<(&str, Ipv4Addr, String)>| -> Result<Vec<String>> {
+            let (path, commands) = capture(out, raw, log, None, || periodic(&calls, 24, 500, log))?;
+            stretch(&path, &out.join(file), 24.0 * 30.0)?;
+            fs::remove_file(&path)?;
+            Ok(commands)
+        };
+    let commands = stretched(
+        "beacon-http.raw.pcap",
+        "beacon-http.pcap",
+        vec![(
+            ATTACKER.ns,
+            ATTACKER.addr,
+            format!("http://{web}/bytes/600"),
+        )],
+    )?;
+    all.push(Case {
+        file: "beacon-http.pcap".into(),
+        family: "beaconing (periodic check-ins with jitter)",
+        expected: Some("beaconing"),
+        attacker: Some(ATTACKER.addr.to_string()),
+        victim: Some(web.to_string()),
+        commands,
+        note: "24 fetches of the same 600-byte page, recorded every 0.5 s +-20% and stretched \
+               60x: a check-in every 30 s +-6 s"
+            .into(),
+    });
+    let scraper: Vec<(&str, Ipv4Addr, String)> = (0..5)
+        .map(|i| {
+            (
+                CLIENT1.ns,
+                CLIENT1.addr,
+                format!("http://{}/bytes/2000", victim_alias(i)),
+            )
+        })
+        .collect();
+    let commands = stretched("scraper.raw.pcap", "scraper-5-targets.pcap", scraper)?;
+    all.push(Case {
+        file: "scraper-5-targets.pcap".into(),
+        family: "benign: pollers on a timer (scraper, shared server)",
+        expected: None,
+        attacker: None,
+        victim: None,
+        commands,
+        note: "one host polling 5 targets every 30 s +-6 s (stretched 60x)".into(),
+    });
+    let shared: Vec<(&str, Ipv4Addr, String)> = BOTS
+        .iter()
+        .map(|b| (b.ns, b.addr, format!("http://{web}/bytes/300")))
+        .collect();
+    let commands = stretched("shared.raw.pcap", "shared-server-5-hosts.pcap", shared)?;
+    all.push(Case {
+        file: "shared-server-5-hosts.pcap".into(),
+        family: "benign: pollers on a timer (scraper, shared server)",
+        expected: None,
+        attacker: None,
+        victim: None,
+        commands,
+        note: "5 hosts polling one server every 30 s +-6 s (stretched 60x), as hosts poll an \
+               update or time server"
             .into(),
     });
     Ok(())
