@@ -5,7 +5,7 @@
 //! Attacks: nmap's stealth scans (FIN, Xmas, NULL, ACK) and an IPv6 SYN scan; DNS reflection
 //! through 25 dnsmasq reflectors answering spoofed EDNS queries with a 2 KB TXT record (every
 //! answer is an IP fragment pair); the same reflection low and slow (10 packets/s); SYN-ACK
-//! reflection off 25 web servers; a slow port
+//! reflection off 25 web servers, and the same low and slow (stretched to 14 minutes); a slow port
 //! scan and a slow ping sweep (real nmap packets, timestamps stretched to 25 and 15 minutes:
 //! nmap's own slow timings would take that long to record). Benign: a client fetching from 100
 //! web servers, a client exchanging DNS with 100 servers at 1,500 queries/s, and a DNS server
@@ -44,7 +44,7 @@ use super::{
 };
 
 /// Bumped whenever a case changes, so `cargo xtask test` records the set again.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// The truth file's name inside the set's directory.
 pub const TRUTH: &str = "eval_truth.json";
@@ -446,6 +446,49 @@ fn cases(out: &Path, logs: &Path, log: &Path) -> Result<Vec<Case>> {
         commands,
         note: "25 web servers x 500 spoofed SYNs/s for 5 s: SYN-ACKs (and their retransmissions) \
                to a victim that never connected"
+            .into(),
+    });
+
+    // The same reflection low and slow: 2 spoofed SYNs a second to each reflector for 10 s
+    // (500 SYN-ACKs at the victim), stretched to 14 minutes (about one packet a second).
+    let raw = "syn-ack-reflection-slow.raw.pcap";
+    let (path, commands) = capture(out, raw, log, None, || {
+        let mut children = Vec::new();
+        let mut commands = Vec::new();
+        for (_, r) in every_reflector() {
+            let args = [
+                "-q",
+                "-S",
+                "-a",
+                &web,
+                "-p",
+                "80",
+                "-i",
+                "u500000",
+                "-c",
+                "20",
+                &r.to_string(),
+            ];
+            let mut c = in_ns(ATTACKER.ns, "hping3");
+            c.args(args);
+            commands.push(format!("[{}] hping3 {}", ATTACKER.ns, args.join(" ")));
+            children.push(spawn_logged(c, log)?);
+        }
+        thread::sleep(Duration::from_secs(11));
+        stop(children);
+        Ok(commands)
+    })?;
+    stretch(&path, &out.join("syn-ack-reflection-slow.pcap"), 840.0)?;
+    fs::remove_file(&path)?;
+    all.push(Case {
+        file: "syn-ack-reflection-slow.pcap".into(),
+        family: "reflection (TCP SYN-ACK), low and slow",
+        expected: Some("ddos"),
+        attacker: None,
+        victim: Some(web.clone()),
+        commands,
+        note: "25 web servers x 20 spoofed SYNs over 10 s, stretched to 14 minutes: SYN-ACKs \
+               nobody asked for at about one a second"
             .into(),
     });
 
