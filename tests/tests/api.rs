@@ -96,7 +96,7 @@ fn fill_alerts(store: &Store) {
             _ => (AlertKind::TrafficSpike, Severity::Low, "10.0.0.4"),
         };
         let (a, ts) = alert(i, kind, sev, src);
-        store.alert(a, ts, true).expect("alert");
+        store.alert(a, ts).expect("alert");
     }
     for s in 0..30 {
         store
@@ -540,7 +540,7 @@ fn server_sent_events_push_new_alerts() {
     {
         let store = Store::open(&srv.dir.join("sensor.db"), Retention::default()).expect("store");
         let (a, ts) = alert(1, AlertKind::Ddos, Severity::Critical, "10.9.9.9");
-        store.alert(a, ts, true).expect("alert");
+        store.alert(a, ts).expect("alert");
         store.sync().expect("sync");
     }
     let mut got = String::new();
@@ -613,7 +613,7 @@ fn alert_pcap_serves_only_evidence_files_and_needs_the_token() {
                 "10.0.0.1",
             );
             a.pcap = n.map(str::to_owned);
-            store.alert(a, ts, true).expect("alert");
+            store.alert(a, ts).expect("alert");
         }
     });
     let ev = srv.dir.join("evidence");

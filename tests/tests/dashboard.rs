@@ -74,7 +74,6 @@ fn dashboard_renders_cards_charts_and_alerts() {
                     pcap: None,
                 },
                 1_795_000_000_000_000_000,
-                true,
             )
             .expect("hostile alert");
         store.sync().expect("sync");

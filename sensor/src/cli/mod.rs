@@ -103,7 +103,7 @@ pub enum Command {
         #[arg(long)]
         force: bool,
         /// Milliseconds between map polls.
-        #[arg(long, env = "SENSOR_POLL_MS", default_value_t = 250)]
+        #[arg(long, env = "SENSOR_POLL_MS", default_value_t = 100)]
         poll_ms: u64,
         #[arg(long, env = "SENSOR_FLOW_ENTRIES", default_value_t = KernelConfig::default().flows)]
         flow_entries: u32,

@@ -109,6 +109,8 @@ pub struct Detector {
     pub flows_summed: u64,
     last_ns: u64,
     next_close_ns: u64,
+    /// Next data time the rules settle what waits for time (`rules::SETTLE_NS`).
+    next_settle_ns: u64,
     volume: Volume,
 }
 
@@ -247,6 +249,7 @@ impl Detector {
             flows_summed: 0,
             last_ns: 0,
             next_close_ns: 0,
+            next_settle_ns: 0,
             volume: Volume::default(),
         }
     }
@@ -591,6 +594,18 @@ impl Detector {
                 o.prune(self.last_ns);
             }
             self.next_close_ns = self.last_ns + 1_000_000_000;
+        }
+    }
+
+    /// End of a batch of data (a poll, a second of a capture): what waits for time to pass
+    /// (probes and SYN attempts past their answer grace) is judged, at most every
+    /// `rules::SETTLE_NS`. Only here, never between the events of a batch: they come ordered
+    /// by their first packet, so a probe's answer later in the batch is not yet seen while an
+    /// earlier flow's last packet already says the probe's grace is over.
+    pub fn settle(&mut self) {
+        if self.last_ns >= self.next_settle_ns {
+            self.rules.settle(self.last_ns, &mut self.book);
+            self.next_settle_ns = self.last_ns + rules::SETTLE_NS;
         }
     }
 

@@ -229,6 +229,7 @@ impl<'a> Pipeline<'a> {
     pub fn tick(&mut self, now_ns: u64) {
         if let Some(d) = &mut self.detector {
             d.tick(now_ns);
+            d.settle();
         }
         self.emit_detections();
         for s in &mut self.sinks {
@@ -253,6 +254,7 @@ impl<'a> Pipeline<'a> {
             for ev in table.take_events() {
                 d.on_event(&ev);
             }
+            d.settle();
         }
         self.finished_flows();
     }

@@ -109,7 +109,7 @@ fn main() -> Result<()> {
         }
         for i in 0..ALERTS {
             let a = alert(i);
-            store.alert(a, T0 + i * 10_000_000, true)?;
+            store.alert(a, T0 + i * 10_000_000)?;
         }
         store.sync()?;
         println!(
@@ -137,7 +137,7 @@ fn main() -> Result<()> {
                     store.flow(flow(i), T0 + i * 1_000_000, false)?;
                     i += 1;
                 }
-                store.alert(alert(i), T0 + i * 1_000_000, false)?;
+                store.alert(alert(i), T0 + i * 1_000_000)?;
                 written.fetch_add(201, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(100));
             }

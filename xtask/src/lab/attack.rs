@@ -33,6 +33,9 @@ pub enum Kind {
     PingSweep,
     /// hping3 SYN flood to port 80 from one source.
     SynFlood,
+    /// The same at full speed (`hping3 --flood`: hundreds of thousands of new flows a second).
+    /// Benchmarks only: not in [`Kind::ALL`].
+    FullSynFlood,
     /// hping3 UDP flood to a closed port.
     UdpFlood,
     /// hping3 ICMP echo flood.
@@ -76,6 +79,7 @@ impl Kind {
             Self::Ipv6Scan => "ipv6-scan",
             Self::PingSweep => "ping-sweep",
             Self::SynFlood => "syn-flood",
+            Self::FullSynFlood => "full-syn-flood",
             Self::UdpFlood => "udp-flood",
             Self::IcmpFlood => "icmp-flood",
             Self::Ddos => "ddos",
@@ -96,7 +100,7 @@ impl Kind {
             | Self::AckScan
             | Self::Ipv6Scan => "port_scan",
             Self::PingSweep => "host_sweep",
-            Self::SynFlood => "syn_flood",
+            Self::SynFlood | Self::FullSynFlood => "syn_flood",
             Self::UdpFlood => "udp_flood",
             Self::IcmpFlood => "icmp_flood",
             Self::Ddos | Self::SpoofedFlood => "ddos",
@@ -299,6 +303,11 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
             ATTACKER.ns,
             "hping3",
             &hping(&["-S", "-p", "80", "-i", "u200"]),
+        )],
+        Kind::FullSynFlood => vec![cmd(
+            ATTACKER.ns,
+            "hping3",
+            &hping(&["-S", "-p", "80", "--flood"]),
         )],
         Kind::UdpFlood => vec![cmd(
             ATTACKER.ns,

@@ -14,9 +14,9 @@ use std::net::IpAddr;
 use sensor_common::{HostKey, HostStats, proto};
 
 use super::{
-    NS, OVERFLOW_MIN_PACKETS, RuleConfig, Rules, host_ip, packet_dst, scan,
+    NS, OVERFLOW_MIN_PACKETS, RuleConfig, Rules, SETTLE_NS, host_ip, packet_dst, scan,
     spike::Spike,
-    window::{Distinct, SecWindow},
+    window::{Distinct, Run, SecWindow},
 };
 use crate::{
     detect::{
@@ -30,15 +30,28 @@ use crate::{
 pub(super) struct SynState {
     pub(super) syns: SecWindow,
     pub(super) done: SecWindow,
-    /// Sources whose attempts are failing: source -> (first failing attempt, latest attempt,
-    /// attempts since the first).
+    /// Sources whose attempts are failing.
     /// A source leaves when one of its handshakes completes: a client beside the flood is no
     /// flooder; a flooder never completes (its stack's RSTs to the victim's SYN-ACKs
-    /// included). It counts once its attempt went unanswered for the answer grace, as a
-    /// sweep's probes do, so clients in mid-handshake are never counted.
-    pub(super) failing: FastMap<IpAddr, (u64, u64, u64)>,
-    /// The last judgment: (data second, its verdict).
+    /// included). It counts once an attempt of its failed for certain (refused by the victim,
+    /// or reset by the source itself) or went unanswered for the answer grace, as a sweep's
+    /// probes do, so clients in mid-handshake are never counted.
+    pub(super) failing: FastMap<IpAddr, Failer>,
+    /// The last judgment: (settle slot, its verdict).
     judged: Option<(u64, Failing)>,
+    /// Waiting in the rules' list for its sources to settle.
+    held: bool,
+}
+
+/// One source's failing attempts at a port.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Failer {
+    /// The first failing attempt, and the latest.
+    first: u64,
+    last: u64,
+    attempts: u64,
+    /// An attempt was refused (RST from the victim) or abandoned (RST from the source).
+    certain: bool,
 }
 
 /// The sources whose attempts fail, as judged at one moment.
@@ -54,31 +67,32 @@ struct Failing {
 
 impl SynState {
     /// Failing sources settled at `now` (all of them at the end of the data), and the one
-    /// when only one is: counted at most once a data second (a flood sends thousands of
+    /// when only one is: counted at most once a settle slot (a flood sends thousands of
     /// attempts a second; the set holds up to 4,096 sources).
     fn judge(&mut self, now: u64, window_ns: u64, end: bool) -> Failing {
-        let sec = now / NS;
+        let slot = now / SETTLE_NS;
         if !end
             && let Some((s, f)) = self.judged
-            && s == sec
+            && s == slot
         {
             return f;
         }
         self.failing
-            .retain(|_, (_, last, _)| now.saturating_sub(*last) < window_ns);
-        let settled = |first: &u64| end || now.saturating_sub(*first) >= scan::ANSWER_GRACE_NS;
+            .retain(|_, f| now.saturating_sub(f.last) < window_ns);
+        let settled =
+            |f: &Failer| end || f.certain || now.saturating_sub(f.first) >= scan::ANSWER_GRACE_NS;
         let mut f = Failing::default();
-        for (src, (first, _, n)) in &self.failing {
-            if settled(first) {
+        for (src, x) in &self.failing {
+            if settled(x) {
                 f.sources += 1;
                 f.single = Some(*src);
-                f.attempts += n;
+                f.attempts += x.attempts;
             }
         }
         if f.sources != 1 {
             f.single = None;
         }
-        self.judged = Some((sec, f));
+        self.judged = Some((slot, f));
         f
     }
 
@@ -92,6 +106,9 @@ pub(super) struct HostState {
     pub(super) tx_udp: SecWindow,
     pub(super) rx_icmp: SecWindow,
     pub(super) tx_icmp: SecWindow,
+    /// The runs of UDP and ICMP requests received (a flood's rate before its window fills).
+    pub(super) udp_run: Run,
+    pub(super) icmp_run: Run,
     pub(super) rx_all: SecWindow,
     pub(super) sources: Distinct<IpAddr>,
     /// Packets the flow map could not take (sources unknown: a flood filling the map).
@@ -228,6 +245,8 @@ impl HostState {
             tx_udp: SecWindow::new(fw),
             rx_icmp: SecWindow::new(fw),
             tx_icmp: SecWindow::new(fw),
+            udp_run: Run::default(),
+            icmp_run: Run::default(),
             rx_all: SecWindow::new(dw),
             sources: Distinct::default(),
             overflow: SecWindow::new(dw),
@@ -246,41 +265,68 @@ impl HostState {
 impl Rules {
     /// SYN flood: SYNs to one port that do not turn into connections.
     pub(super) fn syn_flood(&mut self, ev: &FlowEvent, now: u64, sec: u64, book: &mut AlertBook) {
-        let cap = self.cfg.max_tracked;
-        if ev.proto == proto::TCP && ev.from_src && ((ev.new_flow && ev.syn > 0) || ev.completed) {
-            let key = (ev.dst, ev.dst_port);
-            if !self.syn.contains_key(&key) && self.syn.len() >= cap {
-                self.untracked += 1;
-            } else {
-                let w = self.cfg.syn_flood_window_s;
-                let st = self.syn.entry(key).or_insert_with(|| SynState {
-                    syns: SecWindow::new(w),
-                    done: SecWindow::new(w),
-                    failing: FastMap::default(),
-                    judged: None,
-                });
-                // Attempts, not packets: a retransmitted SYN is the same attempt.
-                st.syns.add(sec, u64::from(ev.new_flow && ev.syn > 0));
-                st.done.add(sec, u64::from(ev.completed));
-                if ev.completed {
-                    st.failing.remove(&ev.src);
-                } else if st.failing.len() < 4096 || st.failing.contains_key(&ev.src) {
-                    let attempt = u64::from(ev.new_flow && ev.syn > 0);
-                    st.failing
-                        .entry(ev.src)
-                        .and_modify(|(_, last, n)| {
-                            *last = now;
-                            *n += attempt;
-                        })
-                        .or_insert((now, now, attempt));
-                }
-                Self::judge_syn_flood(&self.cfg, key, st, now, sec, false, book);
+        if ev.proto != proto::TCP {
+            return;
+        }
+        let key = (ev.dst, ev.dst_port);
+        if ev.rst > 0 && !ev.completed {
+            // A RST on a handshake that never completed: refused by the victim, or given up by
+            // the source (a flooder's own stack resets the SYN-ACKs it gets). That attempt has
+            // failed for certain; its source need not wait out the grace.
+            if let Some(st) = self.syn.get_mut(&key)
+                && let Some(f) = st.failing.get_mut(&ev.src)
+            {
+                f.certain = true;
             }
+        }
+        if !(ev.from_src && ((ev.new_flow && ev.syn > 0) || ev.completed)) {
+            return;
+        }
+        let cap = self.cfg.max_tracked;
+        if !self.syn.contains_key(&key) && self.syn.len() >= cap {
+            self.untracked += 1;
+            return;
+        }
+        let w = self.cfg.syn_flood_window_s;
+        let st = self.syn.entry(key).or_insert_with(|| SynState {
+            syns: SecWindow::new(w),
+            done: SecWindow::new(w),
+            failing: FastMap::default(),
+            judged: None,
+            held: false,
+        });
+        // Attempts, not packets: a retransmitted SYN is the same attempt.
+        st.syns.add(sec, u64::from(ev.new_flow && ev.syn > 0));
+        st.done.add(sec, u64::from(ev.completed));
+        if ev.completed {
+            st.failing.remove(&ev.src);
+        } else if st.failing.len() < 4096 || st.failing.contains_key(&ev.src) {
+            let attempt = u64::from(ev.new_flow && ev.syn > 0);
+            // The source's own RST in the same update (SYN, SYN-ACK back, RST within a poll).
+            let certain = ev.rst > 0;
+            st.failing
+                .entry(ev.src)
+                .and_modify(|f| {
+                    f.last = now;
+                    f.attempts += attempt;
+                    f.certain |= certain;
+                })
+                .or_insert(Failer {
+                    first: now,
+                    last: now,
+                    attempts: attempt,
+                    certain,
+                });
+        }
+        if Self::judge_syn_flood(&self.cfg, key, st, now, sec, false, book) && !st.held {
+            st.held = true;
+            self.syn_held.push(key);
         }
     }
 
     /// Fires the SYN flood of `key` when its attempts pass the threshold and mostly fail,
     /// once a failing source has settled (`end`: the data is over, every attempt has).
+    /// Returns whether it waits for sources to settle.
     fn judge_syn_flood(
         cfg: &RuleConfig,
         key: (IpAddr, u16),
@@ -289,13 +335,13 @@ impl Rules {
         sec: u64,
         end: bool,
         book: &mut AlertBook,
-    ) {
+    ) -> bool {
         let w = cfg.syn_flood_window_s;
         let attempts = st.syns.sum_at(sec);
         let done = st.done.sum_at(sec);
         let half_open = attempts.saturating_sub(done);
         if half_open < cfg.syn_flood_syns {
-            return;
+            return false;
         }
         // A busy server also has many half-open attempts at once (a full backlog makes
         // clients retransmit), but most of them complete; a flood's almost never do. Judged
@@ -307,10 +353,13 @@ impl Rules {
             single,
             attempts: failed,
         } = st.judge(now, w * NS, end);
-        if sources == 0 || !(mostly_failing || failed >= cfg.syn_flood_syns) {
-            // Nobody's attempt has gone unanswered long enough yet (judged next second), or
-            // the attempts that fail are a busy server's few.
-            return;
+        if sources == 0 {
+            // Nobody's attempt has failed for certain yet: judged again at the next settle.
+            return true;
+        }
+        if !(mostly_failing || failed >= cfg.syn_flood_syns) {
+            // The attempts that fail are a busy server's few.
+            return false;
         }
         let many = sources >= cfg.ddos_sources;
         book.fire(Firing {
@@ -336,17 +385,19 @@ impl Rules {
                 ..FloodEvidence::new(Vector::TcpSyn, Sources::Counted(sources))
             }),
         });
+        false
     }
 
-    /// SYN floods held back for their sources to settle, judged each second and at the end.
+    /// SYN floods held back for their sources to settle, judged at each settle and at the end.
     pub(super) fn syn_floods_tick(&mut self, now: u64, end: bool, book: &mut AlertBook) {
         let sec = now / NS;
-        for (key, st) in &mut self.syn {
-            if st
-                .judged
-                .is_some_and(|(s, f)| f.sources == 0 && (end || s < sec))
-            {
-                Self::judge_syn_flood(&self.cfg, *key, st, now, sec, end, book);
+        for key in std::mem::take(&mut self.syn_held) {
+            let Some(st) = self.syn.get_mut(&key) else {
+                continue;
+            };
+            st.held = Self::judge_syn_flood(&self.cfg, key, st, now, sec, end, book) && !end;
+            if st.held {
+                self.syn_held.push(key);
             }
         }
     }
@@ -367,11 +418,17 @@ impl Rules {
             h.last_ns = now;
             let n = ev.packets;
             match (ev.proto, rx) {
-                (proto::UDP, true) => h.rx_udp.add(sec, n),
+                (proto::UDP, true) => {
+                    h.rx_udp.add(sec, n);
+                    h.udp_run.add(now, n);
+                }
                 (proto::UDP, false) => h.tx_udp.add(sec, n),
                 // ICMP flows run requester -> responder: only requests make a flood (victims
                 // answer echo requests, so replies say nothing against it).
-                (proto::ICMP | proto::ICMPV6, true) if ev.from_src => h.rx_icmp.add(sec, n),
+                (proto::ICMP | proto::ICMPV6, true) if ev.from_src => {
+                    h.rx_icmp.add(sec, n);
+                    h.icmp_run.add(now, n);
+                }
                 (proto::ICMP | proto::ICMPV6, false) if ev.from_src => h.tx_icmp.add(sec, n),
                 _ => {}
             }
@@ -394,8 +451,10 @@ impl Rules {
                     }
                 }
             } else {
+                // A SYN-ACK offers a connection; it answers nothing until the peer takes it up
+                // (a server under a spoofed SYN flood sends nothing else).
                 let errors = match ev.proto {
-                    proto::TCP => ev.rst.min(n),
+                    proto::TCP => (ev.rst + ev.syn_ack).min(n),
                     p if icmp_error(p, ev.key_dst_port) => n,
                     _ => 0,
                 };
@@ -435,17 +494,23 @@ impl Rules {
             .count(now, cfg.ddos_window_s * NS, cfg.ddos_sources);
         let many = sources >= cfg.ddos_sources;
         let flood_min = cfg.flood_pps * cfg.flood_window_s;
-        for (kind, rx, tx, vector) in [
+        // A flood is a rate: one that has run a tenth of the window at the flood rate, with a
+        // quarter of the window's volume, is judged then rather than when the window fills
+        // (200 ms and 500 packets at the defaults, against 2 s and 2,000).
+        let run_min_ns = cfg.flood_window_s * NS / 10;
+        for (kind, rx, tx, run, vector) in [
             (
                 AlertKind::UdpFlood,
                 &mut h.rx_udp,
                 &mut h.tx_udp,
+                h.udp_run,
                 Vector::Udp,
             ),
             (
                 AlertKind::IcmpFlood,
                 &mut h.rx_icmp,
                 &mut h.tx_icmp,
+                h.icmp_run,
                 Vector::Icmp,
             ),
         ] {
@@ -454,8 +519,9 @@ impl Rules {
             // UDP: a victim answers (almost) nothing. ICMP counts requests only (see above).
             let one_sided = kind == AlertKind::IcmpFlood
                 || (replies as f64) < cfg.flood_max_reply_ratio * inbound as f64;
-            if inbound >= flood_min && one_sided {
-                let rate = rx.rate();
+            let fast = run.sustained(now, run_min_ns, cfg.flood_pps, flood_min / 4);
+            if (inbound >= flood_min || fast) && one_sided {
+                let rate = rx.rate().max(run.rate());
                 let mut evidence = FloodEvidence {
                     packets: Some(inbound),
                     replies: Some(replies),

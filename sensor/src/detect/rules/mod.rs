@@ -154,6 +154,10 @@ impl Default for RuleConfig {
 
 const NS: u64 = 1_000_000_000;
 
+/// How often (data time) the rules look again at what waits for time to pass: probes and SYN
+/// attempts whose answer grace may have run out. Live, that is every poll.
+pub const SETTLE_NS: u64 = 100_000_000;
+
 /// Overflow packets (in one poll) before an untracked host gets per-host state.
 const OVERFLOW_MIN_PACKETS: u64 = 8;
 
@@ -164,7 +168,11 @@ pub struct Rules {
     /// Scans that grew while their firing was held back this second.
     scans_pending: Vec<(IpAddr, IpAddr)>,
     sweeps: FastMap<(IpAddr, Probe), Sweep>,
+    /// Sweeps big enough to fire once their probes settle.
+    sweeps_held: Vec<(IpAddr, Probe)>,
     syn: FastMap<(IpAddr, u16), SynState>,
+    /// SYN floods past their threshold whose failing sources have not settled yet.
+    syn_held: Vec<(IpAddr, u16)>,
     hosts: FastMap<IpAddr, HostState>,
     slow: slow::Slow,
     brute: brute::Brute,
@@ -191,7 +199,9 @@ impl Rules {
             scans: FastMap::default(),
             scans_pending: Vec::new(),
             sweeps: FastMap::default(),
+            sweeps_held: Vec::new(),
             syn: FastMap::default(),
+            syn_held: Vec::new(),
             hosts: FastMap::default(),
             slow: slow::Slow::default(),
             brute: brute::Brute::default(),

@@ -7,7 +7,7 @@ use crate::detect::FastMap;
 
 use sensor_common::{family, proto};
 
-use super::{NS, Rules, window::Distinct};
+use super::{NS, Rules, SETTLE_NS, window::Distinct};
 use crate::{
     detect::{
         alert::{AlertBook, AlertKind, DetectorKind, Firing, Severity},
@@ -40,26 +40,86 @@ impl Probe {
     }
 }
 
-/// Hosts one source probed one way: when, and whether they answered.
+/// What became of a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// No answer yet.
+    Pending,
+    /// The host answered (an echo reply, a completed handshake, a UDP reply, an ARP reply).
+    Answered,
+    /// The host refused it (a RST): it is there, but the probe found nothing open.
+    Refused,
+}
+
+/// Hosts one source probed one way: when, and what became of the probe.
 #[derive(Default)]
 pub(super) struct Sweep {
-    pub(super) hosts: FastMap<IpAddr, (u64, bool)>,
+    pub(super) hosts: FastMap<IpAddr, (u64, Fate)>,
     /// Hosts counted when the rule last fired: it fires again only when the sweep grows.
     pub(super) fired_at: usize,
-    /// Data second of the last pass over `hosts`.
-    pub(super) judged_s: Option<u64>,
+    /// Settle slot (`SETTLE_NS`) of the last pass over `hosts`.
+    pub(super) judged: Option<u64>,
+    /// Replies seen (answers or refusals), and the longest a host took to reply: how long
+    /// this source's probes take to come back when they do (see [`Sweep::grace`]).
+    replies: u32,
+    reply_delay_max: u64,
+    /// In the rules' list of sweeps waiting for their probes to settle.
+    pub(super) held: bool,
 }
 
 impl Sweep {
-    fn answer(&mut self, host: IpAddr) {
-        if let Some(h) = self.hosts.get_mut(&host) {
-            h.1 = true;
+    fn answer(&mut self, host: IpAddr, now: u64) {
+        self.reply(host, now, Fate::Answered);
+    }
+
+    fn refuse(&mut self, host: IpAddr, now: u64) {
+        self.reply(host, now, Fate::Refused);
+    }
+
+    /// A reply from `host`: the first one (to a pending probe) teaches the round trip; an
+    /// answer after a refusal still makes the host answered.
+    fn reply(&mut self, host: IpAddr, now: u64, fate: Fate) {
+        let Some(h) = self.hosts.get_mut(&host) else {
+            return;
+        };
+        let delay = (h.1 == Fate::Pending).then(|| now.saturating_sub(h.0));
+        if h.1 != Fate::Answered {
+            h.1 = fate;
+        }
+        if let Some(d) = delay {
+            self.replied(d);
+        }
+    }
+
+    fn replied(&mut self, delay: u64) {
+        self.replies = self.replies.saturating_add(1);
+        self.reply_delay_max = self.reply_delay_max.max(delay);
+    }
+
+    /// How long a probe goes unanswered before it counts: a reply takes a round trip, so
+    /// once this source's probes have come back a few times (answered or refused), four times
+    /// the slowest of those replies (at least `MIN_GRACE_NS`); before that, `ANSWER_GRACE_NS`,
+    /// the TCP retransmission timer's first second. A monitor's hosts answer within the grace
+    /// its own answers set; a sweep's silent addresses never do.
+    pub(super) fn grace(&self) -> u64 {
+        if self.replies >= GRACE_REPLIES {
+            (4 * self.reply_delay_max).clamp(MIN_GRACE_NS, ANSWER_GRACE_NS)
+        } else {
+            ANSWER_GRACE_NS
         }
     }
 }
 
-/// How long a TCP/UDP probe may go unanswered before it counts towards a sweep.
+/// How long a probe may go unanswered before it counts towards a sweep, when its source's own
+/// answers say nothing yet.
 pub(super) const ANSWER_GRACE_NS: u64 = NS;
+
+/// The shortest grace learnt from answers. Probes are judged at the end of a batch of data
+/// (a poll), so an answer within the grace is always seen first.
+pub(super) const MIN_GRACE_NS: u64 = 50_000_000;
+
+/// Replies a source needs before its grace is learnt from them.
+const GRACE_REPLIES: u32 = 3;
 
 /// Reflectors sending unsolicited replies from one port to a host before that port's traffic
 /// to it stops counting as probes (whatever its ports look like).
@@ -203,7 +263,11 @@ impl Rules {
             } else {
                 let sweep = self.sweeps.entry(key).or_default();
                 if sweep.hosts.len() < 65_536 || sweep.hosts.contains_key(&ev.dst) {
-                    sweep.hosts.insert(ev.dst, (now, false));
+                    sweep.hosts.insert(ev.dst, (now, Fate::Pending));
+                }
+                if !sweep.held && sweep.hosts.len() >= self.cfg.host_sweep_hosts {
+                    sweep.held = true;
+                    self.sweeps_held.push(key);
                 }
                 self.eval_sweep(key, now, false, false, book);
             }
@@ -216,24 +280,29 @@ impl Rules {
             if !ev.from_src
                 && let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Arp))
             {
-                s.answer(ev.dst);
+                s.answer(ev.dst, now);
             }
         } else if ev.proto == proto::TCP && ev.completed {
             if let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Tcp(ev.dst_port))) {
-                s.answer(ev.dst);
+                s.answer(ev.dst, now);
+            }
+        } else if ev.proto == proto::TCP && !ev.from_src && ev.rst > 0 {
+            // Refused: the probe's fate is known now, no need to wait for an answer.
+            if let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Tcp(ev.dst_port))) {
+                s.refuse(ev.dst, now);
             }
         } else if ev.proto == proto::UDP
             && !ev.from_src
             && let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::Udp(ev.dst_port)))
         {
-            s.answer(ev.dst);
+            s.answer(ev.dst, now);
         } else if matches!(ev.proto, proto::ICMP | proto::ICMPV6)
             && !ev.from_src
             && let Some(s) = self.sweeps.get_mut(&(ev.src, Probe::IcmpEcho))
         {
             // An echo reply (it joins its request's flow). A monitor pinging the same answered
             // hosts every few seconds is revisiting them, not discovering them.
-            s.answer(ev.dst);
+            s.answer(ev.dst, now);
         }
         self.slow_answer(ev);
     }
@@ -247,9 +316,9 @@ impl Rules {
             .is_some_and(|p| p == ev.src_port)
     }
 
-    /// Judges one source's sweep: probes count once they went unanswered for
-    /// `ANSWER_GRACE_NS` (or at the end of the data). A sweep discovers, and most of the
-    /// addresses it tries hold nobody; hosts that answer are known to the source.
+    /// Judges one source's sweep: probes count once refused or unanswered for the sweep's
+    /// grace ([`Sweep::grace`]; all of them at the end of the data). A sweep discovers, and
+    /// most of the addresses it tries hold nobody; hosts that answer are known to the source.
     pub(super) fn eval_sweep(
         &mut self,
         key: (IpAddr, Probe),
@@ -265,18 +334,21 @@ impl Rules {
         if sweep.hosts.len() < self.cfg.host_sweep_hosts {
             return;
         }
-        // A pass over the hosts at most once a data second per key from the packet path; the
-        // second's tick (`end` or a timer call) judges what was held back.
-        let sec = now / NS;
-        if !end && !timer && sweep.judged_s == Some(sec) {
+        // A pass over the hosts at most once a settle slot per key from the packet path; the
+        // settle pass (`end` or a timer call) judges what was held back.
+        let slot = now / SETTLE_NS;
+        if !end && !timer && sweep.judged == Some(slot) {
             return;
         }
-        sweep.judged_s = Some(sec);
+        sweep.judged = Some(slot);
         sweep
             .hosts
             .retain(|_, (t, _)| now.saturating_sub(*t) < window);
-        let counted = |(t, answered): &(u64, bool)| {
-            !answered && (end || now.saturating_sub(*t) >= ANSWER_GRACE_NS)
+        let grace = sweep.grace();
+        let counted = |(t, fate): &(u64, Fate)| match fate {
+            Fate::Answered => false,
+            Fate::Refused => true,
+            Fate::Pending => end || now.saturating_sub(*t) >= grace,
         };
         // The alert is as recent as the newest probe it counts, not the clock of this check.
         let (n, newest) = sweep
@@ -334,20 +406,31 @@ impl Rules {
         }
     }
 
-    /// Time passes (every second of data time): TCP/UDP/ARP probes left unanswered now count,
-    /// sweeps and scans held back this second are judged.
-    pub fn tick(&mut self, now: u64, book: &mut AlertBook) {
-        let pending: Vec<(IpAddr, Probe)> = self
-            .sweeps
-            .iter()
-            .filter(|(_, s)| s.hosts.len() >= self.cfg.host_sweep_hosts)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in pending {
+    /// Time passes (every `SETTLE_NS` of data time): probes and SYN attempts left unanswered
+    /// long enough now count, so sweeps and floods waiting on them are judged.
+    pub fn settle(&mut self, now: u64, book: &mut AlertBook) {
+        let held = std::mem::take(&mut self.sweeps_held);
+        for key in held {
+            let big = self
+                .sweeps
+                .get(&key)
+                .is_some_and(|s| s.hosts.len() >= self.cfg.host_sweep_hosts);
+            if !big {
+                if let Some(s) = self.sweeps.get_mut(&key) {
+                    s.held = false;
+                }
+                continue;
+            }
             self.eval_sweep(key, now, false, true, book);
+            self.sweeps_held.push(key);
         }
-        self.scans_pending_fire(now, book);
         self.syn_floods_tick(now, false, book);
+    }
+
+    /// Every second of data time: scans held back this second, the slow windows, spikes
+    /// (what waits for answers is judged by `settle`, at the end of a batch of data).
+    pub fn tick(&mut self, now: u64, book: &mut AlertBook) {
+        self.scans_pending_fire(now, book);
         self.slow_tick(now, book);
         self.close_spike_seconds(now);
         self.release_spikes(now, false, book);

@@ -35,6 +35,7 @@ fn run(events: &[FlowEvent]) -> Vec<Alert> {
     for e in events {
         r.on_event(e, &mut book);
         r.tick(e.ts_ns, &mut book);
+        r.settle(e.ts_ns, &mut book);
     }
     let end = events.last().map_or(0, |e| e.ts_ns);
     r.flush(end, &mut book);
@@ -651,6 +652,7 @@ fn run_until(events: &[FlowEvent], end_ms: u64) -> Vec<Alert> {
         r.on_event(e, &mut book);
         if e.ts_ns >= next {
             r.tick(e.ts_ns, &mut book);
+            r.settle(e.ts_ns, &mut book);
             book.close_quiet(e.ts_ns);
             next = e.ts_ns + NS;
         }
@@ -659,6 +661,7 @@ fn run_until(events: &[FlowEvent], end_ms: u64) -> Vec<Alert> {
     while t < end_ms * 1_000_000 {
         t += NS;
         r.tick(t, &mut book);
+        r.settle(t, &mut book);
         book.close_quiet(t);
     }
     r.flush(t, &mut book);
@@ -807,6 +810,7 @@ fn an_open_alert_is_updated_at_most_once_a_data_second_while_it_grows() {
         r.on_event(&e, &mut book);
         if e.ts_ns >= next {
             r.tick(e.ts_ns, &mut book);
+            r.settle(e.ts_ns, &mut book);
             book.close_quiet(e.ts_ns);
             updates.extend(book.take_updated());
             next = e.ts_ns + NS;
@@ -1091,4 +1095,191 @@ fn low_rate_syn_ack_reflection_surfaces_at_low_severity() {
         });
     }
     assert!(kinds(&run(&asked)).is_empty(), "{:?}", run(&asked));
+}
+
+/// Data time (ms) at which the first alert of `kind` opened, driving the rules as the detector
+/// does (settling every `SETTLE_NS`, the second's tick every second), then 3 s of quiet;
+/// `None` if it never did.
+fn opened_at(events: &[FlowEvent], kind: AlertKind) -> Option<u64> {
+    let mut r = Rules::new(RuleConfig::default());
+    let mut book = AlertBook::new(30 * NS, 1000);
+    let (mut settle, mut second) = (0, 0);
+    for e in events {
+        r.on_event(e, &mut book);
+        if e.ts_ns >= settle {
+            r.settle(e.ts_ns, &mut book);
+            settle = e.ts_ns + SETTLE_NS;
+        }
+        if e.ts_ns >= second {
+            r.tick(e.ts_ns, &mut book);
+            second = e.ts_ns + NS;
+        }
+        if book.open_alerts().any(|a| a.kind == kind) {
+            return Some(e.ts_ns / 1_000_000);
+        }
+    }
+    // Then 3 s of data time without traffic (live, polls keep coming).
+    let last = events.last().map_or(0, |e| e.ts_ns);
+    for t in (1..=30).map(|i| last + i * SETTLE_NS) {
+        r.settle(t, &mut book);
+        if t >= second {
+            r.tick(t, &mut book);
+            second = t + NS;
+        }
+        if book.open_alerts().any(|a| a.kind == kind) {
+            return Some(t / 1_000_000);
+        }
+    }
+    None
+}
+
+/// Echo requests to `hosts` addresses from A, one every 2 ms from `t0`; `answered` of them
+/// (every n-th) answered after `rtt_ms`.
+fn echo_sweep(t0: u64, hosts: u64, every: u64, rtt_ms: u64) -> Vec<FlowEvent> {
+    let mut events = Vec::new();
+    for h in 0..hosts {
+        let echo = FlowEvent {
+            key_dst_port: 8 << 8,
+            dst_port: 0,
+            src_port: 0,
+            syn: 0,
+            ..ev(
+                t0 + h * 2,
+                A,
+                ip(10, 4, (h / 250) as u8, (h % 250) as u8 + 1),
+                0,
+                proto::ICMP,
+            )
+        };
+        events.push(echo);
+        if every > 0 && h % every == 0 {
+            events.push(FlowEvent {
+                ts_ns: echo.ts_ns + rtt_ms * 1_000_000,
+                from_src: false,
+                new_flow: false,
+                ..echo
+            });
+        }
+    }
+    events.sort_by_key(|e| e.ts_ns);
+    events
+}
+
+/// A sweep whose few live hosts answer within a millisecond is judged a round trip's grace
+/// after its probes (the shortest grace), not the full second; a sweep nobody answers waits
+/// the second; a monitor whose answers take 150 ms is given 600 ms and is still no sweep.
+#[test]
+fn a_sweep_is_judged_on_the_grace_its_own_answers_set() {
+    // 250 addresses in 500 ms, every 25th answers after 1 ms: the 50th silent host's grace
+    // (100 ms) ends at ~200 ms.
+    let at = opened_at(&echo_sweep(0, 250, 25, 1), AlertKind::HostSweep).expect("sweep missed");
+    assert!(at < 400, "fast sweep judged at {at} ms");
+    // Nobody answers: probes count after 1 s.
+    let at = opened_at(&echo_sweep(0, 250, 0, 0), AlertKind::HostSweep).expect("sweep missed");
+    assert!((1000..1500).contains(&at), "silent sweep judged at {at} ms");
+    // Every host answers, 150 ms later: no sweep, though each echo waits 150 ms.
+    assert_eq!(
+        opened_at(&echo_sweep(0, 250, 1, 150), AlertKind::HostSweep),
+        None
+    );
+}
+
+/// SYNs refused by the victim (RST) or abandoned by their source fail for certain: the flood
+/// is judged as soon as the attempts pass the threshold, not a second later.
+#[test]
+fn refused_syn_attempts_settle_a_syn_flood_at_once() {
+    let mut events = Vec::new();
+    for i in 0..300u64 {
+        let syn = FlowEvent {
+            src_port: 1024 + i as u16,
+            ..ev(i, A, B, 80, proto::TCP)
+        };
+        events.push(syn);
+        events.push(FlowEvent {
+            from_src: false,
+            new_flow: false,
+            syn: 0,
+            rst: 1,
+            ts_ns: syn.ts_ns + 100_000,
+            ..syn
+        });
+    }
+    let at = opened_at(&events, AlertKind::SynFlood).expect("SYN flood missed");
+    assert!(at < 150, "refused flood judged at {at} ms");
+    // The same attempts with no answer at all wait out the grace.
+    let silent: Vec<_> = events.iter().filter(|e| e.from_src).copied().collect();
+    let mut longer = silent.clone();
+    longer.extend((300..1500u64).map(|i| FlowEvent {
+        src_port: 1024 + i as u16,
+        ..ev(i, A, B, 80, proto::TCP)
+    }));
+    let at = opened_at(&longer, AlertKind::SynFlood).expect("silent flood missed");
+    assert!(
+        at >= 1000,
+        "silent flood judged at {at} ms, before its grace"
+    );
+}
+
+/// A server answering a spoofed SYN flood with SYN-ACKs only is not answering: a DDoS from the
+/// first poll's worth of attempts, without waiting for any source to settle.
+#[test]
+fn syn_acks_to_a_spoofed_flood_are_no_answers() {
+    let mut events = Vec::new();
+    for i in 0..3000u64 {
+        let src = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i as u32));
+        let syn = FlowEvent {
+            src_port: 1024 + i as u16,
+            ..ev(i / 5, src, B, 80, proto::TCP)
+        };
+        events.push(syn);
+        events.push(FlowEvent {
+            from_src: false,
+            new_flow: false,
+            syn: 0,
+            syn_ack: 1,
+            ..syn
+        });
+    }
+    let at = opened_at(&events, AlertKind::Ddos).expect("spoofed flood missed");
+    assert!(at < 500, "spoofed flood judged at {at} ms");
+}
+
+/// A UDP flood at 5,000 packets/s is judged on its rate once it has run 200 ms, long before
+/// 2,000 packets fill the window; a 300-packet burst in 100 ms is no flood, nor is a steady
+/// 800 packets/s.
+#[test]
+fn a_flood_is_judged_on_its_rate_before_its_window_fills() {
+    // One update per 100 ms poll, as live: 500 packets each.
+    let polls = |n: u64, per: u64| -> Vec<FlowEvent> {
+        (1..=n)
+            .map(|i| FlowEvent {
+                new_flow: i == 1,
+                packets: per,
+                ..ev(i * 100, A, B, 9999, proto::UDP)
+            })
+            .collect()
+    };
+    let at = opened_at(&polls(10, 500), AlertKind::UdpFlood).expect("flood missed");
+    assert!(at <= 300, "5,000 pps judged at {at} ms");
+    assert_eq!(opened_at(&polls(1, 300), AlertKind::UdpFlood), None);
+    assert_eq!(opened_at(&polls(2, 150), AlertKind::UdpFlood), None);
+    assert_eq!(
+        opened_at(&polls(100, 80), AlertKind::UdpFlood),
+        None,
+        "800 pps"
+    );
+    // ICMP requests the same way.
+    let icmp: Vec<_> = (1..=10u64)
+        .map(|i| FlowEvent {
+            new_flow: i == 1,
+            packets: 500,
+            key_dst_port: 8 << 8,
+            dst_port: 0,
+            src_port: 0,
+            syn: 0,
+            ..ev(i * 100, A, B, 0, proto::ICMP)
+        })
+        .collect();
+    let at = opened_at(&icmp, AlertKind::IcmpFlood).expect("ICMP flood missed");
+    assert!(at <= 300, "ICMP at 5,000 pps judged at {at} ms");
 }

@@ -44,6 +44,11 @@ impl SecWindow {
             }
         }
         self.last_sec = sec;
+        if self.sum == 0 {
+            // Nothing left in the window: what comes next starts a new span (a host quiet for
+            // a while is not averaged over its silence).
+            self.first_sec = sec;
+        }
     }
 
     pub(super) fn add(&mut self, sec: u64, n: u64) {
@@ -68,6 +73,56 @@ impl SecWindow {
 
     pub(super) fn rate(&self) -> f64 {
         self.sum as f64 / self.span() as f64
+    }
+}
+
+/// An uninterrupted run of traffic (no gap of a second or more) and its rate: a flood is a
+/// rate, which a run shows precisely well before the per-second window fills.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Run {
+    start_ns: u64,
+    last_ns: u64,
+    /// Packets of the update that started the run (they came before `start_ns`, from a
+    /// poll's worth of traffic) and of the whole run.
+    start_packets: u64,
+    packets: u64,
+}
+
+impl Run {
+    /// Longest pause inside one run.
+    const GAP_NS: u64 = NS;
+
+    pub(super) fn add(&mut self, ts: u64, n: u64) {
+        if self.packets == 0 || ts > self.last_ns + Self::GAP_NS {
+            *self = Self {
+                start_ns: ts,
+                last_ns: ts,
+                start_packets: n,
+                packets: n,
+            };
+            return;
+        }
+        self.last_ns = self.last_ns.max(ts);
+        self.packets += n;
+    }
+
+    /// Packets a second over the run (its first update's packets left out, as above).
+    pub(super) fn rate(&self) -> f64 {
+        let span = self.last_ns - self.start_ns;
+        if span == 0 {
+            return 0.0;
+        }
+        (self.packets - self.start_packets) as f64 * NS as f64 / span as f64
+    }
+
+    /// Whether the run has lasted `min_ns` at `pps` or more and holds `min_packets`. The
+    /// first update's packets are not in the rate: they may span the poll before it.
+    pub(super) fn sustained(&self, now: u64, min_ns: u64, pps: u64, min_packets: u64) -> bool {
+        let span = self.last_ns - self.start_ns;
+        now <= self.last_ns + Self::GAP_NS
+            && span >= min_ns.max(1)
+            && self.packets >= min_packets
+            && (self.packets - self.start_packets) as f64 >= pps as f64 * span as f64 / NS as f64
     }
 }
 

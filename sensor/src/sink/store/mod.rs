@@ -194,6 +194,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct Store {
     path: PathBuf,
     tx: Option<mpsc::SyncSender<Msg>>,
+    /// Alerts and audit rows: a lane of their own, committed ahead of the rows queued on
+    /// `tx`, so that a flood's backlog of flow rows (up to ~260k) never delays an alert on the
+    /// API nor drops one.
+    priority: Option<mpsc::Sender<Msg>>,
     stats: Arc<WriterStats>,
     join: Option<JoinHandle<()>>,
     /// Capture session later rows belong to (0: none); the writer sets it when a session
@@ -282,6 +286,8 @@ const BATCH_ROWS: usize = 10_000;
 /// memory (and page faults) at every open.
 const QUEUE_MESSAGES: usize = 1024;
 const BATCH_TIME: Duration = Duration::from_millis(100);
+/// How often the writer looks at the priority lane while it waits on the other.
+const PRIORITY_POLL: Duration = Duration::from_millis(10);
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
 /// How often the writer checkpoints the WAL back into the database and truncates it.
 /// SQLite's automatic checkpoints never restart the WAL while some reader is in it, and an
@@ -332,6 +338,7 @@ impl Store {
         cap: usize,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_MESSAGES);
+        let (priority, priority_rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
         let session = Arc::new(AtomicI64::new(0));
         let w = Writer {
@@ -342,6 +349,7 @@ impl Store {
             session: Arc::clone(&session),
             current: 0,
             pending: Vec::new(),
+            priority: Vec::new(),
             droppable: 0,
             cap,
             failing: None,
@@ -350,7 +358,7 @@ impl Store {
         };
         let join = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || w.run(rx, priority_rx))
             .map_err(|source| StoreError::Create {
                 path: path.into(),
                 source,
@@ -358,6 +366,7 @@ impl Store {
         Ok(Self {
             path: path.into(),
             tx: Some(tx),
+            priority: Some(priority),
             stats,
             join: Some(join),
             session,
@@ -446,8 +455,23 @@ impl Store {
         self.send(Msg::Flow(Box::new(f), last_seen_ns, self.sid()), block)
     }
 
-    pub fn alert(&self, a: AlertRecord, last_seen_ns: u64, block: bool) -> Result<(), StoreError> {
-        self.send(Msg::Alert(Box::new(a), last_seen_ns, self.sid()), block)
+    /// Queues an alert (its row as it stands) on the priority lane: never waits, never dropped.
+    pub fn alert(&self, a: AlertRecord, last_seen_ns: u64) -> Result<(), StoreError> {
+        self.send_priority(Msg::Alert(Box::new(a), last_seen_ns, self.sid()))
+    }
+
+    /// Queues a mitigation audit row on the priority lane.
+    pub fn mitigation(&self, e: MitigationEvent) -> Result<(), StoreError> {
+        self.send_priority(Msg::Mitigation(Box::new(e), self.sid()))
+    }
+
+    fn send_priority(&self, m: Msg) -> Result<(), StoreError> {
+        let tx = self.priority.as_ref().ok_or(StoreError::WriterGone)?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        tx.send(m).map_err(|_| {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            StoreError::WriterGone
+        })
     }
 
     pub fn anomaly(&self, a: AnomalyRow, block: bool) -> Result<(), StoreError> {
@@ -479,6 +503,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        drop(self.priority.take());
         drop(self.tx.take());
         if let Some(j) = self.join.take() {
             let _ignored = j.join();

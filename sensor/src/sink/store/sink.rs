@@ -84,9 +84,10 @@ impl crate::sink::Sink for StoreSink<'_> {
         rec: &AlertRecord,
         last_seen_ns: u64,
     ) -> Result<(), crate::sink::SinkError> {
-        // Rows of the same flows first, so the database never shows an alert before them.
+        // Rows of the same flows first: committed before the alert unless a backlog holds
+        // them (a flood's), which the alert does not wait for (the priority lane).
         self.hand_over()?;
-        Ok(self.store.alert(rec.clone(), last_seen_ns, self.block)?)
+        Ok(self.store.alert(rec.clone(), last_seen_ns)?)
     }
     /// The same row as at open (upsert on the session's alert key), with the figures so far.
     fn alert_updated(
@@ -110,14 +111,11 @@ impl crate::sink::Sink for StoreSink<'_> {
     fn stats(&mut self, s: &StatsRow) -> Result<(), crate::sink::SinkError> {
         self.push(Msg::Stats(*s))
     }
-    /// Audit rows are never dropped: they wait for queue space even on the live path (they
-    /// are rare, and an operator must be able to tell who blocked what).
+    /// Audit rows are never dropped nor held behind a backlog (they are rare, and an operator
+    /// must be able to tell who blocked what, when).
     fn mitigation(&mut self, e: &MitigationEvent) -> Result<(), crate::sink::SinkError> {
         self.hand_over()?;
-        let sid = self.store.sid();
-        Ok(self
-            .store
-            .send(Msg::Mitigation(Box::new(e.clone()), sid), true)?)
+        Ok(self.store.mitigation(e.clone())?)
     }
     fn tick(&mut self) -> Result<(), crate::sink::SinkError> {
         self.hand_over()

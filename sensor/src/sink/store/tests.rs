@@ -309,3 +309,67 @@ fn retention_deletes_by_age_and_by_count() {
     assert_eq!((n, min / day), (5, 105));
     std::fs::remove_dir_all(p.parent().expect("dir")).ok();
 }
+
+/// An alert queued behind a backlog of rows (a flood's flows) is committed ahead of it: it is
+/// readable while most of the backlog is still unwritten.
+#[test]
+fn an_alert_does_not_wait_behind_a_backlog_of_rows() {
+    use crate::detect::{
+        Severity,
+        alert::{AlertKind, DetectorKind},
+    };
+    let p = tmp("priority");
+    let s = Store::open(&p, Retention::default()).expect("open");
+    let batches = 400u64;
+    for b in 0..batches {
+        let rows = (0..256)
+            .map(|i| {
+                Msg::Stats(StatsRow {
+                    ts: b * 256 + i,
+                    seconds: 1,
+                    ..StatsRow::default()
+                })
+            })
+            .collect();
+        s.send(Msg::Batch(rows), true).expect("queued");
+    }
+    let alert = AlertRecord {
+        id: 1,
+        state: crate::record::AlertState::Open,
+        merged_into: None,
+        kind: AlertKind::SynFlood,
+        severity: Severity::High,
+        detector: DetectorKind::Rule,
+        src_ip: Some("10.0.0.1".parse().expect("ip")),
+        dst_ip: Some("10.0.0.2".parse().expect("ip")),
+        first_seen: "2026-01-01T00:00:00.000000Z".into(),
+        last_seen: "2026-01-01T00:00:01.000000Z".into(),
+        count: 1,
+        score: None,
+        summary: String::new(),
+        evidence: serde_json::json!({"attempts": 1000}),
+        rate_history: Vec::new(),
+        pcap: None,
+    };
+    s.alert(alert, 1_000).expect("alert queued");
+    let c = Connection::open(&p).expect("reader");
+    let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap_or(0) };
+    let mut rows_then = None;
+    for _ in 0..30_000 {
+        if count("SELECT count(*) FROM alerts") == 1 {
+            rows_then = Some(count("SELECT count(*) FROM statistics"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let rows_then = rows_then.expect("the alert was never written");
+    let total = (batches * 256) as i64;
+    assert!(
+        rows_then < total / 2,
+        "the alert became readable after {rows_then} of the {total} rows queued before it"
+    );
+    s.sync().expect("sync");
+    assert_eq!(count("SELECT count(*) FROM statistics"), total);
+    drop(s);
+    std::fs::remove_dir_all(p.parent().expect("dir")).ok();
+}

@@ -15,8 +15,8 @@ use std::{
 use rusqlite::{Connection, params};
 
 use super::{
-    BATCH_ROWS, BATCH_TIME, CHECKPOINT_EVERY, Msg, RETENTION_EVERY, RETRY_MAX, Retention,
-    StoreError, WriterStats, open_rw,
+    BATCH_ROWS, BATCH_TIME, CHECKPOINT_EVERY, Msg, PRIORITY_POLL, RETENTION_EVERY, RETRY_MAX,
+    Retention, StoreError, WriterStats, open_rw,
 };
 use crate::report::Report;
 
@@ -39,6 +39,8 @@ pub(super) struct Writer {
     pub(super) current: i64,
     /// Rows in arrival order: the next batch, or what failed and is retried.
     pub(super) pending: Vec<Msg>,
+    /// Taken from the priority lane, committed before `pending`.
+    pub(super) priority: Vec<Msg>,
     /// Flows, anomalies and statistics in `pending` (what may be dropped under pressure).
     pub(super) droppable: usize,
     /// At most this many of those are held ([`PENDING_ROWS`]; smaller in tests).
@@ -85,6 +87,34 @@ impl Writer {
         }
     }
 
+    /// Takes what waits on the priority lane; whether there was anything.
+    fn take_priority(&mut self, priority: &mpsc::Receiver<Msg>) -> bool {
+        let before = self.priority.len();
+        self.priority.extend(priority.try_iter());
+        self.priority.len() > before
+    }
+
+    /// Commits the priority rows ahead of the others (while the database fails they join the
+    /// held rows, ahead of them). Returns whether a commit was tried now and failed.
+    fn commit_priority(&mut self) -> bool {
+        if self.priority.is_empty() {
+            return false;
+        }
+        let mut first = std::mem::take(&mut self.priority);
+        if self.failing.is_some() {
+            first.append(&mut self.pending);
+            self.pending = first;
+            return false;
+        }
+        let rest = std::mem::replace(&mut self.pending, first);
+        let droppable = std::mem::take(&mut self.droppable);
+        self.attempt();
+        // On failure `attempt` kept the priority rows (none of them droppable) in `pending`.
+        self.pending.extend(rest);
+        self.droppable += droppable;
+        self.failing.is_some()
+    }
+
     /// Keeps what is held within [`PENDING_ROWS`] flows/anomalies/statistics, dropping the
     /// oldest of those (never alerts, audit rows or sessions).
     fn shed(&mut self) {
@@ -106,19 +136,23 @@ impl Writer {
         self.st.queued.fetch_sub(excess, Ordering::Relaxed);
     }
 
-    pub(super) fn run(mut self, rx: mpsc::Receiver<Msg>) {
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Msg>, priority: mpsc::Receiver<Msg>) {
         let mut last_retention = Instant::now();
         let mut last_checkpoint = Instant::now();
         let mut closed = false;
         while !closed {
             // A message someone waits for (a session's id, a sync) is committed at once, the
             // first of a batch included (it used to wait out the batch time: 100 ms on every
-            // replay's start).
-            let mut urgent = false;
-            if self.pending.is_empty() {
-                match rx.recv() {
+            // replay's start); so is an alert or an audit row.
+            let mut urgent = self.take_priority(&priority);
+            while self.pending.is_empty() && !urgent {
+                match rx.recv_timeout(PRIORITY_POLL) {
                     Ok(m) => urgent = self.add(m),
-                    Err(_) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => urgent = self.take_priority(&priority),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
             // Gather: for the batch time while healthy (at once if someone waits), until the
@@ -128,18 +162,28 @@ impl Writer {
             } else {
                 Instant::now() + BATCH_TIME
             };
-            while self.failing.is_some() || (self.pending.len() < BATCH_ROWS && !urgent) {
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            while !closed
+                && (self.failing.is_some() || (self.pending.len() < BATCH_ROWS && !urgent))
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match rx.recv_timeout(left.min(PRIORITY_POLL)) {
                     Ok(m) => urgent |= self.add(m),
-                    Err(mpsc::RecvTimeoutError::Timeout) => break,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
                         closed = true;
                         break;
                     }
                 }
+                urgent |= self.take_priority(&priority) && self.failing.is_none();
             }
+            self.take_priority(&priority);
             self.shed();
-            self.attempt();
+            if !self.commit_priority() {
+                self.attempt();
+            }
             if self.failing.is_none() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
                 last_checkpoint = Instant::now();
                 if let Some(c) = &self.conn {
@@ -155,6 +199,8 @@ impl Writer {
                 }
             }
         }
+        self.take_priority(&priority);
+        self.commit_priority();
         if !self.pending.is_empty() {
             // The handle is gone (shutdown): one last try, then what is left is lost.
             self.attempt();
