@@ -94,16 +94,16 @@ impl Writer {
         self.priority.len() > before
     }
 
-    /// Commits the priority rows ahead of the others (while the database fails they join the
-    /// held rows, ahead of them). Returns whether a commit was tried now and failed.
+    /// Commits the priority rows ahead of the others. While the database fails they join the
+    /// held rows in arrival order: those may hold the session they belong to, which must be
+    /// written first. Returns whether a commit was tried now and failed.
     fn commit_priority(&mut self) -> bool {
         if self.priority.is_empty() {
             return false;
         }
-        let mut first = std::mem::take(&mut self.priority);
+        let first = std::mem::take(&mut self.priority);
         if self.failing.is_some() {
-            first.append(&mut self.pending);
-            self.pending = first;
+            self.pending.extend(first);
             return false;
         }
         let rest = std::mem::replace(&mut self.pending, first);
