@@ -117,6 +117,10 @@ pub(super) struct HostState {
     pub(super) last_ns: u64,
     /// Packets the host sent that answer something (RSTs and ICMP errors excluded).
     pub(super) tx_answers: SecWindow,
+    /// Connection attempts received (SYNs), and the ports they went to: a many-source flood
+    /// of them is a SYN flood, limited as one.
+    pub(super) rx_syn: SecWindow,
+    pub(super) syn_ports: PortTally,
     /// Unsolicited replies received (see the module notes).
     pub(super) unsolicited: SecWindow,
     /// Of those, SYN-ACKs.
@@ -253,6 +257,8 @@ impl HostState {
             spike: Spike::default(),
             last_ns: now,
             tx_answers: SecWindow::new(dw),
+            rx_syn: SecWindow::new(dw),
+            syn_ports: PortTally::default(),
             unsolicited: SecWindow::new(dw),
             unsolicited_syn_ack: SecWindow::new(dw),
             reflectors: Distinct::default(),
@@ -434,6 +440,11 @@ impl Rules {
             }
             if rx {
                 h.rx_all.add(sec, n);
+                if ev.proto == proto::TCP && ev.from_src && ev.syn > 0 && ev.syn_ack == 0 {
+                    let syns = ev.syn.min(n);
+                    h.rx_syn.add(sec, syns);
+                    h.syn_ports.add(ev.dst_port, syns);
+                }
                 if h.rx_all.sum >= self.cfg.ddos_pps {
                     h.sources.add(pkt_src, now, 100_000);
                 }
@@ -583,6 +594,16 @@ impl Rules {
                 h.reflectors.seen.len(),
                 vector,
             );
+            if evidence.vector == Vector::Any && 2 * h.rx_syn.sum_at(sec) >= received {
+                // Mostly connection attempts: a SYN flood from many (or forged) sources, at the
+                // port most of them go to.
+                evidence.vector = Vector::TcpSyn;
+                evidence.dst_port = h
+                    .syn_ports
+                    .top()
+                    .filter(|(_, share)| *share >= 0.5)
+                    .map(|(port, _)| port);
+            }
             book.fire(Firing {
                 kind: AlertKind::Ddos,
                 detector: DetectorKind::Rule,

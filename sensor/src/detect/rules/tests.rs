@@ -1101,6 +1101,11 @@ fn low_rate_syn_ack_reflection_surfaces_at_low_severity() {
 /// does (settling every `SETTLE_NS`, the second's tick every second), then 3 s of quiet;
 /// `None` if it never did.
 fn opened_at(events: &[FlowEvent], kind: AlertKind) -> Option<u64> {
+    first_open(events, kind).map(|(ms, _)| ms)
+}
+
+/// The first alert of `kind` as it opened, and when (see [`opened_at`]).
+fn first_open(events: &[FlowEvent], kind: AlertKind) -> Option<(u64, Alert)> {
     let mut r = Rules::new(RuleConfig::default());
     let mut book = AlertBook::new(30 * NS, 1000);
     let (mut settle, mut second) = (0, 0);
@@ -1114,8 +1119,8 @@ fn opened_at(events: &[FlowEvent], kind: AlertKind) -> Option<u64> {
             r.tick(e.ts_ns, &mut book);
             second = e.ts_ns + NS;
         }
-        if book.open_alerts().any(|a| a.kind == kind) {
-            return Some(e.ts_ns / 1_000_000);
+        if let Some(a) = book.open_alerts().find(|a| a.kind == kind) {
+            return Some((e.ts_ns / 1_000_000, a.clone()));
         }
     }
     // Then 3 s of data time without traffic (live, polls keep coming).
@@ -1126,8 +1131,8 @@ fn opened_at(events: &[FlowEvent], kind: AlertKind) -> Option<u64> {
             r.tick(t, &mut book);
             second = t + NS;
         }
-        if book.open_alerts().any(|a| a.kind == kind) {
-            return Some(t / 1_000_000);
+        if let Some(a) = book.open_alerts().find(|a| a.kind == kind) {
+            return Some((t / 1_000_000, a.clone()));
         }
     }
     None
@@ -1240,8 +1245,16 @@ fn syn_acks_to_a_spoofed_flood_are_no_answers() {
             ..syn
         });
     }
-    let at = opened_at(&events, AlertKind::Ddos).expect("spoofed flood missed");
+    let (at, a) = first_open(&events, AlertKind::Ddos).expect("spoofed flood missed");
     assert!(at < 500, "spoofed flood judged at {at} ms");
+    // Named as what it is when it opens (mitigation acts then), so that SYNs to that port
+    // are limited, not all traffic.
+    let ev = a.evidence.json();
+    assert_eq!(
+        (ev["vector"].as_str(), ev["dst_port"].as_u64()),
+        (Some("tcp_syn"), Some(80)),
+        "{ev}"
+    );
 }
 
 /// A UDP flood at 5,000 packets/s is judged on its rate once it has run 200 ms, long before
