@@ -320,18 +320,19 @@ fn full_flood(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) 
     lat.sort_by(f64::total_cmp);
     rates.sort_by(f64::total_cmp);
     let line = format!(
-        "| full-syn-flood (hping3 -S --flood) | syn_flood | {}/{runs} | {:.0} | {:.0} | {:.0} | {:.0}k | {:.0} ms |",
+        "| full-syn-flood (hping3 -S --flood) | syn_flood | {}/{runs} | {:.0} | {:.0} | {:.0} | {:.0}k | {:.0} ms | {:.0} ms |",
         lat.len(),
         percentile(&lat, 50.0),
         percentile(&lat, 99.0),
         lat.last().copied().unwrap_or(f64::NAN),
         percentile(&rates, 50.0) / 1000.0,
         metric("sensor_poll_cycle_max_microseconds").unwrap_or(f64::NAN) / 1000.0,
+        metric("sensor_db_checkpoint_max_microseconds").unwrap_or(f64::NAN) / 1000.0,
     );
     eprintln!("bench-live: {line}");
     report.push(format!(
         "## SYN flood at full speed (launch -> alert on /api/alerts, {runs} runs, benign traffic running)\n\n\
-         | attack | alert | detected | p50 ms | p99 ms | max ms | packets/s counted (median run) | longest poll cycle |\n|---|---|---|---|---|---|---|---|\n{line}\n"
+         | attack | alert | detected | p50 ms | p99 ms | max ms | packets/s counted (median run) | longest poll cycle | longest WAL truncate |\n|---|---|---|---|---|---|---|---|---|\n{line}\n"
     ));
     drop(s);
     traffic::stop();

@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
         mpsc,
     },
     thread::JoinHandle,
@@ -129,6 +129,8 @@ pub struct WriterStats {
     pub failing_since_ns: AtomicU64,
     /// The current failure, for status and logs.
     pub last_error: std::sync::Mutex<String>,
+    /// Longest the writer spent truncating the WAL (what it writes next waits that long).
+    pub checkpoint_max_us: AtomicU64,
 }
 
 impl WriterStats {
@@ -162,6 +164,12 @@ impl WriterStats {
             "sensor_db_pending_rows",
             "Rows held in memory because the database failed.",
             move || u(&s.pending),
+        );
+        let s = Arc::clone(self);
+        m.gauge_fn(
+            "sensor_db_checkpoint_max_microseconds",
+            "Longest time the writer spent truncating the WAL (rows and alerts wait behind it).",
+            move || n(&s.checkpoint_max_us),
         );
         m.counters_of(
             self,
@@ -200,6 +208,8 @@ pub struct Store {
     priority: Option<mpsc::Sender<Msg>>,
     stats: Arc<WriterStats>,
     join: Option<JoinHandle<()>>,
+    /// The WAL copier: stopped by dropping its sender.
+    copier: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     /// Capture session later rows belong to (0: none); the writer sets it when a session
     /// it could not create at first is committed.
     session: Arc<AtomicI64>,
@@ -289,7 +299,9 @@ const BATCH_TIME: Duration = Duration::from_millis(100);
 /// How often the writer looks at the priority lane while it waits on the other.
 const PRIORITY_POLL: Duration = Duration::from_millis(10);
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
-/// How often the writer checkpoints the WAL back into the database and truncates it.
+/// How often the WAL is copied back into the database (by a thread of its own, beside the
+/// writer) and then truncated (by the writer, with little left to copy).
+///
 /// SQLite's automatic checkpoints never restart the WAL while some reader is in it, and an
 /// API read without pause (a dashboard, a scraper) always is: the soak found the WAL at
 /// 9.8 GB after six minutes of a flood. A TRUNCATE checkpoint waits (the busy timeout) for
@@ -328,18 +340,41 @@ impl Store {
         retention: Retention,
         conn: Option<Connection>,
     ) -> Result<Self, StoreError> {
-        Self::start_with_cap(path, retention, conn, PENDING_ROWS)
+        Self::start_with(path, retention, conn, PENDING_ROWS, CHECKPOINT_EVERY)
     }
 
+    #[cfg(test)]
     fn start_with_cap(
         path: &Path,
         retention: Retention,
         conn: Option<Connection>,
         cap: usize,
     ) -> Result<Self, StoreError> {
+        Self::start_with(path, retention, conn, cap, CHECKPOINT_EVERY)
+    }
+
+    fn start_with(
+        path: &Path,
+        retention: Retention,
+        conn: Option<Connection>,
+        cap: usize,
+        checkpoint_every: Duration,
+    ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_MESSAGES);
         let (priority, priority_rx) = mpsc::channel();
         let stats = Arc::new(WriterStats::default());
+        let copied = Arc::new(AtomicBool::new(false));
+        let (copier_stop, stop_rx) = mpsc::channel();
+        let copier = {
+            let (db, copied) = (path.to_path_buf(), Arc::clone(&copied));
+            std::thread::Builder::new()
+                .name("store-wal-copy".into())
+                .spawn(move || writer::copy_wal(&db, checkpoint_every, &copied, &stop_rx))
+                .map_err(|source| StoreError::Create {
+                    path: path.into(),
+                    source,
+                })?
+        };
         let session = Arc::new(AtomicI64::new(0));
         let w = Writer {
             conn,
@@ -355,6 +390,8 @@ impl Store {
             failing: None,
             next_try: Instant::now(),
             backoff: Duration::ZERO,
+            copied,
+            checkpoint_every,
         };
         let join = std::thread::Builder::new()
             .name("store-writer".into())
@@ -369,6 +406,7 @@ impl Store {
             priority: Some(priority),
             stats,
             join: Some(join),
+            copier: Some((copier_stop, copier)),
             session,
         })
     }
@@ -503,6 +541,10 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if let Some((stop, j)) = self.copier.take() {
+            drop(stop);
+            let _ignored = j.join();
+        }
         drop(self.priority.take());
         drop(self.tx.take());
         if let Some(j) = self.join.take() {

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
         mpsc,
     },
     time::{Duration, Instant},
@@ -15,8 +15,8 @@ use std::{
 use rusqlite::{Connection, params};
 
 use super::{
-    BATCH_ROWS, BATCH_TIME, CHECKPOINT_EVERY, Msg, PRIORITY_POLL, RETENTION_EVERY, RETRY_MAX,
-    Retention, StoreError, WriterStats, open_rw,
+    BATCH_ROWS, BATCH_TIME, Msg, PRIORITY_POLL, RETENTION_EVERY, RETRY_MAX, Retention, StoreError,
+    WriterStats, open_rw,
 };
 use crate::report::Report;
 
@@ -49,6 +49,10 @@ pub(super) struct Writer {
     pub(super) failing: Option<Instant>,
     pub(super) next_try: Instant,
     pub(super) backoff: Duration,
+    /// Set by the WAL copier after a passive copy: time to truncate.
+    pub(super) copied: Arc<AtomicBool>,
+    /// The copier's period ([`super::CHECKPOINT_EVERY`]; shorter in tests).
+    pub(super) checkpoint_every: Duration,
 }
 
 impl Writer {
@@ -184,10 +188,19 @@ impl Writer {
             if !self.commit_priority() {
                 self.attempt();
             }
-            if self.failing.is_none() && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            // Truncate right after the copier's passive copy (little is left to copy then), or
+            // now and then on our own if it cannot copy.
+            if self.failing.is_none()
+                && (self.copied.swap(false, Ordering::Relaxed)
+                    || last_checkpoint.elapsed() >= 3 * self.checkpoint_every)
+            {
                 last_checkpoint = Instant::now();
                 if let Some(c) = &self.conn {
+                    let started = Instant::now();
                     checkpoint(c, &self.path);
+                    self.st
+                        .checkpoint_max_us
+                        .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 }
             }
             if self.failing.is_none() && last_retention.elapsed() >= RETENTION_EVERY {
@@ -492,6 +505,33 @@ fn checkpoint(c: &Connection, db: &Path) {
         Ok(0) => {}
         Ok(_) => tracing::debug!("WAL checkpoint could not finish (readers); retried later"),
         Err(e) => tracing::warn!(error = %Report(&e), "WAL checkpoint failed"),
+    }
+}
+
+/// The WAL copier's thread: every `every` ([`super::CHECKPOINT_EVERY`]) a passive checkpoint on a connection of
+/// its own copies what the WAL holds into the database beside the writer (it waits for
+/// nobody, and nobody waits for it), then tells the writer to truncate. Under a flood the copy
+/// is hundreds of MB; done by the writer it held every row and alert behind it for seconds.
+pub(super) fn copy_wal(db: &Path, every: Duration, copied: &AtomicBool, stop: &mpsc::Receiver<()>) {
+    let mut conn: Option<Connection> = None;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        if conn.is_none() {
+            // Never creates the file nor migrates it: that is the writer's.
+            conn = Connection::open_with_flags(
+                db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ok();
+        }
+        let Some(c) = &conn else { continue };
+        match c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+            Ok(_) => copied.store(true, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(error = %Report(&e), "passive WAL copy failed; retried later");
+                conn = None;
+            }
+        }
     }
 }
 
