@@ -44,6 +44,8 @@ const APT_PACKAGES: &[&str] = &[
     // The password-guessing attack of the lab: hydra against a real OpenSSH server.
     "hydra",
     "openssh-server",
+    // dig: the evaluation set's beacon over DNS.
+    "bind9-dnsutils",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -375,10 +375,28 @@ pub fn launch(kind: Kind, target: Target, log: &std::path::Path) -> Result<Runni
 /// one user, 8 connections at a time. hydra cannot pick its source address, so a host route
 /// in the attacker's namespace makes the kernel pick `target.src` toward the victim.
 fn hydra(target: Target, log: &std::path::Path) -> Result<(Command, String)> {
-    let dir = log.parent().unwrap_or(std::path::Path::new("."));
-    let words = dir.join("hydra-words.txt");
+    hydra_from(ATTACKER.ns, target.src, target.victim, 400, 8, log)
+}
+
+/// hydra in namespace `ns` guessing `guesses` passwords for `admin` over ssh at `victim` with
+/// `tasks` parallel tasks, its packets leaving from `src` (a host route to the victim with that
+/// source: hydra cannot bind one itself).
+pub fn hydra_from(
+    ns: &str,
+    src: Ipv4Addr,
+    victim: Ipv4Addr,
+    guesses: usize,
+    tasks: u32,
+    log: &std::path::Path,
+) -> Result<(Command, String)> {
+    let dir = log
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(format!("hydra-{src}"));
+    std::fs::create_dir_all(&dir).context("hydra's directory")?;
+    let words = dir.join("words.txt");
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let list: String = (0..400)
+    let list: String = (0..guesses)
         .map(|_| {
             (0..8)
                 .map(|_| {
@@ -392,8 +410,8 @@ fn hydra(target: Target, log: &std::path::Path) -> Result<(Command, String)> {
         })
         .collect();
     std::fs::write(&words, list).context("writing the hydra word list")?;
-    let victim = target.victim.to_string();
-    let via = in_ns(ATTACKER.ns, "ip")
+    let victim = victim.to_string();
+    let via = in_ns(ns, "ip")
         .args(["-o", "route", "get", &victim])
         .output()
         .context("ip route get")?;
@@ -403,15 +421,15 @@ fn hydra(target: Target, log: &std::path::Path) -> Result<(Command, String)> {
         w.by_ref().find(|x| *x == name);
         w.next().map(str::to_owned)
     };
-    let mut add = in_ns(ATTACKER.ns, "ip");
+    let mut add = in_ns(ns, "ip");
     add.args(["route", "replace", &format!("{victim}/32")]);
     if let Some(gw) = field("via") {
         add.args(["via", &gw]);
     }
-    add.args(["dev", HOST_IF, "src", &target.src.to_string()]);
+    add.args(["dev", HOST_IF, "src", &src.to_string()]);
     let st = add.status().context("ip route replace")?;
     if !st.success() {
-        bail!("cannot route {victim} from {} ({st})", target.src);
+        bail!("cannot route {victim} from {src} ({st})");
     }
     let args = vec![
         "-l".to_owned(),
@@ -419,13 +437,13 @@ fn hydra(target: Target, log: &std::path::Path) -> Result<(Command, String)> {
         "-P".to_owned(),
         words.display().to_string(),
         "-t".to_owned(),
-        "8".to_owned(),
+        tasks.to_string(),
         "-w".to_owned(),
         "3".to_owned(),
         "-I".to_owned(),
         format!("ssh://{victim}"),
     ];
-    let (mut c, text) = cmd(ATTACKER.ns, "hydra", &args);
+    let (mut c, text) = cmd(ns, "hydra", &args);
     // hydra writes its restore file where it runs.
     c.current_dir(dir);
     Ok((c, text))

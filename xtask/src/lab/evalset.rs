@@ -36,7 +36,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
-    ALIASES, ATTACKER, BOTS, CLIENT1, GW, GW_IFACES, HOST_IF, WEB,
+    ALIASES, ATTACKER, BOTS, CLIENT1, FILES, GW, GW_IFACES, HOST_IF, WEB,
     attack::{self, Kind, Target},
     attacker_alias, in_ns,
     record::Capture,
@@ -44,7 +44,7 @@ use super::{
 };
 
 /// Bumped whenever a case changes, so `cargo xtask test` records the set again.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// The truth file's name inside the set's directory.
 pub const TRUTH: &str = "eval_truth.json";
@@ -702,6 +702,44 @@ fn round_three(out: &Path, logs: &Path, log: &Path, exe: &str, all: &mut Vec<Cas
         note: "hydra, 8 tasks, against OpenSSH for 25 s: every login fails".into(),
     });
 
+    // The same guessing spread over 15 sources (5 bot hosts, 3 addresses each in turn), a few
+    // guesses each: no source reaches the one-source count, the service sees them all.
+    let (_, commands) = capture(out, "brute-force-distributed.pcap", log, None, || {
+        let mut commands = Vec::new();
+        for round in 0..3u8 {
+            let mut children = Vec::new();
+            for b in BOTS {
+                let src = b
+                    .bot_addrs()
+                    .nth(usize::from(round))
+                    .context("bot address")?;
+                let (c, text) = attack::hydra_from(b.ns, src, WEB.addr, 12, 2, log)?;
+                children.push(spawn_logged(c, log)?);
+                if round == 0 {
+                    commands.push(text);
+                }
+            }
+            thread::sleep(Duration::from_secs(20));
+            for mut c in children {
+                let _ignored = c.kill();
+                let _ignored = c.wait();
+            }
+        }
+        commands.push("(each bot from 3 of its addresses in turn, 20 s each)".into());
+        Ok(commands)
+    })?;
+    all.push(Case {
+        file: "brute-force-distributed.pcap".into(),
+        family: "password guessing (hydra, ssh)",
+        expected: Some("brute_force"),
+        attacker: None,
+        victim: Some(web.clone()),
+        commands,
+        note: "hydra from 15 sources (2 tasks, 12 guesses each) against OpenSSH: every login \
+               fails, no source makes 20 attempts"
+            .into(),
+    });
+
     // A user's failing logins, a dozen in a few seconds, stretched to 10 minutes.
     let raw = "ssh-reconnects.raw.pcap";
     let (path, commands) = capture(out, raw, log, Some(&CLIENT1.addr.to_string()), || {
@@ -885,9 +923,7 @@ fn periodic(
     gap_ms: u64,
     log: &Path,
 ) -> Result<Vec<String>> {
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..rounds {
-        let t = std::time::Instant::now();
+    jittered(rounds, gap_ms, || {
         for (ns, src, url) in calls {
             let mut c = in_ns(ns, "curl");
             c.args(["-s", "-o", "/dev/null", "--max-time", "5", "--interface"])
@@ -895,12 +931,8 @@ fn periodic(
                 .arg(url);
             run(c, Duration::from_secs(10), log)?;
         }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let gap = gap_ms * 8 / 10 + rng % (gap_ms * 4 / 10 + 1);
-        thread::sleep(Duration::from_millis(gap).saturating_sub(t.elapsed()));
-    }
+        Ok(())
+    })?;
     Ok(calls
         .iter()
         .map(|(ns, src, url)| {
@@ -909,9 +941,74 @@ fn periodic(
         .collect())
 }
 
+/// `each`, `rounds` times, starting every `gap_ms` +-20% (a fixed pseudo-random sequence).
+fn jittered(rounds: usize, gap_ms: u64, mut each: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        each()?;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let gap = gap_ms * 8 / 10 + rng % (gap_ms * 4 / 10 + 1);
+        thread::sleep(Duration::from_millis(gap).saturating_sub(t.elapsed()));
+    }
+    Ok(())
+}
+
+/// `prog args` in `ns`, `rounds` times, every `gap_ms` +-20% (one command's beacon).
+fn periodic_cmd(
+    ns: &str,
+    prog: &str,
+    args: &[&str],
+    rounds: usize,
+    gap_ms: u64,
+    log: &Path,
+) -> Result<Vec<String>> {
+    jittered(rounds, gap_ms, || {
+        let mut c = in_ns(ns, prog);
+        c.args(args);
+        run(c, Duration::from_secs(10), log)
+    })?;
+    Ok(vec![format!(
+        "[{ns}] {prog} {} (x{rounds}, every {gap_ms} ms +-20%)",
+        args.join(" ")
+    )])
+}
+
 /// Beaconing and what beacons without being command and control (the web host's HTTP server
 /// runs: `round_three` started it).
 fn beacons(out: &Path, log: &Path, all: &mut Vec<Case>) -> Result<()> {
+    // Over DNS, hourly: dig asking a real resolver (dnsmasq on the file server) for the same
+    // name, each time from a new source port, as an implant checking in over DNS does.
+    dnsmasq(FILES.ns, &log.with_file_name("dnsmasq-files.log"))?;
+    wait_dns(ATTACKER.ns, FILES.addr)?;
+    let server = format!("@{}", FILES.addr);
+    let raw = "beacon-dns.raw.pcap";
+    let (path, commands) = capture(out, raw, log, Some(&ATTACKER.addr.to_string()), || {
+        periodic_cmd(
+            ATTACKER.ns,
+            "dig",
+            &[&server, "+tries=1", "+time=2", "c2.lab", "A"],
+            24,
+            500,
+            log,
+        )
+    })?;
+    stretch(&path, &out.join("beacon-dns-hourly.pcap"), 24.0 * 3600.0)?;
+    fs::remove_file(&path)?;
+    all.push(Case {
+        file: "beacon-dns-hourly.pcap".into(),
+        family: "beaconing (periodic check-ins with jitter)",
+        expected: Some("beaconing"),
+        attacker: Some(ATTACKER.addr.to_string()),
+        victim: Some(FILES.addr.to_string()),
+        commands,
+        note: "24 DNS queries for one name over UDP, recorded every 0.5 s +-20% and stretched 7,200x: a \
+               check-in every hour +-12 minutes for a day"
+            .into(),
+    });
+
     let web = WEB.addr;
     let stretched =
         |raw: &str, file: &str, calls: Vec<(&str, Ipv4Addr, String)>| -> Result<Vec<String>> {
