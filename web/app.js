@@ -189,6 +189,7 @@ async function openDetail(id) {
   const fields = [
     ["state", a.state], ["first seen", a.first_seen], ["last seen", a.last_seen], ["count", a.count],
     ["source", a.src_ip ?? "many"], ["destination", a.dst_ip ?? "many"], ["detector", a.detector],
+    ["direction", a.direction], ["hostgroup", a.hostgroup],
     ["score", a.score], ["merged into", a.merged_into ? `#${a.merged_into}` : null],
     ...Object.entries(a.evidence || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v]),
   ].filter(([, v]) => v !== null && v !== undefined);

@@ -104,7 +104,8 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             .with_online(opts.online.clone().map(|m| {
                 crate::detect::ml::online::Online::judge(m, opts.config.rules.max_tracked)
             }))
-            .with_volume(opts.config.model.volume());
+            .with_volume(opts.config.model.volume())
+            .with_networks(opts.config.networks.build());
     let mut kernel = opts.kernel;
     kernel.block_entries = opts.config.mitigation.max_entries;
     kernel.evidence_ring = opts.config.evidence.ring_bytes;

@@ -14,6 +14,7 @@ use crate::{
     evidence::EvidenceConfig,
     flow::FlowConfig,
     mitigate::MitigationConfig,
+    networks::NetworksConfig,
     sink::{
         OutputConfig, email::EmailConfig, eve::EveConfig, ipfix::IpfixConfig, store::Retention,
         syslog::SyslogConfig, webhook::WebhookConfig,
@@ -26,6 +27,8 @@ use crate::{
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The networks the sensor protects, and their groups.
+    pub networks: NetworksConfig,
     pub flow: FlowSettings,
     pub rules: RuleConfig,
     pub model: ModelSettings,
@@ -203,6 +206,7 @@ impl Config {
                 format!("must be within 0 and 0.5, not {}", self.model.contamination),
             ));
         }
+        self.networks.check()?;
         self.mitigation.check()?;
         self.evidence.check()?;
         for o in self.outputs() {
@@ -317,6 +321,27 @@ mod tests {
         assert_eq!(
             toml::from_str::<Config>("").expect("empty"),
             Config::default()
+        );
+    }
+
+    #[test]
+    fn networks_and_hostgroups_load_and_bad_prefixes_name_their_line() {
+        let text = "[networks]\nhome = [\"10.77.1.0/24\", \"2001:db8::/32\"]\n\n\
+                    [[networks.hostgroups]]\nname = \"web\"\nprefixes = [\"10.77.1.10\"]\n";
+        let c = Config::from_toml(text, Path::new("s.toml")).expect("valid");
+        let n = c.networks.build();
+        let web: std::net::IpAddr = "10.77.1.10".parse().expect("ip");
+        assert!(n.is_home(web));
+        assert_eq!(n.hostgroup(web), Some("web"));
+        let e = Config::from_toml(
+            "[networks]\nhome = [\"10.0.0.0/33\"]\n",
+            Path::new("s.toml"),
+        )
+        .expect_err("a /33");
+        assert!(
+            e.to_string()
+                .starts_with("s.toml: invalid config: line 2, key `networks.home`: `10.0.0.0/33`"),
+            "{e}"
         );
     }
 

@@ -33,6 +33,7 @@ pub mod flow;
 pub mod kernel;
 pub mod metrics;
 pub mod mitigate;
+pub mod networks;
 pub mod packet;
 pub mod pipeline;
 pub mod privileges;

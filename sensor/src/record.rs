@@ -172,6 +172,13 @@ pub struct AlertRecord {
     /// when its packets are recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pcap: Option<String>,
+    /// Which way it went, seen from `[networks] home` (absent without home networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<crate::networks::Direction>,
+    /// The `[networks]` hostgroup of its side of ours (the victim's, or the source's when one
+    /// of ours attacks out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostgroup: Option<String>,
 }
 
 /// Small flows of one attack alert summed over one protocol and 10 s of data time (table

@@ -83,6 +83,8 @@ fn alert(i: u64, kind: AlertKind, severity: Severity, src: &str) -> (AlertRecord
             evidence: serde_json::json!({"n": i}),
             rate_history: Vec::new(),
             pcap: None,
+            direction: None,
+            hostgroup: None,
         },
         ts,
     )

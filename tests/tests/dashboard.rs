@@ -72,6 +72,8 @@ fn dashboard_renders_cards_charts_and_alerts() {
                     evidence: serde_json::json!({ "note": MARKUP }),
                     rate_history: Vec::new(),
                     pcap: None,
+                    direction: None,
+                    hostgroup: None,
                 },
                 1_795_000_000_000_000_000,
             )

@@ -204,6 +204,8 @@ fn alert(id: u64, kind: AlertKind, severity: Severity, last: u8) -> AlertRecord 
         evidence: serde_json::json!({}),
         rate_history: Vec::new(),
         pcap: Some(format!("alert-1-{id}.pcap")),
+        direction: None,
+        hostgroup: None,
     }
 }
 

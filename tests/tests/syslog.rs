@@ -224,6 +224,8 @@ fn crafted(id: u64) -> AlertRecord {
         evidence: serde_json::json!({}),
         rate_history: Vec::new(),
         pcap: Some("odd\"name]\\x.pcap".into()),
+        direction: None,
+        hostgroup: None,
     }
 }
 

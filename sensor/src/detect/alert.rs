@@ -110,6 +110,8 @@ impl From<&Alert> for AlertRecord {
                 .map(|&(ts, r)| (ts / 1_000_000, (r * 10.0).round() / 10.0))
                 .collect(),
             pcap: None,
+            direction: None,
+            hostgroup: None,
         }
     }
 }

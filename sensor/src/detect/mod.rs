@@ -111,6 +111,8 @@ pub struct Detector {
     next_close_ns: u64,
     /// Next data time the rules settle what waits for time (`rules::SETTLE_NS`).
     next_settle_ns: u64,
+    /// `[networks]`: each alert's direction and hostgroup.
+    networks: crate::networks::Networks,
     volume: Volume,
 }
 
@@ -250,11 +252,28 @@ impl Detector {
             last_ns: 0,
             next_close_ns: 0,
             next_settle_ns: 0,
+            networks: crate::networks::Networks::default(),
             volume: Volume::default(),
         }
     }
 
     /// Sets the model-alert budget and the per-victim aggregation.
+    pub fn with_networks(mut self, n: crate::networks::Networks) -> Self {
+        self.networks = n;
+        self
+    }
+
+    /// An alert as its outputs read it: direction and hostgroup from `[networks]`.
+    pub fn record(&self, a: &Alert) -> crate::record::AlertRecord {
+        let mut rec = crate::record::AlertRecord::from(a);
+        rec.direction = self.networks.direction(a.src_ip, a.dst_ip);
+        rec.hostgroup = self
+            .networks
+            .alert_hostgroup(a.src_ip, a.dst_ip)
+            .map(str::to_owned);
+        rec
+    }
+
     pub fn with_volume(mut self, v: AlertVolume) -> Self {
         self.volume.cfg = v;
         self

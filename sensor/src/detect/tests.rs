@@ -753,3 +753,36 @@ fn infrastructure_pollers_and_random_visits_are_not_beaconing() {
         "a service's heartbeat"
     );
 }
+
+/// An alert's record says which way the attack went and which group its victim is in, from
+/// `[networks]`; without home networks it says neither.
+#[test]
+fn an_alert_record_carries_direction_and_hostgroup() {
+    use crate::networks::{Direction, HostgroupConfig, NetworksConfig};
+    let nets = NetworksConfig {
+        home: vec!["10.9.9.0/24".into()],
+        hostgroups: vec![HostgroupConfig {
+            name: "web".into(),
+            prefixes: vec!["10.9.9.9".into()],
+        }],
+    };
+    let mut d = Detector::new(RuleConfig::default()).with_networks(nets.build());
+    spoofed_flood(&mut d);
+    let closed = d.book.take_closed();
+    let ddos = closed
+        .iter()
+        .find(|a| a.kind == AlertKind::Ddos)
+        .expect("the flood's alert");
+    let rec = d.record(ddos);
+    assert_eq!(rec.direction, Some(Direction::Incoming), "{rec:?}");
+    assert_eq!(rec.hostgroup.as_deref(), Some("web"));
+    let json = serde_json::to_value(&rec).expect("json");
+    assert_eq!(
+        (json["direction"].as_str(), json["hostgroup"].as_str()),
+        (Some("incoming"), Some("web"))
+    );
+    let plain = Detector::new(RuleConfig::default()).record(ddos);
+    assert_eq!((plain.direction, plain.hostgroup.as_deref()), (None, None));
+    let json = serde_json::to_value(&plain).expect("json");
+    assert!(json.get("direction").is_none(), "{json}");
+}

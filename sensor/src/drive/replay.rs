@@ -69,6 +69,8 @@ pub struct ReplayOptions {
     pub collect_features: bool,
     /// Model alert budget and per-victim aggregation.
     pub volume: crate::detect::AlertVolume,
+    /// `[networks]`: alerts' direction and hostgroup.
+    pub networks: crate::networks::Networks,
     /// The online model, learning or judging every flow event (with `rules` set).
     pub online: Option<crate::detect::ml::online::Online>,
     /// Writes a pcap file of each alert's packets (a second read of the files).
@@ -84,6 +86,7 @@ impl ReplayOptions {
             model: None,
             collect_features: false,
             volume: config.model.volume(),
+            networks: config.networks.build(),
             online: None,
             evidence: None,
         }
@@ -168,7 +171,8 @@ pub fn replay<'a>(
         let d = Detector::new(r)
             .with_model(opts.model)
             .with_online(opts.online)
-            .with_volume(opts.volume);
+            .with_volume(opts.volume)
+            .with_networks(opts.networks);
         if opts.collect_features {
             d.collecting()
         } else {

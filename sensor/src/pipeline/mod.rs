@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use sensor_common::{GlobalCounters, HostKey, HostStats};
 
 use crate::{
-    detect::{AlertKind, AlertRecord, DetectMetrics, Detector, alert::Alert, ml::model::Model},
+    detect::{AlertKind, DetectMetrics, Detector, alert::Alert, ml::model::Model},
     evidence::Recorder,
     flow::{Flow, FlowTable},
     metrics::{Counter, Registry},
@@ -367,7 +367,7 @@ impl<'a> Pipeline<'a> {
         };
         for a in &opened {
             *self.totals.alerts.entry(a.kind).or_default() += 1;
-            let mut rec = AlertRecord::from(a);
+            let mut rec = d.record(a);
             rec.pcap = self.evidence.as_mut().and_then(|e| e.alert_opened(a));
             for s in &mut self.sinks {
                 if let Err(e) = s.alert_opened(&rec, a.last_seen_ns) {
@@ -376,7 +376,7 @@ impl<'a> Pipeline<'a> {
             }
         }
         for a in &updated {
-            let mut rec = AlertRecord::from(a);
+            let mut rec = d.record(a);
             rec.pcap = self.evidence.as_ref().and_then(|e| e.file_of(a.id));
             for s in &mut self.sinks {
                 if let Err(e) = s.alert_updated(&rec, a.last_seen_ns) {
@@ -385,7 +385,7 @@ impl<'a> Pipeline<'a> {
             }
         }
         for a in &closed {
-            let mut rec = AlertRecord::from(a);
+            let mut rec = d.record(a);
             rec.pcap = self.evidence.as_mut().and_then(|e| e.alert_closed(a.id));
             for s in &mut self.sinks {
                 if let Err(e) = s.alert_closed(&rec, a.last_seen_ns) {

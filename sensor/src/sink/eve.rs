@@ -501,6 +501,11 @@ struct AlertMeta {
     kind: [&'static str; 1],
     detector: [&'static str; 1],
     sensor_severity: [&'static str; 1],
+    /// `[networks]`: which way it went and the group of our side, when known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    direction: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hostgroup: Vec<String>,
 }
 
 /// Suricata's timestamp form: microseconds and a numeric UTC offset
@@ -729,6 +734,13 @@ fn alert_event<'a>(a: &'a AlertRecord, host: &'a str) -> Event<'a> {
                 kind: [a.kind.as_str()],
                 detector: [detector],
                 sensor_severity: [a.severity.as_str()],
+                direction: a
+                    .direction
+                    .iter()
+                    .filter_map(|d| serde_json::to_value(d).ok())
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                hostgroup: a.hostgroup.iter().cloned().collect(),
             },
         }),
         sensor: Some(a),

@@ -207,6 +207,8 @@ mod tests {
             evidence: serde_json::json!({"ports": 25}),
             rate_history: Vec::new(),
             pcap: None,
+            direction: None,
+            hostgroup: None,
         }
     }
 

@@ -82,6 +82,8 @@ fn alert(i: u64) -> AlertRecord {
         evidence: serde_json::json!({ "ports": 25, "sample_ports": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }),
         rate_history: Vec::new(),
         pcap: None,
+        direction: None,
+        hostgroup: None,
     }
 }
 

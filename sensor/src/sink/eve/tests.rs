@@ -135,3 +135,40 @@ fn timestamps_have_suricatas_form() {
         "2025-12-03T08:00:00.123456+0000"
     );
 }
+
+/// `[networks]` reaches a SIEM in the alert's rule metadata, as lists of strings.
+#[test]
+fn an_alerts_direction_and_hostgroup_are_in_its_metadata() {
+    use crate::detect::{
+        Severity,
+        alert::{AlertKind, DetectorKind},
+    };
+    let mut a = AlertRecord {
+        id: 3,
+        state: crate::record::AlertState::Open,
+        merged_into: None,
+        kind: AlertKind::Ddos,
+        severity: Severity::High,
+        detector: DetectorKind::Rule,
+        src_ip: None,
+        dst_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 77, 1, 10))),
+        first_seen: "2026-01-01T00:00:00.000000Z".into(),
+        last_seen: "2026-01-01T00:00:01.000000Z".into(),
+        count: 1,
+        score: None,
+        summary: String::new(),
+        evidence: serde_json::json!({}),
+        rate_history: Vec::new(),
+        pcap: None,
+        direction: Some(crate::networks::Direction::Incoming),
+        hostgroup: Some("web".into()),
+    };
+    let v = serde_json::to_value(alert_event(&a, "gw")).expect("json");
+    let m = &v["alert"]["metadata"];
+    assert_eq!(m["direction"], serde_json::json!(["incoming"]), "{v}");
+    assert_eq!(m["hostgroup"], serde_json::json!(["web"]), "{v}");
+    a.direction = None;
+    a.hostgroup = None;
+    let v = serde_json::to_value(alert_event(&a, "gw")).expect("json");
+    assert!(v["alert"]["metadata"].get("direction").is_none(), "{v}");
+}

@@ -350,6 +350,8 @@ fn an_alert_does_not_wait_behind_a_backlog_of_rows() {
         evidence: serde_json::json!({"attempts": 1000}),
         rate_history: Vec::new(),
         pcap: None,
+        direction: None,
+        hostgroup: None,
     };
     s.alert(alert, 1_000).expect("alert queued");
     let c = Connection::open(&p).expect("reader");
