@@ -131,7 +131,25 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         &metrics,
         opts.model_path.as_ref().map(|p| p.display().to_string()),
         opts.config.mitigation.clone(),
+        opts.config.bgp.enabled.then(|| {
+            crate::mitigate::upstream::Upstream::new(
+                opts.config.bgp.clone(),
+                opts.config.networks.build(),
+                opts.config.mitigation.allow.clone(),
+            )
+        }),
     );
+    if opts.config.bgp.enabled {
+        eprintln!(
+            "run: upstream mitigation on through gobgpd at {} (FlowSpec from {} pps, RTBH {})",
+            opts.config.bgp.api,
+            opts.config.bgp.flowspec_pps,
+            match opts.config.bgp.rtbh_pps {
+                0 => "never".to_owned(),
+                n => format!("from {n} pps"),
+            }
+        );
+    }
     if !opts.config.mitigation.kinds.is_empty() {
         let kinds: Vec<&str> = opts
             .config

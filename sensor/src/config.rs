@@ -13,7 +13,7 @@ use crate::{
     detect::{RuleConfig, ml::iforest::ForestParams},
     evidence::EvidenceConfig,
     flow::FlowConfig,
-    mitigate::MitigationConfig,
+    mitigate::{MitigationConfig, upstream::BgpConfig},
     networks::NetworksConfig,
     sink::{
         OutputConfig, email::EmailConfig, eve::EveConfig, ipfix::IpfixConfig, store::Retention,
@@ -35,6 +35,8 @@ pub struct Config {
     pub store: Retention,
     pub webhook: WebhookConfig,
     pub mitigation: MitigationConfig,
+    /// Mitigation upstream over BGP (FlowSpec, RTBH), off by default.
+    pub bgp: BgpConfig,
     pub evidence: EvidenceConfig,
     pub eve: EveConfig,
     pub syslog: SyslogConfig,
@@ -208,6 +210,7 @@ impl Config {
         }
         self.networks.check()?;
         self.mitigation.check()?;
+        self.bgp.check(!self.networks.home.is_empty())?;
         self.evidence.check()?;
         for o in self.outputs() {
             o.check()?;

@@ -27,6 +27,56 @@ pub struct NetworksConfig {
 pub struct HostgroupConfig {
     pub name: String,
     pub prefixes: Vec<String>,
+    /// Flood thresholds for the group's hosts as victims (unset: `[rules]`'s).
+    pub thresholds: GroupThresholds,
+    /// Upstream mitigation for the group's hosts (unset: `[bgp]`'s).
+    pub bgp: GroupBgp,
+}
+
+/// `[networks.hostgroups.thresholds]`: what a host of the group must receive before it is a
+/// flood's victim, per protocol (FastNetMon's per-hostgroup thresholds). A busy web farm and a
+/// quiet office take different numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupThresholds {
+    /// Half-open TCP connection attempts to one port within `rules.syn_flood_window_s`.
+    pub syn_flood_syns: Option<u64>,
+    /// UDP packets per second (one-sided) for a UDP flood.
+    pub udp_pps: Option<u64>,
+    /// ICMP echo requests per second for an ICMP flood.
+    pub icmp_pps: Option<u64>,
+    /// UDP megabits per second (one-sided) for a UDP flood, whatever the packet rate.
+    pub udp_mbps: Option<u64>,
+    /// ICMP megabits per second for an ICMP flood.
+    pub icmp_mbps: Option<u64>,
+    /// Packets per second of every protocol from many sources for a DDoS.
+    pub ddos_pps: Option<u64>,
+    /// Packets per second for a traffic spike.
+    pub spike_pps: Option<u64>,
+}
+
+/// What a FlowSpec rule does (`flowspec_action`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowspecAction {
+    #[default]
+    Discard,
+    /// Traffic-rate at `flowspec_rate_bytes` per second.
+    RateLimit,
+}
+
+/// `[networks.hostgroups.bgp]`: the group's escalation levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupBgp {
+    /// false: nothing about the group's hosts is announced (XDP mitigation still acts).
+    pub announce: Option<bool>,
+    /// The attack's packet rate from which a FlowSpec rule is announced.
+    pub flowspec_pps: Option<u64>,
+    pub flowspec_action: Option<FlowspecAction>,
+    pub flowspec_rate_bytes: Option<u64>,
+    /// The rate from which the victim is blackholed (RTBH); 0: never.
+    pub rtbh_pps: Option<u64>,
 }
 
 impl NetworksConfig {
@@ -57,6 +107,24 @@ impl NetworksConfig {
             for p in &g.prefixes {
                 parse(p).map_err(|e| Invalid::new("networks.hostgroups", e))?;
             }
+            let t = &g.thresholds;
+            for (what, v) in [
+                ("syn_flood_syns", t.syn_flood_syns),
+                ("udp_pps", t.udp_pps),
+                ("icmp_pps", t.icmp_pps),
+                ("udp_mbps", t.udp_mbps),
+                ("icmp_mbps", t.icmp_mbps),
+                ("ddos_pps", t.ddos_pps),
+                ("spike_pps", t.spike_pps),
+                ("flowspec_rate_bytes", g.bgp.flowspec_rate_bytes),
+            ] {
+                if v == Some(0) {
+                    return Err(Invalid::new(
+                        "networks.hostgroups",
+                        format!("`{}`: {what} must be positive", g.name),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -64,14 +132,16 @@ impl NetworksConfig {
     /// The parsed form (prefixes that do not parse are left out: `check` refuses them first).
     pub fn build(&self) -> Networks {
         let home = self.home.iter().filter_map(|p| parse(p).ok()).collect();
-        let mut groups: Vec<(String, IpNet)> = self
+        let mut groups: Vec<(std::sync::Arc<HostgroupConfig>, IpNet)> = self
             .hostgroups
             .iter()
             .flat_map(|g| {
+                let shared = std::sync::Arc::new(g.clone());
                 g.prefixes
                     .iter()
                     .filter_map(|p| parse(p).ok())
-                    .map(|n| (g.name.clone(), n))
+                    .map(|n| (std::sync::Arc::clone(&shared), n))
+                    .collect::<Vec<_>>()
             })
             .collect();
         // Most specific first: the first match is the one that counts.
@@ -109,7 +179,7 @@ pub enum Direction {
 pub struct Networks {
     home: Vec<IpNet>,
     /// (group, prefix), most specific prefix first.
-    groups: Vec<(String, IpNet)>,
+    groups: Vec<(std::sync::Arc<HostgroupConfig>, IpNet)>,
 }
 
 impl Networks {
@@ -135,11 +205,28 @@ impl Networks {
 
     /// The group of `ip`'s most specific prefix.
     pub fn hostgroup(&self, ip: IpAddr) -> Option<&str> {
+        self.group(ip).map(|g| g.name.as_str())
+    }
+
+    /// The configuration of `ip`'s group (its thresholds and mitigation policy).
+    pub fn group(&self, ip: IpAddr) -> Option<&HostgroupConfig> {
         let ip = canonical(ip);
         self.groups
             .iter()
             .find(|(_, n)| n.contains(&ip))
-            .map(|(g, _)| g.as_str())
+            .map(|(g, _)| &**g)
+    }
+
+    /// Whether any group sets its own flood thresholds.
+    pub fn has_thresholds(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|(g, _)| g.thresholds != GroupThresholds::default())
+    }
+
+    /// Whether no home network is set.
+    pub fn home_is_empty(&self) -> bool {
+        self.home.is_empty()
     }
 
     /// The group of an alert: its home side's (the victim's, or the source's when one of ours
@@ -182,10 +269,12 @@ mod tests {
                 HostgroupConfig {
                     name: "servers".into(),
                     prefixes: vec!["10.77.1.0/24".into()],
+                    ..HostgroupConfig::default()
                 },
                 HostgroupConfig {
                     name: "web".into(),
                     prefixes: vec!["10.77.1.10/32".into()],
+                    ..HostgroupConfig::default()
                 },
             ],
         }
@@ -245,8 +334,17 @@ mod tests {
         let g = |name: &str, p: &[&str]| HostgroupConfig {
             name: name.into(),
             prefixes: p.iter().map(|s| (*s).to_owned()).collect(),
+            ..HostgroupConfig::default()
+        };
+        let zero = HostgroupConfig {
+            thresholds: GroupThresholds {
+                udp_pps: Some(0),
+                ..GroupThresholds::default()
+            },
+            ..g("z", &["10.0.0.0/8"])
         };
         for groups in [
+            vec![zero],
             vec![g("", &["10.0.0.0/8"])],
             vec![g("a", &[])],
             vec![g("a", &["10.0.0.0/8"]), g("a", &["10.1.0.0/16"])],

@@ -36,10 +36,13 @@ pub enum AlertKind {
     BruteForce,
     /// One host contacting one endpoint at a regular period (command and control).
     Beaconing,
+    /// The BGP session to an upstream router (or the speaker itself) is down: upstream
+    /// mitigation cannot reach it (XDP mitigation goes on).
+    BgpSessionDown,
 }
 
 impl AlertKind {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::PortScan,
         Self::HostSweep,
         Self::SynFlood,
@@ -50,6 +53,7 @@ impl AlertKind {
         Self::MlAnomaly,
         Self::BruteForce,
         Self::Beaconing,
+        Self::BgpSessionDown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +68,7 @@ impl AlertKind {
             Self::MlAnomaly => "ml_anomaly",
             Self::BruteForce => "brute_force",
             Self::Beaconing => "beaconing",
+            Self::BgpSessionDown => "bgp_session_down",
         }
     }
 }
@@ -107,6 +112,18 @@ impl Severity {
 pub enum DetectorKind {
     Rule,
     Ml,
+    /// The sensor's own health (its BGP sessions), not the traffic.
+    Health,
+}
+
+impl DetectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rule => "rule",
+            Self::Ml => "ml",
+            Self::Health => "health",
+        }
+    }
 }
 
 /// Where an alert (an incident) stands.

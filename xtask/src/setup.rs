@@ -46,6 +46,10 @@ const APT_PACKAGES: &[&str] = &[
     "openssh-server",
     // dig: the evaluation set's beacon over DNS.
     "bind9-dnsutils",
+    // Mitigation upstream: GoBGP (the speaker the sensor drives) and FRR (the upstream router
+    // of the integration test and the lab).
+    "gobgpd",
+    "frr",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -17,6 +17,7 @@ mod extract;
 mod metrics;
 mod read;
 pub mod schema;
+mod upstream;
 
 use std::{
     future::Future,
@@ -171,6 +172,7 @@ fn control_routes(state: &Shared) -> OpenApiRouter<Shared> {
         .routes(routes!(control::replay))
         .routes(routes!(control::train))
         .routes(routes!(blocklist::list, blocklist::add, blocklist::remove))
+        .routes(routes!(upstream::list, upstream::withdraw))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(state),
             require_token,

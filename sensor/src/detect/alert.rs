@@ -587,6 +587,25 @@ impl AlertBook {
         self.open.contains_key(&(kind, src, dst))
     }
 
+    /// Closes the open alert under this key now (what it reported is over: a BGP session back
+    /// up), without waiting for the quiet period.
+    pub fn close(
+        &mut self,
+        kind: AlertKind,
+        src: Option<IpAddr>,
+        dst: Option<IpAddr>,
+        now_ns: u64,
+    ) {
+        let k = (kind, src, dst);
+        self.dirty.remove(&k);
+        if let Some(mut a) = self.open.remove(&k) {
+            a.last_seen_ns = a.last_seen_ns.max(now_ns);
+            self.untrack(a.id, a.last_seen_ns, now_ns);
+            a.state = AlertState::Closed;
+            self.closed.push(a);
+        }
+    }
+
     /// Closes alerts quiet for the configured period as of `now_ns`.
     pub fn close_quiet(&mut self, now_ns: u64) {
         let quiet = self.quiet_ns;

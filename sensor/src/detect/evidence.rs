@@ -21,6 +21,8 @@ pub enum Evidence {
     Online(OnlineEvidence),
     /// Model alerts past the per-minute budget, counted into one.
     Budget(BudgetEvidence),
+    /// A BGP session of the upstream mitigation down.
+    Session(SessionEvidence),
     /// Not built: an aggregated model alert keeps its peak flow's evidence, and a lower one
     /// carries none.
     #[default]
@@ -125,6 +127,21 @@ impl Vector {
             Self::Any => None,
         }
     }
+}
+
+/// A BGP session the sensor's speaker cannot use.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionEvidence {
+    /// The neighbour (absent: the speaker itself does not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_asn: Option<u32>,
+    /// BGP state, or why the speaker cannot be asked.
+    pub state: String,
+    pub down_s: u64,
+    /// Announcements in force (the speaker sends them once the session is back).
+    pub announcements: usize,
 }
 
 /// How many sources: counted, or unknown (packets the flow map could not take).
@@ -494,6 +511,18 @@ pub fn summary(a: &crate::detect::Alert) -> String {
             e.score
         ),
         (Evidence::Budget(_), _) => "Model alerts past the per-minute budget, counted here".into(),
+        (Evidence::Session(e), _) => format!(
+            "BGP session to {} down for {} s ({}): {} upstream announcement(s) wait for it; \
+             XDP mitigation goes on",
+            match (e.peer, e.peer_asn) {
+                (Some(p), Some(asn)) => format!("{p} (AS {asn})"),
+                (Some(p), None) => p.to_string(),
+                (None, _) => "the speaker".into(),
+            },
+            e.down_s,
+            e.state,
+            e.announcements
+        ),
         (Evidence::Model(e), _) => model_sentence(
             &from(None),
             dst,

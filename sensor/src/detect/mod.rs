@@ -628,6 +628,33 @@ impl Detector {
         }
     }
 
+    /// A BGP session of the upstream mitigation is down (`peer` None: the speaker itself):
+    /// an alert, fired again while it stays down so its figures stay current.
+    pub fn session_down(
+        &mut self,
+        peer: Option<std::net::IpAddr>,
+        e: evidence::SessionEvidence,
+        now_ns: u64,
+    ) {
+        self.book.fire(alert::Firing {
+            kind: AlertKind::BgpSessionDown,
+            detector: alert::DetectorKind::Health,
+            src_ip: None,
+            dst_ip: peer,
+            ts_ns: now_ns,
+            severity: Severity::High,
+            rate: e.down_s as f64,
+            score: None,
+            evidence: Evidence::Session(e),
+        });
+    }
+
+    /// The session is back: its alert closes now.
+    pub fn session_up(&mut self, peer: Option<std::net::IpAddr>, now_ns: u64) {
+        self.book
+            .close(AlertKind::BgpSessionDown, None, peer, now_ns);
+    }
+
     /// End of data: judge the last second, close every alert.
     pub fn flush(&mut self) {
         self.rules.flush(self.last_ns, &mut self.book);

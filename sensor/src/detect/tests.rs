@@ -764,6 +764,7 @@ fn an_alert_record_carries_direction_and_hostgroup() {
         hostgroups: vec![HostgroupConfig {
             name: "web".into(),
             prefixes: vec!["10.9.9.9".into()],
+            ..HostgroupConfig::default()
         }],
     };
     let mut d = Detector::new(RuleConfig::default()).with_networks(nets.build());

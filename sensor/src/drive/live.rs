@@ -22,7 +22,9 @@ use crate::{
     flow::FlowTable,
     kernel::{KernelError, Poller, poller::KernelMetrics, watch::KernelWatch},
     metrics::{Counter, Gauge, Registry},
-    mitigate::{MitigateError, MitigationConfig, MitigationMetrics, Mitigator, Origin},
+    mitigate::{
+        MitigateError, MitigationConfig, MitigationMetrics, Mitigator, Origin, upstream::Upstream,
+    },
     pipeline::{Pipeline, Totals},
     sink::SinkError,
     source::attached::{Attachment, Batch, CaptureMode, SourceError, Sources},
@@ -84,6 +86,15 @@ pub enum ControlCmd {
         reply: tokio::sync::oneshot::Sender<Result<Value, MitigateError>>,
     },
     Unblock {
+        target: String,
+        reply: tokio::sync::oneshot::Sender<Result<Value, MitigateError>>,
+    },
+    /// Upstream mitigation: sessions and announcements.
+    Upstream {
+        reply: tokio::sync::oneshot::Sender<Value>,
+    },
+    /// Withdraws an upstream announcement by its name.
+    Withdraw {
         target: String,
         reply: tokio::sync::oneshot::Sender<Result<Value, MitigateError>>,
     },
@@ -191,6 +202,18 @@ impl Control {
             .await??)
     }
 
+    /// Upstream mitigation's sessions and announcements.
+    pub async fn upstream(&self) -> Result<Value, ControlError> {
+        self.ask(|reply| ControlCmd::Upstream { reply }).await
+    }
+
+    /// Withdraws an upstream announcement (`flowspec:...` or `rtbh:...`).
+    pub async fn withdraw(&self, target: String) -> Result<Value, ControlError> {
+        Ok(self
+            .ask(|reply| ControlCmd::Withdraw { target, reply })
+            .await??)
+    }
+
     /// Interfaces watched now.
     pub fn attachments(&self) -> Vec<Attachment> {
         self.attachments
@@ -239,6 +262,8 @@ pub struct LiveLoop<'a> {
     mitigation_metrics: MitigationMetrics,
     errors_logged: Option<Instant>,
     mitigator: Mitigator,
+    /// Mitigation upstream over BGP, when `[bgp]` is enabled.
+    upstream: Option<Upstream>,
     /// The kernel side of the pipeline's evidence recorder.
     watch: KernelWatch,
 }
@@ -261,7 +286,12 @@ pub fn new<'a>(
     metrics: &Registry,
     model: Option<String>,
     mitigation: MitigationConfig,
+    upstream: Option<Upstream>,
 ) -> (LiveLoop<'a>, Control) {
+    let mut upstream = upstream;
+    if let Some(u) = &mut upstream {
+        u.publish_metrics(metrics);
+    }
     let mut pipeline = pipeline;
     pipeline.tap_alerts();
     pipeline.publish_metrics(metrics);
@@ -300,6 +330,7 @@ pub fn new<'a>(
             mitigation_metrics: MitigationMetrics::new(metrics),
             errors_logged: None,
             mitigator: Mitigator::new(mitigation),
+            upstream,
             watch: KernelWatch::new(metrics),
         },
         control,
@@ -424,6 +455,25 @@ impl LiveLoop<'_> {
                 self.mitigation_events();
                 let _ignored = reply.send(r);
             }
+            ControlCmd::Upstream { reply } => {
+                let v = self
+                    .upstream
+                    .as_ref()
+                    .map_or_else(|| json!({ "enabled": false }), Upstream::view);
+                let _ignored = reply.send(v);
+            }
+            ControlCmd::Withdraw { target, reply } => {
+                let r = match &mut self.upstream {
+                    None => Err(MitigateError::NotFound(format!(
+                        "{target}: upstream mitigation is off ([bgp] enabled = false)"
+                    ))),
+                    Some(u) => u
+                        .remove(&target)
+                        .ok_or_else(|| MitigateError::NotFound(target.clone())),
+                };
+                self.mitigation_events();
+                let _ignored = reply.send(r);
+            }
         }
     }
 
@@ -447,6 +497,25 @@ impl LiveLoop<'_> {
         if let Err(e) = self.mitigator.sweep(self.sources.program()) {
             tracing::error!(error = %Report(&e), "expiring mitigation entries failed");
         }
+        if let Some(u) = &mut self.upstream {
+            for a in changes.opened.iter().chain(&changes.updated) {
+                u.alert(a);
+            }
+            for a in &changes.closed {
+                u.alert_closed(a.id);
+            }
+            u.tick();
+            let now = unix_now_ns();
+            let (down, back) = u.session_alerts(now);
+            if let Some(d) = self.pipeline.detector_mut() {
+                for s in down {
+                    d.session_down(s.peer, s.evidence(now), now);
+                }
+                for p in back {
+                    d.session_up(p, now);
+                }
+            }
+        }
         self.mitigation_events();
     }
 
@@ -454,6 +523,11 @@ impl LiveLoop<'_> {
     fn mitigation_events(&mut self) {
         for ev in self.mitigator.take_events() {
             self.pipeline.mitigation(&ev);
+        }
+        if let Some(u) = &mut self.upstream {
+            for ev in u.take_events() {
+                self.pipeline.mitigation(&ev);
+            }
         }
         self.mitigation_metrics.publish(&self.mitigator);
     }
@@ -544,6 +618,9 @@ impl LiveLoop<'_> {
         }
         self.mitigate();
         self.mitigator.shutdown(self.sources.program());
+        if let Some(u) = &mut self.upstream {
+            u.shutdown();
+        }
         self.mitigation_events();
         let totals = self.pipeline.finish(&mut self.table);
         // The last copied packets into their files, every file closed, the watches gone.

@@ -18,6 +18,9 @@
 //! Every change is a [`MitigationEvent`], written to the store's `mitigations` table.
 
 pub mod allow;
+pub mod bgp;
+pub mod speaker;
+pub mod upstream;
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -36,7 +36,7 @@ use crate::{
     check::Invalid,
     flow::EndReason,
     metrics::Registry,
-    record::{AlertKind, AlertRecord, DetectorKind, FlowRecord, Severity},
+    record::{AlertKind, AlertRecord, FlowRecord, Severity},
 };
 
 /// `[eve]` in the config file.
@@ -663,6 +663,11 @@ fn signature(kind: AlertKind) -> (u32, &'static str, &'static str) {
             "SENSOR TROJAN periodic beaconing to one endpoint",
             "A Network Trojan was detected",
         ),
+        AlertKind::BgpSessionDown => (
+            9_000_011,
+            "SENSOR HEALTH BGP session to the upstream down",
+            "Generic Protocol Command Decode",
+        ),
         AlertKind::BruteForce => (
             9_000_009,
             "SENSOR ATTEMPTED-USER password guessing",
@@ -692,10 +697,7 @@ fn alert_event<'a>(a: &'a AlertRecord, host: &'a str) -> Event<'a> {
     };
     let ports = matches!(proto, Some(6 | 17 | 132));
     let (sid, sig, category) = signature(a.kind);
-    let detector = match a.detector {
-        DetectorKind::Rule => "rule",
-        DetectorKind::Ml => "ml",
-    };
+    let detector = a.detector.as_str();
     Event {
         timestamp: timestamp_of(&a.first_seen).unwrap_or_default(),
         flow_id: flow_id(&[

@@ -368,10 +368,7 @@ pub fn message(a: &AlertRecord, facility: u8, host: &str, app: &str, sd_id: &str
         a.id,
         a.kind.as_str(),
         a.severity.as_str(),
-        match a.detector {
-            crate::record::DetectorKind::Rule => "rule",
-            crate::record::DetectorKind::Ml => "ml",
-        },
+        a.detector.as_str(),
         sd_value(&src),
         sd_value(&dst),
         a.count
