@@ -189,6 +189,9 @@ pub struct FloodEvidence {
     pub overflow_syns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_pps: Option<f64>,
+    /// Megabits per second received (where a bandwidth threshold is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_mbps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_s: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -217,6 +220,7 @@ impl FloodEvidence {
             overflow_packets: None,
             overflow_syns: None,
             rate_pps: None,
+            rate_mbps: None,
             window_s: None,
             slow: None,
             unsolicited_packets: None,

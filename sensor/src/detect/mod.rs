@@ -259,6 +259,7 @@ impl Detector {
 
     /// Sets the model-alert budget and the per-victim aggregation.
     pub fn with_networks(mut self, n: crate::networks::Networks) -> Self {
+        self.rules.set_networks(&n);
         self.networks = n;
         self
     }

@@ -14,8 +14,9 @@ use std::net::IpAddr;
 use sensor_common::{HostKey, HostStats, proto};
 
 use super::{
-    NS, OVERFLOW_MIN_PACKETS, RuleConfig, Rules, SETTLE_NS, host_ip, packet_dst, scan,
+    Limits, NS, OVERFLOW_MIN_PACKETS, RuleConfig, Rules, SETTLE_NS, host_ip, packet_dst, scan,
     spike::Spike,
+    victim_limits,
     window::{Distinct, Run, SecWindow},
 };
 use crate::{
@@ -28,6 +29,8 @@ use crate::{
 };
 
 pub(super) struct SynState {
+    /// The victim's threshold (half-open attempts in the window).
+    pub(super) min: u64,
     pub(super) syns: SecWindow,
     pub(super) done: SecWindow,
     /// Sources whose attempts are failing.
@@ -102,7 +105,12 @@ impl SynState {
 }
 
 pub(super) struct HostState {
+    /// Its thresholds as a victim.
+    pub(super) lim: Limits,
     pub(super) rx_udp: SecWindow,
+    /// Bytes of UDP and ICMP received (the bandwidth thresholds).
+    pub(super) rx_udp_bytes: SecWindow,
+    pub(super) rx_icmp_bytes: SecWindow,
     pub(super) tx_udp: SecWindow,
     pub(super) rx_icmp: SecWindow,
     pub(super) tx_icmp: SecWindow,
@@ -242,10 +250,13 @@ impl HostState {
 }
 
 impl HostState {
-    pub(super) fn new(cfg: &RuleConfig, now: u64) -> Self {
+    pub(super) fn new(cfg: &RuleConfig, lim: Limits, now: u64) -> Self {
         let (fw, dw) = (cfg.flood_window_s, cfg.ddos_window_s);
         Self {
+            lim,
             rx_udp: SecWindow::new(fw),
+            rx_udp_bytes: SecWindow::new(fw),
+            rx_icmp_bytes: SecWindow::new(fw),
             tx_udp: SecWindow::new(fw),
             rx_icmp: SecWindow::new(fw),
             tx_icmp: SecWindow::new(fw),
@@ -254,7 +265,10 @@ impl HostState {
             rx_all: SecWindow::new(dw),
             sources: Distinct::default(),
             overflow: SecWindow::new(dw),
-            spike: Spike::default(),
+            spike: Spike {
+                pps: lim.spike_pps,
+                ..Spike::default()
+            },
             last_ns: now,
             tx_answers: SecWindow::new(dw),
             rx_syn: SecWindow::new(dw),
@@ -294,7 +308,9 @@ impl Rules {
             return;
         }
         let w = self.cfg.syn_flood_window_s;
+        let min = self.limits(key.0).syn_flood_syns;
         let st = self.syn.entry(key).or_insert_with(|| SynState {
+            min,
             syns: SecWindow::new(w),
             done: SecWindow::new(w),
             failing: FastMap::default(),
@@ -346,7 +362,7 @@ impl Rules {
         let attempts = st.syns.sum_at(sec);
         let done = st.done.sum_at(sec);
         let half_open = attempts.saturating_sub(done);
-        if half_open < cfg.syn_flood_syns {
+        if half_open < st.min {
             return false;
         }
         // A busy server also has many half-open attempts at once (a full backlog makes
@@ -363,7 +379,7 @@ impl Rules {
             // Nobody's attempt has failed for certain yet: judged again at the next settle.
             return true;
         }
-        if !(mostly_failing || failed >= cfg.syn_flood_syns) {
+        if !(mostly_failing || failed >= st.min) {
             // The attempts that fail are a busy server's few.
             return false;
         }
@@ -378,7 +394,7 @@ impl Rules {
             src_ip: single,
             dst_ip: Some(key.0),
             ts_ns: now,
-            severity: Severity::from_ratio(half_open as f64 / cfg.syn_flood_syns as f64),
+            severity: Severity::from_ratio(half_open as f64 / st.min as f64),
             rate: st.syns.rate(),
             score: None,
             evidence: Evidence::Flood(FloodEvidence {
@@ -417,15 +433,16 @@ impl Rules {
                 self.untracked += 1;
                 continue;
             }
-            let h = self
-                .hosts
-                .entry(host)
-                .or_insert_with(|| HostState::new(&self.cfg, now));
+            let (cfg, plain, groups) = (&self.cfg, self.limits, self.groups.as_ref());
+            let h = self.hosts.entry(host).or_insert_with(|| {
+                HostState::new(cfg, victim_limits(cfg, plain, groups, host), now)
+            });
             h.last_ns = now;
             let n = ev.packets;
             match (ev.proto, rx) {
                 (proto::UDP, true) => {
                     h.rx_udp.add(sec, n);
+                    h.rx_udp_bytes.add(sec, ev.bytes);
                     h.udp_run.add(now, n);
                 }
                 (proto::UDP, false) => h.tx_udp.add(sec, n),
@@ -433,6 +450,7 @@ impl Rules {
                 // answer echo requests, so replies say nothing against it).
                 (proto::ICMP | proto::ICMPV6, true) if ev.from_src => {
                     h.rx_icmp.add(sec, n);
+                    h.rx_icmp_bytes.add(sec, ev.bytes);
                     h.icmp_run.add(now, n);
                 }
                 (proto::ICMP | proto::ICMPV6, false) if ev.from_src => h.tx_icmp.add(sec, n),
@@ -445,7 +463,7 @@ impl Rules {
                     h.rx_syn.add(sec, syns);
                     h.syn_ports.add(ev.dst_port, syns);
                 }
-                if h.rx_all.sum >= self.cfg.ddos_pps {
+                if h.rx_all.sum >= h.lim.ddos_pps {
                     h.sources.add(pkt_src, now, 100_000);
                 }
                 if let Some(port) = unsolicited(ev) {
@@ -504,39 +522,51 @@ impl Rules {
             .sources
             .count(now, cfg.ddos_window_s * NS, cfg.ddos_sources);
         let many = sources >= cfg.ddos_sources;
-        let flood_min = cfg.flood_pps * cfg.flood_window_s;
         // A flood is a rate: one that has run a tenth of the window at the flood rate, with a
         // quarter of the window's volume, is judged then rather than when the window fills
         // (200 ms and 500 packets at the defaults, against 2 s and 2,000).
         let run_min_ns = cfg.flood_window_s * NS / 10;
-        for (kind, rx, tx, run, vector) in [
+        let lim = h.lim;
+        for (kind, rx, rx_bytes, tx, run, vector, pps, bytes_min) in [
             (
                 AlertKind::UdpFlood,
                 &mut h.rx_udp,
+                &mut h.rx_udp_bytes,
                 &mut h.tx_udp,
                 h.udp_run,
                 Vector::Udp,
+                lim.udp_pps,
+                lim.udp_bytes,
             ),
             (
                 AlertKind::IcmpFlood,
                 &mut h.rx_icmp,
+                &mut h.rx_icmp_bytes,
                 &mut h.tx_icmp,
                 h.icmp_run,
                 Vector::Icmp,
+                lim.icmp_pps,
+                lim.icmp_bytes,
             ),
         ] {
+            let flood_min = pps * cfg.flood_window_s;
             let inbound = rx.sum_at(sec);
             let replies = tx.sum_at(sec);
             // UDP: a victim answers (almost) nothing. ICMP counts requests only (see above).
             let one_sided = kind == AlertKind::IcmpFlood
                 || (replies as f64) < cfg.flood_max_reply_ratio * inbound as f64;
-            let fast = run.sustained(now, run_min_ns, cfg.flood_pps, flood_min / 4);
-            if (inbound >= flood_min || fast) && one_sided {
+            let fast = run.sustained(now, run_min_ns, pps, flood_min / 4);
+            // Bandwidth: big packets fill a link long before their count is a flood's.
+            let volume = rx_bytes.sum_at(sec);
+            let heavy = bytes_min > 0 && volume >= bytes_min * cfg.flood_window_s;
+            if (inbound >= flood_min || fast || heavy) && one_sided {
                 let rate = rx.rate().max(run.rate());
+                let mbps = rx_bytes.rate() * 8.0 / 1e6;
                 let mut evidence = FloodEvidence {
                     packets: Some(inbound),
                     replies: Some(replies),
                     rate_pps: Some(rate.round()),
+                    rate_mbps: (bytes_min > 0).then_some((mbps * 10.0).round() / 10.0),
                     window_s: Some(cfg.flood_window_s),
                     ..FloodEvidence::new(vector, Sources::Counted(sources))
                 };
@@ -550,13 +580,18 @@ impl Rules {
                         Vector::UdpReflection,
                     );
                 }
+                let over = if heavy {
+                    (volume as f64 / (bytes_min * cfg.flood_window_s) as f64).max(rate / pps as f64)
+                } else {
+                    rate / pps as f64
+                };
                 book.fire(Firing {
                     kind: if many { AlertKind::Ddos } else { kind },
                     detector: DetectorKind::Rule,
                     src_ip: src.filter(|_| !many),
                     dst_ip: Some(host),
                     ts_ns: now,
-                    severity: Severity::from_ratio(rate / cfg.flood_pps as f64),
+                    severity: Severity::from_ratio(over),
                     rate,
                     score: None,
                     evidence: Evidence::Flood(evidence),
@@ -570,7 +605,7 @@ impl Rules {
         let rate = total as f64 / h.rx_all.span().max(h.overflow.span()) as f64;
         let answers = h.tx_answers.sum_at(sec);
         let unanswered = (answers as f64) < cfg.ddos_max_answer_ratio * received as f64;
-        if rate >= cfg.ddos_pps as f64 && ((many && unanswered) || h.overflow.sum > 0) {
+        if rate >= h.lim.ddos_pps as f64 && ((many && unanswered) || h.overflow.sum > 0) {
             let syn_acks = h.unsolicited_syn_ack.sum_at(sec);
             let mut evidence = FloodEvidence {
                 packets: Some(total),
@@ -610,7 +645,7 @@ impl Rules {
                 src_ip: None,
                 dst_ip: Some(host),
                 ts_ns: now,
-                severity: Severity::from_ratio(rate / cfg.ddos_pps as f64),
+                severity: Severity::from_ratio(rate / h.lim.ddos_pps as f64),
                 rate,
                 score: None,
                 evidence: Evidence::Flood(evidence),
@@ -708,22 +743,27 @@ impl Rules {
             self.untracked += 1;
             return;
         }
-        let h = self
-            .hosts
-            .entry(host)
-            .or_insert_with(|| HostState::new(&self.cfg, ts_ns));
+        if !self.hosts.contains_key(&host) {
+            let lim = self.limits(host);
+            self.hosts
+                .insert(host, HostState::new(&self.cfg, lim, ts_ns));
+        }
+        let Some(h) = self.hosts.get_mut(&host) else {
+            return;
+        };
         h.overflow.add(sec, s.packets);
         h.rx_udp.add(sec, s.udp);
         h.rx_icmp.add(sec, s.icmp);
         Self::floods(&self.cfg, host, None, h, sec, ts_ns, book);
-        if s.syn >= self.cfg.syn_flood_syns {
+        let syn_min = h.lim.syn_flood_syns;
+        if s.syn >= syn_min {
             book.fire(Firing {
                 kind: AlertKind::Ddos,
                 detector: DetectorKind::Rule,
                 src_ip: None,
                 dst_ip: Some(host),
                 ts_ns,
-                severity: Severity::from_ratio(s.syn as f64 / self.cfg.syn_flood_syns as f64),
+                severity: Severity::from_ratio(s.syn as f64 / syn_min as f64),
                 rate: s.syn as f64,
                 score: None,
                 evidence: Evidence::Flood(FloodEvidence {

@@ -50,7 +50,9 @@ pub struct RuleConfig {
     /// UDP or ICMP packets per second into one host for a flood...
     pub flood_pps: u64,
     pub flood_window_s: u64,
-    /// ...while it answers fewer than this share of them.
+    /// ...while it answers fewer than this share of them. A flood also when the UDP or ICMP
+    /// it receives passes this many megabits per second, whatever its packet rate (0: off).
+    pub flood_mbps: u64,
     pub flood_max_reply_ratio: f64,
     /// Packets per second into one host, from at least `ddos_sources` sources, for a DDoS...
     pub ddos_pps: u64,
@@ -118,6 +120,7 @@ impl Default for RuleConfig {
             syn_flood_max_completion_ratio: 0.2,
             flood_pps: 1000,
             flood_window_s: 2,
+            flood_mbps: 0,
             flood_max_reply_ratio: 0.05,
             ddos_pps: 1000,
             ddos_sources: 20,
@@ -161,9 +164,55 @@ pub const SETTLE_NS: u64 = 100_000_000;
 /// Overflow packets (in one poll) before an untracked host gets per-host state.
 const OVERFLOW_MIN_PACKETS: u64 = 8;
 
+/// One victim's flood thresholds: `[rules]`'s, with its hostgroup's where it sets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Limits {
+    pub(super) syn_flood_syns: u64,
+    pub(super) udp_pps: u64,
+    pub(super) icmp_pps: u64,
+    /// Bytes per second (0: no bandwidth threshold).
+    pub(super) udp_bytes: u64,
+    pub(super) icmp_bytes: u64,
+    pub(super) ddos_pps: u64,
+    pub(super) spike_pps: u64,
+}
+
+impl Limits {
+    fn of(cfg: &RuleConfig, g: Option<&crate::networks::GroupThresholds>) -> Self {
+        let g = g.copied().unwrap_or_default();
+        let bytes = |mbps: u64| mbps * 1_000_000 / 8;
+        Self {
+            syn_flood_syns: g.syn_flood_syns.unwrap_or(cfg.syn_flood_syns),
+            udp_pps: g.udp_pps.unwrap_or(cfg.flood_pps),
+            icmp_pps: g.icmp_pps.unwrap_or(cfg.flood_pps),
+            udp_bytes: bytes(g.udp_mbps.unwrap_or(cfg.flood_mbps)),
+            icmp_bytes: bytes(g.icmp_mbps.unwrap_or(cfg.flood_mbps)),
+            ddos_pps: g.ddos_pps.unwrap_or(cfg.ddos_pps),
+            spike_pps: g.spike_pps.unwrap_or(cfg.spike_pps),
+        }
+    }
+}
+
+/// `host`'s thresholds: `plain` unless its hostgroup sets its own.
+pub(super) fn victim_limits(
+    cfg: &RuleConfig,
+    plain: Limits,
+    groups: Option<&crate::networks::Networks>,
+    host: IpAddr,
+) -> Limits {
+    match groups.and_then(|n| n.group(host)) {
+        Some(g) => Limits::of(cfg, Some(&g.thresholds)),
+        None => plain,
+    }
+}
+
 /// The rule engine.
 pub struct Rules {
     cfg: RuleConfig,
+    /// `[rules]`'s thresholds for every victim outside a hostgroup that sets its own.
+    limits: Limits,
+    /// Hostgroups with thresholds of their own (none: every victim has `limits`).
+    groups: Option<crate::networks::Networks>,
     scans: FastMap<(IpAddr, IpAddr), (Distinct<u16>, u8)>,
     /// Scans that grew while their firing was held back this second.
     scans_pending: Vec<(IpAddr, IpAddr)>,
@@ -195,6 +244,8 @@ fn packet_dst(ev: &FlowEvent) -> (IpAddr, IpAddr) {
 impl Rules {
     pub fn new(cfg: RuleConfig) -> Self {
         Self {
+            limits: Limits::of(&cfg, None),
+            groups: None,
             cfg,
             scans: FastMap::default(),
             scans_pending: Vec::new(),
@@ -214,6 +265,16 @@ impl Rules {
 
     pub fn config(&self) -> &RuleConfig {
         &self.cfg
+    }
+
+    /// Victims in hostgroups with thresholds of their own are judged by them.
+    pub fn set_networks(&mut self, n: &crate::networks::Networks) {
+        self.groups = n.has_thresholds().then(|| n.clone());
+    }
+
+    /// `host`'s thresholds as a victim (looked up when its state is made, not per packet).
+    pub(super) fn limits(&self, host: IpAddr) -> Limits {
+        victim_limits(&self.cfg, self.limits, self.groups.as_ref(), host)
     }
 
     /// Feeds one flow event.

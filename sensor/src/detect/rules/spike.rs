@@ -11,6 +11,8 @@ use crate::detect::{
 
 #[derive(Default)]
 pub(super) struct Spike {
+    /// The host's threshold (packets in a second).
+    pub(super) pps: u64,
     pub(super) sec: u64,
     pub(super) rx: u64,
     pub(super) tx: u64,
@@ -60,9 +62,7 @@ impl Rules {
         s: &mut Spike,
         held: &mut Vec<Firing>,
     ) {
-        let over = |count: u64, base: f64| {
-            count >= cfg.spike_pps && count as f64 > cfg.spike_factor * base
-        };
+        let over = |count: u64, base: f64| count >= s.pps && count as f64 > cfg.spike_factor * base;
         // One alert per host, in the direction that spiked most.
         let spiked = [(s.rx, s.base_rx, "rx"), (s.tx, s.base_tx, "tx")]
             .into_iter()
@@ -81,7 +81,7 @@ impl Rules {
                 src_ip,
                 dst_ip,
                 ts_ns: s.sec * super::NS,
-                severity: Severity::from_ratio(c / cfg.spike_pps as f64),
+                severity: Severity::from_ratio(c / s.pps.max(1) as f64),
                 rate: c,
                 score: None,
                 evidence: Evidence::Spike(SpikeEvidence {

@@ -1296,3 +1296,96 @@ fn a_flood_is_judged_on_its_rate_before_its_window_fills() {
     let at = opened_at(&icmp, AlertKind::IcmpFlood).expect("ICMP flood missed");
     assert!(at <= 300, "ICMP at 5,000 pps judged at {at} ms");
 }
+
+fn run_with(r: &mut Rules, events: &[FlowEvent]) -> Vec<Alert> {
+    let mut book = AlertBook::new(30 * NS, 1000);
+    for e in events {
+        r.on_event(e, &mut book);
+        r.tick(e.ts_ns, &mut book);
+        r.settle(e.ts_ns, &mut book);
+    }
+    let end = events.last().map_or(0, |e| e.ts_ns);
+    r.flush(end, &mut book);
+    book.flush();
+    book.take_closed()
+}
+
+/// The same traffic is a flood into a host of a group with `[rules]`'s thresholds and no
+/// flood into one of a group whose thresholds are higher (FastNetMon's hostgroups): per
+/// protocol, and for SYN floods and spikes as well.
+#[test]
+fn the_same_traffic_alerts_in_one_hostgroup_and_not_in_another_with_higher_thresholds() {
+    use crate::networks::{GroupThresholds, HostgroupConfig, NetworksConfig};
+    let busy = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 2));
+    let nets = NetworksConfig {
+        home: vec!["10.0.0.0/16".into()],
+        hostgroups: vec![HostgroupConfig {
+            name: "cdn".into(),
+            prefixes: vec!["10.0.1.0/24".into()],
+            thresholds: GroupThresholds {
+                udp_pps: Some(5_000),
+                syn_flood_syns: Some(1_000),
+                spike_pps: Some(50_000),
+                ..GroupThresholds::default()
+            },
+            ..HostgroupConfig::default()
+        }],
+    }
+    .build();
+    // 2,000 unanswered UDP packets a second for 1.5 s; 300 failing SYNs from one source.
+    let traffic = |victim: IpAddr| -> Vec<FlowEvent> {
+        let mut v: Vec<FlowEvent> = (0..3000)
+            .map(|i| FlowEvent {
+                new_flow: i == 0,
+                ..ev(i / 2, A, victim, 53, proto::UDP)
+            })
+            .collect();
+        v.extend((0..300).map(|i| FlowEvent {
+            src_port: 1000 + i as u16,
+            ..ev(1500 + i, ip(198, 51, 100, 9), victim, 80, proto::TCP)
+        }));
+        v.sort_by_key(|e| e.ts_ns);
+        v
+    };
+    let mut r = Rules::new(RuleConfig::default());
+    r.set_networks(&nets);
+    let plain = kinds(&run_with(&mut r, &traffic(B)));
+    assert!(
+        plain.contains(&AlertKind::UdpFlood) && plain.contains(&AlertKind::SynFlood),
+        "outside the group, [rules]' thresholds: {plain:?}"
+    );
+    let mut r = Rules::new(RuleConfig::default());
+    r.set_networks(&nets);
+    // (The sender's own spike is about the sender, outside the group.)
+    let cdn: Vec<AlertKind> = run_with(&mut r, &traffic(busy))
+        .into_iter()
+        .filter(|a| a.dst_ip == Some(busy))
+        .map(|a| a.kind)
+        .collect();
+    assert!(
+        cdn.is_empty(),
+        "inside the group, 2,000 pps and 300 SYNs are below its thresholds: {cdn:?}"
+    );
+}
+
+/// A bandwidth threshold: 200 large datagrams a second (far below 1,000 pps) at 1,400 bytes
+/// fill 2.2 Mbit/s, a flood where `flood_mbps` is 2; the same packets are none without it.
+#[test]
+fn a_bandwidth_threshold_makes_a_flood_of_few_large_packets() {
+    let big: Vec<_> = (0..600)
+        .map(|i| FlowEvent {
+            new_flow: i == 0,
+            bytes: 1_400,
+            ..ev(i * 5, A, B, 4444, proto::UDP)
+        })
+        .collect();
+    assert!(kinds(&run(&big)).is_empty(), "200 pps is no flood by count");
+    let mut r = Rules::new(RuleConfig {
+        flood_mbps: 2,
+        ..RuleConfig::default()
+    });
+    let a = run_with(&mut r, &big);
+    assert_eq!(kinds(&a), vec![AlertKind::UdpFlood]);
+    let mbps = a[0].evidence.json()["rate_mbps"].as_f64().unwrap_or(0.0);
+    assert!((2.0..2.5).contains(&mbps), "{mbps} Mbit/s: {:?}", a[0]);
+}
