@@ -30,17 +30,7 @@ fn ev(ts_ms: u64, src: IpAddr, dst: IpAddr, port: u16, proto_: u8) -> FlowEvent 
 }
 
 fn run(events: &[FlowEvent]) -> Vec<Alert> {
-    let mut r = Rules::new(RuleConfig::default());
-    let mut book = AlertBook::new(30 * NS, 1000);
-    for e in events {
-        r.on_event(e, &mut book);
-        r.tick(e.ts_ns, &mut book);
-        r.settle(e.ts_ns, &mut book);
-    }
-    let end = events.last().map_or(0, |e| e.ts_ns);
-    r.flush(end, &mut book);
-    book.flush();
-    book.take_closed()
+    run_with(&mut Rules::new(RuleConfig::default()), events)
 }
 
 fn kinds(a: &[Alert]) -> Vec<AlertKind> {
