@@ -202,7 +202,7 @@ async function openDetail(id) {
   const hist = (a.rate_history || []).map(([ms, r]) => ({ ms, r }));
   const histStep = hist.length > 1 ? Math.max(1000, (hist[hist.length - 1].ms - hist[0].ms) / (hist.length - 1)) : 1000;
   const rates = timePoints(hist, "ms", "r", histStep);
-  const unit = a.kind === "port_scan" ? "ports" : a.kind === "host_sweep" ? "hosts" : a.kind === "ml_anomaly" ? "score" : a.kind === "brute_force" ? "attempts" : a.kind === "beaconing" ? "score" : "packets/s";
+  const unit = a.kind === "port_scan" ? "ports" : a.kind === "host_sweep" ? "hosts" : a.kind === "ml_anomaly" ? "score" : a.kind === "brute_force" ? "attempts" : a.kind === "beaconing" ? "score" : a.kind === "bgp_session_down" ? "s down" : "packets/s";
   chart("ch-detail", "line", undefined, [
     { label: `rate (${unit})`, data: rates, borderColor: "#d0021b", pointRadius: 1, spanGaps: false, yAxisID: "y" },
     { label: `flow packets per ${d.timeline.bucket_s} s`, data: points, borderColor: "#f5a623", pointRadius: 2, spanGaps: false, yAxisID: "y1" },
@@ -422,10 +422,37 @@ async function loadMitigation(ask = false) {
     setRows("t-mitlog", (r.audit || []).map((a) => ({ ...a, alert: a.alert_id ? `${a.alert_kind} #${a.alert_id}` : "" })), (tr, a) => {
       cell(tr, a.ts); cell(tr, a.action, "badge act-" + a.action); cell(tr, a.target); cell(tr, a.reason); cell(tr, a.alert); cell(tr, fmt(a.dropped_packets));
     });
+    await loadUpstream(t);
   } catch (e) {
     if (/token/.test(e.message)) sessionStorage.removeItem("sensor-token");
     $("mit-state").textContent = e.message;
   }
+}
+
+// Upstream mitigation: the BGP sessions and what is announced now (FlowSpec rules, blackholed
+// hosts), each withdrawable by hand.
+async function loadUpstream(t) {
+  const u = await api("/api/upstream", { headers: authHeaders(t) });
+  const sessions = u.sessions || [];
+  const up = sessions.filter((s) => s.established).length;
+  $("up-state").textContent = !u.enabled ? "(off: [bgp] enabled = false)"
+    : u.speaker_error ? `(speaker not answering: ${u.speaker_error})`
+    : `(${u.speaker}; ${up} of ${sessions.length} session(s) established; FlowSpec from ${fmt(u.levels?.flowspec_pps ?? 0)} pps, RTBH ${u.levels?.rtbh_pps ? "from " + fmt(u.levels.rtbh_pps) + " pps" : "off"} unless a hostgroup says otherwise)`;
+  setRows("t-sessions", sessions, (tr, s) => {
+    cell(tr, s.peer); cell(tr, s.asn); cell(tr, s.state, "badge " + (s.established ? "act-unblock" : "act-block")); cell(tr, s.down_since || "");
+  });
+  setRows("t-upstream", (u.announcements || []).map((a) => ({ ...a, alert: `${a.alert_kind} #${a.alert_id}` })), (tr, a) => {
+    cell(tr, a.target); cell(tr, a.kind, "badge act-" + (a.kind === "rtbh" ? "block" : "rate_limit")); cell(tr, a.hostgroup || "");
+    cell(tr, a.renewed_while_open ? `${a.expires_in_s} (renewed: alert open)` : a.expires_in_s); cell(tr, a.alert); cell(tr, a.reason);
+    cell(tr, a.in_speaker ? "yes" : a.error || "waiting");
+    const td = document.createElement("td");
+    const b = document.createElement("button");
+    b.textContent = "Withdraw";
+    b.className = "up-withdraw";
+    b.onclick = () => mitigation("DELETE", "/api/upstream?target=" + encodeURIComponent(a.target));
+    td.appendChild(b);
+    tr.appendChild(td);
+  });
 }
 
 async function mitigation(method, path, body) {
@@ -434,6 +461,7 @@ async function mitigation(method, path, body) {
   try {
     const r = await api(path, { method, headers: authHeaders(t), body: body && JSON.stringify(body) });
     $("mit-msg").textContent = method === "POST" ? `blocked ${r.target} for ${r.expires_in_s} s`
+      : r.withdrawn ? `withdrew ${r.target} upstream`
       : `removed ${r.target} (${fmt(r.packets)} packets dropped)`;
   } catch (e) {
     $("mit-msg").textContent = e.message;

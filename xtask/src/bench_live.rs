@@ -9,7 +9,10 @@
 //! * overload: a random-source SYN flood (hping3 --flood --rand-source) against a small flow
 //!   map: detection, map insert failures, agent memory;
 //! * scale: 1M concurrent flows through the kernel map into the flow table: agent memory,
-//!   kernel map memory, poll time.
+//!   kernel map memory, poll time;
+//! * upstream: each flood kind with upstream mitigation on (gobgpd on the gateway, FRR's bgpd
+//!   as the upstream router): launch -> alert, and launch -> the FlowSpec rule in the
+//!   upstream router's RIB (read with vtysh every 20 ms).
 
 use std::{
     fs,
@@ -211,6 +214,9 @@ pub fn bench_live(sensor: &Path, runs: usize, only: &[String]) -> Result<()> {
     }
     if want("scale") {
         scale(sensor, &dir, &mut report)?;
+    }
+    if want("upstream") {
+        upstream(sensor, runs, &dir, &mut report)?;
     }
     drop(guard);
     println!("\n{}", report.join("\n"));
@@ -551,5 +557,108 @@ fn scale(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
         "bench-live: scale: {}",
         report.last().map_or("", |s| s.as_str())
     );
+    Ok(())
+}
+
+/// Floods with upstream mitigation on: how long from launch to the alert, and to the FlowSpec
+/// rule in the upstream router's RIB.
+fn upstream(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) -> Result<()> {
+    if !lab::upstream::available() {
+        report.push("## Upstream mitigation: skipped (gobgpd or FRR missing)\n".into());
+        return Ok(());
+    }
+    lab::upstream::start(dir)?;
+    let config = dir.join("upstream.toml");
+    fs::write(&config, lab::upstream::sensor_config(true, 1000))?;
+    let s = start_sensor(
+        sensor,
+        dir,
+        "upstream",
+        &[
+            "--config",
+            config.to_str().context("config path is not UTF-8")?,
+        ],
+    )?;
+    let session = Instant::now();
+    while !s.get("/api/status").is_some_and(|_| {
+        lab::http(
+            GW,
+            crate::live::API_PORT,
+            "GET",
+            "/api/upstream",
+            Some(TOKEN),
+            None,
+        )
+        .is_some_and(|(_, b)| b.contains("\"established\":true"))
+    }) {
+        if session.elapsed() > Duration::from_secs(60) {
+            bail!("the lab's BGP session did not come up within 60 s");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let tools = dir.join("upstream-tools.log");
+    report.push(format!(
+        "## Upstream mitigation (launch -> alert on /api/alerts, launch -> FlowSpec rule in the upstream's RIB, {runs} runs per kind; gobgpd + FRR bgpd, poll 100 ms)\n\n\
+         | attack | announced | alert p50 ms | RIB p50 ms | RIB p99 ms | RIB - alert p50 ms | RIB - alert max ms |\n|---|---|---|---|---|---|---|"
+    ));
+    let kinds = [
+        Kind::SynFlood,
+        Kind::UdpFlood,
+        Kind::IcmpFlood,
+        Kind::Ddos,
+        Kind::SpoofedFlood,
+    ];
+    for (k, kind) in kinds.into_iter().enumerate() {
+        let (mut alert, mut rib, mut gap) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..runs {
+            // Fresh pairs from the top of the alias range (the other parts use the bottom).
+            let i = (99 - (k * runs + r) % 60) as u8;
+            let t = Target {
+                src: lab::attacker_alias(i),
+                victim: lab::victim_alias(i),
+            };
+            let needle = format!("Destination Address {}/32", t.victim);
+            let started = Instant::now();
+            let mut running = attack::launch(kind, t, &tools)?;
+            let query = format!("&kind={}", kind.alert());
+            let (mut a_ms, mut r_ms) = (None, None);
+            while started.elapsed() < Duration::from_secs(20) && (a_ms.is_none() || r_ms.is_none())
+            {
+                if a_ms.is_none() && s.alerts(&query).iter().any(|a| matches(a, kind, t)) {
+                    a_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                if r_ms.is_none()
+                    && lab::upstream::show(dir, "show bgp ipv4 flowspec detail").contains(&needle)
+                {
+                    r_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            running.stop();
+            if let (Some(a), Some(r)) = (a_ms, r_ms) {
+                alert.push(a);
+                rib.push(r);
+                gap.push(r - a);
+            }
+            thread::sleep(Duration::from_millis(700));
+        }
+        for v in [&mut alert, &mut rib, &mut gap] {
+            v.sort_by(f64::total_cmp);
+        }
+        let line = format!(
+            "| {} | {}/{runs} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            kind.name(),
+            rib.len(),
+            percentile(&alert, 50.0),
+            percentile(&rib, 50.0),
+            percentile(&rib, 99.0),
+            percentile(&gap, 50.0),
+            gap.last().copied().unwrap_or(f64::NAN)
+        );
+        eprintln!("bench-live: {line}");
+        report.push(line);
+    }
+    report.push(String::new());
+    drop(s);
     Ok(())
 }

@@ -329,16 +329,37 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
     let data = crate::workspace_root().join("data/lab");
     std::fs::create_dir_all(&data)?;
     let token = "lab-token-0123456789";
-    let mut s = Sensor::start(sensor, &data, &["--token", token], None)?;
+    // The upstream router and the gateway's BGP speaker, when installed.
+    let bgp = lab::upstream::available();
+    if bgp {
+        lab::upstream::start(&logs).context("starting the lab's BGP upstream")?;
+    } else {
+        eprintln!("lab: gobgpd or FRR missing (cargo xtask setup): upstream mitigation off");
+    }
+    let config = logs.join("sensor.toml");
+    std::fs::write(&config, lab::upstream::sensor_config(bgp, 32))?;
+    let config_arg = config.to_str().context("config path is not UTF-8")?;
+    let mut s = Sensor::start(
+        sensor,
+        &data,
+        &["--token", token, "--config", config_arg],
+        None,
+    )?;
     thread::spawn(move || proxy(listener));
     eprintln!(
         "\nlab: up. Dashboard: http://{listen}/  (control token: {token})\n\
          lab: benign traffic runs now; attacks start in {} s, one every {} s ({} kinds in turn).\n\
-         lab: logs in {}; Ctrl-C tears the lab down.\n",
+         lab: logs in {}; Ctrl-C tears the lab down.{}\n",
         every.as_secs(),
         every.as_secs(),
         Kind::ALL.len(),
-        logs.display()
+        logs.display(),
+        if bgp {
+            "\nlab: floods into the LAN are announced to the upstream router (FRR in slab-up) \
+             through gobgpd: see Upstream (BGP) on the dashboard"
+        } else {
+            ""
+        }
     );
     let tools_log = logs.join("attacks.log");
     let started = unix_secs();
@@ -401,6 +422,18 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
                         now["state"].as_str().unwrap_or("?"),
                         now["summary"].as_str().unwrap_or("?")
                     );
+                    if bgp {
+                        let fs = lab::upstream::show(&logs, "show bgp ipv4 flowspec detail");
+                        let rtbh =
+                            lab::upstream::show(&logs, "show bgp ipv4 unicast community blackhole");
+                        eprintln!(
+                            "lab: the upstream router holds {} FlowSpec rule(s) and {} blackholed host(s)",
+                            fs.matches("BGP flowspec entry").count(),
+                            rtbh.lines()
+                                .filter(|l| l.trim_start().starts_with("*>"))
+                                .count()
+                        );
+                    }
                 }
                 Ok(None) => eprintln!("lab: {} NOT detected within 20 s", kind.name()),
                 Err(e) => eprintln!("lab: {}: {e:#}", kind.name()),

@@ -70,7 +70,7 @@ enum Task {
         /// Runs per attack kind for the latency figures.
         #[arg(long, default_value_t = 10)]
         runs: usize,
-        /// Only these parts (latency, flood, accounting, overload, scale); default all.
+        /// Only these parts (latency, flood, accounting, overload, scale, upstream); default all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -52,6 +52,23 @@ pub(super) async fn list(State(st): State<Shared>) -> Result<Json<Value>, ApiErr
         Some(l) => l.control.upstream().await?,
         None => json!({ "enabled": st.config.bgp.enabled, "sessions": [], "announcements": [] }),
     };
+    // Announcements name their alert by its id in this run; the newest audit row that gave
+    // each its owner names the stored alert (the id the alert endpoints use).
+    if let Some(list) = out.get_mut("announcements").and_then(Value::as_array_mut) {
+        for a in list {
+            let stored = audit
+                .iter()
+                .find(|r| {
+                    r["target"] == a["target"]
+                        && matches!(
+                            r["action"].as_str(),
+                            Some("announce" | "renew" | "reannounce")
+                        )
+                })
+                .map(|r| r["alert_id"].clone());
+            a["alert_id"] = stored.unwrap_or(Value::Null);
+        }
+    }
     out["live"] = json!(st.live.is_some());
     out["audit"] = Value::Array(audit);
     Ok(Json(out))

@@ -512,13 +512,29 @@ impl Upstream {
         let now = unix_now_ns();
         let expires = now + self.cfg.ttl_s * NS;
         if let Some(e) = self.active.get_mut(&route) {
-            e.alert = a.id;
-            e.kind = a.kind;
             e.expires_ns = e.expires_ns.max(expires);
-            self.open.insert(a.id);
+            // Another alert about the same attack (a flood taken over by its DDoS) keeps the
+            // route renewed once the one that asked first has closed; the audit says so.
+            let handover = e.alert != a.id && !self.open.contains(&e.alert);
+            if handover {
+                e.alert = a.id;
+                e.kind = a.kind;
+                e.reason = reason;
+            }
+            let exp = e.expires_ns;
             if e.action != action {
                 e.action = action;
-                self.speaker.send(Intent::Announce(route, action));
+                self.speaker.send(Intent::Announce(route.clone(), action));
+            }
+            self.open.insert(a.id);
+            if handover {
+                self.row_expiring(
+                    "renew",
+                    route.to_string(),
+                    Some((a.id, a.kind)),
+                    format!("now kept by {} alert {}", a.kind.as_str(), a.id),
+                    Some(exp),
+                );
             }
             return;
         }

@@ -416,3 +416,41 @@ fn bad_bgp_settings_are_refused_by_key() {
         assert_eq!(cfg.check(true).expect_err(key).key, key);
     }
 }
+
+/// A flood taken over by a larger incident (its DDoS) asks for the same rule: one announcement,
+/// kept by the incident once the first alert has closed, and the audit says who keeps it.
+#[test]
+fn a_rule_asked_for_by_two_alerts_is_announced_once_and_handed_over() {
+    let (mut u, fake) = upstream(BgpConfig::default());
+    u.alert(&reflection(1, "10.20.0.5", 20_000.0));
+    u.alert(&reflection(2, "10.20.0.5", 30_000.0));
+    until(&mut u, "the announce", |u| {
+        actions(u).iter().any(|(a, _)| a == "announce")
+    });
+    assert_eq!(fake.with(|f| f.rib.len()), 1);
+    assert!(
+        !actions(&u).iter().any(|(a, _)| a == "renew"),
+        "no handover while 1 is open"
+    );
+    u.alert_closed(1);
+    u.alert(&reflection(2, "10.20.0.5", 30_000.0));
+    let renew = u
+        .events
+        .iter()
+        .find(|e| e.action == "renew")
+        .expect("the handover's row");
+    assert_eq!(renew.alert_id, Some(2));
+    assert!(
+        renew.reason.contains("now kept by ddos alert 2"),
+        "{renew:?}"
+    );
+    // Kept while 2 is open; withdrawn once it closes and the TTL runs out.
+    let far = unix_now_ns() + 2 * u.cfg.ttl_s * NS;
+    u.tick_at(far);
+    assert_eq!(fake.with(|f| f.rib.len()), 1);
+    u.alert_closed(2);
+    u.tick_at(far + 2 * u.cfg.ttl_s * NS);
+    until(&mut u, "the withdrawal", |u| {
+        actions(u).iter().any(|(a, _)| a == "withdraw")
+    });
+}

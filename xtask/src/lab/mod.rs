@@ -16,6 +16,7 @@ pub mod attack;
 pub mod evalset;
 pub mod record;
 pub mod traffic;
+pub mod upstream;
 
 use std::{
     fs::{self, File},
