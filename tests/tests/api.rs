@@ -317,6 +317,8 @@ fn the_openapi_document_describes_every_route() {
         ("/api/blocklist", "get", true),
         ("/api/blocklist", "post", true),
         ("/api/blocklist", "delete", true),
+        ("/api/upstream", "get", true),
+        ("/api/upstream", "delete", true),
     ] {
         let op = &paths
             .get(path)
@@ -328,7 +330,7 @@ fn the_openapi_document_describes_every_route() {
             "{method} {path}: bearer security"
         );
     }
-    assert_eq!(paths.len(), 17, "a route was added: list it here");
+    assert_eq!(paths.len(), 18, "a route was added: list it here");
     assert!(
         doc["components"]["schemas"]["AlertRecord"]["properties"]["summary"].is_object(),
         "the alert record's own schema is in the document"

@@ -561,7 +561,8 @@ fn scale(sensor: &Path, dir: &Path, report: &mut Vec<String>) -> Result<()> {
 }
 
 /// Floods with upstream mitigation on: how long from launch to the alert, and to the FlowSpec
-/// rule in the upstream router's RIB.
+/// rule in the upstream router's RIB; beside it, when installed, FastNetMon on the same
+/// gateway and the same floods, to its blackhole route in the same RIB.
 fn upstream(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) -> Result<()> {
     if !lab::upstream::available() {
         report.push("## Upstream mitigation: skipped (gobgpd or FRR missing)\n".into());
@@ -569,7 +570,8 @@ fn upstream(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) ->
     }
     lab::upstream::start(dir)?;
     let config = dir.join("upstream.toml");
-    fs::write(&config, lab::upstream::sensor_config(true, 1000))?;
+    // No RTBH of the sensor's here: a blackhole route of a victim is FastNetMon's.
+    fs::write(&config, lab::upstream::sensor_config(true, 1000, 0))?;
     let s = start_sensor(
         sensor,
         dir,
@@ -579,18 +581,21 @@ fn upstream(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) ->
             config.to_str().context("config path is not UTF-8")?,
         ],
     )?;
+    let peer = lab::upstream::have_fastnetmon();
+    if peer {
+        lab::upstream::start_fastnetmon(dir, 1)?;
+    }
     let session = Instant::now();
-    while !s.get("/api/status").is_some_and(|_| {
-        lab::http(
-            GW,
-            crate::live::API_PORT,
-            "GET",
-            "/api/upstream",
-            Some(TOKEN),
-            None,
-        )
-        .is_some_and(|(_, b)| b.contains("\"established\":true"))
-    }) {
+    while !lab::http(
+        GW,
+        crate::live::API_PORT,
+        "GET",
+        "/api/upstream",
+        Some(TOKEN),
+        None,
+    )
+    .is_some_and(|(_, b)| b.contains("\"established\":true"))
+    {
         if session.elapsed() > Duration::from_secs(60) {
             bail!("the lab's BGP session did not come up within 60 s");
         }
@@ -598,8 +603,8 @@ fn upstream(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) ->
     }
     let tools = dir.join("upstream-tools.log");
     report.push(format!(
-        "## Upstream mitigation (launch -> alert on /api/alerts, launch -> FlowSpec rule in the upstream's RIB, {runs} runs per kind; gobgpd + FRR bgpd, poll 100 ms)\n\n\
-         | attack | announced | alert p50 ms | RIB p50 ms | RIB p99 ms | RIB - alert p50 ms | RIB - alert max ms |\n|---|---|---|---|---|---|---|"
+        "## Upstream mitigation (launch -> alert on /api/alerts; launch -> the sensor's FlowSpec rule, and FastNetMon's blackhole route, in the upstream's RIB; {runs} runs per kind; gobgpd + FRR bgpd)\n\n\
+         | attack | sensor: announced | alert p50 ms | RIB p50 ms | RIB p99 ms | RIB - alert max ms | FastNetMon: announced | RIB p50 ms | RIB p99 ms | p50 ratio |\n|---|---|---|---|---|---|---|---|---|---|"
     ));
     let kinds = [
         Kind::SynFlood,
@@ -609,7 +614,8 @@ fn upstream(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) ->
         Kind::SpoofedFlood,
     ];
     for (k, kind) in kinds.into_iter().enumerate() {
-        let (mut alert, mut rib, mut gap) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut alert, mut rib, mut gap, mut fnm) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for r in 0..runs {
             // Fresh pairs from the top of the alias range (the other parts use the bottom).
             let i = (99 - (k * runs + r) % 60) as u8;
@@ -617,20 +623,29 @@ fn upstream(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) ->
                 src: lab::attacker_alias(i),
                 victim: lab::victim_alias(i),
             };
-            let needle = format!("Destination Address {}/32", t.victim);
+            let flowspec = format!("Destination Address {}/32", t.victim);
+            let host_route = format!("show bgp ipv4 unicast {}/32", t.victim);
             let started = Instant::now();
             let mut running = attack::launch(kind, t, &tools)?;
             let query = format!("&kind={}", kind.alert());
-            let (mut a_ms, mut r_ms) = (None, None);
-            while started.elapsed() < Duration::from_secs(20) && (a_ms.is_none() || r_ms.is_none())
+            let ms = || Some(started.elapsed().as_secs_f64() * 1000.0);
+            let (mut a_ms, mut r_ms, mut f_ms) = (None, None, None);
+            while started.elapsed() < Duration::from_secs(20)
+                && (a_ms.is_none() || r_ms.is_none() || (peer && f_ms.is_none()))
             {
                 if a_ms.is_none() && s.alerts(&query).iter().any(|a| matches(a, kind, t)) {
-                    a_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                    a_ms = ms();
                 }
                 if r_ms.is_none()
-                    && lab::upstream::show(dir, "show bgp ipv4 flowspec detail").contains(&needle)
+                    && lab::upstream::show(dir, "show bgp ipv4 flowspec detail").contains(&flowspec)
                 {
-                    r_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                    r_ms = ms();
+                }
+                if peer
+                    && f_ms.is_none()
+                    && lab::upstream::show(dir, &host_route).contains("192.0.2.1")
+                {
+                    f_ms = ms();
                 }
                 thread::sleep(Duration::from_millis(20));
             }
@@ -640,20 +655,33 @@ fn upstream(sensor: &Path, runs: usize, dir: &Path, report: &mut Vec<String>) ->
                 rib.push(r);
                 gap.push(r - a);
             }
+            fnm.extend(f_ms);
             thread::sleep(Duration::from_millis(700));
         }
-        for v in [&mut alert, &mut rib, &mut gap] {
+        for v in [&mut alert, &mut rib, &mut gap, &mut fnm] {
             v.sort_by(f64::total_cmp);
         }
+        let (f50, ours50) = (percentile(&fnm, 50.0), percentile(&rib, 50.0));
         let line = format!(
-            "| {} | {}/{runs} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {} | {}/{runs} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {} |",
             kind.name(),
             rib.len(),
             percentile(&alert, 50.0),
-            percentile(&rib, 50.0),
+            ours50,
             percentile(&rib, 99.0),
-            percentile(&gap, 50.0),
-            gap.last().copied().unwrap_or(f64::NAN)
+            gap.last().copied().unwrap_or(f64::NAN),
+            if peer {
+                format!("{}/{runs}", fnm.len())
+            } else {
+                "not installed".into()
+            },
+            f50,
+            percentile(&fnm, 99.0),
+            if fnm.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.1}x", f50 / ours50)
+            },
         );
         eprintln!("bench-live: {line}");
         report.push(line);

@@ -337,7 +337,7 @@ pub fn run_lab(sensor: &Path, listen: SocketAddr, every: Duration) -> Result<()>
         eprintln!("lab: gobgpd or FRR missing (cargo xtask setup): upstream mitigation off");
     }
     let config = logs.join("sensor.toml");
-    std::fs::write(&config, lab::upstream::sensor_config(bgp, 32))?;
+    std::fs::write(&config, lab::upstream::sensor_config(bgp, 32, 20_000))?;
     let config_arg = config.to_str().context("config path is not UTF-8")?;
     let mut s = Sensor::start(
         sensor,

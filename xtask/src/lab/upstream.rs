@@ -83,8 +83,9 @@ pub fn show(dir: &Path, cmd: &str) -> String {
 /// The sensor's config in the lab: the LAN side is home; floods into the web host's addresses
 /// (hostgroup `web`) are announced upstream as FlowSpec rules, and blackholed from 20,000
 /// packets/s; the file server (hostgroup `files`) is never announced.
-/// `max` caps the announcements in flight (the benchmark's many floods must not reach it).
-pub fn sensor_config(bgp: bool, max: usize) -> String {
+/// `max` caps the announcements in flight (the benchmark's many floods must not reach it);
+/// `rtbh` sets the web group's blackhole level (0: never).
+pub fn sensor_config(bgp: bool, max: usize, rtbh: u64) -> String {
     format!(
         r#"[networks]
 home = ["10.77.1.0/24", "fd77:0:0:1::/64"]
@@ -94,7 +95,7 @@ name = "web"
 prefixes = ["10.77.1.10/32", "10.77.1.100/30", "10.77.1.104/29", "10.77.1.112/28", "10.77.1.128/26", "10.77.1.192/27"]
 
 [networks.hostgroups.bgp]
-rtbh_pps = 20000
+rtbh_pps = {rtbh}
 
 [[networks.hostgroups]]
 name = "files"
@@ -109,4 +110,64 @@ ttl_s = 60
 max_announcements = {max}
 "#
     )
+}
+
+/// Whether FastNetMon (Debian's `fastnetmon`, the peer) is installed.
+pub fn have_fastnetmon() -> bool {
+    Path::new("/usr/sbin/fastnetmon").exists()
+}
+
+/// Starts FastNetMon on the gateway beside the sensor, configured as an operator would for
+/// the same job: the LAN is its network, 1,000 packets/s into a host is an attack (the
+/// sensor's `flood_pps`/`ddos_pps`), AF_PACKET on the WAN side (where attacks come in), RTBH
+/// through the gateway's gobgpd (its community edition's only BGP action). Averaging over
+/// `average_s` seconds (its default is 5; 1 is the fastest it allows).
+pub fn start_fastnetmon(dir: &Path, average_s: u64) -> Result<()> {
+    let d = dir.join("fastnetmon");
+    std::fs::create_dir_all(&d)?;
+    std::fs::write(d.join("networks_list"), "10.77.1.0/24\n")?;
+    std::fs::write(d.join("networks_whitelist"), "")?;
+    let conf = format!(
+        "logging_level = info
+logging_local_syslog_logging = off
+logging_remote_syslog_logging = off
+disable_usage_report = on
+enable_ban = on
+enable_ban_ipv6 = off
+process_incoming_traffic = on
+process_outgoing_traffic = on
+networks_list_path = {d}/networks_list
+white_list_path = {d}/networks_whitelist
+ban_time = 60
+unban_only_if_attack_finished = on
+ban_for_pps = on
+ban_for_bandwidth = off
+ban_for_flows = off
+threshold_pps = 1000
+threshold_mbps = 1000
+threshold_flows = 3500
+mirror_afpacket = on
+interfaces = {wan}
+average_calculation_time = {average_s}
+speed_calculation_delay = 1
+gobgp = on
+gobgp_next_hop = 192.0.2.1
+gobgp_announce_host = on
+gobgp_announce_whole_subnet = off
+gobgp_community_host = 65535:666
+pid_path = {d}/fastnetmon.pid
+",
+        d = d.display(),
+        wan = super::GW_IFACES[0],
+    );
+    let path = d.join("fastnetmon.conf");
+    std::fs::write(&path, conf)?;
+    let mut c = in_ns(GW, "fastnetmon");
+    c.arg("--configuration_file")
+        .arg(&path)
+        .arg("--log_file")
+        .arg(d.join("fastnetmon.log"))
+        .arg("--disable_pid_logic");
+    spawn_logged(c, &d.join("fastnetmon.out"))?;
+    Ok(())
 }
