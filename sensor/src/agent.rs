@@ -46,6 +46,8 @@ pub enum AgentError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+    #[error("upstream mitigation")]
+    Bgp(#[from] crate::mitigate::bgp::BgpError),
     #[error("API")]
     Api(#[from] std::io::Error),
 }
@@ -122,6 +124,15 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             Window::FromOpen,
         ));
     }
+    let upstream = if opts.config.bgp.enabled {
+        Some(crate::mitigate::upstream::Upstream::new(
+            opts.config.bgp.clone(),
+            opts.config.networks.build(),
+            opts.config.mitigation.allow.clone(),
+        )?)
+    } else {
+        None
+    };
     let (mut lp, control) = live::new(
         kernel,
         opts.force,
@@ -131,13 +142,7 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
         &metrics,
         opts.model_path.as_ref().map(|p| p.display().to_string()),
         opts.config.mitigation.clone(),
-        opts.config.bgp.enabled.then(|| {
-            crate::mitigate::upstream::Upstream::new(
-                opts.config.bgp.clone(),
-                opts.config.networks.build(),
-                opts.config.mitigation.allow.clone(),
-            )
-        }),
+        upstream,
     );
     if opts.config.bgp.enabled {
         eprintln!(

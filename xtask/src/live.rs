@@ -195,13 +195,14 @@ pub fn detect(
 pub struct Seen {
     pub after: Duration,
     pub id: Value,
-    /// For attacks that run until stopped: the alert read again 2.5 s later, still running.
+    /// For attacks that run until stopped: the alert read again once it has grown (at most
+    /// 20 s later), still running.
     pub grew: Option<(bool, String)>,
 }
 
 /// Launches `kind` and waits (at most `limit`) for its alert on the API. With `watch`, an
-/// attack that runs until stopped is left running 2.5 s more and its alert read again: an
-/// incident is updated while it runs (state open, `last_seen` and `count` later).
+/// attack that runs until stopped is left running until its alert has grown (at most 20 s
+/// more): an incident is updated while it runs (state open, `last_seen` and `count` later).
 pub fn detect_growing(
     sensor: &Sensor,
     kind: Kind,
@@ -234,22 +235,35 @@ pub fn detect_growing(
     };
     let mut grew = None;
     if watch && !kind.ends_by_itself() {
-        thread::sleep(Duration::from_millis(2500));
-        let later = sensor
-            .get(&format!("/api/alerts/{}", first["id"]))
-            .map(|d| d["alert"].clone())
-            .unwrap_or(Value::Null);
+        // Read again until its figures have moved on (at most 20 s): a flood's do within a
+        // second; password guessing's evidence comes in bursts (sessions end together, each
+        // counted when its connection has closed), seconds apart.
+        let since = Instant::now();
+        let mut later;
+        loop {
+            thread::sleep(Duration::from_millis(250));
+            later = sensor
+                .get(&format!("/api/alerts/{}", first["id"]))
+                .map(|d| d["alert"].clone())
+                .unwrap_or(Value::Null);
+            let moved = later["last_seen"].as_str() > first["last_seen"].as_str()
+                && later["count"].as_u64() > first["count"].as_u64();
+            if moved || later["state"] != "open" || since.elapsed() >= Duration::from_secs(20) {
+                break;
+            }
+        }
         let ok = later["state"] == "open"
             && later["last_seen"].as_str() > first["last_seen"].as_str()
             && later["count"].as_u64() > first["count"].as_u64();
         grew = Some((
             ok,
             format!(
-                "count {} -> {}, last_seen {} -> {}, state {}",
+                "count {} -> {}, last_seen {} -> {} ({:.1} s later), state {}",
                 first["count"],
                 later["count"],
                 first["last_seen"],
                 later["last_seen"],
+                since.elapsed().as_secs_f64(),
                 later["state"]
             ),
         ));

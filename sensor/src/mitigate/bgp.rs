@@ -21,7 +21,7 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BgpError {
-    #[error("running {program}: {source}")]
+    #[error("running {program}")]
     Spawn {
         program: String,
         source: std::io::Error,
@@ -235,6 +235,25 @@ pub struct Gobgp {
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Gobgp {
+    /// Whether the client runs at all (installed, executable): checked at start, so a missing
+    /// client is a configuration error rather than a session that never comes up.
+    pub fn check(&self) -> Result<(), BgpError> {
+        Command::new(&self.program)
+            .arg("--help")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|source| BgpError::Spawn {
+                program: format!(
+                    "{} (bgp.gobgp; Debian's gobgpd package installs it)",
+                    self.program.display()
+                ),
+                source,
+            })
+            .map(drop)
+    }
+
     fn run(&self, args: &[String]) -> Result<String, BgpError> {
         let mut cmd = Command::new(&self.program);
         match self.api.rsplit_once(':') {

@@ -100,8 +100,9 @@ struct Worker {
     peers: Option<Result<Vec<Peer>, String>>,
 }
 
-fn text<E: std::fmt::Display>(r: Result<(), E>) -> Result<(), String> {
-    r.map_err(|e| e.to_string())
+/// An error with its causes, as the audit row and the API show it.
+fn text(r: Result<(), super::bgp::BgpError>) -> Result<(), String> {
+    r.map_err(|e| crate::report::Report(&e).to_string())
 }
 
 impl Worker {
@@ -163,7 +164,10 @@ impl Worker {
 
     /// Sessions, and the RIB against what is wanted.
     fn check(&mut self) {
-        let peers = self.speaker.peers().map_err(|e| e.to_string());
+        let peers = self
+            .speaker
+            .peers()
+            .map_err(|e| crate::report::Report(&e).to_string());
         if self.peers.as_ref() != Some(&peers) {
             self.peers = Some(peers.clone());
             self.report(Report::Peers(peers.clone()));

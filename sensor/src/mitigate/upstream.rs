@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 
 use super::{
     Allowlist, MitigationEvent,
-    bgp::{FlowAction, FlowMatch, Gobgp, PathAttrs, Peer, Route, Speaker, TcpFlags},
+    bgp::{BgpError, FlowAction, FlowMatch, Gobgp, PathAttrs, Peer, Route, Speaker, TcpFlags},
     speaker::{Intent, Report, SpeakerThread},
 };
 use crate::{
@@ -336,9 +336,12 @@ pub fn flow_match(a: &Alert, victim: IpAddr) -> Option<FlowMatch> {
 
 impl Upstream {
     /// Starts the speaker's thread (it withdraws what a previous run left, then watches).
-    pub fn new(cfg: BgpConfig, networks: Networks, allow: Vec<IpNet>) -> Self {
+    /// Fails only when the GoBGP client cannot run; a daemon that does not answer yet is
+    /// reported (and alerted on) while the sensor runs.
+    pub fn new(cfg: BgpConfig, networks: Networks, allow: Vec<IpNet>) -> Result<Self, BgpError> {
         let speaker = cfg.speaker();
-        Self::with_speaker(cfg, networks, allow, Box::new(speaker))
+        speaker.check()?;
+        Ok(Self::with_speaker(cfg, networks, allow, Box::new(speaker)))
     }
 
     pub fn with_speaker(
