@@ -5,6 +5,8 @@
 
 const $ = (id) => document.getElementById(id);
 const fmt = (n) => (typeof n === "number" ? n.toLocaleString() : n ?? "-");
+// Where an address is ([geo]): "NL, AS64500 Example Net", or "" when unknown.
+const origin = (o) => (o ? [o.country, o.asn ? `AS${o.asn}${o.as_org ? " " + o.as_org : ""}` : null].filter(Boolean).join(", ") : "");
 
 async function api(path, opts = {}) {
   const r = await fetch(path, opts);
@@ -130,9 +132,9 @@ function showStats(s) {
 }
 
 async function loadTables() {
-  const [openAlerts, alerts, anomalies, flows, sus, talkers] = await Promise.all([
+  const [openAlerts, alerts, anomalies, flows, sus, talkers, origins] = await Promise.all([
     api("/api/alerts?state=open&limit=200"), api("/api/alerts?limit=200"), api("/api/anomalies?limit=200"), api($("flows-by-score")?.checked ? "/api/flows?limit=200&sort=score" : "/api/flows?limit=200"),
-    api("/api/suspicious-ips?limit=50"), api("/api/top-talkers?limit=50"),
+    api("/api/suspicious-ips?limit=50"), api("/api/top-talkers?limit=50"), api(`/api/origins?limit=20&since=${Math.floor(Date.now() / 1000) - 86400}`),
   ]);
   // Running incidents first (they may be older than the newest closed ones), merged ones not
   // at all: their counts are in the incident that took them over.
@@ -147,8 +149,13 @@ async function loadTables() {
       anomalous: f.anomalous === true })),
     (tr, f) => { cell(tr, f.last_seen); cell(tr, f.src_ip); cell(tr, f.dst_ip); cell(tr, f.proto); cell(tr, fmt(f.packets)); cell(tr, fmt(f.bytes));
       cell(tr, f.score === null ? "-" : f.score.toFixed(3), f.anomalous ? "badge sev-medium" : ""); });
-  setRows("t-suspicious", sus.items, (tr, s) => { cell(tr, s.ip); cell(tr, s.alerts); cell(tr, s.max_severity, "badge sev-" + s.max_severity); cell(tr, s.kinds.join(", ")); });
-  setRows("t-talkers", talkers.items, (tr, t) => { cell(tr, t.ip); cell(tr, fmt(t.bytes)); cell(tr, fmt(t.packets)); cell(tr, t.flows); });
+  setRows("t-suspicious", sus.items, (tr, s) => { cell(tr, s.ip); cell(tr, s.alerts); cell(tr, s.max_severity, "badge sev-" + s.max_severity); cell(tr, s.kinds.join(", ")); cell(tr, origin(s.origin)); });
+  setRows("t-talkers", talkers.items, (tr, t) => { cell(tr, t.ip); cell(tr, fmt(t.bytes)); cell(tr, fmt(t.packets)); cell(tr, t.flows); cell(tr, origin(t.origin)); });
+  // Where attacks came from (the last 24 hours): alerts by their remote side's country and AS.
+  $("origins-state").textContent = origins.countries.length || origins.asns.length ? `(${fmt(origins.unknown)} alerts without a known origin)`
+    : "(no origin known: no [geo] data, or no alert with a remote side yet)";
+  setRows("t-countries", origins.countries, (tr, o) => { cell(tr, o.key); cell(tr, fmt(o.alerts)); cell(tr, fmt(o.sources)); });
+  setRows("t-asns", origins.asns, (tr, o) => { cell(tr, `AS${o.key}`); cell(tr, o.name || ""); cell(tr, fmt(o.alerts)); cell(tr, fmt(o.sources)); });
 }
 
 // One alert row: open incidents marked and drawn first, what happened as a sentence; a click
@@ -156,7 +163,8 @@ async function loadTables() {
 function alertRow(tr, a) {
   cell(tr, a.state === "open" ? "open" : "closed", "badge st-" + (a.state || "closed"));
   cell(tr, a.last_seen); cell(tr, a.kind); cell(tr, a.severity, "badge sev-" + a.severity);
-  cell(tr, a.src_ip ?? "many"); cell(tr, a.dst_ip ?? "many"); cell(tr, fmt(a.count));
+  const from = (ip) => (ip && a.remote?.ip === ip && origin(a.remote) ? `${ip} (${origin(a.remote)})` : ip ?? "many");
+  cell(tr, from(a.src_ip)); cell(tr, from(a.dst_ip)); cell(tr, fmt(a.count));
   const n = a.flows_summed?.flows;
   const summed = n ? ` (+${fmt(n)} small flow${n === 1 ? "" : "s"} summed)` : "";
   cell(tr, (a.summary || JSON.stringify(a.evidence)) + summed, "summary");
@@ -190,6 +198,7 @@ async function openDetail(id) {
     ["state", a.state], ["first seen", a.first_seen], ["last seen", a.last_seen], ["count", a.count],
     ["source", a.src_ip ?? "many"], ["destination", a.dst_ip ?? "many"], ["detector", a.detector],
     ["direction", a.direction], ["hostgroup", a.hostgroup],
+    ["remote side", a.remote ? `${a.remote.ip}${origin(a.remote) ? " (" + origin(a.remote) + ")" : ""}` : null],
     ["score", a.score], ["merged into", a.merged_into ? `#${a.merged_into}` : null],
     ...Object.entries(a.evidence || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v]),
   ].filter(([, v]) => v !== null && v !== undefined);

@@ -48,6 +48,8 @@ pub enum AgentError {
     Evidence(#[from] EvidenceError),
     #[error("upstream mitigation")]
     Bgp(#[from] crate::mitigate::bgp::BgpError),
+    #[error("country and AS data ([geo] dir)")]
+    Geo(#[from] crate::geo::GeoError),
     #[error("API")]
     Api(#[from] std::io::Error),
 }
@@ -107,7 +109,8 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                 crate::detect::ml::online::Online::judge(m, opts.config.rules.max_tracked)
             }))
             .with_volume(opts.config.model.volume())
-            .with_networks(opts.config.networks.build());
+            .with_networks(opts.config.networks.build())
+            .with_geo(crate::geo::load(&opts.config.geo.dir)?);
     let mut kernel = opts.kernel;
     kernel.block_entries = opts.config.mitigation.max_entries;
     kernel.evidence_ring = opts.config.evidence.ring_bytes;

@@ -37,6 +37,8 @@ pub struct Config {
     pub mitigation: MitigationConfig,
     /// Mitigation upstream over BGP (FlowSpec, RTBH), off by default.
     pub bgp: BgpConfig,
+    /// Country and AS data for alerts, suspicious IPs and top talkers.
+    pub geo: crate::geo::GeoConfig,
     pub evidence: EvidenceConfig,
     pub eve: EveConfig,
     pub syslog: SyslogConfig,

@@ -30,6 +30,7 @@ pub mod detect;
 pub mod drive;
 pub mod evidence;
 pub mod flow;
+pub mod geo;
 pub mod kernel;
 pub mod metrics;
 pub mod mitigate;

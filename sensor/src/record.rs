@@ -196,6 +196,10 @@ pub struct AlertRecord {
     /// of ours attacks out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostgroup: Option<String>,
+    /// Country and autonomous system of its remote side (the attacker, or the target of one of
+    /// ours attacking out), from the offline databases of `[geo]` (absent without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::geo::Origin>,
 }
 
 /// Small flows of one attack alert summed over one protocol and 10 s of data time (table

@@ -85,6 +85,7 @@ fn alert(i: u64, kind: AlertKind, severity: Severity, src: &str) -> (AlertRecord
             pcap: None,
             direction: None,
             hostgroup: None,
+            remote: None,
         },
         ts,
     )
@@ -306,6 +307,7 @@ fn the_openapi_document_describes_every_route() {
         ("/api/flows", "get", false),
         ("/api/top-talkers", "get", false),
         ("/api/suspicious-ips", "get", false),
+        ("/api/origins", "get", false),
         ("/api/events", "get", false),
         ("/metrics", "get", false),
         ("/api/alerts/{id}/pcap", "get", true),
@@ -330,7 +332,7 @@ fn the_openapi_document_describes_every_route() {
             "{method} {path}: bearer security"
         );
     }
-    assert_eq!(paths.len(), 18, "a route was added: list it here");
+    assert_eq!(paths.len(), 19, "a route was added: list it here");
     assert!(
         doc["components"]["schemas"]["AlertRecord"]["properties"]["summary"].is_object(),
         "the alert record's own schema is in the document"
@@ -910,4 +912,84 @@ fn concurrent_replays_run_one_at_a_time() {
         Some("{\"path\": \"flood.pcap\"}"),
     );
     assert_eq!(code, 200, "the slot is free again: {body}");
+}
+
+/// Alerts carry where their remote side is (`[geo]`): the list filters by country and AS,
+/// `/api/origins` counts alerts per country and AS (merged ones not twice), and bad values are
+/// refused with what is expected. Suspicious IPs carry their origin when the data is installed.
+#[test]
+fn alerts_filter_and_group_by_their_remote_sides_country_and_as() {
+    let origin = |ip: &str, cc: &str, asn: u32, org: &str| sensor::geo::Origin {
+        ip: ip.parse().expect("ip"),
+        country: Some(cc.into()),
+        asn: Some(asn),
+        as_org: Some(org.into()),
+    };
+    let srv = start("origins", |store| {
+        for i in 0..9u64 {
+            let src = format!("198.51.100.{}", i % 3);
+            let (mut a, ts) = alert(i, AlertKind::PortScan, Severity::High, &src);
+            a.remote = Some(match i % 3 {
+                0 => origin(&src, "NL", 64500, "Example Hosting B.V."),
+                1 => origin(&src, "NL", 64501, "Other Net"),
+                _ => origin(&src, "DE", 64502, "Third GmbH"),
+            });
+            if i == 8 {
+                a.state = sensor::record::AlertState::Merged;
+            }
+            store.alert(a, ts).expect("alert");
+        }
+        let (a, ts) = alert(20, AlertKind::SynFlood, Severity::Low, "10.0.0.9");
+        store.alert(a, ts).expect("alert without origin");
+    });
+    let ids =
+        |path: &str| -> usize { get_json(&srv, path)["items"].as_array().map_or(0, Vec::len) };
+    assert_eq!(ids("/api/alerts?country=NL"), 6);
+    assert_eq!(ids("/api/alerts?country=DE"), 3);
+    assert_eq!(ids("/api/alerts?asn=64501"), 3);
+    assert_eq!(ids("/api/alerts?asn=AS64500&country=NL"), 3);
+    assert_eq!(ids("/api/alerts?asn=64500&country=DE"), 0);
+    let o = get_json(&srv, "/api/origins");
+    assert_eq!(o["countries"][0]["key"], "NL", "{o}");
+    assert_eq!(
+        (
+            o["countries"][0]["alerts"].as_i64(),
+            o["countries"][0]["sources"].as_i64()
+        ),
+        (Some(6), Some(2)),
+        "{o}"
+    );
+    assert_eq!(
+        o["countries"][1]["alerts"], 2,
+        "the merged alert is not counted twice: {o}"
+    );
+    let asn = o["asns"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["key"] == "64500"))
+        .cloned()
+        .expect("AS64500 listed");
+    assert_eq!(asn["name"], "Example Hosting B.V.", "{o}");
+    assert_eq!(o["unknown"], 1, "{o}");
+    for bad in [
+        "/api/alerts?country=nl",
+        "/api/alerts?country=NLD",
+        "/api/alerts?asn=x",
+        "/api/flows?country=NL",
+    ] {
+        let (code, body) = http(srv.addr, "GET", bad, None, None);
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    // With the databases installed, suspicious IPs carry their origin (8.8.8.8: AS15169).
+    if std::path::Path::new(sensor::geo::DEFAULT_DIR)
+        .join("geo-whois-asn-country.mmdb")
+        .exists()
+    {
+        let srv = start("origins-live", |store| {
+            let (a, ts) = alert(1, AlertKind::PortScan, Severity::High, "8.8.8.8");
+            store.alert(a, ts).expect("alert");
+        });
+        let s = get_json(&srv, "/api/suspicious-ips");
+        assert_eq!(s["items"][0]["origin"]["asn"], 15169, "{s}");
+        assert_eq!(s["items"][0]["origin"]["country"], "US", "{s}");
+    }
 }

@@ -74,6 +74,7 @@ fn dashboard_renders_cards_charts_and_alerts() {
                     pcap: None,
                     direction: None,
                     hostgroup: None,
+                    remote: None,
                 },
                 1_795_000_000_000_000_000,
             )

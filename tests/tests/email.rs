@@ -206,6 +206,7 @@ fn alert(id: u64, kind: AlertKind, severity: Severity, last: u8) -> AlertRecord 
         pcap: Some(format!("alert-1-{id}.pcap")),
         direction: None,
         hostgroup: None,
+        remote: None,
     }
 }
 

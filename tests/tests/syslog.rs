@@ -226,6 +226,7 @@ fn crafted(id: u64) -> AlertRecord {
         pcap: Some("odd\"name]\\x.pcap".into()),
         direction: None,
         hostgroup: None,
+        remote: None,
     }
 }
 

@@ -59,6 +59,32 @@ const SCHEMATHESIS_VERSION: &str = "4.32.5";
 /// The LLVM major bpf-linker 0.13.0 is built against; must match nightly's own LLVM.
 const LLVM_MAJOR: &str = "22";
 
+/// Where the country and AS databases go (the sensor's `[geo] dir` default).
+const GEO_DIR: &str = "/usr/local/share/ip-location-db";
+/// ip-location-db's packages on the npm registry: (package, version, SHA-256 of its tarball,
+/// files kept). Country: CC0; AS: CC BY 4.0 (RouteViews, NRO, DB-IP; their licence files are
+/// kept beside the data). Pinned, so that a run's lookups do not change unannounced.
+const GEO_PACKAGES: [(&str, &str, &str, &[&str]); 2] = [
+    (
+        "geo-whois-asn-country-mmdb",
+        "2.3.2026061719",
+        "91757a1b06cdcd1955f292e4c4cfc54e091204f998e159a3187f7a2ef3724be0",
+        &["geo-whois-asn-country.mmdb", "NRO_LICENSE"],
+    ),
+    (
+        "asn",
+        "2.3.2026061719",
+        "b9425daf2f011c28f8586685d4f89166e77627e2c15fd93c6262c3e2dead6153",
+        &[
+            "asn-ipv4.csv",
+            "asn-ipv6.csv",
+            "DBIP-LICENSE",
+            "ROUTEVIEWS-LICENSE",
+            "MODIFICATIONS",
+        ],
+    ),
+];
+
 /// Before every xtask command: nothing when the machine is as the last full check left it
 /// (the stamp's fingerprint matches), else the full check.
 pub fn ensure() -> Result<()> {
@@ -93,9 +119,10 @@ fn fingerprint() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     // The steps themselves: a change of what setup installs (this file) redoes the check.
-    const STEPS: &str = "rust-src+clippy on nightly, aiosmtpd, schemathesis venv";
+    const STEPS: &str = "rust-src+clippy on nightly, aiosmtpd, schemathesis venv, geo data";
     format!(
-        "{STEPS} {APT_PACKAGES:?} {BPF_LINKER_VERSION} {LLVM_MAJOR} {SCHEMATHESIS_VERSION} {} dpkg {} rustup {} cargo-bin {} python {} {}",
+        "{STEPS} {APT_PACKAGES:?} {BPF_LINKER_VERSION} {LLVM_MAJOR} {SCHEMATHESIS_VERSION} {GEO_PACKAGES:?} {} {} dpkg {} rustup {} cargo-bin {} python {} {}",
+        fs::read_to_string(Path::new(GEO_DIR).join(".versions")).unwrap_or_default(),
         schemathesis_bin().is_file(),
         mtime(Path::new("/var/lib/dpkg/status")),
         mtime(&rustup.join("toolchains")),
@@ -114,6 +141,51 @@ pub fn setup() -> Result<()> {
     // The email test's SMTP receiver (STARTTLS and AUTH), from PyPI.
     python_package("aiosmtpd", "aiosmtpd")?;
     schemathesis().context("setup step 'schemathesis'")?;
+    geo_data().context("setup step 'country and AS data'")?;
+    Ok(())
+}
+
+/// The pinned ip-location-db packages in [`GEO_DIR`], downloaded from the npm registry with
+/// curl (about 26 MB once), checked against their SHA-256 and unpacked.
+fn geo_data() -> Result<()> {
+    let dir = Path::new(GEO_DIR);
+    let want: String = GEO_PACKAGES
+        .iter()
+        .map(|(p, v, _, _)| format!("{p}@{v}\n"))
+        .collect();
+    if fs::read_to_string(dir.join(".versions")).is_ok_and(|s| s == want) {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("the country and AS data go to {GEO_DIR}, which needs root");
+    }
+    let tmp = crate::target_dir().join("geo-download");
+    let _ignored = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    fs::create_dir_all(dir)?;
+    for (pkg, version, sha, files) in GEO_PACKAGES {
+        let tgz = tmp.join(format!("{pkg}-{version}.tgz"));
+        let url = format!("https://registry.npmjs.org/@ip-location-db/{pkg}/-/{pkg}-{version}.tgz");
+        eprintln!("setup: downloading {url}");
+        run(Command::new("curl")
+            .args(["-fsSL", "--retry", "3", "-o"])
+            .arg(&tgz)
+            .arg(&url))
+        .with_context(|| format!("downloading {url}"))?;
+        let sum = output(Command::new("sha256sum").arg(&tgz))?;
+        if sum.split_whitespace().next() != Some(sha) {
+            bail!("{url}: SHA-256 {sum} is not the pinned {sha}");
+        }
+        let out = tmp.join(pkg);
+        fs::create_dir_all(&out)?;
+        run(Command::new("tar").arg("xzf").arg(&tgz).arg("-C").arg(&out))?;
+        for f in files {
+            fs::copy(out.join("package").join(f), dir.join(f))
+                .with_context(|| format!("{pkg}: {f}"))?;
+        }
+    }
+    fs::write(dir.join(".versions"), want)?;
+    let _ignored = fs::remove_dir_all(&tmp);
     Ok(())
 }
 

@@ -131,6 +131,7 @@ pub fn router(state: Shared) -> Router {
         .routes(routes!(read::flows))
         .routes(routes!(read::top_talkers))
         .routes(routes!(read::suspicious_ips))
+        .routes(routes!(read::origins))
         .routes(routes!(events::events))
         .routes(routes!(metrics::metrics))
         .merge(control_routes(&state))

@@ -10,8 +10,8 @@ use super::{
     extract::{ApiPath, ApiQuery},
     read,
     schema::{
-        AlertDetail, AlertPage, AnomalyPage, ErrorBody, FlowPage, ReadErrors, Stats, SuspiciousIps,
-        TopTalkers,
+        AlertDetail, AlertPage, AnomalyPage, ErrorBody, FlowPage, Origins, ReadErrors, Stats,
+        SuspiciousIps, TopTalkers,
     },
 };
 use crate::{
@@ -53,6 +53,12 @@ pub(super) struct ListQuery {
     /// Alerts only: `open`, `closed` or `merged`.
     #[param(value_type = Option<crate::record::AlertState>)]
     state: Option<String>,
+    /// Alerts only: whose remote side is in this country (ISO 3166-1 alpha-2, `[geo]`).
+    #[param(example = "NL")]
+    country: Option<String>,
+    /// Alerts only: whose remote side is in this autonomous system (`[geo]`).
+    #[param(value_type = Option<u32>, example = 64500)]
+    asn: Option<String>,
 }
 
 /// List order.
@@ -172,6 +178,19 @@ impl ListQuery {
                 "state must be open, closed or merged".into(),
             ));
         }
+        if let Some(c) = &self.country
+            && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(ApiError::BadRequest(
+                "country must be an ISO 3166-1 alpha-2 code in capitals, like NL".into(),
+            ));
+        }
+        let asn = match self.asn.as_deref() {
+            None => None,
+            Some(a) => Some(a.trim_start_matches("AS").parse::<u32>().map_err(|_| {
+                ApiError::BadRequest("asn must be an AS number, like 64500 or AS64500".into())
+            })?),
+        };
         if let Some(ip) = &self.ip
             && ip.parse::<std::net::IpAddr>().is_err()
         {
@@ -199,6 +218,8 @@ impl ListQuery {
             cursor_score,
             min_score,
             state: self.state,
+            country: self.country,
+            asn,
         })
     }
 }
@@ -273,8 +294,10 @@ pub(super) async fn anomalies(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = q.validate(&[])?;
-    if f.kind.is_some() {
-        return Err(ApiError::BadRequest("anomalies have no kind filter".into()));
+    if f.kind.is_some() || f.country.is_some() || f.asn.is_some() {
+        return Err(ApiError::BadRequest(
+            "anomalies have no kind, country or asn filter".into(),
+        ));
     }
     Ok(Json(
         read(&st, move |c| Ok(q::list(c, Table::Anomalies, &f)?)).await?,
@@ -297,9 +320,9 @@ pub(super) async fn flows(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = q.validate(&[])?;
-    if f.kind.is_some() || f.severity.is_some() {
+    if f.kind.is_some() || f.severity.is_some() || f.country.is_some() || f.asn.is_some() {
         return Err(ApiError::BadRequest(
-            "flows have no kind or severity filter".into(),
+            "flows have no kind, severity, country or asn filter".into(),
         ));
     }
     Ok(Json(
@@ -323,7 +346,42 @@ pub(super) async fn top_talkers(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = q.validate(&[])?;
-    Ok(Json(read(&st, move |c| Ok(q::top_talkers(c, &f)?)).await?))
+    let mut v = read(&st, move |c| Ok(q::top_talkers(c, &f)?)).await?;
+    with_origins(&st, &mut v);
+    Ok(Json(v))
+}
+
+/// Each item's `ip` with its country and AS, when `[geo]` has them.
+fn with_origins(st: &Shared, v: &mut Value) {
+    let Some(geo) = crate::geo::load(&st.config.geo.dir).ok().flatten() else {
+        return;
+    };
+    for item in v["items"].as_array_mut().into_iter().flatten() {
+        let origin = item["ip"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+            .and_then(|ip| geo.lookup(ip));
+        item["origin"] = serde_json::to_value(origin).unwrap_or(Value::Null);
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/origins",
+    tag = "read",
+    description = "Where attacks came from: alerts by their remote side's country and autonomous system (`[geo]`).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "OK", body = Origins),
+        ReadErrors,
+    )
+)]
+pub(super) async fn origins(
+    State(st): State<Shared>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let f = q.validate(&[])?;
+    Ok(Json(read(&st, move |c| Ok(q::origins(c, &f)?)).await?))
 }
 
 #[utoipa::path(
@@ -342,9 +400,9 @@ pub(super) async fn suspicious_ips(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = q.validate(&[])?;
-    Ok(Json(
-        read(&st, move |c| Ok(q::suspicious_ips(c, &f)?)).await?,
-    ))
+    let mut v = read(&st, move |c| Ok(q::suspicious_ips(c, &f)?)).await?;
+    with_origins(&st, &mut v);
+    Ok(Json(v))
 }
 
 #[utoipa::path(

@@ -179,6 +179,8 @@ pub struct Talker {
     pub bytes: i64,
     pub packets: i64,
     pub flows: i64,
+    /// Country and AS (`[geo]`), when known.
+    pub origin: Option<crate::geo::Origin>,
 }
 
 /// Sources of attack alerts, worst first.
@@ -194,6 +196,28 @@ pub struct Suspicious {
     pub kinds: Vec<String>,
     pub max_severity: String,
     pub last_seen: String,
+    /// Country and AS (`[geo]`), when known.
+    pub origin: Option<crate::geo::Origin>,
+}
+
+/// Where attacks came from: alerts by their remote side's country and AS.
+#[derive(ToSchema)]
+pub struct Origins {
+    pub countries: Vec<OriginCount>,
+    pub asns: Vec<OriginCount>,
+    /// Alerts in the range whose remote side is not in the databases (or none is loaded).
+    pub unknown: i64,
+}
+
+#[derive(ToSchema)]
+pub struct OriginCount {
+    /// ISO country code, or AS number (as text).
+    pub key: String,
+    /// The AS's organisation (ASNs only).
+    pub name: Option<String>,
+    pub alerts: i64,
+    /// Distinct remote addresses.
+    pub sources: i64,
 }
 
 /// Totals, protocols, alerts by kind and time series over the range asked for.

@@ -112,6 +112,7 @@ impl From<&Alert> for AlertRecord {
             pcap: None,
             direction: None,
             hostgroup: None,
+            remote: None,
         }
     }
 }

@@ -113,6 +113,8 @@ pub struct Detector {
     next_settle_ns: u64,
     /// `[networks]`: each alert's direction and hostgroup.
     networks: crate::networks::Networks,
+    /// Country and AS data for alerts' remote sides.
+    geo: Option<std::sync::Arc<crate::geo::GeoDb>>,
     volume: Volume,
 }
 
@@ -253,6 +255,7 @@ impl Detector {
             next_close_ns: 0,
             next_settle_ns: 0,
             networks: crate::networks::Networks::default(),
+            geo: None,
             volume: Volume::default(),
         }
     }
@@ -264,14 +267,31 @@ impl Detector {
         self
     }
 
-    /// An alert as its outputs read it: direction and hostgroup from `[networks]`.
+    /// Looks up the country and AS of alerts' remote sides in `geo`.
+    pub fn with_geo(mut self, geo: Option<std::sync::Arc<crate::geo::GeoDb>>) -> Self {
+        self.geo = geo;
+        self
+    }
+
+    /// An alert as its outputs read it: direction and hostgroup from `[networks]`, where its
+    /// remote side comes from (`[geo]`).
     pub fn record(&self, a: &Alert) -> crate::record::AlertRecord {
+        use crate::networks::Direction;
         let mut rec = crate::record::AlertRecord::from(a);
         rec.direction = self.networks.direction(a.src_ip, a.dst_ip);
         rec.hostgroup = self
             .networks
             .alert_hostgroup(a.src_ip, a.dst_ip)
             .map(str::to_owned);
+        if let Some(geo) = &self.geo {
+            // The attacker; for one of ours attacking out, whom it attacks.
+            let remote = match rec.direction {
+                Some(Direction::Outgoing) => a.dst_ip,
+                Some(Direction::Internal) => None,
+                _ => a.src_ip,
+            };
+            rec.remote = remote.and_then(|ip| geo.lookup(ip));
+        }
         rec
     }
 

@@ -787,3 +787,71 @@ fn an_alert_record_carries_direction_and_hostgroup() {
     let json = serde_json::to_value(&plain).expect("json");
     assert!(json.get("direction").is_none(), "{json}");
 }
+
+/// An alert's record says where its remote side is (`[geo]`): the attacker of an incoming
+/// attack, whom one of ours attacks when it goes out; nothing without the data.
+#[test]
+fn an_alert_record_carries_its_remote_sides_country_and_as() {
+    use crate::networks::NetworksConfig;
+    let dir = std::env::temp_dir().join(format!("sensor-geo-rec-{}", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("asn-ipv4.csv"),
+        "203.0.113.0,203.0.113.255,64500,Example Net\n",
+    )
+    .expect("csv");
+    let geo = crate::geo::load(&dir).expect("loads").expect("has data");
+    let nets = NetworksConfig {
+        home: vec!["10.9.9.0/24".into()],
+        ..NetworksConfig::default()
+    };
+    let d = Detector::new(RuleConfig::default())
+        .with_networks(nets.build())
+        .with_geo(Some(geo));
+    let (ours, theirs): (IpAddr, IpAddr) =
+        ("10.9.9.9".parse().unwrap(), "203.0.113.7".parse().unwrap());
+    let alert = |src: IpAddr, dst: IpAddr| alert::Alert {
+        id: 1,
+        state: crate::record::AlertState::Open,
+        merged_into: None,
+        kind: AlertKind::PortScan,
+        severity: crate::record::Severity::High,
+        detector: alert::DetectorKind::Rule,
+        src_ip: Some(src),
+        dst_ip: Some(dst),
+        first_seen_ns: S,
+        last_seen_ns: S,
+        count: 1,
+        score: None,
+        peak_rate: 20.0,
+        evidence: Evidence::None,
+        model_anomalies: 0,
+        model_max_score: 0.0,
+        last_rate: 20.0,
+        history: Vec::new(),
+    };
+    for (a, what) in [
+        (alert(theirs, ours), "incoming: the attacker"),
+        (alert(ours, theirs), "outgoing: its target"),
+    ] {
+        let r = d
+            .record(&a)
+            .remote
+            .unwrap_or_else(|| panic!("{what}: no origin"));
+        assert_eq!(
+            (r.ip, r.asn, r.as_org.as_deref()),
+            (theirs, Some(64500), Some("Example Net")),
+            "{what}"
+        );
+    }
+    let plain = Detector::new(RuleConfig::default()).record(&alert(theirs, ours));
+    assert!(plain.remote.is_none());
+    assert!(
+        serde_json::to_value(&plain)
+            .expect("json")
+            .get("remote")
+            .is_none()
+    );
+    let _ignored = std::fs::remove_dir_all(&dir);
+}

@@ -71,6 +71,8 @@ pub struct ReplayOptions {
     pub volume: crate::detect::AlertVolume,
     /// `[networks]`: alerts' direction and hostgroup.
     pub networks: crate::networks::Networks,
+    /// `[geo]`: where alerts' remote sides are.
+    pub geo: Option<std::sync::Arc<crate::geo::GeoDb>>,
     /// The online model, learning or judging every flow event (with `rules` set).
     pub online: Option<crate::detect::ml::online::Online>,
     /// Writes a pcap file of each alert's packets (a second read of the files).
@@ -87,6 +89,10 @@ impl ReplayOptions {
             collect_features: false,
             volume: config.model.volume(),
             networks: config.networks.build(),
+            geo: crate::geo::load(&config.geo.dir).unwrap_or_else(|e| {
+                tracing::error!(error = %crate::report::Report(&e), "country and AS data not loaded");
+                None
+            }),
             online: None,
             evidence: None,
         }
@@ -172,7 +178,8 @@ pub fn replay<'a>(
             .with_model(opts.model)
             .with_online(opts.online)
             .with_volume(opts.volume)
-            .with_networks(opts.networks);
+            .with_networks(opts.networks)
+            .with_geo(opts.geo);
         if opts.collect_features {
             d.collecting()
         } else {

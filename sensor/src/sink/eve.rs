@@ -506,6 +506,13 @@ struct AlertMeta {
     direction: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     hostgroup: Vec<String>,
+    /// `[geo]`: the remote side's country (ISO 3166-1 alpha-2), AS number and organisation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    remote_country: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    remote_asn: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    remote_as_org: Vec<String>,
 }
 
 /// Suricata's timestamp form: microseconds and a numeric UTC offset
@@ -743,6 +750,13 @@ fn alert_event<'a>(a: &'a AlertRecord, host: &'a str) -> Event<'a> {
                     .filter_map(|v| v.as_str().map(str::to_owned))
                     .collect(),
                 hostgroup: a.hostgroup.iter().cloned().collect(),
+                remote_country: a.remote.iter().filter_map(|r| r.country.clone()).collect(),
+                remote_asn: a
+                    .remote
+                    .iter()
+                    .filter_map(|r| r.asn.map(|n| n.to_string()))
+                    .collect(),
+                remote_as_org: a.remote.iter().filter_map(|r| r.as_org.clone()).collect(),
             },
         }),
         sensor: Some(a),

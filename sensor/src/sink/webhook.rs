@@ -209,6 +209,7 @@ mod tests {
             pcap: None,
             direction: None,
             hostgroup: None,
+            remote: None,
         }
     }
 

@@ -84,6 +84,7 @@ fn alert(i: u64) -> AlertRecord {
         pcap: None,
         direction: None,
         hostgroup: None,
+        remote: None,
     }
 }
 

@@ -136,7 +136,7 @@ fn timestamps_have_suricatas_form() {
     );
 }
 
-/// `[networks]` reaches a SIEM in the alert's rule metadata, as lists of strings.
+/// `[networks]` and `[geo]` reach a SIEM in the alert's rule metadata, as lists of strings.
 #[test]
 fn an_alerts_direction_and_hostgroup_are_in_its_metadata() {
     use crate::detect::{
@@ -162,11 +162,20 @@ fn an_alerts_direction_and_hostgroup_are_in_its_metadata() {
         pcap: None,
         direction: Some(crate::networks::Direction::Incoming),
         hostgroup: Some("web".into()),
+        remote: Some(crate::geo::Origin {
+            ip: IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
+            country: Some("US".into()),
+            asn: Some(15169),
+            as_org: Some("Google LLC".into()),
+        }),
     };
     let v = serde_json::to_value(alert_event(&a, "gw")).expect("json");
     let m = &v["alert"]["metadata"];
     assert_eq!(m["direction"], serde_json::json!(["incoming"]), "{v}");
     assert_eq!(m["hostgroup"], serde_json::json!(["web"]), "{v}");
+    assert_eq!(m["remote_country"], serde_json::json!(["US"]), "{v}");
+    assert_eq!(m["remote_asn"], serde_json::json!(["15169"]), "{v}");
+    assert_eq!(m["remote_as_org"], serde_json::json!(["Google LLC"]), "{v}");
     a.direction = None;
     a.hostgroup = None;
     let v = serde_json::to_value(alert_event(&a, "gw")).expect("json");

@@ -32,6 +32,9 @@ pub struct Filter {
     pub min_score: Option<f64>,
     /// Alerts in this state only (`open`, `closed`, `merged`).
     pub state: Option<String>,
+    /// Alerts whose remote side is in this country / AS (read from the stored record).
+    pub country: Option<String>,
+    pub asn: Option<u32>,
 }
 
 /// The tables a list can read, with their time column.
@@ -81,6 +84,14 @@ pub fn list(c: &Connection, table: Table, f: &Filter) -> rusqlite::Result<Value>
     if with_kind && let Some(st) = &f.state {
         sql.push_str(" AND state = ?");
         args.push(Box::new(st.clone()));
+    }
+    if with_kind && let Some(c) = &f.country {
+        sql.push_str(" AND json_extract(record, '$.remote.country') = ?");
+        args.push(Box::new(c.clone()));
+    }
+    if with_kind && let Some(a) = f.asn {
+        sql.push_str(" AND json_extract(record, '$.remote.asn') = ?");
+        args.push(Box::new(i64::from(a)));
     }
     if let Some(s) = &f.severity {
         sql.push_str(" AND severity = ?");
@@ -234,6 +245,48 @@ pub fn suspicious_ips(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
         })?
         .collect::<Result<_, _>>()?;
     Ok(json!({ "items": items }))
+}
+
+/// Where attacks came from: alerts (not merged ones) in the range by their remote side's
+/// country and AS, as `[geo]` recorded them.
+pub fn origins(c: &Connection, f: &Filter) -> rusqlite::Result<Value> {
+    let (cond, args) = range(f, "last_seen");
+    let group = |key: &str, extra: &str| -> rusqlite::Result<Vec<Value>> {
+        let sql = format!(
+            "SELECT json_extract(record, '$.remote.{key}') k, count(*),
+                    count(DISTINCT json_extract(record, '$.remote.ip')){extra}
+             FROM alerts WHERE state != 'merged' AND k IS NOT NULL{cond}
+             GROUP BY k ORDER BY 2 DESC, 3 DESC LIMIT ?"
+        );
+        let mut p = args.clone();
+        p.push(f.limit);
+        let mut stmt = c.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(p), |r| {
+            let k: rusqlite::types::Value = r.get(0)?;
+            Ok(json!({
+                "key": match k {
+                    rusqlite::types::Value::Integer(n) => json!(n.to_string()),
+                    rusqlite::types::Value::Text(t) => json!(t),
+                    _ => Value::Null,
+                },
+                "alerts": r.get::<_, i64>(1)?,
+                "sources": r.get::<_, i64>(2)?,
+                "name": if extra.is_empty() { None } else { r.get::<_, Option<String>>(3)? },
+            }))
+        })?;
+        rows.collect()
+    };
+    let countries = group("country", "")?;
+    let asns = group("asn", ", max(json_extract(record, '$.remote.as_org'))")?;
+    let unknown: i64 = c.query_row(
+        &format!(
+            "SELECT count(*) FROM alerts WHERE state != 'merged'
+             AND json_extract(record, '$.remote') IS NULL{cond}"
+        ),
+        params_from_iter(args),
+        |r| r.get(0),
+    )?;
+    Ok(json!({ "countries": countries, "asns": asns, "unknown": unknown }))
 }
 
 /// Totals, per-protocol counts, alert counts by kind, and a time series for charts.

@@ -352,6 +352,7 @@ fn an_alert_does_not_wait_behind_a_backlog_of_rows() {
         pcap: None,
         direction: None,
         hostgroup: None,
+        remote: None,
     };
     s.alert(alert, 1_000).expect("alert queued");
     let c = Connection::open(&p).expect("reader");
