@@ -110,7 +110,9 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             }))
             .with_volume(opts.config.model.volume())
             .with_networks(opts.config.networks.build())
-            .with_geo(crate::geo::load(&opts.config.geo.dir)?);
+            .with_geo(crate::geo::Geo::loaded(crate::geo::load(
+                &opts.config.geo.dir,
+            )?));
     let mut kernel = opts.kernel;
     kernel.block_entries = opts.config.mitigation.max_entries;
     kernel.evidence_ring = opts.config.evidence.ring_bytes;

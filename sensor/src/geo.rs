@@ -67,6 +67,41 @@ pub struct Origin {
     pub as_org: Option<String>,
 }
 
+/// Whether `ip` can have a country and an AS: a globally routed address, not private, shared
+/// (CGNAT), loopback, link-local, documentation, benchmarking, multicast or reserved space.
+/// The others are never looked up (and a replay of a lab's private traffic never loads the
+/// databases).
+pub fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            !(a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.is_unspecified()
+                || a.is_documentation()
+                || o[0] == 0
+                || o[0] >= 240
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18))
+        }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => is_global(IpAddr::V4(v4)),
+            None => {
+                let s = a.segments();
+                !(a.is_loopback()
+                    || a.is_unspecified()
+                    || a.is_multicast()
+                    || (s[0] & 0xfe00) == 0xfc00
+                    || (s[0] & 0xffc0) == 0xfe80
+                    || (s[0] == 0x2001 && s[1] == 0x0db8))
+            }
+        },
+    }
+}
+
 /// The databases, loaded.
 #[derive(Default)]
 pub struct GeoDb {
@@ -100,6 +135,47 @@ pub fn load(dir: &Path) -> Result<Option<Arc<GeoDb>>, GeoError> {
     let db = (!db.is_empty()).then(|| Arc::new(db));
     loaded.push((dir.to_owned(), db.clone()));
     Ok(db)
+}
+
+/// `[geo]`'s databases for a detector: loaded on first use (a replay that raises no alert never
+/// reads them), or already loaded (`sensor run` loads them at start, so bad data stops it
+/// there).
+#[derive(Clone, Default)]
+pub struct Geo {
+    dir: Option<PathBuf>,
+    db: Arc<std::sync::OnceLock<Option<Arc<GeoDb>>>>,
+}
+
+impl Geo {
+    pub fn lazy(dir: &Path) -> Self {
+        Self {
+            dir: Some(dir.to_owned()),
+            db: Arc::default(),
+        }
+    }
+
+    pub fn loaded(db: Option<Arc<GeoDb>>) -> Self {
+        let cell = std::sync::OnceLock::new();
+        let _ignored = cell.set(db);
+        Self {
+            dir: None,
+            db: Arc::new(cell),
+        }
+    }
+
+    /// The databases, loading them the first time (an error is logged once: the alerts then
+    /// carry no origin, nothing else changes).
+    pub fn get(&self) -> Option<&GeoDb> {
+        self.db
+            .get_or_init(|| {
+                let dir = self.dir.as_deref()?;
+                load(dir).unwrap_or_else(|e| {
+                    tracing::error!(error = %crate::report::Report(&e), "country and AS data not loaded");
+                    None
+                })
+            })
+            .as_deref()
+    }
 }
 
 impl GeoDb {
@@ -253,6 +329,43 @@ mod tests {
             Some(15169)
         );
         assert_eq!(db.lookup(ip("10.1.2.3")), None);
+    }
+
+    #[test]
+    fn only_global_addresses_have_an_origin() {
+        for a in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+            "100.128.0.1",
+        ] {
+            assert!(is_global(ip(a)), "{a}");
+        }
+        for a in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "192.0.2.1",
+            "198.51.100.1",
+            "203.0.113.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "0.1.2.3",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "2001:db8::1",
+            "ff02::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_global(ip(a)), "{a}");
+        }
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub struct Detector {
     /// `[networks]`: each alert's direction and hostgroup.
     networks: crate::networks::Networks,
     /// Country and AS data for alerts' remote sides.
-    geo: Option<std::sync::Arc<crate::geo::GeoDb>>,
+    geo: crate::geo::Geo,
     volume: Volume,
 }
 
@@ -255,7 +255,7 @@ impl Detector {
             next_close_ns: 0,
             next_settle_ns: 0,
             networks: crate::networks::Networks::default(),
-            geo: None,
+            geo: crate::geo::Geo::default(),
             volume: Volume::default(),
         }
     }
@@ -268,7 +268,7 @@ impl Detector {
     }
 
     /// Looks up the country and AS of alerts' remote sides in `geo`.
-    pub fn with_geo(mut self, geo: Option<std::sync::Arc<crate::geo::GeoDb>>) -> Self {
+    pub fn with_geo(mut self, geo: crate::geo::Geo) -> Self {
         self.geo = geo;
         self
     }
@@ -283,14 +283,18 @@ impl Detector {
             .networks
             .alert_hostgroup(a.src_ip, a.dst_ip)
             .map(str::to_owned);
-        if let Some(geo) = &self.geo {
-            // The attacker; for one of ours attacking out, whom it attacks.
-            let remote = match rec.direction {
-                Some(Direction::Outgoing) => a.dst_ip,
-                Some(Direction::Internal) => None,
-                _ => a.src_ip,
-            };
-            rec.remote = remote.and_then(|ip| geo.lookup(ip));
+        // The attacker; for one of ours attacking out, whom it attacks. Only global addresses
+        // have an origin (the databases are not even read for a private one).
+        let remote = match rec.direction {
+            Some(Direction::Outgoing) => a.dst_ip,
+            Some(Direction::Internal) => None,
+            _ => a.src_ip,
+        }
+        .filter(|ip| crate::geo::is_global(*ip));
+        if let Some(ip) = remote
+            && let Some(geo) = self.geo.get()
+        {
+            rec.remote = geo.lookup(ip);
         }
         rec
     }

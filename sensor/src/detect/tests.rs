@@ -798,7 +798,7 @@ fn an_alert_record_carries_its_remote_sides_country_and_as() {
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(
         dir.join("asn-ipv4.csv"),
-        "203.0.113.0,203.0.113.255,64500,Example Net\n",
+        "8.8.4.0,8.8.4.255,64500,Example Net\n",
     )
     .expect("csv");
     let geo = crate::geo::load(&dir).expect("loads").expect("has data");
@@ -808,9 +808,9 @@ fn an_alert_record_carries_its_remote_sides_country_and_as() {
     };
     let d = Detector::new(RuleConfig::default())
         .with_networks(nets.build())
-        .with_geo(Some(geo));
+        .with_geo(crate::geo::Geo::loaded(Some(geo)));
     let (ours, theirs): (IpAddr, IpAddr) =
-        ("10.9.9.9".parse().unwrap(), "203.0.113.7".parse().unwrap());
+        ("10.9.9.9".parse().unwrap(), "8.8.4.7".parse().unwrap());
     let alert = |src: IpAddr, dst: IpAddr| alert::Alert {
         id: 1,
         state: crate::record::AlertState::Open,
@@ -847,6 +847,9 @@ fn an_alert_record_carries_its_remote_sides_country_and_as() {
     }
     let plain = Detector::new(RuleConfig::default()).record(&alert(theirs, ours));
     assert!(plain.remote.is_none());
+    // A private attacker has no origin to look up.
+    let lan: IpAddr = "192.168.1.5".parse().unwrap();
+    assert!(d.record(&alert(lan, ours)).remote.is_none());
     assert!(
         serde_json::to_value(&plain)
             .expect("json")

@@ -71,8 +71,8 @@ pub struct ReplayOptions {
     pub volume: crate::detect::AlertVolume,
     /// `[networks]`: alerts' direction and hostgroup.
     pub networks: crate::networks::Networks,
-    /// `[geo]`: where alerts' remote sides are.
-    pub geo: Option<std::sync::Arc<crate::geo::GeoDb>>,
+    /// `[geo]`: where alerts' remote sides are (read at the first alert).
+    pub geo: crate::geo::Geo,
     /// The online model, learning or judging every flow event (with `rules` set).
     pub online: Option<crate::detect::ml::online::Online>,
     /// Writes a pcap file of each alert's packets (a second read of the files).
@@ -89,10 +89,7 @@ impl ReplayOptions {
             collect_features: false,
             volume: config.model.volume(),
             networks: config.networks.build(),
-            geo: crate::geo::load(&config.geo.dir).unwrap_or_else(|e| {
-                tracing::error!(error = %crate::report::Report(&e), "country and AS data not loaded");
-                None
-            }),
+            geo: crate::geo::Geo::lazy(&config.geo.dir),
             online: None,
             evidence: None,
         }
