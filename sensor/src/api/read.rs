@@ -54,10 +54,11 @@ pub(super) struct ListQuery {
     #[param(value_type = Option<crate::record::AlertState>)]
     state: Option<String>,
     /// Alerts only: whose remote side is in this country (ISO 3166-1 alpha-2, `[geo]`).
-    #[param(example = "NL")]
+    #[param(pattern = "^[A-Z]{2}$", example = "NL")]
     country: Option<String>,
-    /// Alerts only: whose remote side is in this autonomous system (`[geo]`).
-    #[param(value_type = Option<u32>, example = 64500)]
+    /// Alerts only: whose remote side is in this autonomous system (`[geo]`): its number, 0 to
+    /// 4294967295.
+    #[param(pattern = "^[0-9]{1,10}$", example = "64500")]
     asn: Option<String>,
 }
 
@@ -187,8 +188,10 @@ impl ListQuery {
         }
         let asn = match self.asn.as_deref() {
             None => None,
-            Some(a) => Some(a.trim_start_matches("AS").parse::<u32>().map_err(|_| {
-                ApiError::BadRequest("asn must be an AS number, like 64500 or AS64500".into())
+            Some(a) => Some(a.parse::<u32>().map_err(|_| {
+                ApiError::BadRequest(
+                    "asn must be an AS number from 0 to 4294967295, like 64500".into(),
+                )
             })?),
         };
         if let Some(ip) = &self.ip
