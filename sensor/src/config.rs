@@ -211,6 +211,24 @@ impl Config {
             ));
         }
         self.networks.check()?;
+        let groups: Vec<String> = self
+            .networks
+            .hostgroups
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
+        let mut names = std::collections::HashSet::new();
+        for r in &self.rules.custom {
+            r.check(&groups, !self.networks.home.is_empty())?;
+            if !names.insert(r.name.as_str()) {
+                return Err(Invalid::new(
+                    "rules.custom",
+                    format!("two rules are named `{}`", r.name),
+                ));
+            }
+            // Known from the config on: the API's kind filter takes it (also `sensor serve`).
+            crate::record::AlertKind::custom(&r.name);
+        }
         self.mitigation.check()?;
         self.bgp.check(!self.networks.home.is_empty())?;
         self.evidence.check()?;
@@ -402,5 +420,38 @@ mod tests {
             Config::default(),
             "deploy/sensor.toml must show the defaults"
         );
+    }
+}
+
+#[cfg(test)]
+mod custom_rule_tests {
+    use super::*;
+
+    /// An operator rule loads from `[[rules.custom]]`; a bad one is refused naming the rule and
+    /// the field, a second rule of the same name too, a misspelt key with its line.
+    #[test]
+    fn operator_rules_load_and_bad_ones_are_refused() {
+        let rule = "[[rules.custom]]\nname = \"rdp_connections\"\nproto = \"tcp\"\n\
+                    dst_ports = [3389]\nsyn_only = true\ncount = \"flows\"\nwindow_s = 60\nthreshold = 50\n";
+        let c = Config::from_toml(rule, Path::new("s.toml")).expect("valid");
+        assert_eq!(c.rules.custom.len(), 1);
+        assert_eq!(c.rules.custom[0].threshold, 50);
+        let twice = format!("{rule}{rule}");
+        let e = Config::from_toml(&twice, Path::new("s.toml")).expect_err("two of a name");
+        assert!(
+            e.to_string()
+                .contains("two rules are named `rdp_connections`"),
+            "{e}"
+        );
+        let bad = rule.replace("proto = \"tcp\"\n", "");
+        let e = Config::from_toml(&bad, Path::new("s.toml")).expect_err("ports without proto");
+        assert!(
+            e.to_string()
+                .contains("rule `rdp_connections`: dst_ports/src_ports need proto"),
+            "{e}"
+        );
+        let typo = rule.replace("threshold = 50", "treshold = 50");
+        let e = Config::from_toml(&typo, Path::new("s.toml")).expect_err("misspelt key");
+        assert!(e.to_string().contains("line"), "{e}");
     }
 }

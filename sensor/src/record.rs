@@ -9,20 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::flow::{EndReason, Flow};
 
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AlertKind {
     PortScan,
     HostSweep,
@@ -39,7 +26,49 @@ pub enum AlertKind {
     /// The BGP session to an upstream router (or the speaker itself) is down: upstream
     /// mitigation cannot reach it (XDP mitigation goes on).
     BgpSessionDown,
+    /// An operator rule's (`[[rules.custom]]`), by the index of its name in [`CUSTOM_KINDS`].
+    Custom(u16),
 }
+
+/// Operator rules' kind names, registered once per process as the rules are built (names are
+/// few and live as long as the process).
+static CUSTOM_KINDS: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+
+impl Serialize for AlertKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AlertKind {
+    /// A built-in kind, or an operator rule's registered before (a typo in the config is an
+    /// error, not a new kind).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown alert kind `{name}` (one of {})",
+                Self::ALL.map(Self::as_str).join(", ")
+            ))
+        })
+    }
+}
+
+impl utoipa::PartialSchema for AlertKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A built-in kind (port_scan, host_sweep, syn_flood, udp_flood, icmp_flood, \
+                 traffic_spike, ddos, ml_anomaly, brute_force, beaconing, bgp_session_down) or \
+                 the name of an operator rule ([[rules.custom]])",
+            ))
+            .examples(["port_scan"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AlertKind {}
 
 impl AlertKind {
     pub const ALL: [Self; 11] = [
@@ -69,7 +98,47 @@ impl AlertKind {
             Self::BruteForce => "brute_force",
             Self::Beaconing => "beaconing",
             Self::BgpSessionDown => "bgp_session_down",
+            Self::Custom(i) => CUSTOM_KINDS
+                .read()
+                .ok()
+                .and_then(|v| v.get(usize::from(i)).copied())
+                .unwrap_or("custom"),
         }
+    }
+
+    /// The kind an operator rule named `name` raises (registered on first use).
+    pub fn custom(name: &str) -> Self {
+        let mut v = CUSTOM_KINDS
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = v.iter().position(|n| *n == name) {
+            return Self::Custom(i as u16);
+        }
+        v.push(Box::leak(name.to_owned().into_boxed_str()));
+        Self::Custom((v.len() - 1).min(usize::from(u16::MAX)) as u16)
+    }
+
+    /// A built-in kind or a registered operator rule's, by name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .or_else(|| {
+                let v = CUSTOM_KINDS.read().ok()?;
+                v.iter()
+                    .position(|n| *n == name)
+                    .map(|i| Self::Custom(i as u16))
+            })
+    }
+
+    /// Every kind an alert may have in this process: the built-in ones and the operator
+    /// rules' registered so far.
+    pub fn names() -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+        if let Ok(v) = CUSTOM_KINDS.read() {
+            out.extend(v.iter().copied());
+        }
+        out
     }
 }
 

@@ -229,7 +229,7 @@ impl ListQuery {
 
 /// The kinds an alert filter accepts.
 fn alert_kinds() -> Vec<&'static str> {
-    AlertKind::ALL.iter().map(|k| k.as_str()).collect()
+    AlertKind::names()
 }
 
 #[utoipa::path(

@@ -23,6 +23,8 @@ pub enum Evidence {
     Budget(BudgetEvidence),
     /// A BGP session of the upstream mitigation down.
     Session(SessionEvidence),
+    /// An operator rule's count past its threshold.
+    Custom(CustomEvidence),
     /// Not built: an aggregated model alert keeps its peak flow's evidence, and a lower one
     /// carries none.
     #[default]
@@ -127,6 +129,24 @@ impl Vector {
             Self::Any => None,
         }
     }
+}
+
+/// What an operator rule counted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CustomEvidence {
+    pub rule: String,
+    /// What it counts (`new connections`, `distinct destination ports`, ...).
+    pub counted: &'static str,
+    pub value: u64,
+    pub threshold: u64,
+    pub window_s: u64,
+    /// The share of what the key sent that was answered (rules with `max_answered_ratio`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dst_ports: Vec<u16>,
 }
 
 /// A BGP session the sensor's speaker cannot use.
@@ -515,6 +535,28 @@ pub fn summary(a: &crate::detect::Alert) -> String {
             e.score
         ),
         (Evidence::Budget(_), _) => "Model alerts past the per-minute budget, counted here".into(),
+        (Evidence::Custom(e), _) => format!(
+            "Operator rule {}: {} {} {} to {}{} within {} s (threshold {})",
+            e.rule,
+            grouped(e.value),
+            e.counted,
+            from(None),
+            who(dst),
+            match (e.proto, e.dst_ports.as_slice()) {
+                (Some(p), []) => format!(" ({p})"),
+                (Some(p), ports) => format!(
+                    " ({p}/{})",
+                    ports
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                (None, _) => String::new(),
+            },
+            e.window_s,
+            grouped(e.threshold)
+        ),
         (Evidence::Session(e), _) => format!(
             "BGP session to {} down for {} s ({}): {} upstream announcement(s) wait for it; \
              XDP mitigation goes on",

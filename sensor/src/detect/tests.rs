@@ -858,3 +858,54 @@ fn an_alert_record_carries_its_remote_sides_country_and_as() {
     );
     let _ignored = std::fs::remove_dir_all(&dir);
 }
+
+/// An operator rule through the whole detector (flow table events): the issue's "more than 50
+/// new connections a minute to tcp/3389 from one source", which no built-in rule names; the
+/// alert's kind is the rule's name in the record and its sentence says what was counted.
+#[test]
+fn an_operator_rule_raises_its_own_kind_through_the_detector() {
+    let rule: crate::detect::rules::custom::CustomRule = toml::from_str(
+        "name = \"rdp_connections\"\nseverity = \"high\"\nproto = \"tcp\"\ndst_ports = [3389]\n\
+         syn_only = true\ncount = \"flows\"\nwindow_s = 60\nthreshold = 50\n",
+    )
+    .expect("rule");
+    let mut d = Detector::new(RuleConfig {
+        custom: vec![rule],
+        ..RuleConfig::default()
+    });
+    let mut t = FlowTable::new(FlowConfig::default());
+    t.record_events(true);
+    let (src, victim) = (Ipv4Addr::new(198, 51, 100, 7), Ipv4Addr::new(10, 9, 9, 9));
+    let mut flows = Vec::new();
+    for i in 0..60u16 {
+        let ts = 100 * S + u64::from(i) * 800_000_000;
+        t.packet(
+            &pkt(key(src, victim, 40_000 + i, 3389), tcp::SYN),
+            60,
+            ts,
+            &mut |f| flows.push(f),
+        );
+        for ev in t.take_events() {
+            d.on_event(&ev);
+        }
+        d.tick(ts);
+    }
+    d.flush();
+    let closed = d.book.take_closed();
+    let kinds: Vec<&str> = closed.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec!["rdp_connections"],
+        "no built-in rule names it: {kinds:?}"
+    );
+    let rec = d.record(&closed[0]);
+    let json = serde_json::to_value(&rec).expect("json");
+    assert_eq!(json["kind"], "rdp_connections");
+    assert_eq!(json["severity"], "high");
+    assert!(
+        rec.summary
+            .starts_with("Operator rule rdp_connections: 60 new connections from 198.51.100.7"),
+        "{}",
+        rec.summary
+    );
+}

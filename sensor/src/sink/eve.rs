@@ -670,6 +670,17 @@ fn signature(kind: AlertKind) -> (u32, &'static str, &'static str) {
             "SENSOR TROJAN periodic beaconing to one endpoint",
             "A Network Trojan was detected",
         ),
+        // An operator rule: its own id, stable across runs (from its name).
+        AlertKind::Custom(_) => (
+            9_100_000
+                + kind
+                    .as_str()
+                    .bytes()
+                    .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+                    % 100_000,
+            "SENSOR CUSTOM operator rule",
+            BAD,
+        ),
         AlertKind::BgpSessionDown => (
             9_000_011,
             "SENSOR HEALTH BGP session to the upstream down",

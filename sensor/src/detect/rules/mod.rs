@@ -8,6 +8,7 @@
 
 mod beacon;
 mod brute;
+pub mod custom;
 mod flood;
 mod scan;
 mod slow;
@@ -106,6 +107,8 @@ pub struct RuleConfig {
     pub quiet_close_s: u64,
     /// Most keys each tracker holds; beyond it new keys are not tracked (counted).
     pub max_tracked: usize,
+    /// Operator rules (`[[rules.custom]]`), beside the built-in ones.
+    pub custom: Vec<custom::CustomRule>,
 }
 
 impl Default for RuleConfig {
@@ -151,6 +154,7 @@ impl Default for RuleConfig {
             beacon_allow: Vec::new(),
             quiet_close_s: 30,
             max_tracked: 200_000,
+            custom: Vec::new(),
         }
     }
 }
@@ -213,6 +217,9 @@ pub struct Rules {
     limits: Limits,
     /// Hostgroups with thresholds of their own (none: every victim has `limits`).
     groups: Option<crate::networks::Networks>,
+    /// The operator rules, and the networks their direction and hostgroup are judged by.
+    custom: custom::Custom,
+    networks: Option<crate::networks::Networks>,
     scans: FastMap<(IpAddr, IpAddr), (Distinct<u16>, u8)>,
     /// Scans that grew while their firing was held back this second.
     scans_pending: Vec<(IpAddr, IpAddr)>,
@@ -246,6 +253,8 @@ impl Rules {
         Self {
             limits: Limits::of(&cfg, None),
             groups: None,
+            custom: custom::Custom::new(&cfg.custom),
+            networks: None,
             cfg,
             scans: FastMap::default(),
             scans_pending: Vec::new(),
@@ -270,6 +279,7 @@ impl Rules {
     /// Victims in hostgroups with thresholds of their own are judged by them.
     pub fn set_networks(&mut self, n: &crate::networks::Networks) {
         self.groups = n.has_thresholds().then(|| n.clone());
+        self.networks = (!self.custom.is_empty()).then(|| n.clone());
     }
 
     /// `host`'s thresholds as a victim (looked up when its state is made, not per packet).
@@ -286,6 +296,10 @@ impl Rules {
             self.next_prune_ns = now + 10 * NS;
         }
 
+        if !self.custom.is_empty() {
+            let cap = self.cfg.max_tracked;
+            self.custom.on_event(ev, self.networks.as_ref(), cap, book);
+        }
         self.port_scan(ev, now, book);
         self.host_sweep(ev, now, book);
         if ev.family == family::ARP {
@@ -349,6 +363,7 @@ impl Rules {
         crate::detect::shrink(&mut self.hosts);
         self.slow_prune(now);
         self.brute_prune(now);
+        self.custom.prune(now);
         self.beacon_prune(now);
     }
 }
