@@ -10,7 +10,6 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader},
     net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -201,10 +200,12 @@ impl GeoDb {
         Ok(db)
     }
 
+    /// One CSV of AS ranges. Read whole and split in place: one allocation per AS name, not
+    /// per line (a replay that raises an alert about a public address loads it: 515,000
+    /// lines).
     fn load_asn(&mut self, path: &Path) -> Result<(), GeoError> {
-        let file = std::fs::File::open(path).map_err(|e| GeoError::Read(path.to_owned(), e))?;
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| GeoError::Read(path.to_owned(), e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| GeoError::Read(path.to_owned(), e))?;
+        for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
@@ -221,7 +222,6 @@ impl GeoDb {
                 .trim()
                 .parse()
                 .map_err(|_| bad("the AS number is not a number"))?;
-            let org = it.next().map(unquote).unwrap_or_default();
             let parse = |s: &str| {
                 s.trim()
                     .parse::<IpAddr>()
@@ -232,10 +232,10 @@ impl GeoDb {
                 (IpAddr::V6(a), IpAddr::V6(b)) => self.v6.push((a.into(), b.into(), asn)),
                 _ => return Err(bad("a range mixes IPv4 and IPv6")),
             }
-            if !org.is_empty() {
-                self.orgs
-                    .entry(asn)
-                    .or_insert_with(|| Arc::from(org.as_str()));
+            if !self.orgs.contains_key(&asn)
+                && let Some(org) = it.next().map(unquote).filter(|o| !o.is_empty())
+            {
+                self.orgs.insert(asn, Arc::from(org.as_str()));
             }
         }
         Ok(())
