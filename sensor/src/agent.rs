@@ -129,6 +129,21 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
             Window::FromOpen,
         ));
     }
+    // The rules history: a directory that fails now does not stop detection (no dry runs).
+    if opts.config.history.enabled {
+        match crate::history::Writer::new(
+            &opts.config.history,
+            opts.config.history.dir_in(&opts.data_dir),
+        ) {
+            Ok(mut w) => {
+                w.publish_metrics(&metrics);
+                pipeline.set_history(w);
+            }
+            Err(e) => {
+                tracing::error!(error = %Report(&e), "rules history off: dry runs have no data")
+            }
+        }
+    }
     let upstream = if opts.config.bgp.enabled {
         Some(crate::mitigate::upstream::Upstream::new(
             opts.config.bgp.clone(),

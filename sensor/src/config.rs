@@ -39,6 +39,8 @@ pub struct Config {
     pub bgp: BgpConfig,
     /// Country and AS data for alerts, suspicious IPs and top talkers.
     pub geo: crate::geo::GeoConfig,
+    /// What the rules saw, kept on disk for dry runs of rule changes (`sensor run`).
+    pub history: crate::history::HistoryConfig,
     pub evidence: EvidenceConfig,
     pub eve: EveConfig,
     pub syslog: SyslogConfig,
@@ -232,6 +234,7 @@ impl Config {
         self.mitigation.check()?;
         self.bgp.check(!self.networks.home.is_empty())?;
         self.evidence.check()?;
+        self.history.check()?;
         for o in self.outputs() {
             o.check()?;
         }

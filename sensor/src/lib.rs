@@ -16,6 +16,7 @@
 //! - [`api`]: the HTTP API and dashboard over the store, with live controls in `sensor run`.
 //! - [`mitigate`]: opt-in blocking and rate limiting at XDP, driven by alerts and the API.
 //! - [`evidence`]: a pcap file of each alert's packets, copied in the kernel or re-read in replay.
+//! - [`history`]: what the rules saw, kept on disk for dry runs of rule changes.
 //!
 //! [`drive`] runs the pipeline (a replay, the live loop), [`agent`] wires a live sensor together
 //! and stops it in order,
@@ -31,6 +32,7 @@ pub mod drive;
 pub mod evidence;
 pub mod flow;
 pub mod geo;
+pub mod history;
 pub mod kernel;
 pub mod metrics;
 pub mod mitigate;

@@ -77,6 +77,8 @@ pub struct ReplayOptions {
     pub online: Option<crate::detect::ml::online::Online>,
     /// Writes a pcap file of each alert's packets (a second read of the files).
     pub evidence: Option<crate::evidence::Recorder>,
+    /// Keeps what the rules saw, for dry runs of rule changes (`--history`).
+    pub history: Option<crate::history::Writer>,
 }
 
 impl ReplayOptions {
@@ -92,6 +94,7 @@ impl ReplayOptions {
             geo: crate::geo::Geo::lazy(&config.geo.dir),
             online: None,
             evidence: None,
+            history: None,
         }
     }
 
@@ -116,6 +119,12 @@ impl ReplayOptions {
     /// Records each alert's packets with `rec` (created with [`crate::evidence::Window::FromFirstSeen`]).
     pub fn with_evidence(mut self, rec: Option<crate::evidence::Recorder>) -> Self {
         self.evidence = rec;
+        self
+    }
+
+    /// Keeps every call into the rules in `w` (with rules on).
+    pub fn with_history(mut self, w: Option<crate::history::Writer>) -> Self {
+        self.history = w;
         self
     }
 
@@ -184,6 +193,9 @@ pub fn replay<'a>(
         }
     });
     let mut pipe = Pipeline::new(detector, sinks);
+    if let Some(w) = opts.history {
+        pipe.set_history(w);
+    }
     if let Some(rec) = opts.evidence {
         pipe.set_recorder(rec);
     }

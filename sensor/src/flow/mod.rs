@@ -197,6 +197,78 @@ impl Flow {
     }
 }
 
+/// What the rules read of a finished flow (password guessing, beaconing): all the rules
+/// history keeps of one, so a dry run feeds the rules what they saw live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowFacts {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub fwd: DirStats,
+    pub rev: DirStats,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub end: EndReason,
+    pub completed: bool,
+}
+
+impl Flow {
+    pub fn facts(&self) -> FlowFacts {
+        FlowFacts {
+            src: self.src,
+            dst: self.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            proto: self.proto,
+            family: self.family,
+            fwd: self.fwd,
+            rev: self.rev,
+            first_seen_ns: self.first_seen_ns,
+            last_seen_ns: self.last_seen_ns,
+            end: self.end,
+            completed: self.handshake_done,
+        }
+    }
+
+    /// A flow carrying `f` (what the rules read) and nothing else.
+    pub fn from_facts(f: &FlowFacts) -> Self {
+        Self {
+            src: f.src,
+            dst: f.dst,
+            src_port: f.src_port,
+            dst_port: f.dst_port,
+            proto: f.proto,
+            family: f.family,
+            fwd: f.fwd,
+            rev: f.rev,
+            first_seen_ns: f.first_seen_ns,
+            last_seen_ns: f.last_seen_ns,
+            syn: 0,
+            syn_ack: 0,
+            fin: 0,
+            rst: 0,
+            psh: 0,
+            ack_only: 0,
+            echo_requests: 0,
+            fragments: 0,
+            min_len: 0,
+            max_len: 0,
+            len: Moments::default(),
+            iat_us: Moments::default(),
+            end: f.end,
+            fwd_is_lo: true,
+            fwd_sent_syn: false,
+            fin_fwd: false,
+            fin_rev: false,
+            handshake_done: f.completed,
+            ev: EventSlot::default(),
+        }
+    }
+}
+
 /// One update of one flow, for detectors that work on rates and fan-out rather than on
 /// finished flows. Oriented like the flow: `src` is the initiator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,6 +17,7 @@ use crate::{
     detect::{AlertKind, DetectMetrics, Detector, alert::Alert, ml::model::Model},
     evidence::Recorder,
     flow::{Flow, FlowTable},
+    history::Record,
     metrics::{Counter, Registry},
     mitigate::MitigationEvent,
     packet::Parsed,
@@ -72,6 +73,8 @@ pub struct Pipeline<'a> {
     attack_sums: attack_flows::AttackSums,
     /// Published at each tick, once asked for ([`Pipeline::publish_metrics`]).
     metrics: Option<PipelineMetrics>,
+    /// Every call into the rules, kept for dry runs of rule changes (`[history]`).
+    history: Option<crate::history::Writer>,
 }
 
 /// The pipeline's and its detector's counters on `/metrics`.
@@ -99,6 +102,14 @@ impl<'a> Pipeline<'a> {
             evidence: None,
             attack_sums: attack_flows::AttackSums::default(),
             metrics: None,
+            history: None,
+        }
+    }
+
+    /// Keeps every call into the rules in `h` from now on (with a detector only).
+    pub fn set_history(&mut self, h: crate::history::Writer) {
+        if self.detector.is_some() {
+            self.history = Some(h);
         }
     }
 
@@ -219,6 +230,13 @@ impl<'a> Pipeline<'a> {
     pub fn overflow(&mut self, now_ns: u64, dst: &[(HostKey, HostStats)]) {
         if let Some(d) = &mut self.detector {
             for (k, h) in dst {
+                if let Some(w) = &mut self.history {
+                    w.put(&Record::Overflow {
+                        ts_ns: now_ns,
+                        key: *k,
+                        stats: *h,
+                    });
+                }
                 d.on_overflow(now_ns, k, h);
             }
         }
@@ -228,6 +246,9 @@ impl<'a> Pipeline<'a> {
     /// Data time moved on to `now_ns` without traffic: quiet alerts close.
     pub fn tick(&mut self, now_ns: u64) {
         if let Some(d) = &mut self.detector {
+            if let Some(w) = &mut self.history {
+                w.put(&Record::Tick(now_ns));
+            }
             d.tick(now_ns);
             d.settle();
         }
@@ -251,8 +272,19 @@ impl<'a> Pipeline<'a> {
     /// detection opened, closed or judged.
     pub fn process(&mut self, table: &mut FlowTable) {
         if let Some(d) = &mut self.detector {
-            for ev in table.take_events() {
-                d.on_event(&ev);
+            match &mut self.history {
+                Some(w) => {
+                    for ev in table.take_events() {
+                        w.put(&Record::Event(ev));
+                        d.on_event(&ev);
+                    }
+                    w.put(&Record::Settle);
+                }
+                None => {
+                    for ev in table.take_events() {
+                        d.on_event(&ev);
+                    }
+                }
             }
             d.settle();
         }
@@ -288,6 +320,10 @@ impl<'a> Pipeline<'a> {
             self.flow(f);
         }
         if let Some(d) = &mut self.detector {
+            if let Some(w) = &mut self.history {
+                w.put(&Record::End);
+                w.flush();
+            }
             d.flush();
         }
         self.emit_detections();
@@ -312,6 +348,9 @@ impl<'a> Pipeline<'a> {
 
     fn flow(&mut self, f: &Flow) {
         self.totals.flows += 1;
+        if let Some(w) = &mut self.history {
+            w.put(&Record::Flow(f.facts()));
+        }
         let verdict = self.detector.as_mut().and_then(|d| d.on_flow(f));
         if !self.wants_flows {
             return;
