@@ -492,6 +492,124 @@ $("mit-block").onclick = () => {
 $("mit-state").onclick = () => loadMitigation(true);
 loadMitigation();
 
+// Rules: the built-in thresholds (a field each, changed ones marked) and the operator rules
+// (TOML), tried on recorded traffic before they are applied. Everything here needs the token.
+let rulesInForce = null;
+const tomlValue = (v) => Array.isArray(v) ? "[" + v.map((x) => JSON.stringify(x)).join(", ") + "]" : String(v);
+function thresholdInput(key, value) {
+  const i = document.createElement("input");
+  i.dataset.key = key;
+  i.dataset.kind = Array.isArray(value) ? "list" : typeof value;
+  i.value = Array.isArray(value) ? value.join(", ") : String(value);
+  i.setAttribute("aria-label", key);
+  i.addEventListener("input", () => markChanged(i));
+  return i;
+}
+function markChanged(i) {
+  i.closest("tr").classList.toggle("changed", i.value.trim() !== i.dataset.inForce);
+}
+// The editor's rules as TOML: operator rules first (so the server's line numbers are those
+// of the text box), then the thresholds that differ from the defaults.
+function rulesToml() {
+  const lines = [];
+  for (const i of document.querySelectorAll("#t-thresholds input")) {
+    const d = rulesInForce.defaults[i.dataset.key];
+    const raw = i.value.trim();
+    let v;
+    if (i.dataset.kind === "list") {
+      const items = raw ? raw.split(",").map((x) => x.trim()).filter(Boolean) : [];
+      v = items.map((x) => (typeof (d[0] ?? 0) === "number" && /^\d+$/.test(x) ? Number(x) : x));
+      if (JSON.stringify(v) === JSON.stringify(d)) continue;
+    } else if (i.dataset.kind === "boolean") {
+      v = raw === "true";
+      if (v === d) continue;
+    } else {
+      v = raw;
+      if (Number(raw) === d) continue;
+    }
+    lines.push(`${i.dataset.key} = ${Array.isArray(v) ? tomlValue(v) : v}`);
+  }
+  return $("rules-custom").value.trimEnd() + "\n\n[rules]\n" + lines.join("\n") + "\n";
+}
+async function loadRules(ask = false) {
+  const t = token(ask);
+  if (!t) { $("rules-state").textContent = "(enter the API token to see and change the rules)"; return; }
+  try {
+    const r = await api("/api/rules", { headers: authHeaders(t) });
+    rulesInForce = r;
+    const h = r.history || {};
+    $("rules-state").textContent = `(${r.config_file ? "written to " + r.config_file : "no config file: changes are live only"}; ` +
+      (h.enabled ? `history for dry runs: ${h.from ? "from " + h.from : "empty so far"}, ${fmt(Math.round((h.bytes || 0) / 1024))} KiB)` : "rules history off: no dry runs)");
+    $("rules-apply").disabled = !r.live;
+    if (!r.live) $("rules-apply").title = "read-only server: rules are applied to `sensor run`";
+    const rows = Object.keys(r.rules).filter((k) => k !== "custom").map((k) => ({ key: k, value: r.rules[k], def: r.defaults[k] }));
+    setRows("t-thresholds", rows, (tr, row) => {
+      cell(tr, row.key);
+      const td = document.createElement("td");
+      const i = thresholdInput(row.key, row.value);
+      i.dataset.inForce = i.value;
+      td.appendChild(i);
+      tr.appendChild(td);
+      cell(tr, Array.isArray(row.def) ? row.def.join(", ") : String(row.def));
+      if (JSON.stringify(row.value) !== JSON.stringify(row.def)) tr.title = "differs from the default";
+    });
+    $("rules-custom").value = r.custom_toml || "";
+    await loadRuleChanges(t);
+  } catch (e) {
+    if (/token/.test(e.message)) sessionStorage.removeItem("sensor-token");
+    $("rules-state").textContent = e.message;
+  }
+}
+async function loadRuleChanges(t) {
+  const c = await api("/api/rules/changes", { headers: authHeaders(t) });
+  setRows("t-rulechanges", c.items || [], (tr, x) => {
+    cell(tr, x.ts); cell(tr, x.actor); cell(tr, x.remote || ""); cell(tr, (x.changes || []).join("; ")); cell(tr, x.file || "live only");
+  });
+}
+function dryRows(id, items) {
+  setRows(id, items || [], (tr, a) => {
+    cell(tr, a.kind); cell(tr, a.first_seen); cell(tr, a.summary);
+  });
+}
+$("rules-dry").onclick = async () => {
+  const t = token();
+  if (!t || !rulesInForce) return;
+  const to = Math.ceil(Date.now() / 1000);
+  const from = to - Number($("rules-range").value);
+  $("rules-msg").textContent = "dry run...";
+  try {
+    const r = await api("/api/rules/dry-run", { method: "POST", headers: authHeaders(t), body: JSON.stringify({ toml: rulesToml(), from: String(from), to: String(to) }) });
+    $("dry").hidden = false;
+    $("dry-state").textContent = `(${r.from} to ${r.to}: ${fmt(r.history.events)} flow events and ${fmt(r.history.flows)} flows of history read twice in ${fmt(r.elapsed_ms)} ms; ` +
+      `the rules in force raise ${fmt(r.current_alerts)} alerts, the changed rules ${fmt(r.candidate_alerts)}, ${fmt(r.unchanged_total)} of them the same)`;
+    $("dry-new-n").textContent = `(${fmt(r.would_raise_total)})`;
+    $("dry-gone-n").textContent = `(${fmt(r.would_not_raise_total)})`;
+    $("dry-fired-n").textContent = `(${fmt(r.fired_total)})`;
+    dryRows("t-dry-new", r.would_raise);
+    dryRows("t-dry-gone", r.would_not_raise);
+    dryRows("t-dry-fired", r.fired);
+    $("rules-msg").textContent = `dry run done: ${fmt(r.would_raise_total)} more, ${fmt(r.would_not_raise_total)} fewer`;
+  } catch (e) {
+    $("rules-msg").textContent = e.message;
+  }
+};
+$("rules-apply").onclick = async () => {
+  const t = token();
+  if (!t || !rulesInForce) return;
+  const actor = $("rules-actor").value.trim();
+  if (!actor) { $("rules-msg").textContent = "enter your name: the audit records who applied the change"; return; }
+  try {
+    const r = await api("/api/rules", { method: "PUT", headers: authHeaders(t), body: JSON.stringify({ toml: rulesToml(), actor }) });
+    $("rules-msg").textContent = r.applied ? `applied: ${r.changes.join("; ")}${r.file ? " (written to " + r.file + ", previous kept as " + (r.previous || "-") + ")" : " (" + r.note + ")"}` : r.message;
+    await loadRules();
+  } catch (e) {
+    $("rules-msg").textContent = e.message;
+  }
+};
+$("rules-reset").onclick = () => { $("rules-msg").textContent = ""; loadRules(); };
+$("rules-state").onclick = () => loadRules(true);
+loadRules();
+
 $("ctl-replay").onclick = () => control("/api/replay", { path: $("ctl-path").value });
 $("ctl-train").onclick = () => {
   const path = $("ctl-path").value;

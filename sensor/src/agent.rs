@@ -63,6 +63,8 @@ pub struct AgentOptions {
     pub kernel: KernelConfig,
     pub poll: Duration,
     pub config: Config,
+    /// The file `config` was read from: rule changes from the editor are written back to it.
+    pub config_path: Option<PathBuf>,
     pub model: Option<Model>,
     /// The online second model (`--online-model`), judging every flow event.
     pub online: Option<crate::detect::ml::online::OnlineModel>,
@@ -204,6 +206,14 @@ pub fn run(opts: AgentOptions, stop: Arc<AtomicBool>) -> Result<u64, AgentError>
                 config: opts.config.clone(),
                 http: crate::api::HttpLimits::default(),
                 jobs: crate::api::job_slot(),
+                config_path: opts.config_path.clone(),
+                rules: std::sync::RwLock::new(opts.config.rules.clone()),
+                history_dir: opts
+                    .config
+                    .history
+                    .enabled
+                    .then(|| opts.config.history.dir_in(&opts.data_dir)),
+                applying: tokio::sync::Mutex::new(()),
                 live: Some(LiveApi {
                     metrics: metrics.clone(),
                     control,

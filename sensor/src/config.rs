@@ -197,7 +197,7 @@ impl Config {
     }
 
     /// Checks values serde cannot (ranges, addresses): each section its own.
-    fn validate(&self) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if let Some(n) = self.model.max_alerts_per_hour
             && !(n.is_finite() && n >= 0.0)
         {
@@ -273,7 +273,7 @@ impl Config {
 
 /// A refused value as an operator fixes it: the line that sets the key, when the file does
 /// (a default that another key makes invalid has none).
-fn key_located(text: &str, e: &Invalid) -> String {
+pub(crate) fn key_located(text: &str, e: &Invalid) -> String {
     let (table, key) = e.key.split_once('.').unwrap_or(("", e.key));
     let mut in_table = table.is_empty();
     for (n, line) in text.lines().enumerate() {
@@ -292,7 +292,7 @@ fn key_located(text: &str, e: &Invalid) -> String {
 
 /// A TOML error as an operator fixes it: the line, the key (with its table) and what is wrong,
 /// on one line (the parser's own text spans several, with a caret).
-fn located(text: &str, e: &toml::de::Error) -> String {
+pub(crate) fn located(text: &str, e: &toml::de::Error) -> String {
     let Some(span) = e.span() else {
         return e.message().to_owned();
     };

@@ -18,6 +18,7 @@
 //! - [`evidence`]: a pcap file of each alert's packets, copied in the kernel or re-read in replay.
 //! - [`history`]: what the rules saw, kept on disk for dry runs of rule changes.
 //!
+//! [`ruleset`] is the rules as the editor changes them (checked, written back, described).
 //! [`drive`] runs the pipeline (a replay, the live loop), [`agent`] wires a live sensor together
 //! and stops it in order,
 //! [`cli`] is the command line.
@@ -42,5 +43,6 @@ pub mod pipeline;
 pub mod privileges;
 pub mod record;
 pub mod report;
+pub mod ruleset;
 pub mod sink;
 pub mod source;

@@ -57,6 +57,18 @@ impl Agent {
         Self::start_in(dir, ifaces, mode, online, config)
     }
 
+    /// With the config file `text`, written to `sensor.toml` in its data directory (rule
+    /// changes from the API are written back to it).
+    pub fn start_with_file(name: &str, ifaces: Vec<String>, mode: CaptureMode, text: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("sensor-live-{}-{name}", std::process::id()));
+        let _ignored = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let path = dir.join("sensor.toml");
+        std::fs::write(&path, text).expect("write config");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("test config: {e}"));
+        Self::start_full(dir, ifaces, mode, None, config, Some(path))
+    }
+
     /// With its data directory at `dir` (a small or read-only file system, say); what it
     /// holds is removed on drop, `dir` itself may stay.
     pub fn start_in(
@@ -65,6 +77,17 @@ impl Agent {
         mode: CaptureMode,
         online: Option<sensor::detect::ml::online::OnlineModel>,
         config: Config,
+    ) -> Self {
+        Self::start_full(dir, ifaces, mode, online, config, None)
+    }
+
+    fn start_full(
+        dir: PathBuf,
+        ifaces: Vec<String>,
+        mode: CaptureMode,
+        online: Option<sensor::detect::ml::online::OnlineModel>,
+        config: Config,
+        config_path: Option<PathBuf>,
     ) -> Self {
         // A free port inside the namespace (bound, then released).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -85,6 +108,7 @@ impl Agent {
             },
             poll: Duration::from_millis(100),
             config,
+            config_path,
             model: None,
             online,
             model_path: None,
@@ -127,6 +151,15 @@ impl Agent {
             .take()
             .map(|t| t.join().expect("agent thread panicked"))
             .unwrap_or(Ok(0))
+    }
+
+    /// A request with the token and a JSON body: (status, JSON answer).
+    pub fn send(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (code, text) = http(self.addr, method, path, Some(TOKEN), body);
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")),
+        )
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {

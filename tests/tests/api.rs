@@ -321,6 +321,10 @@ fn the_openapi_document_describes_every_route() {
         ("/api/blocklist", "delete", true),
         ("/api/upstream", "get", true),
         ("/api/upstream", "delete", true),
+        ("/api/rules", "get", true),
+        ("/api/rules", "put", true),
+        ("/api/rules/dry-run", "post", true),
+        ("/api/rules/changes", "get", true),
     ] {
         let op = &paths
             .get(path)
@@ -332,7 +336,7 @@ fn the_openapi_document_describes_every_route() {
             "{method} {path}: bearer security"
         );
     }
-    assert_eq!(paths.len(), 19, "a route was added: list it here");
+    assert_eq!(paths.len(), 22, "a route was added: list it here");
     assert!(
         doc["components"]["schemas"]["AlertRecord"]["properties"]["summary"].is_object(),
         "the alert record's own schema is in the document"

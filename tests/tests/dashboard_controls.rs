@@ -432,3 +432,127 @@ fn a_running_floods_row_updates_in_place_and_opens_its_detail() {
     drop(browser);
     drop(agent);
 }
+
+/// The rule editor in a real browser: a scan the sensor recorded; the operator raises the
+/// port-scan thresholds in the form and dry-runs: the scan's alert is listed as one the change
+/// would no longer raise, beside the alert the sensor did raise; Apply (with a name) shows the
+/// change in the audit table and writes the config file. Screenshot: target/dashboard-rules.png.
+#[test]
+fn the_rule_editor_dry_runs_and_applies_a_change() {
+    if load_or_skip("dashboard rule editor", KernelConfig::default()).is_none()
+        || !sensor_tests::netns::have_nmap("dashboard rule editor")
+    {
+        return;
+    }
+    let lab = VethPair::create();
+    let agent = Agent::start_with_file(
+        "dash-rules",
+        vec![lab.local.to_owned()],
+        CaptureMode::Auto,
+        "# the operator's file\n[rules]\nquiet_close_s = 30\n",
+    );
+    let Some(browser) = Browser::start() else {
+        assert!(
+            !sensor_tests::kernel_tests_required(),
+            "chromium or chromedriver is missing (cargo xtask setup installs them)"
+        );
+        sensor_tests::skip("dashboard rule editor", "no chromium/chromedriver");
+        return;
+    };
+    lab.syn_scan("1-300");
+    let start = Instant::now();
+    loop {
+        let v = sensor_tests::get_json(agent.addr, "/api/alerts?kind=port_scan");
+        if v["items"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no port_scan alert for the scan: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    browser.cmd(
+        "POST",
+        "url",
+        Some(json!({ "url": format!("http://{}/?live=0", agent.addr) })),
+    );
+    browser.script(
+        "sessionStorage.setItem('sensor-token', arguments[0]); return true;",
+        json!([TOKEN]),
+    );
+    browser.cmd("POST", "refresh", None);
+    let field = "#t-thresholds input[data-key='port_scan_ports']";
+    browser.wait_for("the thresholds form", |b| {
+        b.script(
+            "return document.querySelector(arguments[0]) !== null;",
+            json!([field]),
+        ) == json!(true)
+    });
+    // Typed by the operator: the field's value and its input event.
+    for key in ["port_scan_ports", "slow_scan_ports"] {
+        browser.script(
+            "const i = document.querySelector(`#t-thresholds input[data-key='${arguments[0]}']`); \
+             i.value = '5000'; i.dispatchEvent(new Event('input')); return true;",
+            json!([key]),
+        );
+    }
+    assert!(
+        browser.script(
+            "return document.querySelector(arguments[0]).closest('tr').classList.contains('changed');",
+            json!([field])
+        ) == json!(true),
+        "a changed threshold is marked"
+    );
+    browser.click("#rules-dry");
+    browser.wait_for("the dry run's result", |b| {
+        b.text("#rules-msg").starts_with("dry run done")
+    });
+    browser.script(
+        "document.getElementById('rules').scrollIntoView(); return true;",
+        json!([]),
+    );
+    let gone = browser.text("#t-dry-gone tbody");
+    assert!(
+        gone.contains("port_scan"),
+        "would no longer raise: {gone:?}"
+    );
+    let fired = browser.text("#t-dry-fired tbody");
+    assert!(
+        fired.contains("port_scan"),
+        "raised by the sensor: {fired:?}"
+    );
+    let shot = browser.cmd("GET", "screenshot", None);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().unwrap_or_default())
+        .expect("screenshot is base64");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-rules.png");
+    std::fs::write(&path, &png).expect("write screenshot");
+
+    // Apply needs a name; with one, the change is live, audited and written.
+    browser.click("#rules-apply");
+    assert!(
+        browser.text("#rules-msg").contains("enter your name"),
+        "{}",
+        browser.text("#rules-msg")
+    );
+    browser.script(
+        "document.getElementById('rules-actor').value = 'dash-operator'; return true;",
+        json!([]),
+    );
+    browser.click("#rules-apply");
+    browser.wait_for("the apply's answer", |b| {
+        b.text("#rules-msg").starts_with("applied")
+    });
+    browser.wait_for("the change in the audit table", |b| {
+        let t = b.text("#t-rulechanges tbody");
+        t.contains("dash-operator") && t.contains("port_scan_ports: 20 -> 5000")
+    });
+    let text = std::fs::read_to_string(agent.dir.join("sensor.toml")).expect("config");
+    assert!(text.contains("port_scan_ports = 5000"), "{text}");
+    assert!(text.contains("# the operator's file"), "{text}");
+    let (_, rules) = agent.send("GET", "/api/rules", None);
+    assert_eq!(rules["rules"]["port_scan_ports"], 5000, "{rules}");
+    drop(browser);
+    drop(agent);
+}

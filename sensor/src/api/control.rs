@@ -49,7 +49,7 @@ pub(super) fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiErr
 
 /// Takes the one slot for a replay or training; the blocking job holds it (so a client
 /// that hangs up does not free it while the job still runs).
-fn job_slot(st: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+pub(super) fn job_slot(st: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     std::sync::Arc::clone(&st.jobs)
         .try_acquire_owned()
         .map_err(|_| {
@@ -277,7 +277,7 @@ pub(super) async fn replay(
             .map_err(|e| internal(&e))?;
         let s = replay_files(
             std::slice::from_ref(&file),
-            ReplayOptions::new(&state.config).with_evidence(recorder),
+            ReplayOptions::new(&state.current_config()).with_evidence(recorder),
             vec![Box::new(sink)],
         )
         .map_err(|e| match e {

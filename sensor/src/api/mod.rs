@@ -16,6 +16,7 @@ mod evidence;
 mod extract;
 mod metrics;
 mod read;
+mod rules;
 pub mod schema;
 mod upstream;
 
@@ -57,6 +58,14 @@ pub struct ApiState {
     /// One replay or training at a time: each holds a flow table and a thread, so a burst
     /// of requests must not multiply them (the others get 409).
     pub jobs: Arc<tokio::sync::Semaphore>,
+    /// The config file `[rules]` changes are written to (none: live only).
+    pub config_path: Option<PathBuf>,
+    /// The rules in force (the config's until the editor applies others).
+    pub rules: std::sync::RwLock<crate::detect::RuleConfig>,
+    /// Where the rules history is (none: off, no dry runs).
+    pub history_dir: Option<PathBuf>,
+    /// One apply of changed rules at a time.
+    pub applying: tokio::sync::Mutex<()>,
 }
 
 /// The slot for a replay or training run from the API.
@@ -76,6 +85,8 @@ pub struct LiveApi {
 impl ApiState {
     /// A read-only server over `db` (`sensor serve`) with the default config.
     pub fn read_only(db: PathBuf, data_dir: PathBuf, token: String) -> Self {
+        // `sensor serve` dry-runs on the history a `sensor run` with this data directory left.
+        let history_dir = Some(data_dir.join("history")).filter(|d| d.is_dir());
         Self {
             db,
             data_dir,
@@ -85,12 +96,39 @@ impl ApiState {
             live: None,
             http: HttpLimits::default(),
             jobs: job_slot(),
+            config_path: None,
+            rules: std::sync::RwLock::new(crate::detect::RuleConfig::default()),
+            history_dir,
+            applying: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn with_config(mut self, config: Config) -> Self {
+        self.rules = std::sync::RwLock::new(config.rules.clone());
         self.config = config;
         self
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> crate::detect::RuleConfig {
+        self.rules
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn set_rules(&self, rules: crate::detect::RuleConfig) {
+        match self.rules.write() {
+            Ok(mut r) => *r = rules,
+            Err(p) => *p.into_inner() = rules,
+        }
+    }
+
+    /// The config with the rules in force (the API's replay and training run with them).
+    pub fn current_config(&self) -> Config {
+        let mut c = self.config.clone();
+        c.rules = self.rules();
+        c
     }
 }
 
@@ -174,6 +212,9 @@ fn control_routes(state: &Shared) -> OpenApiRouter<Shared> {
         .routes(routes!(control::train))
         .routes(routes!(blocklist::list, blocklist::add, blocklist::remove))
         .routes(routes!(upstream::list, upstream::withdraw))
+        .routes(routes!(rules::get_rules, rules::apply))
+        .routes(routes!(rules::dry_run))
+        .routes(routes!(rules::changes))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(state),
             require_token,
@@ -246,7 +287,7 @@ pub async fn serve(
     let shutdown = std::pin::pin!(shutdown);
     let mut shutdown = shutdown;
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -263,7 +304,10 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // The client's address, for the audit of rule changes.
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(rules::Peer(peer))),
+        );
         let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -370,6 +370,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 no_evidence,
                 eve_json,
             ),
+            config_path: config,
             model,
             online_model,
             listen,

@@ -278,6 +278,11 @@ impl AlertBook {
         }
     }
 
+    /// Alerts close after this long without firing from now on (open ones stay open).
+    pub fn set_quiet(&mut self, quiet_ns: u64) {
+        self.quiet_ns = quiet_ns;
+    }
+
     /// Whether `ip` was an endpoint of an attack alert at data time `ts_ns`: between
     /// [`SPIKE_HOLD_NS`] before the attack's first firing and the quiet period after its last.
     pub fn attacked_at(&self, ip: IpAddr, ts_ns: u64) -> bool {

@@ -354,6 +354,19 @@ impl Detector {
         self.model = model;
     }
 
+    /// Replaces the rules (the editor's apply): their counting starts afresh, open alerts stay
+    /// open (an attack still running fires into its incident again) and close when quiet under
+    /// the new rules.
+    pub fn set_rules(&mut self, cfg: RuleConfig) {
+        self.book.set_quiet(cfg.quiet_close_s * 1_000_000_000);
+        self.rules = Rules::new(cfg);
+        self.rules.set_networks(&self.networks);
+    }
+
+    pub fn rules(&self) -> &RuleConfig {
+        self.rules.config()
+    }
+
     pub fn on_event(&mut self, ev: &FlowEvent) {
         self.rules.on_event(ev, &mut self.book);
         self.context.on_event(ev);

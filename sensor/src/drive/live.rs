@@ -89,6 +89,16 @@ pub enum ControlCmd {
         target: String,
         reply: tokio::sync::oneshot::Sender<Result<Value, MitigateError>>,
     },
+    /// New rules (the editor's apply), and the audit row of the change.
+    SetRules {
+        rules: Box<crate::detect::RuleConfig>,
+        change: Box<crate::ruleset::RuleChange>,
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
+    /// Writes out the rules history held in memory (before a dry run reads it).
+    FlushHistory {
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
     /// Upstream mitigation: sessions and announcements.
     Upstream {
         reply: tokio::sync::oneshot::Sender<Value>,
@@ -171,6 +181,26 @@ impl Control {
             *m = info;
         }
         Ok(())
+    }
+
+    /// Swaps the rules of the running pipeline (open alerts stay open) and records `change`.
+    pub async fn set_rules(
+        &self,
+        rules: crate::detect::RuleConfig,
+        change: crate::ruleset::RuleChange,
+    ) -> Result<(), ControlError> {
+        self.ask(|reply| ControlCmd::SetRules {
+            rules: Box::new(rules),
+            change: Box::new(change),
+            reply,
+        })
+        .await
+    }
+
+    /// Has the rules history written out up to the last poll: a dry run then sees everything
+    /// the rules saw.
+    pub async fn flush_history(&self) -> Result<(), ControlError> {
+        self.ask(|reply| ControlCmd::FlushHistory { reply }).await
     }
 
     /// Blocklist and rate-limit entries with their kernel drop counters, and what is protected.
@@ -409,6 +439,20 @@ impl LiveLoop<'_> {
             ControlCmd::SetModel { model, reply } => {
                 self.pipeline.set_model(model.map(|m| *m));
                 tracing::info!("model swapped into the running pipeline");
+                let _ignored = reply.send(());
+            }
+            ControlCmd::FlushHistory { reply } => {
+                self.pipeline.flush_history();
+                let _ignored = reply.send(());
+            }
+            ControlCmd::SetRules {
+                rules,
+                change,
+                reply,
+            } => {
+                self.pipeline.set_rules(*rules);
+                self.pipeline.rule_change(&change);
+                tracing::info!(actor = %change.actor, "rules swapped into the running pipeline");
                 let _ignored = reply.send(());
             }
             ControlCmd::Blocklist { reply } => {

@@ -48,7 +48,11 @@ fn event(i: u64, v6: bool) -> FlowEvent {
         dst,
         src_port: 40_000 + i as u16,
         dst_port: (i % 1024) as u16,
-        proto: if i.is_multiple_of(2) { proto::TCP } else { proto::UDP },
+        proto: if i.is_multiple_of(2) {
+            proto::TCP
+        } else {
+            proto::UDP
+        },
         family: if v6 { family::IPV6 } else { family::IPV4 },
         key_dst_port: 7,
         new_flow: i.is_multiple_of(5),

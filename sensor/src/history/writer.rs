@@ -159,8 +159,13 @@ impl Writer {
         }
     }
 
-    /// Writes what is buffered (end of run).
+    /// Writes what is buffered: readers (a dry run) see every record put so far.
     pub fn flush(&mut self) {
+        self.write_out();
+    }
+
+    /// Writes what is buffered and syncs it to disk (end of a run).
+    pub fn sync(&mut self) {
         self.write_out();
         if let Some(o) = &self.open
             && let Err(e) = o.file.sync_data()

@@ -181,6 +181,30 @@ impl<'a> Pipeline<'a> {
         }
     }
 
+    /// Replaces the rules in the running pipeline (see [`Detector::set_rules`]).
+    pub fn set_rules(&mut self, rules: crate::detect::RuleConfig) {
+        if let Some(d) = &mut self.detector {
+            d.set_rules(rules);
+        }
+    }
+
+    /// Writes out the rules history held in memory.
+    pub fn flush_history(&mut self) {
+        if let Some(w) = &mut self.history {
+            w.flush();
+        }
+    }
+
+    /// A change of the rules to every sink (the store's audit table, the log).
+    pub fn rule_change(&mut self, c: &crate::ruleset::RuleChange) {
+        for s in &mut self.sinks {
+            if let Err(err) = s.rule_change(c) {
+                self.totals.sink_errors += 1;
+                self.first_error.get_or_insert(err);
+            }
+        }
+    }
+
     /// The first error a sink returned since the last call (live paths log it and go on; replay
     /// fails with it at the end).
     pub fn take_error(&mut self) -> Option<SinkError> {
@@ -322,7 +346,7 @@ impl<'a> Pipeline<'a> {
         if let Some(d) = &mut self.detector {
             if let Some(w) = &mut self.history {
                 w.put(&Record::End);
-                w.flush();
+                w.sync();
             }
             d.flush();
         }

@@ -21,6 +21,11 @@ impl Sink for LogSink {
         Ok(())
     }
 
+    fn rule_change(&mut self, c: &crate::ruleset::RuleChange) -> Result<(), SinkError> {
+        eprintln!("RULES changed by {}: {}", c.actor, c.changes.join("; "));
+        Ok(())
+    }
+
     fn alert_closed(&mut self, a: &AlertRecord, _last_seen_ns: u64) -> Result<(), SinkError> {
         match a.merged_into {
             Some(into) => eprintln!("MERGED #{} {} into #{into}", a.id, a.kind.as_str()),

@@ -100,6 +100,10 @@ pub trait Sink {
     fn stats(&mut self, _s: &StatsRow) -> Result<(), SinkError> {
         Ok(())
     }
+    /// A change of the rules (who, when, what): the audit table.
+    fn rule_change(&mut self, _c: &crate::ruleset::RuleChange) -> Result<(), SinkError> {
+        Ok(())
+    }
     fn mitigation(&mut self, _e: &MitigationEvent) -> Result<(), SinkError> {
         Ok(())
     }

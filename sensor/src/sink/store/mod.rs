@@ -102,6 +102,7 @@ enum Msg {
     Anomaly(Box<AnomalyRow>),
     Stats(StatsRow),
     Mitigation(Box<MitigationEvent>, u64),
+    RuleChange(Box<crate::ruleset::RuleChange>, u64),
     AttackFlows(Box<AttackFlowRow>, u64),
     SessionStart(String, String, mpsc::Sender<Result<i64, StoreError>>),
     SessionEnd(i64, u64, u64),
@@ -501,6 +502,11 @@ impl Store {
     /// Queues a mitigation audit row on the priority lane.
     pub fn mitigation(&self, e: MitigationEvent) -> Result<(), StoreError> {
         self.send_priority(Msg::Mitigation(Box::new(e), self.sid()))
+    }
+
+    /// Queues a rules-change audit row on the priority lane.
+    pub fn rule_change(&self, c: crate::ruleset::RuleChange) -> Result<(), StoreError> {
+        self.send_priority(Msg::RuleChange(Box::new(c), self.sid()))
     }
 
     fn send_priority(&self, m: Msg) -> Result<(), StoreError> {

@@ -713,6 +713,71 @@ pub fn mitigations(c: &Connection, limit: i64) -> rusqlite::Result<Vec<Value>> {
     rows.collect()
 }
 
+/// Alerts (incidents: merged ones left out) that were open at some time in `[from_ns, to_ns]`,
+/// oldest first, `limit` at most, and how many there are.
+pub fn alerts_between(
+    c: &Connection,
+    from_ns: u64,
+    to_ns: u64,
+    limit: i64,
+) -> rusqlite::Result<(Vec<Value>, i64)> {
+    let (from, to) = (
+        from_ns.min(i64::MAX as u64) as i64,
+        to_ns.min(i64::MAX as u64) as i64,
+    );
+    let total: i64 = c.query_row(
+        "SELECT count(*) FROM alerts WHERE last_seen >= ?1 AND first_seen <= ?2 AND state != 'merged'",
+        [from, to],
+        |r| r.get(0),
+    )?;
+    let mut s = c.prepare(
+        "SELECT id, record FROM alerts WHERE last_seen >= ?1 AND first_seen <= ?2
+         AND state != 'merged' ORDER BY first_seen LIMIT ?3",
+    )?;
+    let rows = s.query_map(rusqlite::params![from, to, limit], |r| {
+        let id: i64 = r.get(0)?;
+        let rec: String = r.get(1)?;
+        let mut v = serde_json::from_str::<Value>(&rec).unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("id".into(), json!(id));
+        }
+        Ok(v)
+    })?;
+    Ok((rows.collect::<rusqlite::Result<_>>()?, total))
+}
+
+/// The newest `limit` changes of the rules, newest first. A database from before the table
+/// existed has none.
+pub fn rule_changes(c: &Connection, limit: i64) -> rusqlite::Result<Vec<Value>> {
+    let exists: i64 = c.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'rule_changes'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut s = c.prepare(
+        "SELECT id, ts, actor, remote, changes, before, after, file FROM rule_changes
+         ORDER BY id DESC LIMIT ?1",
+    )?;
+    let rows = s.query_map([limit], |r| {
+        let ts: i64 = r.get(1)?;
+        let changes: String = r.get(4)?;
+        Ok(json!({
+            "id": r.get::<_, i64>(0)?,
+            "ts": rfc3339_us(ts.max(0) as u64),
+            "actor": r.get::<_, String>(2)?,
+            "remote": r.get::<_, Option<String>>(3)?,
+            "changes": serde_json::from_str::<Value>(&changes).unwrap_or(Value::Null),
+            "before": r.get::<_, String>(5)?,
+            "after": r.get::<_, String>(6)?,
+            "file": r.get::<_, Option<String>>(7)?,
+        }))
+    })?;
+    rows.collect()
+}
+
 /// The evidence file named by alert `id`'s record: `None` when there is no such alert,
 /// `Some(None)` when its packets were not recorded.
 pub fn alert_pcap(c: &Connection, id: i64) -> rusqlite::Result<Option<Option<String>>> {

@@ -2,7 +2,7 @@
 //! i + 1; `PRAGMA user_version` says where a file is.
 
 /// Current schema version; `MIGRATIONS[i]` takes a database from version i to i + 1.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -130,4 +130,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE alerts SET rev = id;
     CREATE INDEX alerts_rev ON alerts(rev);
     CREATE INDEX alerts_state ON alerts(state, last_seen);",
+    // 6 -> 7: the rules audit: who changed the rules from the editor or the API, when, what
+    // (one line per change, JSON array), the [rules] before and after, the file written.
+    // Never deleted by retention: rare, and the answer to "why did this stop alerting".
+    "CREATE TABLE rule_changes (
+        id INTEGER PRIMARY KEY,
+        ts INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        remote TEXT,
+        changes TEXT NOT NULL,
+        before TEXT NOT NULL,
+        after TEXT NOT NULL,
+        file TEXT,
+        session_id INTEGER
+    );",
 ];

@@ -117,6 +117,13 @@ impl crate::sink::Sink for StoreSink<'_> {
         self.hand_over()?;
         Ok(self.store.mitigation(e.clone())?)
     }
+    fn rule_change(
+        &mut self,
+        c: &crate::ruleset::RuleChange,
+    ) -> Result<(), crate::sink::SinkError> {
+        self.hand_over()?;
+        Ok(self.store.rule_change(c.clone())?)
+    }
     fn tick(&mut self) -> Result<(), crate::sink::SinkError> {
         self.hand_over()
     }

@@ -183,8 +183,8 @@ fn reopening_an_existing_database_keeps_its_rows() {
         )
         .expect("tables");
     // flows, alerts, anomalies, statistics, capture_sessions, model_versions, mitigations,
-    // attack_flows.
-    assert_eq!(tables, 8);
+    // attack_flows, rule_changes.
+    assert_eq!(tables, 9);
     let c = open_rw(&p).expect("reopen");
     let n: i64 = c
         .query_row("SELECT sum(packets) FROM statistics", [], |r| r.get(0))

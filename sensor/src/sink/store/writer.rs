@@ -449,6 +449,23 @@ fn write_batch(c: &mut Connection, batch: &[Msg], session: &mut i64) -> rusqlite
                         (sid > 0).then_some(sid as i64),
                     ])?;
                 }
+                Msg::RuleChange(c, sid) => {
+                    let sid = file(*sid, *session);
+                    tx.prepare_cached(
+                        "INSERT INTO rule_changes (ts, actor, remote, changes, before, after, file, session_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        c.ts_ns as i64,
+                        c.actor,
+                        c.remote,
+                        serde_json::to_string(&c.changes).unwrap_or_default(),
+                        c.before,
+                        c.after,
+                        c.file,
+                        (sid > 0).then_some(sid as i64),
+                    ])?;
+                }
                 Msg::SessionStart(kind, source, _) => {
                     tx.execute(
                         "INSERT INTO capture_sessions (started, kind, source) VALUES (?1, ?2, ?3)",
