@@ -197,8 +197,14 @@ pub fn write(path: &Path, rules: &RuleConfig) -> Result<Written, RulesetError> {
     }
     text.push_str(&above);
     text.push_str(&to_toml(rules));
-    // What is written must load as the sensor loads it, rules and all.
-    Config::from_toml(&text, path).map_err(|e| changed(e.to_string()))?;
+    // What is written must read back as these rules (they were checked against the running
+    // networks by `parse`; a rules file has no networks of its own to check them against).
+    let back: Config = toml::from_str(&text).map_err(|e| changed(located(&text, &e)))?;
+    if back.rules != *rules {
+        return Err(changed(
+            "the rules written do not read back the same".into(),
+        ));
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -321,6 +327,14 @@ mod tests {
         let w = write(&fresh, &rules).expect("written");
         assert_eq!(w.previous, None);
         assert_eq!(Config::load(&fresh).expect("load").rules, rules);
+        // A rules file of its own (`--rules-file`): the rules alone, a hostgroup rule included
+        // (checked against the running config's groups, not the file's).
+        let mut grouped = rules.clone();
+        grouped.custom[0].hostgroup = Some("servers".into());
+        let own = dir.join("rules.toml");
+        write(&own, &grouped).expect("rules file");
+        let text = std::fs::read_to_string(&own).expect("read");
+        assert_eq!(parse(&text, &base).expect("parse").custom, grouped.custom);
         // A file broken on disk since start is not overwritten.
         std::fs::write(&path, "[rules\n").expect("break");
         let e = write(&path, &rules).expect_err("refused");

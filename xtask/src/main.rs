@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | test | run | bench-xdp`.
 
 mod api_contract;
+mod bench_dryrun;
 mod bench_live;
 mod bench_replay;
 mod corpus;
@@ -88,6 +89,15 @@ enum Task {
     LabRole {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The rules history's size per hour and a dry run's time over its last hour, and what
+    /// writing it costs a replay (with vs without, same run).
+    BenchDryrun {
+        /// The history (default: the lab's, data/lab/history, which `cargo xtask run` writes).
+        #[arg(long)]
+        history: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// Packets/s of `sensor replay` vs `tcpdump -r -w /dev/null` (default: echo-connections and
     /// a generated 1M-packet, 100k-flow capture).
@@ -668,6 +678,34 @@ fn main() -> ExitCode {
                 None => eval::lab_set_dir(is_root())?,
             };
             eval::eval(&sensor, &corpora(), lab.as_deref())
+        }
+        Task::BenchDryrun { history, runs } => {
+            let history = history
+                .clone()
+                .unwrap_or_else(|| workspace_root().join("data/lab/history"));
+            // Real captures, and a generated 1M-packet, 100k-flow one (the table's churn).
+            let synthetic = target_dir().join("bench/synthetic-1m.pcap");
+            if !synthetic.exists() {
+                std::fs::create_dir_all(target_dir().join("bench"))?;
+                bench_replay::synthetic(&synthetic, 100_000, 10)?;
+            }
+            let mut pcaps: Vec<PathBuf> = [
+                "zeek/echo-connections.pcap",
+                "generated/nmap_sS_top1000.pcap",
+                "generated/hping3_synflood_20k.pcap",
+            ]
+            .iter()
+            .map(|f| corpora().join(f))
+            .filter(|p| p.exists())
+            .collect();
+            pcaps.push(synthetic);
+            bench_dryrun::bench_dryrun(
+                &release_sensor()?,
+                &history,
+                *runs,
+                &pcaps,
+                &target_dir().join("bench"),
+            )
         }
         Task::BenchReplay { pcaps } => {
             // nfstream is measured when it installs; the bench says so when it does not.

@@ -2,6 +2,7 @@
 //! dispatches, and holds what several subcommands share.
 
 mod check;
+mod dry_run;
 mod replay;
 mod run;
 mod serve;
@@ -82,10 +83,38 @@ pub enum Command {
         /// size (see [eve] in the config).
         #[arg(long, env = "SENSOR_EVE_JSON", value_name = "PATH")]
         eve_json: Option<PathBuf>,
+        /// Also write what the rules saw into this directory, for `sensor dry-run` (see
+        /// [history] in the config).
+        #[arg(long, value_name = "DIR")]
+        history: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
         #[command(flatten)]
         flow: FlowArgs,
+    },
+    /// Try changed rules on recorded traffic: the alerts they would raise and would no longer
+    /// raise, beside the rules in force (the dashboard's dry run, from the command line).
+    DryRun {
+        /// The changed rules: a TOML file with `[rules]` and its `[[rules.custom]]` (keys left
+        /// out take their defaults).
+        rules: PathBuf,
+        /// The config in force: its rules are the ones compared against, its networks apply.
+        #[arg(long, env = "SENSOR_CONFIG")]
+        config: Option<PathBuf>,
+        /// The rules history (default: DATA_DIR/history, or [history] dir).
+        #[arg(long)]
+        history: Option<PathBuf>,
+        #[arg(long, env = "SENSOR_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Start of the range: RFC 3339 or Unix seconds (default: the oldest history kept).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range (default: the newest).
+        #[arg(long)]
+        to: Option<String>,
+        /// The whole result as JSON on standard output.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the live sensor: capture, detection, storage and the API in one process. Without
     /// --iface it starts idle, and interfaces are attached from the API or the dashboard.
@@ -115,6 +144,11 @@ pub enum Command {
         cache_slots: u32,
         #[arg(long, env = "SENSOR_CONFIG")]
         config: Option<PathBuf>,
+        /// Keep the rules in this file instead of the config file: when it exists its
+        /// `[rules]` replaces the config's, and rule changes from the dashboard or the API are
+        /// written here (a config file the service cannot write, under /etc, stays as it is).
+        #[arg(long, env = "SENSOR_RULES_FILE")]
+        rules_file: Option<PathBuf>,
         #[arg(long, env = "SENSOR_MODEL")]
         model: Option<PathBuf>,
         /// Online model from `sensor train --kind kitnet` (experimental second model).
@@ -305,6 +339,21 @@ fn load_config(path: Option<&Path>, flow: Option<&FlowArgs>) -> Result<Config, C
     Ok(c)
 }
 
+/// The rules of `--rules-file`, when it exists, in place of the config's (checked as the
+/// config is, against its networks).
+fn with_rules_file(mut c: Config, path: Option<&Path>) -> anyhow::Result<Config> {
+    let Some(path) = path else { return Ok(c) };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            c.rules = crate::ruleset::parse(&text, &c)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok(c)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(c),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
 /// Runs one parsed command line; `main` only maps the error to an exit status.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -338,6 +387,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             coarse_time,
             cache_slots,
             config,
+            rules_file,
             model,
             online_model,
             listen,
@@ -361,16 +411,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 cache_slots,
                 ..KernelConfig::default()
             },
-            config: with_evidence(
-                with_mitigation(
-                    load_config(config.as_deref(), Some(&flow))?,
-                    &mitigate,
-                    block_ttl,
-                )?,
-                no_evidence,
-                eve_json,
-            ),
-            config_path: config,
+            config: with_rules_file(
+                with_evidence(
+                    with_mitigation(
+                        load_config(config.as_deref(), Some(&flow))?,
+                        &mitigate,
+                        block_ttl,
+                    )?,
+                    no_evidence,
+                    eve_json,
+                ),
+                rules_file.as_deref(),
+            )?,
+            config_path: rules_file.or(config),
             model,
             online_model,
             listen,
@@ -427,6 +480,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             online_model,
             no_evidence,
             eve_json,
+            history,
             db,
             flow,
         } => replay::run(replay::ReplayArgs {
@@ -441,8 +495,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             no_detect,
             model,
             online_model,
+            history,
             db,
         }),
+        Command::DryRun {
+            rules,
+            config,
+            history,
+            data_dir,
+            from,
+            to,
+            json,
+        } => {
+            let config = load_config(config.as_deref(), None)?;
+            let history = history.unwrap_or_else(|| config.history.dir_in(&data_dir));
+            dry_run::run(dry_run::DryRunArgs {
+                rules,
+                config,
+                history,
+                from,
+                to,
+                json,
+            })
+        }
     }
 }
 

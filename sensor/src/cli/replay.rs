@@ -26,6 +26,7 @@ pub(super) struct ReplayArgs {
     pub no_detect: bool,
     pub model: Option<PathBuf>,
     pub online_model: Option<PathBuf>,
+    pub history: Option<PathBuf>,
     pub db: DbArgs,
 }
 
@@ -78,6 +79,12 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
         _ => None,
     };
     sinks.extend(outputs.sinks(false));
+    let history = match &a.history {
+        Some(dir) if !a.no_detect => {
+            Some(crate::history::Writer::new(&a.config.history, dir.clone())?)
+        }
+        _ => None,
+    };
     let opts = if a.no_detect {
         ReplayOptions::flows_only(&a.config)
     } else {
@@ -85,6 +92,7 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
             .with_model(model)
             .with_online(online)
             .with_evidence(recorder)
+            .with_history(history)
     };
     let s = replay(&a.pcaps, opts, sinks)?;
     eprintln!(
@@ -115,6 +123,15 @@ pub(super) fn run(a: ReplayArgs) -> anyhow::Result<()> {
     }
     if let Some(st) = &store {
         eprintln!("replay: results stored in {}", st.path().display());
+    }
+    if let Some(dir) = &a.history
+        && !a.no_detect
+    {
+        eprintln!(
+            "replay: rules history in {} (try changed rules on it: sensor dry-run RULES.toml --history {})",
+            dir.display(),
+            dir.display()
+        );
     }
     if let Some(e) = &s.evidence
         && e.files > 0
