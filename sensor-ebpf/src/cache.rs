@@ -20,14 +20,16 @@ const EEXIST: i32 = 17;
 const ENOMEM: i32 = 12;
 const E2BIG: i32 = 7;
 
-/// Adds the packet to its cache slot if the slot holds its flow in this epoch.
+/// Adds the packet to its cache slot if the slot holds its flow in this epoch. `tick` is the
+/// coarse clock, which lags the precise one the slot was opened with by up to a tick: the
+/// slot's last-seen time only moves forward, so it never precedes its first-seen time.
 #[inline(always)]
 pub(crate) fn cache_hit(
     slot: *mut CacheSlot,
     pkt: &Packet,
     len: u64,
     len16: u16,
-    now: u64,
+    tick: u64,
     epoch: u32,
 ) -> bool {
     // SAFETY: `slot` is this CPU's element of a per-CPU array; XDP runs with preemption off,
@@ -50,7 +52,9 @@ pub(crate) fn cache_hit(
     st.packets += 1;
     st.bytes += len;
     st.len_sq += len * len;
-    st.last_seen_ns = now;
+    if tick > st.last_seen_ns {
+        st.last_seen_ns = tick;
+    }
     // Only the counters this packet moves are touched (most packets move one, or none).
     let f = pkt.tcp_flags;
     if f & (TCP_SYN | TCP_FIN | TCP_RST | TCP_PSH) == 0 {
@@ -214,21 +218,24 @@ pub(crate) fn merge_flow(key: &FlowKey, add: &FlowStats, c: &mut GlobalCounters)
             (*s).max_len = add.max_len;
         }
     };
-    if let Some(s) = FLOWS.get_ptr_mut(key) {
-        apply(s);
-        return Ok(());
-    }
+    // Insert first: the poller drains the map every poll, so a flow flushed here is usually
+    // not in it (one hash walk instead of a failed lookup and an insert). The kernel checks
+    // for the key before it takes a free element, so a full map still updates the flows it
+    // holds.
     match FLOWS.insert(key, add, u64::from(BPF_NOEXIST)) {
         Ok(()) => return Ok(()),
         Err(e) if e == -EEXIST => {
-            // Another CPU inserted the same key between our lookup and insert.
-            c.flow_insert_races += 1;
             if let Some(s) = FLOWS.get_ptr_mut(key) {
                 apply(s);
                 return Ok(());
             }
-            // ... and userspace evicted it again in between.
-            c.flow_insert_other += 1;
+            // The poller drained it between the insert and the lookup: insert it again.
+            c.flow_insert_races += 1;
+            match FLOWS.insert(key, add, u64::from(BPF_NOEXIST)) {
+                Ok(()) => return Ok(()),
+                Err(e) if e == -E2BIG || e == -ENOMEM => c.flow_insert_full += 1,
+                Err(_) => c.flow_insert_other += 1,
+            }
         }
         Err(e) if e == -E2BIG || e == -ENOMEM => c.flow_insert_full += 1,
         Err(_) => c.flow_insert_other += 1,

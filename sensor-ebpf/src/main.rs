@@ -91,17 +91,24 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, ()> {
         }
     };
     count_class(&pkt, len, c);
-    let coarse = COARSE_TIME.load() != 0;
+    // Two clocks (docs/DESIGN.md, "Timestamps"): the coarse one (the last tick, a load) for a
+    // packet of the flow its cache slot holds, which only moves that flow's last-seen time;
+    // the precise one (a clocksource read) where a time is the start of something: a packet
+    // that opens a slot or a map entry, evidence, mitigation. `--coarse-time` uses the
+    // coarse one everywhere.
     // SAFETY: the time helpers take no arguments and touch no memory.
-    let now = unsafe {
-        if coarse {
-            bpf_ktime_get_coarse_ns()
+    let tick = unsafe { bpf_ktime_get_coarse_ns() };
+    let precise = || {
+        if COARSE_TIME.load() != 0 {
+            tick
         } else {
-            bpf_ktime_get_ns()
+            // SAFETY: as above.
+            unsafe { bpf_ktime_get_ns() }
         }
     };
     let verdict = match GATES.get(0) {
         Some(&bits) if bits != 0 => {
+            let now = precise();
             if bits & gates::WATCH != 0 {
                 evidence(ctx, &pkt, len, now, c);
             }
@@ -128,12 +135,13 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, ()> {
         let idx = (epoch & 1) * slots + cache_index(&pkt.words, slots);
         if let Some(slot) = FLOW_CACHE.get_ptr_mut(idx) {
             // The common case, a packet of the flow the slot holds: a few adds, no hash map.
-            if cache_hit(slot, &pkt, len, len16, now, epoch) {
+            if cache_hit(slot, &pkt, len, len16, tick, epoch) {
                 return Ok(verdict);
             }
             cached = Some((slot, epoch));
         }
     }
+    let now = precise();
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(())?;
     // SAFETY: per-CPU scratch, this run's alone (preemption is off).
     let fresh = unsafe { &mut (*scratch).fresh };

@@ -34,6 +34,14 @@ struct Args {
     coarse: bool,
     cache_slots: u32,
     blocklist: u32,
+    /// The three comparable shapes first (hit, 4,096 x 256, cold), each beside the empty
+    /// program.
+    shapes: bool,
+    /// Another XDP program (`OBJECT.o[:PROGRAM]`) run through the same shapes' frames, beside
+    /// the sensor: a peer's flow program, or an older build of this one.
+    peer: Option<(String, Option<String>)>,
+    /// `NAME=VALUE` globals set in the peer's object before it loads (its configuration).
+    peer_globals: Vec<(String, u32)>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -44,11 +52,18 @@ fn parse_args() -> anyhow::Result<Args> {
         coarse: false,
         cache_slots: sensor_common::DEFAULT_CACHE_SLOTS,
         blocklist: 10_000,
+        shapes: false,
+        peer: None,
+        peer_globals: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--coarse-time" {
             a.coarse = true;
+            continue;
+        }
+        if flag == "--shapes" {
+            a.shapes = true;
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -58,9 +73,27 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rounds" => a.rounds = value.parse().context("--rounds")?,
             "--cache-slots" => a.cache_slots = value.parse().context("--cache-slots")?,
             "--blocklist" => a.blocklist = value.parse().context("--blocklist")?,
+            "--peer" => {
+                let (obj, prog) = match value.rsplit_once(':') {
+                    Some((o, p)) => (o.to_owned(), Some(p.to_owned())),
+                    None => (value.clone(), None),
+                };
+                a.peer = Some((obj, prog));
+                a.shapes = true;
+            }
+            "--peer-global" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .context("--peer-global takes NAME=VALUE")?;
+                a.peer_globals.push((
+                    k.to_owned(),
+                    v.parse().context("--peer-global value (u32)")?,
+                ));
+            }
             other => bail!(
                 "unknown option {other} (known: --flows N --repeat N --rounds N --cache-slots N \
-                 --blocklist N --coarse-time)"
+                 --blocklist N --coarse-time --shapes --peer OBJECT.o[:PROGRAM] \
+                 --peer-global NAME=VALUE)"
             ),
         }
     }
@@ -246,6 +279,11 @@ fn main() -> anyhow::Result<()> {
     prog.baseline()?
         .attach("bench1", XdpMode::Driver)
         .context("attaching the baseline to bench1")?;
+    if args.peer.is_some() {
+        sh(&[
+            "ip", "link", "add", "bench2", "type", "veth", "peer", "name", "bench3",
+        ]);
+    }
     println!(
         "corpus: {} distinct flows, {} rounds x repeat {} = {} packets per program, {} clock, flow cache {}",
         frames.len(),
@@ -259,6 +297,9 @@ fn main() -> anyhow::Result<()> {
         }
     );
 
+    if args.shapes {
+        shapes(&mut prog, &args)?;
+    }
     let (s, e) = trials(&mut prog, &frames, &args, "sensor", XDP_PASS)?;
     let flows = prog.flows()?.len();
     let c = prog.counters()?;
@@ -303,6 +344,117 @@ fn main() -> anyhow::Result<()> {
     let (s, e) = trials(&mut prog, &frames, &args, &name, XDP_DROP)?;
     println!("xdp ns/pkt: {name}={s:.2} empty={e:.2} ratio={:.2}", s / e);
     evidence(&mut prog, &frames, &args)
+}
+
+/// The shapes a flow program is compared on, each with the empty program beside it: one flow
+/// repeated (every packet a hit of an established flow), 4,096 flows x 256 packets (bursts),
+/// and cold (200,000 flows, each packet the first of its flow). Another flow program run
+/// through the same frames the same way (`BPF_PROG_TEST_RUN`, the same repeat counts) gives
+/// figures to set beside these (docs/BENCHMARKS.md, "Comparing another flow program").
+fn shapes(prog: &mut SensorProgram, args: &Args) -> anyhow::Result<()> {
+    for (name, flows, repeat, rounds) in [
+        ("hit (1 flow x 4096, 64 rounds)", 1, 4096, 64),
+        ("burst (4096 flows x 256)", 4096, 256, 1),
+        ("cold (200000 flows x 1)", 200_000, 1, 1),
+    ] {
+        let frames = corpus(flows);
+        let a = Args {
+            repeat,
+            rounds,
+            peer: None,
+            peer_globals: Vec::new(),
+            ..*args
+        };
+        let (s, e) = trials(prog, &frames, &a, "sensor", XDP_PASS)?;
+        let kept = prog.flows()?.len();
+        if kept != flows {
+            bail!("{name}: the flow map holds {kept} of {flows} flows");
+        }
+        println!(
+            "shape {name}: sensor={s:.2} empty={e:.2} ns/pkt ratio={:.2}; {:.1} Mpps per core",
+            s / e,
+            1e3 / s
+        );
+        if let Some((obj, p)) = &args.peer {
+            let mut ns = Vec::new();
+            for _ in 0..3 {
+                ns.push(peer_run(
+                    prog,
+                    (obj, p.as_deref()),
+                    &args.peer_globals,
+                    &frames,
+                    repeat,
+                    rounds,
+                )?);
+            }
+            ns.sort_by(f64::total_cmp);
+            let pn = ns[1];
+            println!(
+                "shape {name}: peer={pn:.2} empty={e:.2} ns/pkt ratio={:.2}; {:.1} Mpps per core; peer/sensor={:.2}",
+                pn / e,
+                1e3 / pn,
+                pn / s
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Mean ns per packet of another XDP program over the frames, loaded fresh (empty maps) from
+/// its object file and kept in the dispatcher on a down veth of its own for the run; the loop
+/// is the sensor's (`measure`), its ring drain every 64 frames included.
+fn peer_run(
+    sensor: &mut SensorProgram,
+    (obj, name): (&str, Option<&str>),
+    globals: &[(String, u32)],
+    frames: &[Frame],
+    repeat: u32,
+    rounds: usize,
+) -> anyhow::Result<f64> {
+    let mut loader = aya::EbpfLoader::new();
+    for (k, v) in globals {
+        loader.override_global(k.as_str(), v, true);
+    }
+    let mut ebpf = loader
+        .load_file(obj)
+        .with_context(|| format!("loading {obj}"))?;
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => ebpf
+            .programs()
+            .find(|(_, p)| matches!(p, aya::programs::Program::Xdp(_)))
+            .map(|(n, _)| n.to_owned())
+            .with_context(|| format!("{obj} has no XDP program"))?,
+    };
+    let xdp: &mut Xdp = ebpf
+        .program_mut(&name)
+        .with_context(|| format!("no program {name} in {obj}"))?
+        .try_into()
+        .with_context(|| format!("{name} is not an XDP program"))?;
+    xdp.load().with_context(|| format!("loading {name}"))?;
+    let link = xdp
+        .attach("bench2", XdpMode::Driver)
+        .context("attaching the peer to bench2")?;
+    let mut total = Duration::ZERO;
+    let mut packets = 0u64;
+    for _ in 0..rounds {
+        for chunk in frames.chunks(64) {
+            for f in chunk {
+                let r = xdp
+                    .test_run(TestRunOptions {
+                        data_in: Some(&f.bytes),
+                        repeat,
+                        ..TestRunOptions::default()
+                    })
+                    .context("BPF_PROG_TEST_RUN (peer)")?;
+                total += r.duration * repeat;
+                packets += u64::from(repeat);
+            }
+            sensor.drain_evidence(|_| ());
+        }
+    }
+    xdp.detach(link).context("detaching the peer")?;
+    Ok(total.as_nanos() as f64 / packets as f64)
 }
 
 /// Evidence on (mitigation off): 128 watched addresses no corpus packet has (what every
