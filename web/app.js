@@ -571,16 +571,29 @@ function dryRows(id, items) {
     cell(tr, a.kind); cell(tr, a.first_seen); cell(tr, a.summary);
   });
 }
+$("rules-range").onchange = () => {
+  const v = $("rules-range").value;
+  $("rules-from").hidden = $("rules-to").hidden = v !== "range";
+  $("rules-path").hidden = v !== "capture";
+};
+// What the dry run reads: a range of the history (a preset, or from/to in UTC), or a capture.
+function dryRunSource() {
+  const v = $("rules-range").value;
+  if (v === "capture") return { path: $("rules-path").value.trim() };
+  // A datetime-local value leaves out zero seconds; RFC 3339 wants them.
+  const utc = (x) => (x.length === 16 ? x + ":00" : x) + "Z";
+  if (v === "range") return { from: utc($("rules-from").value), to: utc($("rules-to").value) };
+  const to = Math.ceil(Date.now() / 1000);
+  return { from: String(to - Number(v)), to: String(to) };
+}
 $("rules-dry").onclick = async () => {
   const t = token();
   if (!t || !rulesInForce) return;
-  const to = Math.ceil(Date.now() / 1000);
-  const from = to - Number($("rules-range").value);
   $("rules-msg").textContent = "dry run...";
   try {
-    const r = await api("/api/rules/dry-run", { method: "POST", headers: authHeaders(t), body: JSON.stringify({ toml: rulesToml(), from: String(from), to: String(to) }) });
+    const r = await api("/api/rules/dry-run", { method: "POST", headers: authHeaders(t), body: JSON.stringify({ toml: rulesToml(), ...dryRunSource() }) });
     $("dry").hidden = false;
-    $("dry-state").textContent = `(${r.from} to ${r.to}: ${fmt(r.history.events)} flow events and ${fmt(r.history.flows)} flows of history read twice in ${fmt(r.elapsed_ms)} ms; ` +
+    $("dry-state").textContent = `(${r.capture ? r.capture : r.from + " to " + r.to}: ${fmt(r.history.events)} flow events and ${fmt(r.history.flows)} flows of history read twice in ${fmt(r.elapsed_ms)} ms; ` +
       `the rules in force raise ${fmt(r.current_alerts)} alerts, the changed rules ${fmt(r.candidate_alerts)}, ${fmt(r.unchanged_total)} of them the same)`;
     $("dry-new-n").textContent = `(${fmt(r.would_raise_total)})`;
     $("dry-gone-n").textContent = `(${fmt(r.would_not_raise_total)})`;

@@ -15,7 +15,7 @@ use sensor::{
     record::{AlertKind, AlertRecord, DetectorKind, Severity, StatsRow},
     sink::store::{Retention, Store},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Server {
     addr: SocketAddr,
@@ -996,4 +996,78 @@ fn alerts_filter_and_group_by_their_remote_sides_country_and_as() {
         assert_eq!(s["items"][0]["origin"]["asn"], 15169, "{s}");
         assert_eq!(s["items"][0]["origin"]["country"], "US", "{s}");
     }
+}
+
+/// The rules endpoints on a read-only server: the rules in force and their TOML, a dry run on
+/// a capture in the data directory (the scan's alert would go with a higher bar, an operator
+/// rule's would come), a range dry run without a history (409), refused rules named by line,
+/// and no apply (409): `sensor serve` only reads.
+#[test]
+fn rules_dry_run_on_a_capture_and_read_only_refusals() {
+    let srv = start("rules", |_| {});
+    let t = Some(srv.token.as_str());
+    let (code, body) = http(srv.addr, "GET", "/api/rules", None, None);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = http(srv.addr, "GET", "/api/rules", t, None);
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["rules"]["port_scan_ports"], 20, "{v}");
+    assert_eq!(v["live"], false);
+    assert_eq!(v["toml"], "[rules]\n", "defaults write nothing: {v}");
+    let change = "[[rules.custom]]\nname = \"wide_ports\"\ncount = \"distinct_dst_ports\"\n\
+                  window_s = 60\nthreshold = 300\n\n[rules]\nport_scan_ports = 5000\n\
+                  slow_scan_ports = 5000\n";
+    let body = json!({ "toml": change }).to_string();
+    let (code, resp) = http(srv.addr, "POST", "/api/rules/dry-run", t, Some(&body));
+    assert_eq!(code, 409, "no history on this server: {resp}");
+    let bad = json!({ "toml": "[rules]\nport_scan_ports = 0.5\n" }).to_string();
+    let (code, resp) = http(srv.addr, "POST", "/api/rules/dry-run", t, Some(&bad));
+    assert_eq!(code, 400, "{resp}");
+    assert!(resp.contains("line 2"), "{resp}");
+    let apply = json!({ "toml": change, "actor": "someone" }).to_string();
+    let (code, resp) = http(srv.addr, "PUT", "/api/rules", t, Some(&apply));
+    assert_eq!(code, 409, "{resp}");
+    let (code, resp) = http(srv.addr, "GET", "/api/rules/changes", t, None);
+    assert_eq!(code, 200, "{resp}");
+    let Some(corpora) = sensor_tests::corpora() else {
+        sensor_tests::skip("rules dry run on a capture", "../shared/corpora is absent");
+        return;
+    };
+    std::fs::copy(
+        corpora.join("generated/nmap_sS_top1000.pcap"),
+        srv.dir.join("scan.pcap"),
+    )
+    .expect("copy capture");
+    let body = json!({ "toml": change, "path": "scan.pcap" }).to_string();
+    let (code, resp) = http(srv.addr, "POST", "/api/rules/dry-run", t, Some(&body));
+    assert_eq!(code, 200, "{resp}");
+    let v: Value = serde_json::from_str(&resp).expect("json");
+    let kinds = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x["kind"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        kinds("would_not_raise").contains(&"port_scan".to_owned()),
+        "{v}"
+    );
+    assert!(
+        kinds("would_raise").contains(&"wide_ports".to_owned()),
+        "{v}"
+    );
+    assert!(v["history"]["events"].as_u64().unwrap_or(0) > 1000, "{v}");
+    // Its history was recorded beside the database and is gone.
+    let left: Vec<_> = std::fs::read_dir(&srv.dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".dry-run"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let outside = json!({ "toml": change, "path": "/etc/passwd" }).to_string();
+    let (code, _) = http(srv.addr, "POST", "/api/rules/dry-run", t, Some(&outside));
+    assert_eq!(code, 403);
 }

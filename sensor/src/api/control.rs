@@ -215,7 +215,7 @@ pub(super) struct PathBody {
 }
 
 /// Resolves a client-supplied path inside the data directory, refusing anything outside it.
-fn inside_data_dir(data_dir: &Path, rel: &str) -> Result<PathBuf, ApiError> {
+pub(super) fn inside_data_dir(data_dir: &Path, rel: &str) -> Result<PathBuf, ApiError> {
     if rel.is_empty() {
         return Err(ApiError::BadRequest(
             "path must name a file inside the data directory".into(),

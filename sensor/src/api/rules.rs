@@ -111,13 +111,16 @@ pub(super) struct DryRunBody {
     from: Option<String>,
     /// End of the range (default: now).
     to: Option<String>,
+    /// Instead of the history: a capture in the data directory, replayed with the rules in
+    /// force to record its history first (`from` and `to` then do not apply).
+    path: Option<String>,
 }
 
 #[utoipa::path(
     post,
     path = "/api/rules/dry-run",
     tag = "rules",
-    description = "Runs the rules history of a range through the rules in force and through changed rules: which alerts the change would raise, which it would no longer raise, which stay; beside them, what the sensor raised over the range. The live pipeline is not touched.",
+    description = "Runs the rules history of a range (or of a capture in the data directory, `path`) through the rules in force and through changed rules: which alerts the change would raise, which it would no longer raise, which stay; beside them, what the sensor raised over the range. The live pipeline is not touched.",
     request_body = DryRunBody,
     security(("bearer" = [])),
     responses(
@@ -130,6 +133,9 @@ pub(super) async fn dry_run(
     ApiJson(b): ApiJson<DryRunBody>,
 ) -> Result<Json<Value>, ApiError> {
     let candidate = ruleset::parse(&b.toml, &st.config)?;
+    if let Some(p) = &b.path {
+        return dry_run_capture(&st, p, candidate).await;
+    }
     let now = now_ns();
     let to = match &b.to {
         Some(t) => parse_time("to", t)?.max(0) as u64,
@@ -184,6 +190,49 @@ pub(super) async fn dry_run(
     out["fired"] = Value::Array(fired);
     out["fired_total"] = json!(fired_total);
     Ok(Json(out))
+}
+
+/// A dry run on a capture: its history recorded into a directory of its own (removed after),
+/// then the same side-by-side run.
+async fn dry_run_capture(
+    st: &Shared,
+    path: &str,
+    candidate: RuleConfig,
+) -> Result<Json<Value>, ApiError> {
+    let file = super::control::inside_data_dir(&st.data_dir, path)?;
+    let slot = super::control::job_slot(st)?;
+    let config = st.current_config();
+    let tmp = st
+        .data_dir
+        .join(format!(".dry-run-{}-{}", std::process::id(), now_ns()));
+    let ctx = Ctx {
+        networks: config.networks.build(),
+        geo: crate::geo::Geo::lazy(&config.geo.dir),
+    };
+    let result = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let _slot = slot;
+        let recorded =
+            crate::drive::replay::record_history(std::slice::from_ref(&file), &config, &tmp)
+                .map_err(|e| match e {
+                    crate::drive::replay::ReplayError::BadInput(e) => {
+                        ApiError::BadRequest(Report(&e).to_string())
+                    }
+                    other => ApiError::Internal(Report(&other).to_string()),
+                });
+        let out = recorded.and_then(|_| {
+            run_dry(&tmp, 0, u64::MAX, &config.rules, &candidate, &ctx)
+                .map_err(|e| ApiError::Internal(Report(&e).to_string()))
+        });
+        let _ignored = std::fs::remove_dir_all(&tmp);
+        let mut v = serde_json::to_value(out?).map_err(|e| ApiError::Internal(e.to_string()))?;
+        v["capture"] = json!(file.display().to_string());
+        v["fired"] = json!([]);
+        v["fired_total"] = json!(0);
+        Ok(v)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(Report(&e).to_string()))??;
+    Ok(Json(result))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -2,7 +2,7 @@
 //! `sensor replay --history`), side by side with the rules in force; the same run as the
 //! dashboard's and the API's dry run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::{
     config::Config,
@@ -15,6 +15,9 @@ pub(super) struct DryRunArgs {
     pub rules: PathBuf,
     pub config: Config,
     pub history: PathBuf,
+    pub pcaps: Vec<PathBuf>,
+    /// What the history is of, when not a directory of the user's (captures).
+    pub label: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
     pub json: bool,
@@ -40,6 +43,28 @@ pub(super) fn run(a: DryRunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", a.rules.display()))?;
     let candidate = ruleset::parse(&text, &a.config)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.rules.display()))?;
+    if !a.pcaps.is_empty() {
+        // The captures' history, recorded into a directory of its own and removed after.
+        let tmp = std::env::temp_dir().join(format!("sensor-dry-run-{}", std::process::id()));
+        let _ignored = std::fs::remove_dir_all(&tmp);
+        let recorded = crate::drive::replay::record_history(&a.pcaps, &a.config, &tmp);
+        let out = recorded.map_err(anyhow::Error::from).and_then(|_| {
+            let label = a
+                .pcaps
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+            run(DryRunArgs {
+                history: tmp.clone(),
+                pcaps: Vec::new(),
+                label: Some(label),
+                ..a
+            })
+        });
+        let _ignored = std::fs::remove_dir_all(&tmp);
+        return out;
+    }
     if !a.history.is_dir() {
         anyhow::bail!(
             "no rules history in {} (`sensor run` writes one in DATA_DIR/history; \
@@ -64,7 +89,11 @@ pub(super) fn run(a: DryRunArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {
-        print(&d, &a.history);
+        let what = a
+            .label
+            .clone()
+            .unwrap_or_else(|| a.history.display().to_string());
+        print(&d, &what);
     }
     Ok(())
 }
@@ -78,7 +107,7 @@ fn line(sign: char, r: &AlertRecord) {
     );
 }
 
-fn print(d: &DryRun, dir: &Path) {
+fn print(d: &DryRun, what: &str) {
     let h = &d.history;
     let span = match (h.first_ns, h.last_ns) {
         (Some(a), Some(b)) => format!(
@@ -90,7 +119,7 @@ fn print(d: &DryRun, dir: &Path) {
     };
     println!(
         "dry run over {} ({span}): {} flow events, {} finished flows, {} segment(s), {:.1} MB, read and judged twice in {} ms",
-        dir.display(),
+        what,
         h.events,
         h.flows,
         h.segments,

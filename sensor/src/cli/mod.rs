@@ -104,6 +104,10 @@ pub enum Command {
         /// The rules history (default: DATA_DIR/history, or [history] dir).
         #[arg(long)]
         history: Option<PathBuf>,
+        /// Instead of a history: capture files, replayed with the rules in force to record
+        /// theirs first (repeat for several, read in order as one stream).
+        #[arg(long = "pcap", conflicts_with_all = ["history", "from", "to"])]
+        pcaps: Vec<PathBuf>,
         #[arg(long, env = "SENSOR_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         /// Start of the range: RFC 3339 or Unix seconds (default: the oldest history kept).
@@ -502,6 +506,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rules,
             config,
             history,
+            pcaps,
             data_dir,
             from,
             to,
@@ -513,6 +518,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 rules,
                 config,
                 history,
+                pcaps,
+                label: None,
                 from,
                 to,
                 json,

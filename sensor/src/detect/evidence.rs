@@ -536,12 +536,22 @@ pub fn summary(a: &crate::detect::Alert) -> String {
         ),
         (Evidence::Budget(_), _) => "Model alerts past the per-minute budget, counted here".into(),
         (Evidence::Custom(e), _) => format!(
-            "Operator rule {}: {} {} {} to {}{} within {} s (threshold {})",
+            "Operator rule {}: {} {} {}{}{} within {} s (threshold {})",
             e.rule,
             grouped(e.value),
             e.counted,
-            from(None),
-            who(dst),
+            // The rule's key: its source, its destination, or both (a side it does not key
+            // on is not one address, and is left out).
+            if src.is_some() {
+                from(None)
+            } else {
+                String::new()
+            },
+            match (src, dst) {
+                (Some(_), Some(d)) => format!(" to {d}"),
+                (None, Some(d)) => format!("to {d}"),
+                _ => String::new(),
+            },
             match (e.proto, e.dst_ports.as_slice()) {
                 (Some(p), []) => format!(" ({p})"),
                 (Some(p), ports) => format!(

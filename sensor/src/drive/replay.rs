@@ -29,6 +29,8 @@ pub enum ReplayError {
     Output(#[from] SinkError),
     #[error(transparent)]
     Model(#[from] crate::detect::ml::model::ModelError),
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
 }
 
 /// Result of a whole replay.
@@ -323,4 +325,19 @@ pub fn train_online(
         config.rules.quiet_close_s * 1_000_000_000,
     );
     Ok(model)
+}
+
+/// Replays `files` with `config`'s rules (no model, no output) to write their rules history
+/// into `dir`: what a dry run of changed rules on a capture reads.
+pub fn record_history(
+    files: &[PathBuf],
+    config: &Config,
+    dir: &std::path::Path,
+) -> Result<ReplaySummary, ReplayError> {
+    let w = crate::history::Writer::new(&config.history, dir.to_path_buf())?;
+    replay(
+        files,
+        ReplayOptions::new(config).with_history(Some(w)),
+        Vec::new(),
+    )
 }
