@@ -594,7 +594,8 @@ $("rules-dry").onclick = async () => {
     const r = await api("/api/rules/dry-run", { method: "POST", headers: authHeaders(t), body: JSON.stringify({ toml: rulesToml(), ...dryRunSource() }) });
     $("dry").hidden = false;
     $("dry-state").textContent = `(${r.capture ? r.capture : r.from + " to " + r.to}: ${fmt(r.history.events)} flow events and ${fmt(r.history.flows)} flows of history read twice in ${fmt(r.elapsed_ms)} ms; ` +
-      `the rules in force raise ${fmt(r.current_alerts)} alerts, the changed rules ${fmt(r.candidate_alerts)}, ${fmt(r.unchanged_total)} of them the same)`;
+      `the rules in force raise ${fmt(r.current_alerts)} alerts, the changed rules ${fmt(r.candidate_alerts)}, ${fmt(r.unchanged_total)} of them the same` +
+      (r.history.dropped ? `; ${fmt(r.history.dropped)} flow records past the history's rate cap were not kept, so floods are partly unseen` : "") + ")";
     $("dry-new-n").textContent = `(${fmt(r.would_raise_total)})`;
     $("dry-gone-n").textContent = `(${fmt(r.would_not_raise_total)})`;
     $("dry-fired-n").textContent = `(${fmt(r.fired_total)})`;

@@ -134,6 +134,12 @@ fn print(d: &DryRun, what: &str) {
     d.would_raise.iter().for_each(|r| line('+', r));
     println!("would no longer raise ({}):", d.would_not_raise_total);
     d.would_not_raise.iter().for_each(|r| line('-', r));
+    if h.dropped > 0 {
+        println!(
+            "note: {} flow records past [history] max_records_per_s were not kept: those seconds are partly unseen",
+            h.dropped
+        );
+    }
     if h.truncated > 0 {
         println!(
             "note: {} segment(s) end in a record cut short (a crash or a full disk); read up to it",

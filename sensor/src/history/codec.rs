@@ -33,6 +33,12 @@ pub enum Record {
     Settle,
     /// The end of a run (a replay's end, the sensor stopped): every alert closed.
     End,
+    /// Flow events and finished flows of the second ending at `ts_ns` that were not kept
+    /// (`[history] max_records_per_s`): a dry run over it says so.
+    Gap {
+        ts_ns: u64,
+        dropped: u64,
+    },
 }
 
 const EVENT: u8 = 1;
@@ -41,6 +47,7 @@ const OVERFLOW: u8 = 3;
 const TICK: u8 = 4;
 const SETTLE: u8 = 5;
 const END: u8 = 6;
+const GAP: u8 = 7;
 
 // Flag bits of events and flows.
 const NEW_FLOW: u8 = 1;
@@ -55,7 +62,9 @@ impl Record {
         match self {
             Self::Event(e) => Some(e.ts_ns),
             Self::Flow(f) => Some(f.last_seen_ns),
-            Self::Overflow { ts_ns, .. } | Self::Tick(ts_ns) => Some(*ts_ns),
+            Self::Overflow { ts_ns, .. } | Self::Tick(ts_ns) | Self::Gap { ts_ns, .. } => {
+                Some(*ts_ns)
+            }
             Self::Settle | Self::End => None,
         }
     }
@@ -138,6 +147,11 @@ impl Encoder {
             }
             Record::Settle => out.push(SETTLE),
             Record::End => out.push(END),
+            Record::Gap { ts_ns, dropped } => {
+                out.push(GAP);
+                self.ts(*ts_ns, out);
+                varint(*dropped, out);
+            }
         }
     }
 
@@ -264,6 +278,10 @@ impl<'a> Decoder<'a> {
                 TICK => Record::Tick(r.ts(&mut self.last_ts)?),
                 SETTLE => Record::Settle,
                 END => Record::End,
+                GAP => Record::Gap {
+                    ts_ns: r.ts(&mut self.last_ts)?,
+                    dropped: r.varint()?,
+                },
                 _ => return None,
             })
         })();

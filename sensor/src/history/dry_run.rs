@@ -61,6 +61,7 @@ fn judge(
             d.settle();
             drain(&mut d, run, &mut found);
         }
+        Record::Gap { .. } => {}
         Record::Settle => {
             d.settle();
             drain(&mut d, run, &mut found);

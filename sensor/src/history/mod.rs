@@ -40,6 +40,10 @@ pub struct HistoryConfig {
     pub max_mb: u64,
     /// Seconds of data per segment file (the unit in which old history is deleted).
     pub segment_s: u64,
+    /// Flow events and finished flows kept per data second at most: a flood of new flows
+    /// (millions a second) would otherwise write tens of MB/s; the rest are counted, and a dry
+    /// run over those seconds says how many it did not see.
+    pub max_records_per_s: u64,
 }
 
 impl Default for HistoryConfig {
@@ -49,6 +53,7 @@ impl Default for HistoryConfig {
             dir: None,
             max_mb: 1024,
             segment_s: 600,
+            max_records_per_s: 200_000,
         }
     }
 }
@@ -65,6 +70,12 @@ impl HistoryConfig {
         if self.max_mb == 0 {
             return Err(Invalid::new(
                 "history.max_mb",
+                "must be at least 1 (turn the history off with enabled = false)",
+            ));
+        }
+        if self.max_records_per_s == 0 {
+            return Err(Invalid::new(
+                "history.max_records_per_s",
                 "must be at least 1 (turn the history off with enabled = false)",
             ));
         }

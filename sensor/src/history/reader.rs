@@ -68,6 +68,9 @@ pub struct ReadStats {
     pub last_ns: Option<u64>,
     /// Segments that ended in a record cut short (a crash, a full disk): read up to it.
     pub truncated: usize,
+    /// Records not kept in the range because of `[history] max_records_per_s` (the dry run
+    /// is then missing part of those seconds).
+    pub dropped: u64,
     /// Segments that are not history files (bad magic): skipped.
     pub skipped: usize,
 }
@@ -135,6 +138,7 @@ pub fn for_each(
                 Record::Event(_) => st.events += 1,
                 Record::Flow(_) => st.flows += 1,
                 Record::End => st.runs_ended += 1,
+                Record::Gap { dropped, .. } => st.dropped += dropped,
                 _ => {}
             }
             if rec.ts_ns().is_some() {

@@ -116,6 +116,10 @@ fn records() -> Vec<Record> {
                 },
             });
             out.push(Record::Tick(event(i, false).ts_ns + S));
+            out.push(Record::Gap {
+                ts_ns: event(i, false).ts_ns + S + 1,
+                dropped: i * 1_000,
+            });
         }
     }
     out.push(Record::End);
@@ -158,11 +162,39 @@ fn records_read_back_as_written_and_a_cut_record_ends_the_read() {
 
 fn config(max_mb: u64, segment_s: u64) -> HistoryConfig {
     HistoryConfig {
-        enabled: true,
-        dir: None,
         max_mb,
         segment_s,
+        ..HistoryConfig::default()
     }
+}
+
+/// Past `max_records_per_s`, a second's flow events are counted, not kept, and a dry run over
+/// it says how many it did not see; the next second is kept again.
+#[test]
+fn a_flood_of_records_past_the_rate_cap_is_counted_not_kept() {
+    let dir = tmp("cap");
+    let cfg = HistoryConfig {
+        max_records_per_s: 100,
+        ..config(16, 60)
+    };
+    let mut w = Writer::new(&cfg, dir.clone()).expect("writer");
+    let t0 = 1_700_000_000 * S;
+    for sec in 0..3u64 {
+        let n = if sec == 1 { 1_000 } else { 50 };
+        for i in 0..n {
+            let mut e = event(i, false);
+            e.ts_ns = t0 + sec * S + i * 1_000;
+            w.put(&Record::Event(e));
+        }
+        w.put(&Record::Tick(t0 + sec * S + S / 2));
+    }
+    w.flush();
+    let segs = load(&dir, 0, u64::MAX).expect("load");
+    let st = for_each(&segs, 0, u64::MAX, |_| {});
+    assert_eq!(st.events, 50 + 100 + 50, "{st:?}");
+    assert_eq!(st.dropped, 900, "{st:?}");
+    drop(w);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -28,6 +28,7 @@ const BUFFER: usize = 256 * 1024;
 pub struct HistoryMetrics {
     bytes: Gauge,
     records: Counter,
+    dropped: Counter,
     write_errors: Counter,
     deleted: Counter,
 }
@@ -42,6 +43,10 @@ impl HistoryMetrics {
             records: m.counter(
                 "sensor_history_records_total",
                 "Records (flow events, finished flows, ticks) written to the rules history.",
+            ),
+            dropped: m.counter(
+                "sensor_history_records_dropped_total",
+                "Flow events and finished flows not kept: past history.max_records_per_s.",
             ),
             write_errors: m.counter(
                 "sensor_history_write_errors_total",
@@ -80,6 +85,11 @@ pub struct Writer {
     closed_bytes: u64,
     /// After a failed write: no record is kept until this data time (the next segment).
     broken_until_ns: Option<u64>,
+    max_per_s: u64,
+    /// The data second being counted against `max_per_s`, its records, and those dropped.
+    rate_s: u64,
+    rate_n: u64,
+    rate_dropped: u64,
     metrics: HistoryMetrics,
 }
 
@@ -104,6 +114,10 @@ impl Writer {
             flushed_s: 0,
             closed_bytes,
             broken_until_ns: None,
+            max_per_s: cfg.max_records_per_s.max(1),
+            rate_s: 0,
+            rate_n: 0,
+            rate_dropped: 0,
             metrics: HistoryMetrics::default(),
         })
     }
@@ -122,6 +136,28 @@ impl Writer {
         let ts = r.ts_ns();
         if let Some(t) = ts {
             self.last_ns = self.last_ns.max(t);
+        }
+        let sec = self.last_ns / NS;
+        if sec != self.rate_s {
+            // A second that lost records says how many before the next one starts.
+            if self.rate_dropped > 0 {
+                let gap = Record::Gap {
+                    ts_ns: self.rate_s * NS + NS - 1,
+                    dropped: self.rate_dropped,
+                };
+                self.rate_dropped = 0;
+                self.put(&gap);
+            }
+            self.rate_s = sec;
+            self.rate_n = 0;
+        }
+        if matches!(r, Record::Event(_) | Record::Flow(_)) {
+            self.rate_n += 1;
+            if self.rate_n > self.max_per_s {
+                self.rate_dropped += 1;
+                self.metrics.dropped.inc();
+                return;
+            }
         }
         if let Some(until) = self.broken_until_ns {
             if self.last_ns < until {
