@@ -95,7 +95,7 @@ pub(crate) fn cache_hit(
 pub(crate) fn cache_take(
     slot: *mut CacheSlot,
     pkt: &Packet,
-    fresh: &FlowStats,
+    first: FlowStats,
     epoch: u32,
     c: &mut GlobalCounters,
 ) {
@@ -110,7 +110,7 @@ pub(crate) fn cache_take(
         *(&raw mut s.key).cast::<[u64; 5]>() = pkt.words;
     }
     s.epoch = epoch;
-    s.stats = *fresh;
+    s.stats = first;
 }
 
 /// Counts the `FLOWS` map could not take, per destination and per source (not for ARP: its

@@ -142,11 +142,8 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, ()> {
         }
     }
     let now = precise();
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(())?;
-    // SAFETY: per-CPU scratch, this run's alone (preemption is off).
-    let fresh = unsafe { &mut (*scratch).fresh };
     let (syn, syn_ack, fin, rst, psh, ack_only) = flag_counts(pkt.tcp_flags);
-    *fresh = FlowStats {
+    let first = FlowStats {
         packets: 1,
         bytes: len,
         first_seen_ns: now,
@@ -163,8 +160,13 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, ()> {
         len_sq: len * len,
     };
     match cached {
-        Some((slot, epoch)) => cache_take(slot, &pkt, fresh, epoch, c),
+        // The slot is the flow's from now on: its counts are written in place.
+        Some((slot, epoch)) => cache_take(slot, &pkt, first, epoch, c),
         None => {
+            let scratch = SCRATCH.get_ptr_mut(0).ok_or(())?;
+            // SAFETY: per-CPU scratch, this run's alone (preemption is off).
+            let fresh = unsafe { &mut (*scratch).fresh };
+            *fresh = first;
             if merge_flow(pkt.key(), fresh, c).is_err() {
                 overflow(pkt.key(), fresh, c);
             }
