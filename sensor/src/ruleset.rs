@@ -53,59 +53,60 @@ pub fn parse(text: &str, base: &Config) -> Result<RuleConfig, RulesetError> {
 }
 
 /// `rules` as TOML: the keys that differ from the defaults (a default that changes in a later
-/// release then applies), then each operator rule.
+/// release then applies), then each operator rule, its fields in the order the docs give them.
 pub fn to_toml(rules: &RuleConfig) -> String {
-    let table = |r: &RuleConfig| match toml::Value::try_from(RulesOnly { rules: r.clone() }) {
-        Ok(toml::Value::Table(mut t)) => match t.remove("rules") {
-            Some(toml::Value::Table(r)) => r,
-            _ => toml::Table::new(),
-        },
-        _ => toml::Table::new(),
-    };
-    let defaults = table(&RuleConfig::default());
-    let mut mine = table(rules);
-    mine.retain(|k, v| k == "custom" || defaults.get(k) != Some(v));
-    if rules.custom.is_empty() {
-        mine.remove("custom");
+    let defaults = flat(&RuleConfig::default());
+    let mut mine = flat(rules);
+    mine.retain(|k, v| k != "custom" && defaults.get(k) != Some(v));
+    let mut text = String::from("[rules]\n");
+    text.push_str(&toml::to_string(&mine).unwrap_or_default());
+    let custom = custom_toml(rules);
+    if !custom.is_empty() {
+        text.push('\n');
+        text.push_str(&custom);
     }
-    let mut doc = toml::Table::new();
-    doc.insert("rules".into(), toml::Value::Table(mine));
-    let text = toml::to_string(&doc).unwrap_or_default();
-    if text.trim().is_empty() {
-        "[rules]\n".into()
-    } else {
-        text
-    }
+    text
 }
 
 /// The operator rules alone, as `[[rules.custom]]` blocks (the editor's text box).
 pub fn custom_toml(rules: &RuleConfig) -> String {
+    #[derive(Serialize)]
+    struct Custom<'a> {
+        custom: &'a [crate::detect::rules::custom::CustomRule],
+    }
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        rules: Custom<'a>,
+    }
     if rules.custom.is_empty() {
         return String::new();
     }
-    let mut t = toml::Table::new();
-    if let Ok(v) = toml::Value::try_from(&rules.custom) {
-        t.insert("custom".into(), v);
-    }
-    let mut doc = toml::Table::new();
-    doc.insert("rules".into(), toml::Value::Table(t));
-    let text = toml::to_string(&doc).unwrap_or_default();
+    let text = toml::to_string(&Doc {
+        rules: Custom {
+            custom: &rules.custom,
+        },
+    })
+    .unwrap_or_default();
     text.strip_prefix("[rules]\n")
         .unwrap_or(&text)
         .trim_start()
         .to_owned()
 }
 
-/// What each change of `after` against `before` is, one line each (built-in keys as
-/// `key: old -> new`, operator rules by name).
-pub fn describe(before: &RuleConfig, after: &RuleConfig) -> Vec<String> {
-    let flat = |r: &RuleConfig| match toml::Value::try_from(RulesOnly { rules: r.clone() }) {
+/// The built-in keys of `rules` (and `custom`) as one TOML table.
+fn flat(r: &RuleConfig) -> toml::Table {
+    match toml::Value::try_from(RulesOnly { rules: r.clone() }) {
         Ok(toml::Value::Table(mut t)) => match t.remove("rules") {
             Some(toml::Value::Table(r)) => r,
             _ => toml::Table::new(),
         },
         _ => toml::Table::new(),
-    };
+    }
+}
+
+/// What each change of `after` against `before` is, one line each (built-in keys as
+/// `key: old -> new`, operator rules by name).
+pub fn describe(before: &RuleConfig, after: &RuleConfig) -> Vec<String> {
     let (a, b) = (flat(before), flat(after));
     let mut out = Vec::new();
     for (k, new) in &b {
@@ -310,6 +311,15 @@ mod tests {
         assert_eq!(back.networks, base.networks);
         // Only what differs from the defaults is written.
         assert!(!text.contains("host_sweep_hosts"), "{text}");
+        // An operator rule reads as written: name first, no empty or default-off fields.
+        assert!(
+            text.contains("[[rules.custom]]\nname = \"rdp\"\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("src_ports") && !text.contains("syn_only"),
+            "{text}"
+        );
         assert_eq!(
             describe(&base.rules, &back.rules),
             vec![

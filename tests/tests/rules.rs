@@ -134,6 +134,10 @@ fn rules_applied_during_a_flood_keep_its_incident_and_are_audited() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["applied"], true, "{v}");
     assert!(
+        v["change_id"].as_i64().is_some(),
+        "the audit row is named: {v}"
+    );
+    assert!(
         v["changes"]
             .to_string()
             .contains("operator rule `web_syn_burst` added"),
@@ -170,6 +174,7 @@ fn rules_applied_during_a_flood_keep_its_incident_and_are_audited() {
     let (code, changes) = agent.send("GET", "/api/rules/changes", None);
     assert_eq!(code, 200, "{changes}");
     let row = &changes["items"][0];
+    assert_eq!(row["id"], v["change_id"], "{changes}");
     assert_eq!(row["actor"], "test-operator", "{changes}");
     assert_eq!(row["remote"], "127.0.0.1", "{changes}");
     assert!(

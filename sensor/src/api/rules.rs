@@ -179,13 +179,18 @@ pub(super) async fn dry_run(
         e => ApiError::Internal(Report(&e).to_string()),
     })?;
     let mut out = serde_json::to_value(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (fired, fired_total) = if st.db.exists() {
-        read(&st, move |c| {
-            Ok(q::alerts_between(c, from, to, FIRED_LISTED)?)
-        })
-        .await?
-    } else {
-        (Vec::new(), 0)
+    // What the sensor raised over the part of the range the history covers (before the
+    // history began, or after it was deleted, there is nothing to set it beside).
+    let covered = result
+        .history
+        .first_ns
+        .zip(result.history.last_ns)
+        .map(|(a, b)| (a.max(from), b.min(to)));
+    let (fired, fired_total) = match covered {
+        Some((a, b)) if a <= b && st.db.exists() => {
+            read(&st, move |c| Ok(q::alerts_between(c, a, b, FIRED_LISTED)?)).await?
+        }
+        _ => (Vec::new(), 0),
     };
     out["fired"] = Value::Array(fired);
     out["fired_total"] = json!(fired_total);
@@ -253,7 +258,7 @@ pub(super) struct ApplyBody {
     request_body = ApplyBody,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`applied`, `changes`, `file`, `previous`", body = Object),
+        (status = 200, description = "`applied`, `change_id` (the audit row), `changes`, `file`, `previous`", body = Object),
         ActionErrors,
     )
 )]
@@ -297,8 +302,9 @@ pub(super) async fn apply(
         }
         None => None,
     };
+    let ts_ns = now_ns();
     let change = RuleChange {
-        ts_ns: now_ns(),
+        ts_ns,
         actor,
         remote: peer.map(|Extension(Peer(a))| a.ip().to_string()),
         changes: changes.clone(),
@@ -308,13 +314,36 @@ pub(super) async fn apply(
     };
     live.control.set_rules(new.clone(), change).await?;
     st.set_rules(new);
+    let change_id = stored_change(&st, ts_ns).await;
     Ok(Json(json!({
         "applied": true,
+        "change_id": change_id,
         "changes": changes,
         "file": written.as_ref().map(|w| w.path.display().to_string()),
         "previous": written.as_ref().and_then(|w| w.previous.as_ref()).map(|p| p.display().to_string()),
         "note": if written.is_none() { Some("the sensor runs without --config: the change is live only and is lost at restart") } else { None },
     })))
+}
+
+/// The audit row of the change made at `ts_ns`, once the store's writer has it (2 s at most):
+/// the answer names it, and the client's next read of the audit sees it.
+async fn stored_change(st: &Shared, ts_ns: u64) -> Option<i64> {
+    if !st.db.exists() {
+        return None;
+    }
+    let ts = rfc3339_us(ts_ns);
+    for _ in 0..40 {
+        let rows = read(st, |c| Ok(q::rule_changes(c, 5)?)).await.ok()?;
+        if let Some(id) = rows
+            .iter()
+            .find(|r| r["ts"] == ts.as_str())
+            .and_then(|r| r["id"].as_i64())
+        {
+            return Some(id);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

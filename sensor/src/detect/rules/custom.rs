@@ -91,12 +91,12 @@ pub struct CustomRule {
     pub severity: Severity,
     #[serde(default)]
     pub proto: Option<RuleProto>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dst_ports: Vec<u16>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub src_ports: Vec<u16>,
     /// Only connection attempts (TCP SYN without ACK).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub syn_only: bool,
     /// Only traffic going this way (needs `[networks] home`).
     #[serde(default)]
