@@ -400,9 +400,10 @@ fn shapes(prog: &mut SensorProgram, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mean ns per packet of another XDP program over the frames, loaded fresh (empty maps) from
-/// its object file and kept in the dispatcher on a down veth of its own for the run; the loop
-/// is the sensor's (`measure`), its ring drain every 64 frames included.
+/// Mean ns per packet of another program over the frames: an XDP program (kept in the
+/// dispatcher on a down veth of its own for the run) or a TC classifier (netobserv-ebpf-agent's
+/// flow program is one; its test run needs no attachment), loaded fresh (empty maps) from its
+/// object file; the loop is the sensor's (`measure`), its ring drain every 64 frames included.
 fn peer_run(
     sensor: &mut SensorProgram,
     (obj, name): (&str, Option<&str>),
@@ -411,7 +412,28 @@ fn peer_run(
     repeat: u32,
     rounds: usize,
 ) -> anyhow::Result<f64> {
+    use aya::programs::{Program, SchedClassifier};
+    // Maps a peer pins (netobserv pins some by name) go to a bpffs of this run's own, mounted
+    // for this load and unmounted after (its pins go with it, so every trial starts empty).
+    struct BpfFs(std::path::PathBuf);
+    impl Drop for BpfFs {
+        fn drop(&mut self) {
+            let _ignored = std::process::Command::new("umount").arg(&self.0).status();
+            let _ignored = std::fs::remove_dir(&self.0);
+        }
+    }
+    let pins =
+        BpfFs(std::env::temp_dir().join(format!("sensor-bench-bpffs-{}", std::process::id())));
+    std::fs::create_dir_all(&pins.0)?;
+    sh(&[
+        "mount",
+        "-t",
+        "bpf",
+        "bpf",
+        pins.0.to_str().context("temp path")?,
+    ]);
     let mut loader = aya::EbpfLoader::new();
+    loader.default_map_pin_directory(&pins.0);
     for (k, v) in globals {
         loader.override_global(k.as_str(), v, true);
     }
@@ -422,39 +444,72 @@ fn peer_run(
         Some(n) => n.to_owned(),
         None => ebpf
             .programs()
-            .find(|(_, p)| matches!(p, aya::programs::Program::Xdp(_)))
+            .find(|(_, p)| matches!(p, Program::Xdp(_)))
             .map(|(n, _)| n.to_owned())
-            .with_context(|| format!("{obj} has no XDP program"))?,
+            .with_context(|| format!("{obj} has no XDP program: name one (OBJECT.o:PROGRAM)"))?,
     };
-    let xdp: &mut Xdp = ebpf
+    let prog = ebpf
         .program_mut(&name)
-        .with_context(|| format!("no program {name} in {obj}"))?
-        .try_into()
-        .with_context(|| format!("{name} is not an XDP program"))?;
-    xdp.load().with_context(|| format!("loading {name}"))?;
-    let link = xdp
-        .attach("bench2", XdpMode::Driver)
-        .context("attaching the peer to bench2")?;
-    let mut total = Duration::ZERO;
-    let mut packets = 0u64;
-    for _ in 0..rounds {
-        for chunk in frames.chunks(64) {
-            for f in chunk {
-                let r = xdp
-                    .test_run(TestRunOptions {
-                        data_in: Some(&f.bytes),
-                        repeat,
-                        ..TestRunOptions::default()
-                    })
-                    .context("BPF_PROG_TEST_RUN (peer)")?;
-                total += r.duration * repeat;
-                packets += u64::from(repeat);
+        .with_context(|| format!("no program {name} in {obj}"))?;
+    let time = |run: &dyn Fn(&[u8]) -> anyhow::Result<Duration>,
+                sensor: &mut SensorProgram|
+     -> anyhow::Result<f64> {
+        let mut total = Duration::ZERO;
+        let mut packets = 0u64;
+        for _ in 0..rounds {
+            for chunk in frames.chunks(64) {
+                for f in chunk {
+                    total += run(&f.bytes)? * repeat;
+                    packets += u64::from(repeat);
+                }
+                sensor.drain_evidence(|_| ());
             }
-            sensor.drain_evidence(|_| ());
+        }
+        Ok(total.as_nanos() as f64 / packets as f64)
+    };
+    fn opts(data: &[u8], repeat: u32) -> TestRunOptions<'_> {
+        TestRunOptions {
+            data_in: Some(data),
+            repeat,
+            ..TestRunOptions::default()
         }
     }
-    xdp.detach(link).context("detaching the peer")?;
-    Ok(total.as_nanos() as f64 / packets as f64)
+    match prog {
+        Program::Xdp(xdp) => {
+            xdp.load().with_context(|| format!("loading {name}"))?;
+            let link = xdp
+                .attach("bench2", XdpMode::Driver)
+                .context("attaching the peer to bench2")?;
+            let ns = {
+                let xdp = &*xdp;
+                time(
+                    &|d| {
+                        Ok(xdp
+                            .test_run(opts(d, repeat))
+                            .context("BPF_PROG_TEST_RUN (peer)")?
+                            .duration)
+                    },
+                    sensor,
+                )?
+            };
+            xdp.detach(link).context("detaching the peer")?;
+            Ok(ns)
+        }
+        Program::SchedClassifier(tc) => {
+            tc.load().with_context(|| format!("loading {name}"))?;
+            let tc: &SchedClassifier = tc;
+            time(
+                &|d| {
+                    Ok(tc
+                        .test_run(opts(d, repeat))
+                        .context("BPF_PROG_TEST_RUN (peer)")?
+                        .duration)
+                },
+                sensor,
+            )
+        }
+        _ => bail!("{name} in {obj} is neither an XDP program nor a TC classifier"),
+    }
 }
 
 /// Evidence on (mitigation off): 128 watched addresses no corpus packet has (what every
