@@ -166,6 +166,9 @@ impl ModelSettings {
     }
 }
 
+/// Operator rules a config may hold.
+pub const MAX_CUSTOM_RULES: usize = 256;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read the config file")]
@@ -219,6 +222,17 @@ impl Config {
             .iter()
             .map(|g| g.name.clone())
             .collect();
+        // Each operator rule is checked against every flow update: a bound keeps a pasted
+        // thousand-rule file from slowing the live loop.
+        if self.rules.custom.len() > MAX_CUSTOM_RULES {
+            return Err(Invalid::new(
+                "rules.custom",
+                format!(
+                    "{} operator rules: at most {MAX_CUSTOM_RULES}",
+                    self.rules.custom.len()
+                ),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for r in &self.rules.custom {
             r.check(&groups, !self.networks.home.is_empty())?;

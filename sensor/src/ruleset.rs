@@ -267,6 +267,15 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("port_scan_portz"), "{e}");
         let e = bad("[flow]\nmax_flows = 3\n");
         assert!(e.contains("flow"), "{e}");
+        let many: String = (0..=crate::config::MAX_CUSTOM_RULES)
+            .map(|i| {
+                format!(
+                    "[[rules.custom]]\nname = \"r{i}\"\ncount = \"flows\"\nwindow_s = 60\nthreshold = 5\n"
+                )
+            })
+            .collect();
+        let e = bad(&many);
+        assert!(e.contains("at most 256"), "{e}");
         let e = bad(
             "[rules]\n[[rules.custom]]\nname = \"x\"\nhostgroup = \"nope\"\ncount = \"flows\"\n\
              window_s = 60\nthreshold = 5\n",
